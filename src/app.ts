@@ -1,0 +1,365 @@
+import { randomUUID } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { blockFieldSuggestionsPlugin } from "@escape.tech/graphql-armor-block-field-suggestions";
+import { costLimitPlugin } from "@escape.tech/graphql-armor-cost-limit";
+import { maxAliasesPlugin } from "@escape.tech/graphql-armor-max-aliases";
+import { maxDepthPlugin } from "@escape.tech/graphql-armor-max-depth";
+import { maxDirectivesPlugin } from "@escape.tech/graphql-armor-max-directives";
+import { maxTokensPlugin } from "@escape.tech/graphql-armor-max-tokens";
+import { GraphQLError } from "graphql";
+import { CloseCode } from "graphql-ws";
+import { useServer } from "graphql-ws/use/ws";
+import { createYoga, type Plugin } from "graphql-yoga";
+import { WebSocketServer } from "ws";
+import { type Principal, resolvePrincipal } from "./auth/principal.ts";
+import { loadOrCreateJwtSecret } from "./auth/secrets.ts";
+import { TokenService } from "./auth/tokens.ts";
+import { type AppDeps, type Context, contextFor, createContext } from "./context.ts";
+import { type Database, embeddedDir, openMigratedDatabase } from "./db/client.ts";
+import type { Config } from "./env.ts";
+import { CLIENT_ERROR_CODES } from "./errors.ts";
+import { createLogger, type Logger } from "./logger.ts";
+import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
+import { schema } from "./schema/index.ts";
+
+export interface App {
+  deps: AppDeps;
+  /** Handles one HTTP request without a socket (tests use it through `fetch`). */
+  fetch: (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+  start(port?: number, host?: string): Promise<{ port: number; url: string; wsUrl: string }>;
+  stop(): Promise<void>;
+}
+
+export interface AppOptions {
+  log?: Logger;
+  /** Use an already opened database (tests share one per worker). */
+  db?: Database;
+}
+
+/** Gives every client-caused error without a code the code its phase implies. */
+export function classifyError(error: GraphQLError): GraphQLError {
+  if (error.extensions?.code) return error;
+  const http = error.extensions?.http as { status?: number } | undefined;
+  let code: string;
+  if (http?.status === 413) code = "PAYLOAD_TOO_LARGE";
+  else if (http?.status === 401) code = "UNAUTHENTICATED";
+  else if (error.message.startsWith("Syntax Error")) code = "GRAPHQL_PARSE_FAILED";
+  else if (error.message.startsWith('Variable "$')) code = "BAD_USER_INPUT";
+  else if (error.path) return error;
+  else if (error.locations?.length) code = "GRAPHQL_VALIDATION_FAILED";
+  else code = "BAD_USER_INPUT";
+  return new GraphQLError(error.message, {
+    nodes: error.nodes,
+    source: error.source,
+    positions: error.positions,
+    path: error.path,
+    originalError: error.originalError,
+    extensions: { ...error.extensions, code },
+  });
+}
+
+function isClientError(error: unknown): error is GraphQLError {
+  if (!(error instanceof GraphQLError)) return false;
+  // Request-level errors Yoga raises itself (bad JSON, wrong method) carry their HTTP status.
+  const status = (error.extensions?.http as { status?: number } | undefined)?.status;
+  if (status && status < 500) return true;
+  const original = error.originalError;
+  if (original && !(original instanceof GraphQLError)) return false;
+  const code = (original instanceof GraphQLError ? original : error).extensions?.code;
+  return code === undefined || CLIENT_ERROR_CODES.has(String(code));
+}
+
+const errorCodesPlugin: Plugin = {
+  onResultProcess({ result, setResult }) {
+    if (Array.isArray(result) || !result || typeof result !== "object" || !("errors" in result)) return;
+    const errors = (result as { errors?: readonly GraphQLError[] }).errors;
+    if (!errors?.length) return;
+    setResult({ ...result, errors: errors.map((e) => (e instanceof GraphQLError ? classifyError(e) : e)) });
+  },
+};
+
+function armorPlugins() {
+  return [
+    maxTokensPlugin({ n: 3000 }),
+    maxDepthPlugin({ n: 12, flattenFragments: true }),
+    maxAliasesPlugin({ n: 20 }),
+    maxDirectivesPlugin({ n: 20 }),
+    costLimitPlugin({ maxCost: 20000 }),
+    blockFieldSuggestionsPlugin(),
+  ];
+}
+
+async function createDeps(config: Config, options: AppOptions): Promise<AppDeps> {
+  const log = options.log ?? createLogger(config.logLevel);
+  let secret = config.jwtSecret;
+  if (!secret) {
+    if (config.databaseUrl) {
+      throw new Error("JWT_SECRET is required when DATABASE_URL is set (every instance must share it)");
+    }
+    secret = loadOrCreateJwtSecret(config.dataDir, (msg) => log.warn(msg));
+  }
+  const db =
+    options.db ??
+    (await openMigratedDatabase(
+      { databaseUrl: config.databaseUrl, pgliteDir: embeddedDir(config.dataDir), poolSize: config.databasePoolSize },
+      (msg) => log.info(msg),
+    ));
+  let pubsub: PubSub;
+  try {
+    pubsub = config.redisUrl ? await createRedisPubSub(config.redisUrl, log) : createMemoryPubSub(log);
+  } catch (error) {
+    if (!options.db) await db.close();
+    throw error;
+  }
+  return { config, db, pubsub, tokens: new TokenService(secret), log };
+}
+
+function jsonError(res: ServerResponse, status: number, code: string, message: string): void {
+  res.writeHead(status, { "content-type": "application/json; charset=utf-8" });
+  res.end(JSON.stringify({ errors: [{ message, extensions: { code } }] }));
+}
+
+class BodyTooLarge extends Error {}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new BodyTooLarge();
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+const ALLOWED_POST_TYPES = ["application/json", "application/graphql-response+json", "application/graphql+json"];
+
+export async function buildApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const deps = await createDeps(config, options);
+  const { log } = deps;
+
+  const yoga = createYoga<{ chatContext?: Context }>({
+    schema,
+    graphqlEndpoint: "/graphql",
+    healthCheckEndpoint: "/health",
+    landingPage: false,
+    graphiql: config.graphiql ? { subscriptionsProtocol: "WS", title: "Chat API" } : false,
+    logging: {
+      debug: (...args) => log.debug(args.map(String).join(" ")),
+      info: (...args) => log.info(args.map(String).join(" ")),
+      warn: (...args) => log.warn(args.map(String).join(" ")),
+      error: (...args) => log.error(args.map(String).join(" ")),
+    },
+    context: async ({ request, chatContext }) =>
+      chatContext ??
+      createContext(deps, {
+        authorization: request.headers.get("authorization"),
+        apiKey: request.headers.get("x-api-key"),
+        platformAdminKey: request.headers.get("x-platform-admin-key"),
+      }),
+    maskedErrors: {
+      maskError(error) {
+        if (isClientError(error)) return error;
+        const errorId = randomUUID();
+        const original = error instanceof GraphQLError ? (error.originalError ?? error) : error;
+        log.error({ err: original, errorId }, "unexpected error");
+        return new GraphQLError("Unexpected error.", {
+          path: error instanceof GraphQLError ? error.path : undefined,
+          extensions: { code: "INTERNAL_SERVER_ERROR", errorId },
+        });
+      },
+    },
+    plugins: [...armorPlugins(), errorCodesPlugin],
+  });
+
+  const handleHttp = async (req: IncomingMessage, res: ServerResponse) => {
+    const url = new URL(req.url ?? "/", "http://localhost");
+    if (url.pathname === "/ready") {
+      const [dbOk, pubsubOk] = await Promise.all([
+        deps.db.sql.query("SELECT 1").then(
+          () => true,
+          () => false,
+        ),
+        deps.pubsub.isReady(),
+      ]);
+      res.writeHead(dbOk && pubsubOk ? 200 : 503, { "content-type": "application/json" });
+      res.end(JSON.stringify({ database: dbOk, pubsub: pubsubOk }));
+      return;
+    }
+    const method = req.method ?? "GET";
+    let body: Buffer | undefined;
+    if (method === "POST") {
+      const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
+      if (!ALLOWED_POST_TYPES.includes(type)) {
+        // Form posts would let another site send mutations with the user's cookies or auth.
+        jsonError(res, 415, "BAD_USER_INPUT", "POST bodies must be application/json");
+        return;
+      }
+      const declared = Number(req.headers["content-length"] ?? 0);
+      if (declared > config.maxBodyBytes) {
+        jsonError(res, 413, "PAYLOAD_TOO_LARGE", `Request body exceeds ${config.maxBodyBytes} bytes`);
+        req.resume();
+        return;
+      }
+      try {
+        body = await readBody(req, config.maxBodyBytes);
+      } catch (error) {
+        if (error instanceof BodyTooLarge) {
+          jsonError(res, 413, "PAYLOAD_TOO_LARGE", `Request body exceeds ${config.maxBodyBytes} bytes`);
+          req.destroy();
+          return;
+        }
+        throw error;
+      }
+    }
+    const headers = new Headers();
+    for (const [key, value] of Object.entries(req.headers)) {
+      if (value === undefined) continue;
+      headers.set(key, Array.isArray(value) ? value.join(", ") : value);
+    }
+    const controller = new AbortController();
+    res.on("close", () => controller.abort());
+    const response = await yoga.fetch(new URL(req.url ?? "/", `http://${req.headers.host ?? "localhost"}`), {
+      method,
+      headers,
+      body: body as unknown as BodyInit | undefined,
+      signal: controller.signal,
+    });
+    res.statusCode = response.status;
+    response.headers.forEach((value, key) => res.setHeader(key, value));
+    if (!response.body) {
+      res.end();
+      return;
+    }
+    // Streamed results (GraphiQL's SSE, incremental delivery) are written as they come.
+    const reader = response.body.getReader();
+    try {
+      while (true) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        if (!res.write(value)) await new Promise((resolve) => res.once("drain", resolve));
+      }
+      res.end();
+    } catch {
+      res.destroy();
+    }
+  };
+
+  const server: Server = createServer((req, res) => {
+    handleHttp(req, res).catch((error: unknown) => {
+      log.error({ err: error }, "http handler failed");
+      if (!res.headersSent) jsonError(res, 500, "INTERNAL_SERVER_ERROR", "Unexpected error.");
+      else res.destroy();
+    });
+  });
+  server.on("clientError", (_error, socket) => {
+    socket.end("HTTP/1.1 400 Bad Request\r\n\r\n");
+  });
+
+  const wss = new WebSocketServer({ server, path: "/graphql", maxPayload: config.maxBodyBytes });
+  const expiryTimers = new Set<NodeJS.Timeout>();
+  type Extra = { principal?: Principal };
+  const wsDisposable = useServer<Record<string, unknown> | undefined, Extra>(
+    {
+      schema,
+      onConnect: async (ctx) => {
+        const params = ctx.connectionParams ?? {};
+        const authorization =
+          typeof params.authorization === "string"
+            ? params.authorization
+            : typeof params.Authorization === "string"
+              ? params.Authorization
+              : undefined;
+        const apiKey = typeof params.apiKey === "string" ? params.apiKey : undefined;
+        let principal: Principal | null;
+        try {
+          principal = await resolvePrincipal(deps.db.prisma, deps.tokens, { authorization, apiKey });
+        } catch {
+          return false;
+        }
+        if (!principal) return false;
+        (ctx.extra as Extra).principal = principal;
+        if (principal.kind === "user") {
+          const socket = (ctx.extra as unknown as { socket: import("ws").WebSocket }).socket;
+          const delay = Math.max(0, principal.expiresAt.getTime() - Date.now());
+          const timer = setTimeout(() => {
+            expiryTimers.delete(timer);
+            socket.close(CloseCode.Forbidden, "Token expired");
+          }, Math.min(delay, 2_147_000_000));
+          expiryTimers.add(timer);
+          socket.once("close", () => {
+            clearTimeout(timer);
+            expiryTimers.delete(timer);
+          });
+        }
+        return true;
+      },
+      onSubscribe: async (ctx, _id, payload) => {
+        const principal = (ctx.extra as Extra).principal ?? null;
+        const chatContext = contextFor(deps, principal, { cacheLoaders: false });
+        const enveloped = yoga.getEnveloped({ chatContext } as never);
+        let document: ReturnType<typeof enveloped.parse>;
+        try {
+          document = enveloped.parse(payload.query);
+        } catch (error) {
+          return [classifyError(error instanceof GraphQLError ? error : new GraphQLError(String(error)))];
+        }
+        const errors = enveloped.validate(enveloped.schema, document);
+        if (errors.length) return errors.map(classifyError);
+        return {
+          schema: enveloped.schema,
+          document,
+          operationName: payload.operationName,
+          variableValues: payload.variables,
+          contextValue: await enveloped.contextFactory(),
+          rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
+        };
+      },
+      execute: (args) => (args.rootValue as { execute: typeof import("graphql").execute }).execute(args),
+      subscribe: (args) => (args.rootValue as { subscribe: typeof import("graphql").subscribe }).subscribe(args),
+      onError: (_ctx, _id, _payload, errors) => {
+        for (const error of errors) {
+          if (!isClientError(error)) log.error({ err: error }, "subscription error");
+        }
+      },
+    },
+    wss,
+  );
+
+  let started = false;
+  return {
+    deps,
+    fetch: async (input, init) => yoga.fetch(input as never, init ?? {}),
+    async start(port = config.port, host = config.host) {
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, host, () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+      started = true;
+      const address = server.address() as AddressInfo;
+      const shownHost = host === "0.0.0.0" || host === "::" ? "localhost" : host;
+      return {
+        port: address.port,
+        url: `http://${shownHost}:${address.port}/graphql`,
+        wsUrl: `ws://${shownHost}:${address.port}/graphql`,
+      };
+    },
+    async stop() {
+      for (const timer of expiryTimers) clearTimeout(timer);
+      for (const client of wss.clients) client.close(1001, "Server shutting down");
+      await wsDisposable.dispose();
+      if (started) {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+      }
+      await deps.pubsub.close();
+      if (!options.db) await deps.db.close();
+    },
+  };
+}

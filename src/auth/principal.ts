@@ -1,0 +1,69 @@
+import type { PrismaClient } from "../db/client.ts";
+import { unauthenticated } from "../errors.ts";
+import { hashApiKey, looksLikeApiKey } from "./secrets.ts";
+import type { TokenService } from "./tokens.ts";
+
+export type Principal =
+  | { kind: "service"; tenantId: string; apiKeyId: string }
+  | {
+      kind: "user";
+      tenantId: string;
+      userId: string;
+      tokenId: string;
+      expiresAt: Date;
+    };
+
+/** Credentials as presented: HTTP headers or the graphql-ws connection_init payload. */
+export interface Credentials {
+  authorization?: string | null;
+  apiKey?: string | null;
+}
+
+/**
+ * Resolves verified credentials to a principal. No credentials: null (anonymous).
+ * Presented but invalid credentials: an UNAUTHENTICATED error, never a fallback.
+ */
+export async function resolvePrincipal(
+  prisma: PrismaClient,
+  tokens: TokenService,
+  credentials: Credentials,
+): Promise<Principal | null> {
+  const apiKey = credentials.apiKey?.trim();
+  const authorization = credentials.authorization?.trim();
+  if (apiKey && authorization) {
+    throw unauthenticated("Send either an API key or a bearer token, not both");
+  }
+  if (apiKey) {
+    if (!looksLikeApiKey(apiKey)) throw unauthenticated("Invalid API key");
+    const key = await prisma.apiKey.findUnique({
+      where: { hash: hashApiKey(apiKey) },
+      select: { id: true, tenantId: true, revokedAt: true, tenant: { select: { active: true } } },
+    });
+    if (!key || key.revokedAt || !key.tenant.active) throw unauthenticated("Invalid API key");
+    return { kind: "service", tenantId: key.tenantId, apiKeyId: key.id };
+  }
+  if (authorization) {
+    const match = /^Bearer\s+(\S+)$/i.exec(authorization);
+    if (!match?.[1]) throw unauthenticated("Authorization must be 'Bearer <token>'");
+    const claims = await tokens.verify(match[1]);
+    if (!claims) throw unauthenticated("Invalid or expired token");
+    const user = await prisma.user.findFirst({
+      where: { id: claims.userId, tenantId: claims.tenantId, deletedAt: null },
+      select: { active: true, tokensValidAfter: true, tenant: { select: { active: true } } },
+    });
+    if (!user || !user.active || !user.tenant.active) {
+      throw unauthenticated("Invalid or expired token");
+    }
+    if (user.tokensValidAfter && claims.issuedAt.getTime() < user.tokensValidAfter.getTime() - 999) {
+      throw unauthenticated("Token has been revoked");
+    }
+    return {
+      kind: "user",
+      tenantId: claims.tenantId,
+      userId: claims.userId,
+      tokenId: claims.jti,
+      expiresAt: claims.expiresAt,
+    };
+  }
+  return null;
+}

@@ -1,0 +1,130 @@
+import { randomUUID } from "node:crypto";
+import DataLoader from "dataloader";
+import { MEMBER_PERMISSIONS } from "./auth/permissions.ts";
+import { type Credentials, type Principal, resolvePrincipal } from "./auth/principal.ts";
+import { safeEqual } from "./auth/secrets.ts";
+import type { TokenService } from "./auth/tokens.ts";
+import type { Database, PrismaClient } from "./db/client.ts";
+import type { Config } from "./env.ts";
+import type { Member } from "./generated/prisma/client.ts";
+import type { Logger } from "./logger.ts";
+import type { PubSub } from "./realtime/pubsub.ts";
+
+/** Long-lived parts shared by every request of one server instance. */
+export interface AppDeps {
+  config: Config;
+  db: Database;
+  pubsub: PubSub;
+  tokens: TokenService;
+  log: Logger;
+}
+
+export interface Loaders {
+  /** The viewer's membership in a conversation (null when not a member). */
+  membership: DataLoader<string, Member | null>;
+  /** Unread message count of the viewer per conversation. */
+  unreadCount: DataLoader<string, number>;
+}
+
+export interface Context {
+  deps: AppDeps;
+  prisma: PrismaClient;
+  principal: Principal | null;
+  /** Why presented credentials were refused; surfaced as UNAUTHENTICATED. */
+  authError?: string;
+  /** True when no platform admin key is configured, or the request presented it. */
+  platformAdmin: boolean;
+  permissions: readonly string[];
+  requestId: string;
+  loaders: Loaders;
+}
+
+export interface RequestCredentials extends Credentials {
+  platformAdminKey?: string | null;
+}
+
+function permissionsOf(principal: Principal | null): readonly string[] {
+  if (!principal) return [];
+  return principal.kind === "service" ? ["*"] : MEMBER_PERMISSIONS;
+}
+
+function createLoaders(prisma: PrismaClient, principal: Principal | null, cache: boolean): Loaders {
+  const userId = principal?.kind === "user" ? principal.userId : null;
+  const tenantId = principal?.tenantId ?? "";
+  return {
+    membership: new DataLoader(
+      async (conversationIds) => {
+      if (!userId) return conversationIds.map(() => null);
+      const rows = await prisma.member.findMany({
+        where: { tenantId, userId, conversationId: { in: [...conversationIds] } },
+      });
+      const byId = new Map(rows.map((row) => [row.conversationId, row]));
+      return conversationIds.map((id) => byId.get(id) ?? null);
+      },
+      { cache },
+    ),
+    unreadCount: new DataLoader(
+      async (conversationIds) => {
+      if (!userId) return conversationIds.map(() => 0);
+      const rows = await prisma.$queryRaw<{ conversationId: string; unread: bigint | number }[]>`
+        SELECT m."conversationId", COUNT(msg.id) AS unread
+        FROM "Member" m
+        JOIN "Message" msg
+          ON msg."conversationId" = m."conversationId"
+         AND msg.seq > m."lastReadSeq"
+         AND msg."deletedAt" IS NULL
+         AND msg."senderId" IS DISTINCT FROM m."userId"
+        WHERE m."tenantId" = ${tenantId}::uuid
+          AND m."userId" = ${userId}::uuid
+          AND m."conversationId" = ANY(${[...conversationIds]}::uuid[])
+        GROUP BY m."conversationId"`;
+      const byId = new Map(rows.map((row) => [row.conversationId, Number(row.unread)]));
+      return conversationIds.map((id) => byId.get(id) ?? 0);
+      },
+      { cache },
+    ),
+  };
+}
+
+/**
+ * A context for an already verified principal. Long-lived contexts (one per
+ * subscription) pass cacheLoaders: false, so every event reads current state.
+ */
+export function contextFor(
+  deps: AppDeps,
+  principal: Principal | null,
+  options: { cacheLoaders?: boolean; authError?: string; platformAdmin?: boolean; requestId?: string } = {},
+): Context {
+  return {
+    deps,
+    prisma: deps.db.prisma,
+    principal,
+    authError: options.authError,
+    platformAdmin: options.platformAdmin ?? !deps.config.platformAdminKey,
+    permissions: permissionsOf(principal),
+    requestId: options.requestId ?? randomUUID(),
+    loaders: createLoaders(deps.db.prisma, principal, options.cacheLoaders ?? true),
+  };
+}
+
+export async function createContext(
+  deps: AppDeps,
+  credentials: RequestCredentials,
+  requestId: string = randomUUID(),
+): Promise<Context> {
+  let principal: Principal | null = null;
+  let authError: string | undefined;
+  try {
+    principal = await resolvePrincipal(deps.db.prisma, deps.tokens, credentials);
+  } catch (error) {
+    if (!(error instanceof Error) || !("extensions" in error)) throw error;
+    authError = error.message;
+  }
+  const adminKey = deps.config.platformAdminKey;
+  return contextFor(deps, principal, {
+    authError,
+    requestId,
+    platformAdmin:
+      !adminKey || (!!credentials.platformAdminKey && safeEqual(credentials.platformAdminKey, adminKey)),
+  });
+}

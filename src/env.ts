@@ -1,0 +1,100 @@
+import { z } from "zod";
+
+const optionalString = z
+  .string()
+  .trim()
+  .transform((value) => (value === "" ? undefined : value))
+  .optional();
+
+const envSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(4000),
+  HOST: z.string().min(1).default("0.0.0.0"),
+  DATA_DIR: z.string().min(1).default("./data"),
+  DATABASE_URL: optionalString.pipe(
+    z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+      .optional(),
+  ),
+  DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(500).default(10),
+  REDIS_URL: optionalString.pipe(
+    z
+      .string()
+      .regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL")
+      .optional(),
+  ),
+  JWT_SECRET: optionalString.pipe(
+    z.string().min(32, "must be at least 32 characters").optional(),
+  ),
+  PLATFORM_ADMIN_KEY: optionalString.pipe(
+    z.string().min(16, "must be at least 16 characters").optional(),
+  ),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(1_000_000),
+  MAX_MESSAGE_LENGTH: z.coerce.number().int().min(1).max(100_000).default(10_000),
+  SUBSCRIBER_BUFFER_SIZE: z.coerce.number().int().min(16).default(1000),
+  USER_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(86_400),
+  TYPING_TIMEOUT_MS: z.coerce.number().int().min(500).default(6000),
+  GRAPHIQL: z
+    .enum(["true", "false"])
+    .default("true")
+    .transform((value) => value === "true"),
+});
+
+export type Env = z.infer<typeof envSchema>;
+
+export interface Config {
+  port: number;
+  host: string;
+  dataDir: string;
+  databaseUrl?: string;
+  databasePoolSize: number;
+  redisUrl?: string;
+  /** Absent in embedded mode: a secret is then generated and kept in the data dir. */
+  jwtSecret?: string;
+  platformAdminKey?: string;
+  logLevel: Env["LOG_LEVEL"];
+  maxBodyBytes: number;
+  maxMessageLength: number;
+  subscriberBufferSize: number;
+  userTokenTtlSeconds: number;
+  typingTimeoutMs: number;
+  graphiql: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Parses and validates every environment variable once; throws ConfigError listing each bad value. */
+export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(source);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map(
+        (issue) => `${issue.path.join(".") || "env"}: ${issue.message}`,
+      ),
+    );
+  }
+  const env = parsed.data;
+  return {
+    port: env.PORT,
+    host: env.HOST,
+    dataDir: env.DATA_DIR,
+    databaseUrl: env.DATABASE_URL,
+    databasePoolSize: env.DATABASE_POOL_SIZE,
+    redisUrl: env.REDIS_URL,
+    jwtSecret: env.JWT_SECRET,
+    platformAdminKey: env.PLATFORM_ADMIN_KEY,
+    logLevel: env.LOG_LEVEL,
+    maxBodyBytes: env.MAX_BODY_BYTES,
+    maxMessageLength: env.MAX_MESSAGE_LENGTH,
+    subscriberBufferSize: env.SUBSCRIBER_BUFFER_SIZE,
+    userTokenTtlSeconds: env.USER_TOKEN_TTL_SECONDS,
+    typingTimeoutMs: env.TYPING_TIMEOUT_MS,
+    graphiql: env.GRAPHIQL,
+  };
+}

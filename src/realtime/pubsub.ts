@@ -1,0 +1,195 @@
+import { Redis } from "ioredis";
+import type { Logger } from "../logger.ts";
+
+export type Listener = (payload: unknown) => void;
+export type Unsubscribe = () => void;
+
+/**
+ * Carries news between server instances. At most once: storage is the source of
+ * truth, and `onResync` tells listeners when the transport may have dropped messages
+ * (a Redis reconnect), so they re-read what they missed from the database.
+ */
+export interface PubSub {
+  readonly kind: "memory" | "redis";
+  publish(topic: string, payload: unknown): Promise<void>;
+  /** Resolves once the subscription is live: anything published afterwards is delivered. */
+  subscribe(topic: string, listener: Listener): Promise<Unsubscribe>;
+  onResync(listener: () => void): Unsubscribe;
+  isReady(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/** Keeps topic -> listeners locally so one backend subscription serves every local subscriber. */
+class LocalFanout {
+  readonly topics = new Map<string, Set<Listener>>();
+  private readonly resyncListeners = new Set<() => void>();
+
+  constructor(private readonly log: Logger) {}
+
+  /** Returns true when this is the first listener of the topic. */
+  add(topic: string, listener: Listener): boolean {
+    let set = this.topics.get(topic);
+    const first = !set;
+    if (!set) {
+      set = new Set();
+      this.topics.set(topic, set);
+    }
+    set.add(listener);
+    return first;
+  }
+
+  /** Returns true when the topic has no listener left. */
+  remove(topic: string, listener: Listener): boolean {
+    const set = this.topics.get(topic);
+    if (!set) return false;
+    set.delete(listener);
+    if (set.size === 0) {
+      this.topics.delete(topic);
+      return true;
+    }
+    return false;
+  }
+
+  dispatch(topic: string, payload: unknown): void {
+    const set = this.topics.get(topic);
+    if (!set) return;
+    for (const listener of [...set]) {
+      try {
+        listener(payload);
+      } catch (error) {
+        this.log.error({ err: error, topic }, "pub/sub listener failed");
+      }
+    }
+  }
+
+  onResync(listener: () => void): Unsubscribe {
+    this.resyncListeners.add(listener);
+    return () => this.resyncListeners.delete(listener);
+  }
+
+  resync(): void {
+    for (const listener of [...this.resyncListeners]) listener();
+  }
+}
+
+export function createMemoryPubSub(log: Logger): PubSub {
+  const fanout = new LocalFanout(log);
+  return {
+    kind: "memory",
+    async publish(topic, payload) {
+      // Deliver asynchronously, as a network transport would, so publishers never
+      // run subscriber code inside their own transaction or call stack.
+      setImmediate(() => fanout.dispatch(topic, payload));
+    },
+    async subscribe(topic, listener) {
+      fanout.add(topic, listener);
+      return () => {
+        fanout.remove(topic, listener);
+      };
+    },
+    onResync: (listener) => fanout.onResync(listener),
+    async isReady() {
+      return true;
+    },
+    async close() {},
+  };
+}
+
+export async function createRedisPubSub(url: string, log: Logger): Promise<PubSub> {
+  const fanout = new LocalFanout(log);
+  // disableClientInfo: a SUBSCRIBE issued during the handshake otherwise breaks the
+  // ready check and the subscription is silently lost (ioredis #2037).
+  const options = {
+    disableClientInfo: true,
+    lazyConnect: true,
+    maxRetriesPerRequest: 2,
+    retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+  } as const;
+  const publisher = new Redis(url, { ...options, connectionName: "chat-pub" });
+  // Resubscription is done by hand so that listeners resync only once it is complete.
+  const subscriber = new Redis(url, {
+    ...options,
+    connectionName: "chat-sub",
+    autoResubscribe: false,
+  });
+  let closing = false;
+  let wasConnected = false;
+  let lostConnection = false;
+
+  for (const [name, client] of [
+    ["publisher", publisher],
+    ["subscriber", subscriber],
+  ] as const) {
+    client.on("error", (error: Error) => {
+      if (!closing) log.warn({ err: error.message }, `redis ${name} error`);
+    });
+  }
+  subscriber.on("close", () => {
+    if (wasConnected && !closing) lostConnection = true;
+  });
+  subscriber.on("ready", () => {
+    wasConnected = true;
+    if (!lostConnection) return;
+    lostConnection = false;
+    const topics = [...fanout.topics.keys()];
+    const resubscribe = topics.length ? subscriber.subscribe(...topics) : Promise.resolve();
+    resubscribe.then(
+      () => {
+        log.info({ topics: topics.length }, "redis subscriber reconnected; resyncing from storage");
+        fanout.resync();
+      },
+      (error: Error) => {
+        log.error({ err: error.message }, "redis resubscribe failed");
+        subscriber.disconnect(true);
+      },
+    );
+  });
+  subscriber.on("message", (topic: string, message: string) => {
+    let payload: unknown;
+    try {
+      payload = JSON.parse(message);
+    } catch {
+      log.warn({ topic }, "ignored a malformed pub/sub payload");
+      return;
+    }
+    fanout.dispatch(topic, payload);
+  });
+
+  await Promise.all([publisher.connect(), subscriber.connect()]);
+
+  return {
+    kind: "redis",
+    async publish(topic, payload) {
+      await publisher.publish(topic, JSON.stringify(payload));
+    },
+    async subscribe(topic, listener) {
+      if (fanout.add(topic, listener)) {
+        try {
+          await subscriber.subscribe(topic);
+        } catch (error) {
+          fanout.remove(topic, listener);
+          throw error;
+        }
+      }
+      return () => {
+        if (fanout.remove(topic, listener) && subscriber.status === "ready") {
+          subscriber.unsubscribe(topic).catch(() => {});
+        }
+      };
+    },
+    onResync: (listener) => fanout.onResync(listener),
+    async isReady() {
+      if (publisher.status !== "ready" || subscriber.status !== "ready") return false;
+      try {
+        return (await publisher.ping()) === "PONG";
+      } catch {
+        return false;
+      }
+    },
+    async close() {
+      closing = true;
+      publisher.disconnect();
+      subscriber.disconnect();
+    },
+  };
+}

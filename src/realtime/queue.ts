@@ -1,0 +1,101 @@
+import { appError } from "../errors.ts";
+
+/**
+ * A bounded single-consumer queue. When a consumer falls more than `limit` items
+ * behind, the queue fails with SLOW_CONSUMER instead of growing without bound.
+ */
+export class BoundedQueue<T> {
+  private items: T[] = [];
+  private waiting: ((value: IteratorResult<T>) => void) | null = null;
+  private failWaiting: ((error: unknown) => void) | null = null;
+  private done = false;
+  private failure: unknown = null;
+
+  constructor(private readonly limit: number) {}
+
+  get closed(): boolean {
+    return this.done;
+  }
+
+  push(item: T): void {
+    if (this.done) return;
+    if (this.waiting) {
+      const resolve = this.waiting;
+      this.waiting = null;
+      this.failWaiting = null;
+      resolve({ value: item, done: false });
+      return;
+    }
+    if (this.items.length >= this.limit) {
+      this.fail(
+        appError("SLOW_CONSUMER", "Subscription closed: the client did not keep up with its events", {
+          limit: this.limit,
+        }),
+      );
+      return;
+    }
+    this.items.push(item);
+  }
+
+  /** Ends the queue; pending items are still delivered unless an error is given. */
+  end(): void {
+    this.done = true;
+    if (this.waiting && this.items.length === 0) {
+      const resolve = this.waiting;
+      this.waiting = null;
+      resolve({ value: undefined, done: true });
+    }
+  }
+
+  /** Drops pending items and ends: the consumer went away. */
+  cancel(): void {
+    this.items = [];
+    this.end();
+  }
+
+  fail(error: unknown): void {
+    if (this.done && this.failure) return;
+    this.done = true;
+    this.failure = error;
+    this.items = [];
+    if (this.failWaiting) {
+      const reject = this.failWaiting;
+      this.waiting = null;
+      this.failWaiting = null;
+      reject(error);
+    }
+  }
+
+  async next(): Promise<IteratorResult<T>> {
+    if (this.failure) throw this.failure;
+    const item = this.items.shift();
+    if (item !== undefined) return { value: item, done: false };
+    if (this.done) return { value: undefined, done: true };
+    return new Promise((resolve, reject) => {
+      this.waiting = resolve;
+      this.failWaiting = reject;
+    });
+  }
+}
+
+/**
+ * Wraps a generator that waits on `queue`: an async generator cannot run its `finally`
+ * while suspended on an await, so return() first cancels the queue to wake it up.
+ */
+export function cancellable<T>(gen: AsyncGenerator<T>, queue: BoundedQueue<unknown>): AsyncGenerator<T> {
+  const wrapper: AsyncGenerator<T> = {
+    next: (...args) => gen.next(...args),
+    return: (value) => {
+      queue.cancel();
+      return gen.return(value);
+    },
+    throw: (error) => {
+      queue.cancel();
+      return gen.throw(error);
+    },
+    [Symbol.asyncIterator]() {
+      return wrapper;
+    },
+  };
+  return wrapper;
+}

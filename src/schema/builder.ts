@@ -1,0 +1,95 @@
+import SchemaBuilder from "@pothos/core";
+import PrismaPlugin from "@pothos/plugin-prisma";
+import RelayPlugin from "@pothos/plugin-relay";
+import ScopeAuthPlugin from "@pothos/plugin-scope-auth";
+import { GraphQLError, Kind } from "graphql";
+import { grants } from "../auth/permissions.ts";
+import type { Context } from "../context.ts";
+import type PrismaTypes from "../generated/pothos-types.ts";
+import { getDatamodel } from "../generated/pothos-types.ts";
+
+export const builder = new SchemaBuilder<{
+  Context: Context;
+  PrismaTypes: PrismaTypes;
+  DefaultFieldNullability: false;
+  DefaultEdgesNullability: false;
+  DefaultNodeNullability: false;
+  AuthScopes: {
+    /** Open to anyone; marks a deliberate decision that a field needs no credentials. */
+    public: boolean;
+    /** Any verified principal: a user token or the tenant's API key. */
+    authenticated: boolean;
+    /** The tenant's service principal (X-API-Key). */
+    service: boolean;
+    /** A user principal (Bearer token). */
+    user: boolean;
+    /** The principal holds this `resource:action` permission. */
+    permission: string;
+    /** Allowed to create tenants (anyone, unless PLATFORM_ADMIN_KEY is set). */
+    platformAdmin: boolean;
+  };
+  Scalars: {
+    DateTime: { Input: Date; Output: Date | string };
+    ID: { Input: string; Output: string };
+  };
+}>({
+  plugins: [ScopeAuthPlugin, PrismaPlugin, RelayPlugin],
+  defaultFieldNullability: false,
+  scopeAuth: {
+    authorizeOnSubscribe: true,
+    authScopes: (ctx) => ({
+      public: true,
+      authenticated: !!ctx.principal,
+      service: ctx.principal?.kind === "service",
+      user: ctx.principal?.kind === "user",
+      permission: (needed: string) => grants(ctx.permissions, needed),
+      platformAdmin: ctx.platformAdmin,
+    }),
+    unauthorizedError: (_parent, ctx) =>
+      ctx.principal
+        ? new GraphQLError("Not allowed", { extensions: { code: "FORBIDDEN" } })
+        : new GraphQLError(ctx.authError ?? "Authentication required", {
+            extensions: { code: "UNAUTHENTICATED" },
+          }),
+  },
+  prisma: {
+    client: (ctx) => ctx.prisma,
+    dmmf: getDatamodel(),
+    exposeDescriptions: false,
+    filterConnectionTotalCount: true,
+    onUnusedQuery: null,
+  },
+  relay: {
+    clientMutationId: "omit",
+    cursorType: "String",
+    edgesFieldOptions: { nullable: false },
+    nodeFieldOptions: { nullable: false },
+  },
+});
+
+builder.scalarType("DateTime", {
+  description: "An instant in time, as an ISO 8601 string in UTC.",
+  serialize: (value) => (value instanceof Date ? value : new Date(value)).toISOString(),
+  parseValue: (value) => {
+    const date = typeof value === "string" ? new Date(value) : null;
+    if (!date || Number.isNaN(date.getTime())) {
+      throw new GraphQLError("DateTime must be an ISO 8601 string", {
+        extensions: { code: "BAD_USER_INPUT" },
+      });
+    }
+    return date;
+  },
+  parseLiteral: (ast) => {
+    const date = ast.kind === Kind.STRING ? new Date(ast.value) : null;
+    if (!date || Number.isNaN(date.getTime())) {
+      throw new GraphQLError("DateTime must be an ISO 8601 string", {
+        extensions: { code: "BAD_USER_INPUT" },
+      });
+    }
+    return date;
+  },
+});
+
+builder.queryType({ description: "Reads. Every field needs credentials unless marked otherwise." });
+builder.mutationType({ description: "Writes." });
+builder.subscriptionType({ description: "Live events over graphql-ws." });

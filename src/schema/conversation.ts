@@ -1,0 +1,180 @@
+import * as conversations from "../services/conversations.ts";
+import * as messages from "../services/messages.ts";
+import { builder } from "./builder.ts";
+import { MessageConnection, MessageRef } from "./message.ts";
+import { UserRef } from "./user.ts";
+
+export const ConversationKind = builder.enumType("ConversationKind", {
+  description: "Whether a conversation is between exactly two users or a named group.",
+  values: {
+    DIRECT: { description: "Exactly two users; opening one is idempotent." },
+    GROUP: { description: "A named group with owners, admins and members." },
+  } as const,
+});
+
+export const MemberRole = builder.enumType("MemberRole", {
+  description: "A member's role inside one group.",
+  values: {
+    OWNER: { description: "May rename, delete and manage members, including admins." },
+    ADMIN: { description: "May rename and manage members, except owners." },
+    MEMBER: { description: "May read and post." },
+  } as const,
+});
+
+export const ConversationMemberRef = builder.prismaObject("Member", {
+  name: "ConversationMember",
+  description: "A user's membership in a conversation.",
+  fields: (t) => ({
+    user: t.relation("user", { description: "The member." }),
+    role: t.expose("role", { type: MemberRole, description: "Role inside this conversation." }),
+    joinedAt: t.expose("joinedAt", { type: "DateTime", description: "When the user joined." }),
+    lastReadSeq: t.exposeInt("lastReadSeq", {
+      description: "Sequence number of the last message this member has read (0: none).",
+    }),
+  }),
+});
+
+export const ConversationRef = builder.prismaObject("Conversation", {
+  description: "A direct conversation or a group, with its members and messages.",
+  fields: (t) => ({
+    id: t.exposeID("id", { description: "Conversation id." }),
+    kind: t.expose("kind", { type: ConversationKind, description: "DIRECT or GROUP." }),
+    name: t.exposeString("name", { nullable: true, description: "Group name; null for direct conversations." }),
+    description: t.exposeString("description", { nullable: true, description: "Group description." }),
+    members: t.relation("members", {
+      description: "Members, in the order they joined.",
+      query: { orderBy: [{ joinedAt: "asc" }, { userId: "asc" }] },
+    }),
+    unreadCount: t.int({
+      description:
+        "Messages from others after the viewer's read horizon, not counting deleted ones. Always 0 for the API key.",
+      resolve: (conversation, _args, ctx) => ctx.loaders.unreadCount.load(conversation.id),
+    }),
+    lastMessage: t.field({
+      type: MessageRef,
+      nullable: true,
+      description: "The newest message that is not deleted.",
+      select: { lastSeq: true },
+      resolve: (conversation, _args, ctx) => messages.lastMessageOf(ctx, conversation.id, conversation.lastSeq),
+    }),
+    messages: t.field({
+      type: MessageConnection,
+      description:
+        "Messages in chronological order. `last: N` returns the newest N; `before` pages back, `after` forward.",
+      args: {
+        first: t.arg.int({ description: "Page size going forward, 0-100." }),
+        after: t.arg.string({ description: "Message cursor to continue after." }),
+        last: t.arg.int({ description: "Page size going backward, 0-100 (default 50)." }),
+        before: t.arg.string({ description: "Message cursor to page back from." }),
+      },
+      resolve: (conversation, args, ctx) => messages.messagePage(ctx, conversation.id, args),
+    }),
+    lastSeq: t.exposeInt("lastSeq", { description: "Sequence number of the newest message (0: none)." }),
+    lastActivityAt: t.expose("lastActivityAt", {
+      type: "DateTime",
+      description: "When the newest message was sent, or when the conversation was created.",
+    }),
+    createdAt: t.expose("createdAt", { type: "DateTime", description: "When the conversation was created." }),
+    updatedAt: t.expose("updatedAt", { type: "DateTime", description: "When the conversation last changed." }),
+  }),
+});
+
+export const ConversationConnection = builder.connectionObject({
+  type: ConversationRef,
+  name: "ConversationConnection",
+  description: "A page of conversations, most recent activity first.",
+});
+
+const CreateGroupInput = builder.inputType("CreateGroupInput", {
+  description: "A new group. A user creating it becomes its owner.",
+  fields: (t) => ({
+    name: t.string({ required: true, description: "Group name, 1-200 characters." }),
+    description: t.string({ description: "Up to 2000 characters." }),
+    memberIds: t.idList({ description: "Users to add as members (up to 500)." }),
+  }),
+});
+
+const UpdateGroupInput = builder.inputType("UpdateGroupInput", {
+  description: "Changes to a group; omitted fields stay as they are.",
+  fields: (t) => ({
+    name: t.string({ description: "Group name, 1-200 characters." }),
+    description: t.string({ description: "Up to 2000 characters; null clears it." }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  conversation: t.prismaField({
+    type: "Conversation",
+    nullable: true,
+    description: "A conversation the viewer is a member of (the API key sees every conversation of the tenant).",
+    authScopes: { permission: "chats:read" },
+    args: { id: t.arg.id({ required: true, description: "Conversation id." }) },
+    resolve: async (_query, _root, { id }, ctx) => (await conversations.requireConversation(ctx, id)).conversation,
+  }),
+  conversations: t.field({
+    type: ConversationConnection,
+    description: "The viewer's conversations, most recent activity first.",
+    authScopes: { permission: "chats:read" },
+    args: {
+      first: t.arg.int({ description: "Page size, 0-100 (default 20)." }),
+      after: t.arg.string({ description: "Cursor of the last conversation of the previous page." }),
+      kind: t.arg({ type: ConversationKind, description: "Only conversations of this kind." }),
+    },
+    resolve: (_root, args, ctx) => conversations.listConversations(ctx, args),
+  }),
+}));
+
+builder.mutationFields((t) => ({
+  createGroup: t.prismaField({
+    type: "Conversation",
+    description: "Creates a group; a user creating it becomes its owner.",
+    authScopes: { permission: "groups:create" },
+    args: { input: t.arg({ type: CreateGroupInput, required: true }) },
+    resolve: (_query, _root, { input }, ctx) => conversations.createGroup(ctx, input),
+  }),
+  updateGroup: t.prismaField({
+    type: "Conversation",
+    description: "Renames or re-describes a group (owners and admins, or groups:update).",
+    authScopes: { authenticated: true },
+    args: {
+      id: t.arg.id({ required: true, description: "Conversation id." }),
+      input: t.arg({ type: UpdateGroupInput, required: true }),
+    },
+    resolve: (_query, _root, { id, input }, ctx) => conversations.updateGroup(ctx, id, input),
+  }),
+  deleteGroup: t.id({
+    description: "Deletes a group with its messages (owners, or groups:delete). Returns the id.",
+    authScopes: { authenticated: true },
+    args: { id: t.arg.id({ required: true, description: "Conversation id." }) },
+    resolve: (_root, { id }, ctx) => conversations.deleteGroup(ctx, id),
+  }),
+  addMembers: t.prismaField({
+    type: "Conversation",
+    description: "Adds users to a group (owners and admins, or groups:update). Existing members are skipped.",
+    authScopes: { authenticated: true },
+    args: {
+      conversationId: t.arg.id({ required: true, description: "Conversation id." }),
+      userIds: t.arg.idList({ required: true, description: "Users to add (up to 500)." }),
+    },
+    resolve: (_query, _root, args, ctx) => conversations.addMembers(ctx, args.conversationId, args.userIds),
+  }),
+  removeMember: t.prismaField({
+    type: "Conversation",
+    description: "Removes a member from a group (owners and admins, or groups:update); anyone may remove themselves.",
+    authScopes: { authenticated: true },
+    args: {
+      conversationId: t.arg.id({ required: true, description: "Conversation id." }),
+      userId: t.arg.id({ required: true, description: "The member to remove." }),
+    },
+    resolve: (_query, _root, args, ctx) => conversations.removeMember(ctx, args.conversationId, args.userId),
+  }),
+  openDirectConversation: t.prismaField({
+    type: "Conversation",
+    description: "Opens (or returns the existing) direct conversation between the viewer and another user.",
+    authScopes: { permission: "chats:create" },
+    args: { userId: t.arg.id({ required: true, description: "The other user." }) },
+    resolve: (_query, _root, { userId }, ctx) => conversations.openDirectConversation(ctx, userId),
+  }),
+}));
+
+export { UserRef };

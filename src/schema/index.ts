@@ -1,0 +1,10 @@
+import { lexicographicSortSchema } from "graphql";
+import { builder } from "./builder.ts";
+import "./tenant.ts";
+import "./viewer.ts";
+import "./auth.ts";
+import "./user.ts";
+import "./conversation.ts";
+import "./message.ts";
+
+export const schema = lexicographicSortSchema(builder.toSchema());

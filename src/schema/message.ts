@@ -1,0 +1,203 @@
+import type { Context } from "../context.ts";
+import { badInput } from "../errors.ts";
+import { messageFeed, readFeed, typingFeed } from "../realtime/feeds.ts";
+import type { ReadPayload, TypingPayload } from "../realtime/topics.ts";
+import { requireConversation } from "../services/conversations.ts";
+import * as messages from "../services/messages.ts";
+import { builder } from "./builder.ts";
+
+export const MessageType = builder.enumType("MessageType", {
+  description: "What kind of message this is.",
+  values: {
+    TEXT: { description: "Text written by a user." },
+    FILE: { description: "A message carrying attachments." },
+    SYSTEM: { description: "Sent by the tenant's backend, without a user as sender." },
+  } as const,
+});
+
+export const MessageRef = builder.prismaObject("Message", {
+  description: "A message in a conversation.",
+  fields: (t) => ({
+    id: t.exposeID("id", { description: "Message id." }),
+    cursor: t.string({
+      description: "Opaque position of this message; accepted by `messages(after/before)` and `messageAdded(after)`.",
+      resolve: (message) => messages.cursorOfMessage(message),
+    }),
+    seq: t.exposeInt("seq", { description: "Sequence number, strictly increasing inside its conversation." }),
+    conversation: t.relation("conversation", { description: "The conversation it belongs to." }),
+    sender: t.relation("sender", { nullable: true, description: "Who sent it; null for SYSTEM messages." }),
+    body: t.string({
+      nullable: true,
+      description: "The text; null once the message is deleted.",
+      resolve: (message) => (message.deletedAt ? null : message.body),
+    }),
+    type: t.expose("type", { type: MessageType, description: "TEXT, FILE or SYSTEM." }),
+    clientMessageId: t.exposeString("clientMessageId", {
+      nullable: true,
+      description: "The sender's idempotency key, if one was given.",
+    }),
+    replyTo: t.relation("replyTo", { nullable: true, description: "The message this one replies to." }),
+    pinned: t.exposeBoolean("pinned", { description: "Whether the message is pinned in its conversation." }),
+    editedAt: t.expose("editedAt", { type: "DateTime", nullable: true, description: "When it was last edited." }),
+    deletedAt: t.expose("deletedAt", { type: "DateTime", nullable: true, description: "When it was deleted." }),
+    createdAt: t.expose("createdAt", { type: "DateTime", description: "When it was sent." }),
+  }),
+});
+
+export const MessageConnection = builder.connectionObject({
+  type: MessageRef,
+  name: "MessageConnection",
+  description: "A page of messages in chronological order.",
+});
+
+const SendMessageInput = builder.inputType("SendMessageInput", {
+  description: "A message to send: to a conversation, or to a recipient (opening the direct conversation).",
+  fields: (t) => ({
+    conversationId: t.id({ description: "Target conversation. Give this or recipientId." }),
+    recipientId: t.id({ description: "Target user; the direct conversation is opened if needed." }),
+    body: t.string({ required: true, description: "The text (up to MAX_MESSAGE_LENGTH characters)." }),
+    clientMessageId: t.string({
+      description:
+        "Idempotency key chosen by the client (up to 128 characters). Sending again with the same key returns the original message.",
+    }),
+    replyToId: t.id({ description: "A message of the same conversation this one replies to." }),
+    senderId: t.id({
+      description:
+        "API key only: the user to send as. Without it the API key sends a SYSTEM message. Users always send as themselves.",
+    }),
+  }),
+});
+
+const ReadReceiptRef = builder.objectRef<ReadPayload>("ReadReceipt").implement({
+  description: "How far a member has read in a conversation.",
+  fields: (t) => ({
+    conversation: t.prismaField({
+      type: "Conversation",
+      description: "The conversation.",
+      resolve: (query, receipt, _args, ctx) =>
+        ctx.prisma.conversation.findUniqueOrThrow({ ...query, where: { id: receipt.conversationId } }),
+    }),
+    user: t.prismaField({
+      type: "User",
+      description: "The reader.",
+      resolve: (query, receipt, _args, ctx) =>
+        ctx.prisma.user.findUniqueOrThrow({ ...query, where: { id: receipt.userId } }),
+    }),
+    lastReadMessage: t.prismaField({
+      type: "Message",
+      description: "The newest message the reader has read.",
+      resolve: (query, receipt, _args, ctx) =>
+        ctx.prisma.message.findUniqueOrThrow({ ...query, where: { id: receipt.lastReadMessageId } }),
+    }),
+    lastReadSeq: t.exposeInt("lastReadSeq", { description: "Sequence number of that message." }),
+    readAt: t.field({ type: "DateTime", description: "When it was read.", resolve: (r) => r.readAt }),
+  }),
+});
+
+const TypingEventRef = builder.objectRef<TypingPayload>("TypingEvent").implement({
+  description: "A user started or stopped typing. Stopped is also sent when a user stops refreshing.",
+  fields: (t) => ({
+    conversation: t.prismaField({
+      type: "Conversation",
+      description: "The conversation.",
+      resolve: (query, event, _args, ctx) =>
+        ctx.prisma.conversation.findUniqueOrThrow({ ...query, where: { id: event.conversationId } }),
+    }),
+    user: t.prismaField({
+      type: "User",
+      description: "Who is typing.",
+      resolve: (query, event, _args, ctx) => ctx.prisma.user.findUniqueOrThrow({ ...query, where: { id: event.userId } }),
+    }),
+    isTyping: t.exposeBoolean("isTyping", { description: "True while typing." }),
+  }),
+});
+
+builder.queryField("messages", (t) =>
+  t.field({
+    type: MessageConnection,
+    description:
+      "Messages of a conversation in chronological order. `last: N` returns the newest N; `before` pages back; `first`/`after` page forward.",
+    authScopes: { permission: "chats:read" },
+    args: {
+      conversationId: t.arg.id({ required: true, description: "Conversation id." }),
+      first: t.arg.int({ description: "Page size going forward, 0-100." }),
+      after: t.arg.string({ description: "Message cursor to continue after." }),
+      last: t.arg.int({ description: "Page size going backward, 0-100 (default 50)." }),
+      before: t.arg.string({ description: "Message cursor to page back from." }),
+    },
+    resolve: (_root, args, ctx) => messages.listMessages(ctx, args),
+  }),
+);
+
+builder.mutationFields((t) => ({
+  sendMessage: t.prismaField({
+    type: "Message",
+    description:
+      "Sends a message. It is stored with its sequence number before anyone is notified; a repeated clientMessageId returns the original.",
+    authScopes: { permission: "chats:create" },
+    args: { input: t.arg({ type: SendMessageInput, required: true }) },
+    resolve: (_query, _root, { input }, ctx) => messages.sendMessage(ctx, input),
+  }),
+  markRead: t.field({
+    type: ReadReceiptRef,
+    description: "Moves the viewer's read horizon forward to a message (never backward) and notifies readers.",
+    authScopes: { user: true },
+    args: {
+      conversationId: t.arg.id({ required: true, description: "Conversation id." }),
+      upToMessageId: t.arg.id({ required: true, description: "The newest message read." }),
+    },
+    resolve: (_root, args, ctx) => messages.markRead(ctx, args.conversationId, args.upToMessageId),
+  }),
+  setTyping: t.boolean({
+    description: `Announces that the viewer is typing (refresh every few seconds) or stopped. Ephemeral: nothing is stored.`,
+    authScopes: { user: true },
+    args: {
+      conversationId: t.arg.id({ required: true, description: "Conversation id." }),
+      isTyping: t.arg.boolean({ required: true, description: "True while typing." }),
+    },
+    resolve: (_root, args, ctx) => messages.setTyping(ctx, args.conversationId, args.isTyping),
+  }),
+}));
+
+async function requireSubscribable(ctx: Context, conversationId: string): Promise<string> {
+  return (await requireConversation(ctx, conversationId, "conversationId")).conversation.id;
+}
+
+builder.subscriptionFields((t) => ({
+  messageAdded: t.prismaField({
+    type: "Message",
+    description:
+      "New messages. With conversationId: that conversation, replaying every stored message after `after` first, then live, with no gap and no duplicate. Without: all of the viewer's conversations, including ones joined later.",
+    authScopes: { permission: "chats:read" },
+    args: {
+      conversationId: t.arg.id({ description: "Only this conversation." }),
+      after: t.arg.string({ description: "A Message.cursor to replay from (needs conversationId)." }),
+    },
+    subscribe: async (_root, args, ctx) => {
+      if (args.after && !args.conversationId) {
+        throw badInput("after", "after needs conversationId");
+      }
+      const conversationId = args.conversationId ? await requireSubscribable(ctx, args.conversationId) : null;
+      const afterSeq =
+        conversationId && args.after ? messages.seqFromCursor("after", args.after, conversationId) : null;
+      return messageFeed(ctx, { conversationId, afterSeq });
+    },
+    resolve: (_query, message) => message as messages.Message,
+  }),
+  typing: t.field({
+    type: TypingEventRef,
+    description: "Typing indicators of the other members of a conversation.",
+    authScopes: { permission: "chats:read" },
+    args: { conversationId: t.arg.id({ required: true, description: "Conversation id." }) },
+    subscribe: async (_root, args, ctx) => typingFeed(ctx, await requireSubscribable(ctx, args.conversationId)),
+    resolve: (event) => event as TypingPayload,
+  }),
+  readReceipt: t.field({
+    type: ReadReceiptRef,
+    description: "Read receipts of the members of a conversation.",
+    authScopes: { permission: "chats:read" },
+    args: { conversationId: t.arg.id({ required: true, description: "Conversation id." }) },
+    subscribe: async (_root, args, ctx) => readFeed(ctx, await requireSubscribable(ctx, args.conversationId)),
+    resolve: (event) => event as ReadPayload,
+  }),
+}));

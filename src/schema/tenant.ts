@@ -1,0 +1,76 @@
+import * as tenants from "../services/tenants.ts";
+import { builder } from "./builder.ts";
+
+export const TenantRef = builder.prismaObject("Tenant", {
+  description: "A company using the chat API. Every other object belongs to exactly one tenant.",
+  fields: (t) => ({
+    id: t.exposeID("id", { description: "Tenant id." }),
+    name: t.exposeString("name", { description: "Display name of the tenant." }),
+    active: t.exposeBoolean("active", { description: "Inactive tenants cannot authenticate." }),
+    createdAt: t.expose("createdAt", { type: "DateTime", description: "When the tenant was created." }),
+  }),
+});
+
+const CreateTenantPayload = builder
+  .objectRef<{ tenant: { id: string }; apiKey: string }>("CreateTenantPayload")
+  .implement({
+    description: "The new tenant and its API key. The key is shown only here; store it safely.",
+    fields: (t) => ({
+      tenant: t.field({ type: TenantRef, description: "The created tenant.", resolve: (p) => p.tenant as never }),
+      apiKey: t.exposeString("apiKey", { description: "Secret API key; send it as the X-API-Key header." }),
+    }),
+  });
+
+const RotateApiKeyPayload = builder.objectRef<{ apiKey: string }>("RotateApiKeyPayload").implement({
+  description: "A freshly issued API key; every earlier key stopped working.",
+  fields: (t) => ({
+    apiKey: t.exposeString("apiKey", { description: "The new secret API key, shown only once." }),
+  }),
+});
+
+const CreateTenantInput = builder.inputType("CreateTenantInput", {
+  description: "A new tenant.",
+  fields: (t) => ({
+    name: t.string({ required: true, description: "Display name, 1-200 characters." }),
+  }),
+});
+
+const UpdateTenantInput = builder.inputType("UpdateTenantInput", {
+  description: "Changes to the tenant; omitted fields stay as they are.",
+  fields: (t) => ({
+    name: t.string({ description: "Display name, 1-200 characters." }),
+  }),
+});
+
+builder.queryField("tenant", (t) =>
+  t.prismaField({
+    type: "Tenant",
+    description: "The tenant of the current credentials.",
+    authScopes: { authenticated: true },
+    resolve: (_query, _root, _args, ctx) => tenants.getTenant(ctx),
+  }),
+);
+
+builder.mutationFields((t) => ({
+  createTenant: t.field({
+    type: CreateTenantPayload,
+    description:
+      "Creates a tenant and returns its API key once. Open to anyone unless the server sets PLATFORM_ADMIN_KEY; then the X-Platform-Admin-Key header must carry it.",
+    authScopes: { platformAdmin: true },
+    args: { input: t.arg({ type: CreateTenantInput, required: true }) },
+    resolve: (_root, { input }, ctx) => tenants.createTenant(ctx, input),
+  }),
+  updateTenant: t.prismaField({
+    type: "Tenant",
+    description: "Updates the tenant of the current credentials.",
+    authScopes: { permission: "tenant:update" },
+    args: { input: t.arg({ type: UpdateTenantInput, required: true }) },
+    resolve: (_query, _root, { input }, ctx) => tenants.updateTenant(ctx, input),
+  }),
+  rotateApiKey: t.field({
+    type: RotateApiKeyPayload,
+    description: "Issues a new API key and revokes every earlier one at once. Needs the API key itself.",
+    authScopes: { service: true },
+    resolve: (_root, _args, ctx) => tenants.rotateApiKey(ctx),
+  }),
+}));

@@ -1,0 +1,91 @@
+import * as users from "../services/users.ts";
+import { builder } from "./builder.ts";
+
+export const UserRef = builder.prismaObject("User", {
+  description: "A person in the tenant who can chat.",
+  fields: (t) => ({
+    id: t.exposeID("id", { description: "User id." }),
+    name: t.exposeString("name", { description: "Display name." }),
+    email: t.exposeString("email", { nullable: true, description: "Email address, unique in the tenant." }),
+    phone: t.exposeString("phone", { nullable: true, description: "Phone number." }),
+    avatarUrl: t.exposeString("avatarUrl", { nullable: true, description: "URL of the avatar image." }),
+    active: t.exposeBoolean("active", { description: "Inactive users cannot authenticate." }),
+    createdAt: t.expose("createdAt", { type: "DateTime", description: "When the user was created." }),
+    updatedAt: t.expose("updatedAt", { type: "DateTime", description: "When the user last changed." }),
+  }),
+});
+
+export const UserConnection = builder.connectionObject({
+  type: UserRef,
+  name: "UserConnection",
+  description: "A page of users.",
+});
+
+const CreateUserInput = builder.inputType("CreateUserInput", {
+  description: "A new user.",
+  fields: (t) => ({
+    name: t.string({ required: true, description: "Display name, 1-200 characters." }),
+    email: t.string({ description: "Email address; unique in the tenant." }),
+    phone: t.string({ description: "Phone number, digits with optional +, spaces, dashes, parentheses." }),
+    avatarUrl: t.string({ description: "http(s) URL of the avatar image." }),
+  }),
+});
+
+const UpdateUserInput = builder.inputType("UpdateUserInput", {
+  description: "Changes to a user; omitted fields stay as they are, null clears optional ones.",
+  fields: (t) => ({
+    name: t.string({ description: "Display name, 1-200 characters." }),
+    email: t.string({ description: "Email address; unique in the tenant." }),
+    phone: t.string({ description: "Phone number." }),
+    avatarUrl: t.string({ description: "http(s) URL of the avatar image." }),
+    active: t.boolean({ description: "Deactivate or reactivate the user (needs users:update)." }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  user: t.prismaField({
+    type: "User",
+    nullable: true,
+    description: "A user of the tenant, or null when there is none with this id.",
+    authScopes: { permission: "users:read" },
+    args: { id: t.arg.id({ required: true, description: "User id." }) },
+    resolve: (_query, _root, { id }, ctx) => users.findUser(ctx, id),
+  }),
+  users: t.field({
+    type: UserConnection,
+    description: "Users of the tenant, oldest first, optionally filtered by name or email.",
+    authScopes: { permission: "users:read" },
+    args: {
+      first: t.arg.int({ description: "Page size, 0-100 (default 20)." }),
+      after: t.arg.string({ description: "Cursor of the last user of the previous page." }),
+      search: t.arg.string({ description: "Case-insensitive substring of the name or email." }),
+    },
+    resolve: (_root, args, ctx) => users.listUsers(ctx, args),
+  }),
+}));
+
+builder.mutationFields((t) => ({
+  createUser: t.prismaField({
+    type: "User",
+    description: "Creates a user in the tenant.",
+    authScopes: { permission: "users:create" },
+    args: { input: t.arg({ type: CreateUserInput, required: true }) },
+    resolve: (_query, _root, { input }, ctx) => users.createUser(ctx, input),
+  }),
+  updateUser: t.prismaField({
+    type: "User",
+    description: "Updates a user. Users may update their own profile; others need users:update.",
+    authScopes: { authenticated: true },
+    args: {
+      id: t.arg.id({ required: true, description: "User id." }),
+      input: t.arg({ type: UpdateUserInput, required: true }),
+    },
+    resolve: (_query, _root, { id, input }, ctx) => users.updateUser(ctx, id, input),
+  }),
+  deleteUser: t.id({
+    description: "Deletes a user: personal data is erased, memberships end, their messages stay. Returns the id.",
+    authScopes: { permission: "users:delete" },
+    args: { id: t.arg.id({ required: true, description: "User id." }) },
+    resolve: (_root, { id }, ctx) => users.deleteUser(ctx, id),
+  }),
+}));

@@ -1,0 +1,234 @@
+import { z } from "zod";
+import { grants } from "../auth/permissions.ts";
+import type { Context } from "../context.ts";
+import { badInput, forbidden, notFound } from "../errors.ts";
+import { type Conversation, type Member, Prisma } from "../generated/prisma/client.ts";
+import { publishMembership } from "./membership-events.ts";
+import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
+import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
+import { pageSize, parseId, parseIds, validate, zOptionalText, zText } from "./validation.ts";
+
+const createGroupInput = z.object({
+  name: zText(200),
+  description: zOptionalText(2000).nullish(),
+  memberIds: z.array(z.string()).max(500, "accepts at most 500 ids").nullish(),
+});
+const updateGroupInput = z.object({
+  name: zText(200).nullish(),
+  description: zOptionalText(2000).nullish(),
+});
+
+export interface ConversationAccess {
+  conversation: Conversation;
+  /** The acting user's membership; null for the service principal. */
+  membership: Member | null;
+}
+
+/**
+ * Loads a conversation the principal may read. Another tenant's id behaves exactly like
+ * a missing one (NOT_FOUND); a conversation of the same tenant the user is not in is FORBIDDEN.
+ */
+export async function requireConversation(ctx: Context, id: string, field = "id"): Promise<ConversationAccess> {
+  const conversationId = parseId(field, id);
+  const conversation = await ctx.prisma.conversation.findFirst({
+    where: { id: conversationId, tenantId: tenantOf(ctx) },
+  });
+  if (!conversation) throw notFound("Conversation");
+  const userId = actingUserId(ctx);
+  if (!userId) return { conversation, membership: null };
+  const membership = await ctx.loaders.membership.load(conversation.id);
+  if (!membership) throw forbidden("You are not a member of this conversation");
+  return { conversation, membership };
+}
+
+/** Group management: the service principal, a group owner/admin, or a holder of the tenant permission. */
+function assertCanManage(ctx: Context, access: ConversationAccess, permission: string, ownerOnly = false): void {
+  if (access.conversation.kind !== "GROUP") {
+    throw badInput("id", "Direct conversations cannot be changed");
+  }
+  if (grants(ctx.permissions, permission)) return;
+  const role = access.membership?.role;
+  if (role === "OWNER" || (!ownerOnly && role === "ADMIN")) return;
+  throw forbidden("Only the group's owners or admins may do this");
+}
+
+async function requireUsersInTenant(ctx: Context, field: string, ids: string[]): Promise<void> {
+  if (ids.length === 0) return;
+  const found = await ctx.prisma.user.findMany({
+    where: { tenantId: tenantOf(ctx), id: { in: ids }, deletedAt: null },
+    select: { id: true },
+  });
+  if (found.length !== ids.length) throw notFound("User");
+}
+
+export async function createGroup(ctx: Context, input: unknown) {
+  const data = validate(createGroupInput, input, "input");
+  const tenantId = tenantOf(ctx);
+  const creatorId = actingUserId(ctx);
+  const memberIds = parseIds("input.memberIds", data.memberIds ?? []).filter((id) => id !== creatorId);
+  await requireUsersInTenant(ctx, "input.memberIds", memberIds);
+  const members = [
+    ...(creatorId ? [{ tenantId, userId: creatorId, role: "OWNER" as const }] : []),
+    ...memberIds.map((userId) => ({ tenantId, userId, role: "MEMBER" as const })),
+  ];
+  const conversation = await ctx.prisma.conversation.create({
+    data: {
+      tenantId,
+      kind: "GROUP",
+      name: data.name,
+      description: data.description ?? null,
+      members: { createMany: { data: members.map(({ userId, role }) => ({ userId, role })) } },
+    },
+  });
+  await publishMembership(ctx, members.map((m) => m.userId), {
+    type: "joined",
+    conversationId: conversation.id,
+    seq: 0,
+  });
+  return conversation;
+}
+
+export async function updateGroup(ctx: Context, id: string, input: unknown) {
+  const access = await requireConversation(ctx, id);
+  assertCanManage(ctx, access, "groups:update");
+  const data = validate(updateGroupInput, input, "input");
+  return ctx.prisma.conversation.update({
+    where: { id: access.conversation.id },
+    data: {
+      ...(data.name ? { name: data.name } : {}),
+      ...(data.description !== undefined ? { description: data.description } : {}),
+    },
+  });
+}
+
+export async function deleteGroup(ctx: Context, id: string): Promise<string> {
+  const access = await requireConversation(ctx, id);
+  assertCanManage(ctx, access, "groups:delete", true);
+  const members = await ctx.prisma.member.findMany({
+    where: { conversationId: access.conversation.id },
+    select: { userId: true },
+  });
+  await ctx.prisma.conversation.delete({ where: { id: access.conversation.id } });
+  await publishMembership(ctx, members.map((m) => m.userId), {
+    type: "left",
+    conversationId: access.conversation.id,
+  });
+  return access.conversation.id;
+}
+
+export async function addMembers(ctx: Context, conversationId: string, userIds: readonly string[]) {
+  const access = await requireConversation(ctx, conversationId, "conversationId");
+  assertCanManage(ctx, access, "groups:update");
+  const ids = parseIds("userIds", userIds);
+  await requireUsersInTenant(ctx, "userIds", ids);
+  const tenantId = access.conversation.tenantId;
+  const { added, seq } = await ctx.prisma.$transaction(async (tx) => {
+    const existing = await tx.member.findMany({
+      where: { conversationId: access.conversation.id, userId: { in: ids } },
+      select: { userId: true },
+    });
+    const have = new Set(existing.map((m) => m.userId));
+    const fresh = ids.filter((id) => !have.has(id));
+    await tx.member.createMany({
+      data: fresh.map((userId) => ({ tenantId, conversationId: access.conversation.id, userId })),
+      skipDuplicates: true,
+    });
+    const conversation = await tx.conversation.findUniqueOrThrow({
+      where: { id: access.conversation.id },
+      select: { lastSeq: true },
+    });
+    return { added: fresh, seq: conversation.lastSeq };
+  });
+  await publishMembership(ctx, added, { type: "joined", conversationId: access.conversation.id, seq });
+  return access.conversation;
+}
+
+export async function removeMember(ctx: Context, conversationId: string, userId: string) {
+  const access = await requireConversation(ctx, conversationId, "conversationId");
+  const targetId = parseId("userId", userId);
+  const leaving = actingUserId(ctx) === targetId;
+  if (!leaving) assertCanManage(ctx, access, "groups:update");
+  else if (access.conversation.kind !== "GROUP") throw badInput("conversationId", "Direct conversations cannot be left");
+  const target = await ctx.prisma.member.findUnique({
+    where: { conversationId_userId: { conversationId: access.conversation.id, userId: targetId } },
+  });
+  if (!target) throw notFound("Member");
+  if (!leaving && target.role === "OWNER" && access.membership?.role === "ADMIN") {
+    throw forbidden("Admins cannot remove an owner");
+  }
+  await ctx.prisma.member.delete({
+    where: { conversationId_userId: { conversationId: access.conversation.id, userId: targetId } },
+  });
+  ctx.loaders.membership.clear(access.conversation.id);
+  await publishMembership(ctx, [targetId], { type: "left", conversationId: access.conversation.id });
+  return access.conversation;
+}
+
+export const directKeyOf = (a: string, b: string) => [a, b].sort().join(":");
+
+/** Idempotent: both users get the same conversation, whoever opens it and however often. */
+export async function openDirect(ctx: Context, fromUserId: string, toUserId: string, field = "userId") {
+  const tenantId = tenantOf(ctx);
+  const otherId = parseId(field, toUserId);
+  if (otherId === fromUserId) throw badInput(field, "A direct conversation needs two different users");
+  await requireUsersInTenant(ctx, field, [otherId]);
+  const directKey = directKeyOf(fromUserId, otherId);
+  const existing = await ctx.prisma.conversation.findUnique({
+    where: { tenantId_directKey: { tenantId, directKey } },
+  });
+  if (existing) return existing;
+  try {
+    const created = await ctx.prisma.conversation.create({
+      data: {
+        tenantId,
+        kind: "DIRECT",
+        directKey,
+        members: { createMany: { data: [{ userId: fromUserId }, { userId: otherId }] } },
+      },
+    });
+    await publishMembership(ctx, [fromUserId, otherId], { type: "joined", conversationId: created.id, seq: 0 });
+    return created;
+  } catch (error) {
+    // Both users opened it at the same moment: the other request won, return its row.
+    if (error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2002") {
+      return ctx.prisma.conversation.findUniqueOrThrow({ where: { tenantId_directKey: { tenantId, directKey } } });
+    }
+    throw error;
+  }
+}
+
+export async function openDirectConversation(ctx: Context, userId: string) {
+  return openDirect(ctx, requireUserPrincipal(ctx, "openDirectConversation"), userId);
+}
+
+export async function listConversations(
+  ctx: Context,
+  args: { first?: number | null; after?: string | null; kind?: "DIRECT" | "GROUP" | null },
+) {
+  const tenantId = tenantOf(ctx);
+  const userId = actingUserId(ctx);
+  const first = pageSize("first", args.first, 20);
+  const and: Prisma.ConversationWhereInput[] = [];
+  if (args.after) {
+    const [at, afterId] = decodeCursor("after", args.after, "c1", 2);
+    const date = new Date(Number(at));
+    if (Number.isNaN(date.getTime()) || typeof afterId !== "string") {
+      throw badInput("after", "after is not a valid cursor");
+    }
+    and.push({ OR: [{ lastActivityAt: { lt: date } }, { lastActivityAt: date, id: { lt: afterId } }] });
+  }
+  const rows = await ctx.prisma.conversation.findMany({
+    where: {
+      tenantId,
+      ...(userId ? { members: { some: { userId } } } : {}),
+      ...(args.kind ? { kind: args.kind } : {}),
+      ...(and.length ? { AND: and } : {}),
+    },
+    orderBy: [{ lastActivityAt: "desc" }, { id: "desc" }],
+    take: first + 1,
+  });
+  return connectionOf(rows.slice(0, first), (c) => encodeCursor("c1", [c.lastActivityAt.getTime(), c.id]), {
+    hasNextPage: rows.length > first,
+    hasPreviousPage: !!args.after,
+  });
+}

@@ -1,0 +1,151 @@
+import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
+import { type ExecutionResult, type GraphQLFormattedError, print } from "graphql";
+import { type Client, createClient } from "graphql-ws";
+import { expect } from "vitest";
+import WebSocket from "ws";
+
+export interface Auth {
+  apiKey?: string;
+  token?: string;
+  headers?: Record<string, string>;
+}
+
+export type GqlResult<T> = { data?: T | null; errors?: GraphQLFormattedError[]; status: number };
+
+/** Runs an operation over real HTTP. */
+export async function request<T, V>(
+  url: string,
+  document: TypedDocumentNode<T, V> | string,
+  variables?: V,
+  auth: Auth = {},
+): Promise<GqlResult<T>> {
+  const headers: Record<string, string> = { "content-type": "application/json", ...auth.headers };
+  if (auth.apiKey) headers["x-api-key"] = auth.apiKey;
+  if (auth.token) headers.authorization = `Bearer ${auth.token}`;
+  const response = await fetch(url, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ query: typeof document === "string" ? document : print(document), variables }),
+  });
+  const body = (await response.json()) as ExecutionResult<T>;
+  return { data: body.data as T | null | undefined, errors: body.errors as GraphQLFormattedError[] | undefined, status: response.status };
+}
+
+/** Runs an operation and asserts it succeeded, printing the whole response when not. */
+export async function ok<T, V>(url: string, document: TypedDocumentNode<T, V>, variables?: V, auth?: Auth): Promise<T> {
+  const result = await request(url, document, variables, auth);
+  if (result.errors?.length || !result.data) {
+    expect.fail(`expected no errors, got ${JSON.stringify(result, null, 2)}`);
+  }
+  return result.data as T;
+}
+
+/** Runs an operation and asserts it failed with the given extensions.code; returns the error. */
+export async function fails<T, V>(
+  url: string,
+  document: TypedDocumentNode<T, V> | string,
+  variables: V | undefined,
+  auth: Auth | undefined,
+  code: string,
+): Promise<GraphQLFormattedError> {
+  const result = await request(url, document, variables, auth);
+  const error = result.errors?.[0];
+  if (!error || error.extensions?.code !== code) {
+    expect.fail(`expected error ${code}, got ${JSON.stringify(result, null, 2)}`);
+  }
+  return error;
+}
+
+export function wsClient(wsUrl: string, auth: Auth = {}): Client & { closed: Promise<{ code: number; reason: string }> } {
+  let resolveClosed: (value: { code: number; reason: string }) => void = () => {};
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
+    resolveClosed = resolve;
+  });
+  const client = createClient({
+    url: wsUrl,
+    webSocketImpl: WebSocket,
+    lazy: true,
+    retryAttempts: 0,
+    connectionParams: auth.apiKey
+      ? { apiKey: auth.apiKey }
+      : auth.token
+        ? { authorization: `Bearer ${auth.token}` }
+        : {},
+    on: {
+      closed: (event) => {
+        const e = event as { code: number; reason: string };
+        resolveClosed({ code: e.code, reason: String(e.reason) });
+      },
+    },
+  });
+  return Object.assign(client, { closed });
+}
+
+export interface Subscription<T> {
+  /** Waits for the next event (fails after timeoutMs). */
+  next(timeoutMs?: number): Promise<ExecutionResult<T>>;
+  /** Collects exactly n events. */
+  take(n: number, timeoutMs?: number): Promise<ExecutionResult<T>[]>;
+  /** Asserts nothing arrives within ms. */
+  expectSilence(ms: number): Promise<void>;
+  /** Resolves when the server completes or errors the subscription. */
+  done: Promise<{ error?: unknown }>;
+  unsubscribe(): void;
+}
+
+export function subscribe<T, V>(
+  client: Client,
+  document: TypedDocumentNode<T, V>,
+  variables?: V,
+): Subscription<T> {
+  const buffered: ExecutionResult<T>[] = [];
+  const waiters: ((value: ExecutionResult<T>) => void)[] = [];
+  let resolveDone: (value: { error?: unknown }) => void = () => {};
+  const done = new Promise<{ error?: unknown }>((resolve) => {
+    resolveDone = resolve;
+  });
+  const unsubscribe = client.subscribe<T>(
+    { query: print(document), variables: variables as Record<string, unknown> | undefined },
+    {
+      next: (value) => {
+        const waiter = waiters.shift();
+        if (waiter) waiter(value as ExecutionResult<T>);
+        else buffered.push(value as ExecutionResult<T>);
+      },
+      error: (error) => resolveDone({ error }),
+      complete: () => resolveDone({}),
+    },
+  );
+  const next = (timeoutMs = 10_000) =>
+    new Promise<ExecutionResult<T>>((resolve, reject) => {
+      const item = buffered.shift();
+      if (item) {
+        resolve(item);
+        return;
+      }
+      const timer = setTimeout(() => {
+        const index = waiters.indexOf(waiter);
+        if (index >= 0) waiters.splice(index, 1);
+        reject(new Error(`no event within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter = (value: ExecutionResult<T>) => {
+        clearTimeout(timer);
+        resolve(value);
+      };
+      waiters.push(waiter);
+    });
+  return {
+    next,
+    async take(n, timeoutMs) {
+      const items: ExecutionResult<T>[] = [];
+      for (let i = 0; i < n; i++) items.push(await next(timeoutMs));
+      return items;
+    },
+    async expectSilence(ms) {
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      expect(buffered).toEqual([]);
+    },
+    done,
+    unsubscribe,
+  };
+}
