@@ -1,6 +1,9 @@
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
+  // graphql ships CJS and ESM builds; libraries load one and Vite the other, and graphql
+  // refuses types from "another realm". Pin every import to the one Node itself loads.
+  resolve: { alias: [{ find: /^graphql$/, replacement: "graphql/index.js" }] },
   test: {
     include: ["test/**/*.test.ts"],
     testTimeout: 30_000,

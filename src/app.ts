@@ -227,7 +227,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       signal: controller.signal,
     });
     res.statusCode = response.status;
-    response.headers.forEach((value, key) => res.setHeader(key, value));
+    response.headers.forEach((value, key) => {
+      res.setHeader(key, value);
+    });
     if (!response.body) {
       res.end();
       return;
@@ -283,10 +285,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         if (principal.kind === "user") {
           const socket = (ctx.extra as unknown as { socket: import("ws").WebSocket }).socket;
           const delay = Math.max(0, principal.expiresAt.getTime() - Date.now());
-          const timer = setTimeout(() => {
-            expiryTimers.delete(timer);
-            socket.close(CloseCode.Forbidden, "Token expired");
-          }, Math.min(delay, 2_147_000_000));
+          const timer = setTimeout(
+            () => {
+              expiryTimers.delete(timer);
+              socket.close(CloseCode.Forbidden, "Token expired");
+            },
+            Math.min(delay, 2_147_000_000),
+          );
           expiryTimers.add(timer);
           socket.once("close", () => {
             clearTimeout(timer);

@@ -54,19 +54,19 @@ function createLoaders(prisma: PrismaClient, principal: Principal | null, cache:
   return {
     membership: new DataLoader(
       async (conversationIds) => {
-      if (!userId) return conversationIds.map(() => null);
-      const rows = await prisma.member.findMany({
-        where: { tenantId, userId, conversationId: { in: [...conversationIds] } },
-      });
-      const byId = new Map(rows.map((row) => [row.conversationId, row]));
-      return conversationIds.map((id) => byId.get(id) ?? null);
+        if (!userId) return conversationIds.map(() => null);
+        const rows = await prisma.member.findMany({
+          where: { tenantId, userId, conversationId: { in: [...conversationIds] } },
+        });
+        const byId = new Map(rows.map((row) => [row.conversationId, row]));
+        return conversationIds.map((id) => byId.get(id) ?? null);
       },
       { cache },
     ),
     unreadCount: new DataLoader(
       async (conversationIds) => {
-      if (!userId) return conversationIds.map(() => 0);
-      const rows = await prisma.$queryRaw<{ conversationId: string; unread: bigint | number }[]>`
+        if (!userId) return conversationIds.map(() => 0);
+        const rows = await prisma.$queryRaw<{ conversationId: string; unread: bigint | number }[]>`
         SELECT m."conversationId", COUNT(msg.id) AS unread
         FROM "Member" m
         JOIN "Message" msg
@@ -78,8 +78,8 @@ function createLoaders(prisma: PrismaClient, principal: Principal | null, cache:
           AND m."userId" = ${userId}::uuid
           AND m."conversationId" = ANY(${[...conversationIds]}::uuid[])
         GROUP BY m."conversationId"`;
-      const byId = new Map(rows.map((row) => [row.conversationId, Number(row.unread)]));
-      return conversationIds.map((id) => byId.get(id) ?? 0);
+        const byId = new Map(rows.map((row) => [row.conversationId, Number(row.unread)]));
+        return conversationIds.map((id) => byId.get(id) ?? 0);
       },
       { cache },
     ),
@@ -124,7 +124,6 @@ export async function createContext(
   return contextFor(deps, principal, {
     authError,
     requestId,
-    platformAdmin:
-      !adminKey || (!!credentials.platformAdminKey && safeEqual(credentials.platformAdminKey, adminKey)),
+    platformAdmin: !adminKey || (!!credentials.platformAdminKey && safeEqual(credentials.platformAdminKey, adminKey)),
   });
 }

@@ -25,19 +25,12 @@ export const CLIENT_ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   "GRAPHQL_VALIDATION_FAILED",
 ]);
 
-export function appError(
-  code: ErrorCode,
-  message: string,
-  extensions: Record<string, unknown> = {},
-): GraphQLError {
+export function appError(code: ErrorCode, message: string, extensions: Record<string, unknown> = {}): GraphQLError {
   return new GraphQLError(message, { extensions: { code, ...extensions } });
 }
 
 export const notFound = (what: string) => appError("NOT_FOUND", `${what} not found`);
 export const forbidden = (message = "Not allowed") => appError("FORBIDDEN", message);
-export const unauthenticated = (message = "Authentication required") =>
-  appError("UNAUTHENTICATED", message);
-export const conflict = (message: string, field?: string) =>
-  appError("CONFLICT", message, field ? { field } : {});
-export const badInput = (field: string, message: string) =>
-  appError("BAD_USER_INPUT", message, { field });
+export const unauthenticated = (message = "Authentication required") => appError("UNAUTHENTICATED", message);
+export const conflict = (message: string, field?: string) => appError("CONFLICT", message, field ? { field } : {});
+export const badInput = (field: string, message: string) => appError("BAD_USER_INPUT", message, { field });

@@ -6,12 +6,7 @@ import { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { diffMigrationsToSchema, migrationFolderName } from "../scripts/migrate.ts";
-import {
-  engineError,
-  loadSchemaEngineModule,
-  openSchemaEngine,
-  readMigrationList,
-} from "../scripts/schema-engine.ts";
+import { engineError, loadSchemaEngineModule, openSchemaEngine, readMigrationList } from "../scripts/schema-engine.ts";
 import {
   applyMigrations,
   defaultMigrationsDir,
@@ -140,10 +135,12 @@ function runnerContract(open: () => Promise<{ db: SqlDatabase; close: () => Prom
   });
 
   it("refuses to start while a migration is recorded as failed", async () => {
-    await db.query(
-      "INSERT INTO _prisma_migrations (id, checksum, migration_name, logs) VALUES ($1, $2, $3, $4)",
-      ["00000000-0000-4000-8000-000000000000", "0".repeat(64), "99999999999992_crashed", "boom"],
-    );
+    await db.query("INSERT INTO _prisma_migrations (id, checksum, migration_name, logs) VALUES ($1, $2, $3, $4)", [
+      "00000000-0000-4000-8000-000000000000",
+      "0".repeat(64),
+      "99999999999992_crashed",
+      "boom",
+    ]);
     try {
       await expect(applyMigrations(db)).rejects.toThrow(/failed migration:\n\s+99999999999992_crashed.*boom/);
     } finally {

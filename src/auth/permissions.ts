@@ -24,8 +24,5 @@ export const MEMBER_PERMISSIONS: readonly string[] = [
 
 export function grants(granted: readonly string[], needed: string): boolean {
   const [resource] = needed.split(":");
-  return granted.some(
-    (permission) =>
-      permission === "*" || permission === needed || permission === `${resource}:*`,
-  );
+  return granted.some((permission) => permission === "*" || permission === needed || permission === `${resource}:*`);
 }

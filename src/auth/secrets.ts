@@ -35,8 +35,6 @@ export function loadOrCreateJwtSecret(dataDir: string, warn: (msg: string) => vo
   const secret = randomBytes(48).toString("base64url");
   writeFileSync(file, `${secret}\n`, { mode: 0o600 });
   chmodSync(file, 0o600);
-  warn(
-    `JWT_SECRET is not set: generated one in ${file}. Set JWT_SECRET in production and share it between instances.`,
-  );
+  warn(`JWT_SECRET is not set: generated one in ${file}. Set JWT_SECRET in production and share it between instances.`);
   return secret;
 }

@@ -6,7 +6,7 @@ import pg from "pg";
 import { PrismaPGlite } from "pglite-prisma-adapter";
 import { PrismaClient } from "../generated/prisma/client.ts";
 import { applyMigrations } from "./migrate.ts";
-import { pgPoolSql, pgliteSql, type SqlDatabase } from "./sql.ts";
+import { pgliteSql, pgPoolSql, type SqlDatabase } from "./sql.ts";
 
 export type { PrismaClient };
 
@@ -63,10 +63,7 @@ export function embeddedDir(dataDir: string): string {
 }
 
 /** Opens the database for the configured mode and brings its schema up to date. */
-export async function openMigratedDatabase(
-  options: DatabaseOptions,
-  log?: (msg: string) => void,
-): Promise<Database> {
+export async function openMigratedDatabase(options: DatabaseOptions, log?: (msg: string) => void): Promise<Database> {
   const db = await openDatabase(options);
   try {
     await applyMigrations(db.sql, { log });

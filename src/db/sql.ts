@@ -56,16 +56,20 @@ export function pgPoolSql(pool: pg.Pool): SqlDatabase {
     ...pgConnection(pool),
     async transaction<T>(fn: (conn: SqlConnection) => Promise<T>) {
       const client = await pool.connect();
+      let broken: Error | undefined;
       try {
         await client.query("BEGIN");
         const result = await fn(pgConnection(client));
         await client.query("COMMIT");
         return result;
       } catch (error) {
-        await client.query("ROLLBACK").catch(() => {});
+        await client.query("ROLLBACK").catch((rollbackError: Error) => {
+          // A connection that cannot roll back must not return to the pool.
+          broken = rollbackError;
+        });
         throw error;
       } finally {
-        client.release();
+        client.release(broken);
       }
     },
   };

@@ -1,8 +1,8 @@
 import type { Context } from "../context.ts";
 import type { Message } from "../generated/prisma/client.ts";
 import { messagesAfter, reviveMessage } from "../services/messages.ts";
-import { BoundedQueue, cancellable } from "./queue.ts";
 import type { Unsubscribe } from "./pubsub.ts";
+import { BoundedQueue, cancellable } from "./queue.ts";
 import { type MembershipEvent, type ReadPayload, type TypingPayload, topics } from "./topics.ts";
 
 const PAGE = 200;

@@ -1,11 +1,8 @@
 /** Every topic is namespaced by tenant, so one Redis serves all tenants without crosstalk. */
 export const topics = {
-  messages: (tenantId: string, conversationId: string) =>
-    `chat:${tenantId}:conversation:${conversationId}:messages`,
-  typing: (tenantId: string, conversationId: string) =>
-    `chat:${tenantId}:conversation:${conversationId}:typing`,
-  reads: (tenantId: string, conversationId: string) =>
-    `chat:${tenantId}:conversation:${conversationId}:reads`,
+  messages: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:messages`,
+  typing: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:typing`,
+  reads: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:reads`,
   /** Membership changes of one user: drives the all-conversations stream and re-authorization. */
   user: (tenantId: string, userId: string) => `chat:${tenantId}:user:${userId}`,
 };

@@ -106,7 +106,8 @@ const TypingEventRef = builder.objectRef<TypingPayload>("TypingEvent").implement
     user: t.prismaField({
       type: "User",
       description: "Who is typing.",
-      resolve: (query, event, _args, ctx) => ctx.prisma.user.findUniqueOrThrow({ ...query, where: { id: event.userId } }),
+      resolve: (query, event, _args, ctx) =>
+        ctx.prisma.user.findUniqueOrThrow({ ...query, where: { id: event.userId } }),
     }),
     isTyping: t.exposeBoolean("isTyping", { description: "True while typing." }),
   }),

@@ -3,9 +3,9 @@ import { grants } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
 import { badInput, forbidden, notFound } from "../errors.ts";
 import { type Conversation, type Member, Prisma } from "../generated/prisma/client.ts";
-import { publishMembership } from "./membership-events.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
+import { publishMembership } from "./membership-events.ts";
 import { pageSize, parseId, parseIds, validate, zOptionalText, zText } from "./validation.ts";
 
 const createGroupInput = z.object({
@@ -80,11 +80,15 @@ export async function createGroup(ctx: Context, input: unknown) {
       members: { createMany: { data: members.map(({ userId, role }) => ({ userId, role })) } },
     },
   });
-  await publishMembership(ctx, members.map((m) => m.userId), {
-    type: "joined",
-    conversationId: conversation.id,
-    seq: 0,
-  });
+  await publishMembership(
+    ctx,
+    members.map((m) => m.userId),
+    {
+      type: "joined",
+      conversationId: conversation.id,
+      seq: 0,
+    },
+  );
   return conversation;
 }
 
@@ -109,10 +113,14 @@ export async function deleteGroup(ctx: Context, id: string): Promise<string> {
     select: { userId: true },
   });
   await ctx.prisma.conversation.delete({ where: { id: access.conversation.id } });
-  await publishMembership(ctx, members.map((m) => m.userId), {
-    type: "left",
-    conversationId: access.conversation.id,
-  });
+  await publishMembership(
+    ctx,
+    members.map((m) => m.userId),
+    {
+      type: "left",
+      conversationId: access.conversation.id,
+    },
+  );
   return access.conversation.id;
 }
 
@@ -148,7 +156,8 @@ export async function removeMember(ctx: Context, conversationId: string, userId:
   const targetId = parseId("userId", userId);
   const leaving = actingUserId(ctx) === targetId;
   if (!leaving) assertCanManage(ctx, access, "groups:update");
-  else if (access.conversation.kind !== "GROUP") throw badInput("conversationId", "Direct conversations cannot be left");
+  else if (access.conversation.kind !== "GROUP")
+    throw badInput("conversationId", "Direct conversations cannot be left");
   const target = await ctx.prisma.member.findUnique({
     where: { conversationId_userId: { conversationId: access.conversation.id, userId: targetId } },
   });

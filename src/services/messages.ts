@@ -145,7 +145,12 @@ async function requireActiveUser(ctx: Context, userId: string, field: string): P
   void field;
 }
 
-function findByClientId(prisma: PrismaClient, conversationId: string, senderId: string | null, clientMessageId: string) {
+function findByClientId(
+  prisma: PrismaClient,
+  conversationId: string,
+  senderId: string | null,
+  clientMessageId: string,
+) {
   return prisma.message.findFirst({ where: { conversationId, senderId, clientMessageId } });
 }
 

@@ -1,9 +1,9 @@
+import { z } from "zod";
 import { generateApiKey } from "../auth/secrets.ts";
 import type { Context } from "../context.ts";
 import { notFound } from "../errors.ts";
 import { tenantOf } from "./access.ts";
 import { validate, zText } from "./validation.ts";
-import { z } from "zod";
 
 const createTenantInput = z.object({ name: zText(200) });
 const updateTenantInput = z.object({ name: zText(200).optional() });

@@ -1,10 +1,10 @@
 import { z } from "zod";
+import { grants } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import { Prisma } from "../generated/prisma/client.ts";
 import { actingUserId, tenantOf } from "./access.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
-import { grants } from "../auth/permissions.ts";
 import { publishMembership } from "./membership-events.ts";
 import { pageSize, parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts";
 
@@ -119,16 +119,14 @@ export async function listUsers(
   const and: Prisma.UserWhereInput[] = [];
   if (search) {
     and.push({
-      OR: [
-        { name: { contains: search, mode: "insensitive" } },
-        { email: { contains: search.toLowerCase() } },
-      ],
+      OR: [{ name: { contains: search, mode: "insensitive" } }, { email: { contains: search.toLowerCase() } }],
     });
   }
   if (args.after) {
     const [createdAt, afterId] = decodeCursor("after", args.after, "u1", 2);
     const at = new Date(Number(createdAt));
-    if (Number.isNaN(at.getTime()) || typeof afterId !== "string") throw badInput("after", "after is not a valid cursor");
+    if (Number.isNaN(at.getTime()) || typeof afterId !== "string")
+      throw badInput("after", "after is not a valid cursor");
     and.push({ OR: [{ createdAt: { gt: at } }, { createdAt: at, id: { gt: afterId } }] });
   }
   const rows = await ctx.prisma.user.findMany({

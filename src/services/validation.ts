@@ -14,7 +14,8 @@ export function parseIds(field: string, values: readonly string[], max = 500): s
   return [...new Set(values.map((value) => parseId(field, value)))];
 }
 
-export const zText = (max: number) => z.string().trim().min(1, "must not be empty").max(max, `must be at most ${max} characters`);
+export const zText = (max: number) =>
+  z.string().trim().min(1, "must not be empty").max(max, `must be at most ${max} characters`);
 export const zOptionalText = (max: number) => z.string().trim().max(max, `must be at most ${max} characters`);
 export const zEmail = z
   .string()

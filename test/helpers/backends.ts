@@ -70,10 +70,7 @@ export interface TestServer {
 }
 
 /** A real server on a random port, on the given test database. */
-export async function startServer(
-  database: TestDatabase,
-  overrides: Partial<Config> = {},
-): Promise<TestServer> {
+export async function startServer(database: TestDatabase, overrides: Partial<Config> = {}): Promise<TestServer> {
   const config = testConfig({
     databaseUrl: database.url,
     redisUrl: database.backend === "postgres+redis" ? process.env.TEST_REDIS_URL : undefined,

@@ -28,7 +28,11 @@ export async function request<T, V>(
     body: JSON.stringify({ query: typeof document === "string" ? document : print(document), variables }),
   });
   const body = (await response.json()) as ExecutionResult<T>;
-  return { data: body.data as T | null | undefined, errors: body.errors as GraphQLFormattedError[] | undefined, status: response.status };
+  return {
+    data: body.data as T | null | undefined,
+    errors: body.errors as GraphQLFormattedError[] | undefined,
+    status: response.status,
+  };
 }
 
 /** Runs an operation and asserts it succeeded, printing the whole response when not. */
@@ -56,7 +60,10 @@ export async function fails<T, V>(
   return error;
 }
 
-export function wsClient(wsUrl: string, auth: Auth = {}): Client & { closed: Promise<{ code: number; reason: string }> } {
+export function wsClient(
+  wsUrl: string,
+  auth: Auth = {},
+): Client & { closed: Promise<{ code: number; reason: string }> } {
   let resolveClosed: (value: { code: number; reason: string }) => void = () => {};
   const closed = new Promise<{ code: number; reason: string }>((resolve) => {
     resolveClosed = resolve;
@@ -93,11 +100,7 @@ export interface Subscription<T> {
   unsubscribe(): void;
 }
 
-export function subscribe<T, V>(
-  client: Client,
-  document: TypedDocumentNode<T, V>,
-  variables?: V,
-): Subscription<T> {
+export function subscribe<T, V>(client: Client, document: TypedDocumentNode<T, V>, variables?: V): Subscription<T> {
   const buffered: ExecutionResult<T>[] = [];
   const waiters: ((value: ExecutionResult<T>) => void)[] = [];
   let resolveDone: (value: { error?: unknown }) => void = () => {};
