@@ -2,7 +2,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { fails, ok } from "./helpers/client.ts";
-import { CreateTenant, CreateUser, createTenant, createUserWithToken, IssueUserToken } from "./helpers/fixtures.ts";
+import {
+  CreateGroup,
+  CreateTenant,
+  CreateUser,
+  createTenant,
+  createUserWithToken,
+  IssueUserToken,
+  MarkRead,
+  Messages,
+  OpenDirect,
+  SendMessage,
+} from "./helpers/fixtures.ts";
 
 const Viewer = graphql(`
   query Viewer {
@@ -29,76 +40,6 @@ const RotateApiKey = graphql(`
   }
 `);
 
-const CreateGroup = graphql(`
-  mutation CreateGroup($input: CreateGroupInput!) {
-    createGroup(input: $input) {
-      id
-      kind
-      name
-      members {
-        role
-        user {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const SendMessage = graphql(`
-  mutation SendMessage($input: SendMessageInput!) {
-    sendMessage(input: $input) {
-      id
-      seq
-      cursor
-      body
-      type
-      clientMessageId
-      sender {
-        id
-      }
-      conversation {
-        id
-        kind
-      }
-    }
-  }
-`);
-
-const OpenDirect = graphql(`
-  mutation OpenDirect($userId: ID!) {
-    openDirectConversation(userId: $userId) {
-      id
-      kind
-      members {
-        user {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const Messages = graphql(`
-  query Messages($conversationId: ID!, $first: Int, $after: String, $last: Int, $before: String) {
-    messages(conversationId: $conversationId, first: $first, after: $after, last: $last, before: $before) {
-      edges {
-        cursor
-        node {
-          seq
-          body
-        }
-      }
-      pageInfo {
-        hasNextPage
-        hasPreviousPage
-        startCursor
-        endCursor
-      }
-    }
-  }
-`);
-
 const Conversations = graphql(`
   query Conversations($first: Int, $after: String, $kind: ConversationKind) {
     conversations(first: $first, after: $after, kind: $kind) {
@@ -118,21 +59,6 @@ const Conversations = graphql(`
       pageInfo {
         hasNextPage
         endCursor
-      }
-    }
-  }
-`);
-
-const MarkRead = graphql(`
-  mutation MarkRead($conversationId: ID!, $upToMessageId: ID!) {
-    markRead(conversationId: $conversationId, upToMessageId: $upToMessageId) {
-      lastReadSeq
-      readAt
-      user {
-        id
-      }
-      lastReadMessage {
-        id
       }
     }
   }

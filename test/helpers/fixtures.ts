@@ -33,6 +33,91 @@ export const IssueUserToken = graphql(`
   }
 `);
 
+export const CreateGroup = graphql(`
+  mutation CreateGroup($input: CreateGroupInput!) {
+    createGroup(input: $input) {
+      id
+      kind
+      name
+      members {
+        role
+        user {
+          id
+        }
+      }
+    }
+  }
+`);
+
+export const SendMessage = graphql(`
+  mutation SendMessage($input: SendMessageInput!) {
+    sendMessage(input: $input) {
+      id
+      seq
+      cursor
+      body
+      type
+      clientMessageId
+      sender {
+        id
+      }
+      conversation {
+        id
+        kind
+      }
+    }
+  }
+`);
+
+export const OpenDirect = graphql(`
+  mutation OpenDirect($userId: ID!) {
+    openDirectConversation(userId: $userId) {
+      id
+      kind
+      members {
+        user {
+          id
+        }
+      }
+    }
+  }
+`);
+
+export const Messages = graphql(`
+  query Messages($conversationId: ID!, $first: Int, $after: String, $last: Int, $before: String) {
+    messages(conversationId: $conversationId, first: $first, after: $after, last: $last, before: $before) {
+      edges {
+        cursor
+        node {
+          seq
+          body
+        }
+      }
+      pageInfo {
+        hasNextPage
+        hasPreviousPage
+        startCursor
+        endCursor
+      }
+    }
+  }
+`);
+
+export const MarkRead = graphql(`
+  mutation MarkRead($conversationId: ID!, $upToMessageId: ID!) {
+    markRead(conversationId: $conversationId, upToMessageId: $upToMessageId) {
+      lastReadSeq
+      readAt
+      user {
+        id
+      }
+      lastReadMessage {
+        id
+      }
+    }
+  }
+`);
+
 export interface TestUser {
   id: string;
   name: string;
