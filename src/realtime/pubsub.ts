@@ -105,7 +105,9 @@ export async function createRedisPubSub(url: string, log: Logger): Promise<PubSu
     maxRetriesPerRequest: 2,
     retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
   } as const;
-  const publisher = new Redis(url, { ...options, connectionName: "chat-pub" });
+  // Publishing never waits for a reconnect: a message is already stored when it is
+  // published, and subscribers re-read storage after the outage.
+  const publisher = new Redis(url, { ...options, connectionName: "chat-pub", enableOfflineQueue: false });
   // Resubscription is done by hand so that listeners resync only once it is complete.
   const subscriber = new Redis(url, {
     ...options,
@@ -155,7 +157,14 @@ export async function createRedisPubSub(url: string, log: Logger): Promise<PubSu
     fanout.dispatch(topic, payload);
   });
 
-  await Promise.all([publisher.connect(), subscriber.connect()]);
+  try {
+    await Promise.all([publisher.connect(), subscriber.connect()]);
+  } catch (error) {
+    closing = true;
+    publisher.disconnect();
+    subscriber.disconnect();
+    throw new Error(`Cannot connect to Redis at REDIS_URL: ${(error as Error).message}`);
+  }
 
   return {
     kind: "redis",

@@ -41,6 +41,7 @@ export class PrivateRedis {
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
       const probe = new Redis(this.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+      probe.on("error", () => {});
       try {
         await probe.connect();
         await probe.ping();
