@@ -62,8 +62,15 @@ export const builder = new SchemaBuilder<{
   relay: {
     clientMutationId: "omit",
     cursorType: "String",
-    edgesFieldOptions: { nullable: false },
-    nodeFieldOptions: { nullable: false },
+    edgesFieldOptions: { nullable: false, description: "The items of this page, each with its cursor." },
+    nodeFieldOptions: { nullable: false, description: "The item." },
+    cursorFieldOptions: { description: "Opaque cursor of this item, for `after`/`before`." },
+    pageInfoFieldOptions: { description: "Where this page sits in the whole list." },
+    pageInfoTypeOptions: { description: "Pagination state of a connection." },
+    hasNextPageFieldOptions: { description: "Whether items follow this page." },
+    hasPreviousPageFieldOptions: { description: "Whether items precede this page." },
+    startCursorFieldOptions: { description: "Cursor of the first item of this page." },
+    endCursorFieldOptions: { description: "Cursor of the last item of this page." },
   },
 });
 

@@ -79,11 +79,14 @@ export const ConversationRef = builder.prismaObject("Conversation", {
   }),
 });
 
-export const ConversationConnection = builder.connectionObject({
-  type: ConversationRef,
-  name: "ConversationConnection",
-  description: "A page of conversations, most recent activity first.",
-});
+export const ConversationConnection = builder.connectionObject(
+  {
+    type: ConversationRef,
+    name: "ConversationConnection",
+    description: "A page of conversations, most recent activity first.",
+  },
+  { description: "A conversation with its cursor." },
+);
 
 const CreateGroupInput = builder.inputType("CreateGroupInput", {
   description: "A new group. A user creating it becomes its owner.",
@@ -129,7 +132,7 @@ builder.mutationFields((t) => ({
     type: "Conversation",
     description: "Creates a group; a user creating it becomes its owner.",
     authScopes: { permission: "groups:create" },
-    args: { input: t.arg({ type: CreateGroupInput, required: true }) },
+    args: { input: t.arg({ type: CreateGroupInput, required: true, description: "The new group." }) },
     resolve: (_query, _root, { input }, ctx) => conversations.createGroup(ctx, input),
   }),
   updateGroup: t.prismaField({
@@ -138,7 +141,7 @@ builder.mutationFields((t) => ({
     authScopes: { authenticated: true },
     args: {
       id: t.arg.id({ required: true, description: "Conversation id." }),
-      input: t.arg({ type: UpdateGroupInput, required: true }),
+      input: t.arg({ type: UpdateGroupInput, required: true, description: "The changes." }),
     },
     resolve: (_query, _root, { id, input }, ctx) => conversations.updateGroup(ctx, id, input),
   }),

@@ -44,11 +44,14 @@ export const MessageRef = builder.prismaObject("Message", {
   }),
 });
 
-export const MessageConnection = builder.connectionObject({
-  type: MessageRef,
-  name: "MessageConnection",
-  description: "A page of messages in chronological order.",
-});
+export const MessageConnection = builder.connectionObject(
+  {
+    type: MessageRef,
+    name: "MessageConnection",
+    description: "A page of messages in chronological order.",
+  },
+  { description: "A message with its cursor." },
+);
 
 const SendMessageInput = builder.inputType("SendMessageInput", {
   description: "A message to send: to a conversation, or to a recipient (opening the direct conversation).",
@@ -136,7 +139,7 @@ builder.mutationFields((t) => ({
     description:
       "Sends a message. It is stored with its sequence number before anyone is notified; a repeated clientMessageId returns the original.",
     authScopes: { permission: "chats:create" },
-    args: { input: t.arg({ type: SendMessageInput, required: true }) },
+    args: { input: t.arg({ type: SendMessageInput, required: true, description: "The message and where it goes." }) },
     resolve: (_query, _root, { input }, ctx) => messages.sendMessage(ctx, input),
   }),
   markRead: t.field({

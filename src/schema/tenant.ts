@@ -57,14 +57,14 @@ builder.mutationFields((t) => ({
     description:
       "Creates a tenant and returns its API key once. Open to anyone unless the server sets PLATFORM_ADMIN_KEY; then the X-Platform-Admin-Key header must carry it.",
     authScopes: { platformAdmin: true },
-    args: { input: t.arg({ type: CreateTenantInput, required: true }) },
+    args: { input: t.arg({ type: CreateTenantInput, required: true, description: "The new tenant." }) },
     resolve: (_root, { input }, ctx) => tenants.createTenant(ctx, input),
   }),
   updateTenant: t.prismaField({
     type: "Tenant",
     description: "Updates the tenant of the current credentials.",
     authScopes: { permission: "tenant:update" },
-    args: { input: t.arg({ type: UpdateTenantInput, required: true }) },
+    args: { input: t.arg({ type: UpdateTenantInput, required: true, description: "The changes." }) },
     resolve: (_query, _root, { input }, ctx) => tenants.updateTenant(ctx, input),
   }),
   rotateApiKey: t.field({

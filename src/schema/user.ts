@@ -15,11 +15,14 @@ export const UserRef = builder.prismaObject("User", {
   }),
 });
 
-export const UserConnection = builder.connectionObject({
-  type: UserRef,
-  name: "UserConnection",
-  description: "A page of users.",
-});
+export const UserConnection = builder.connectionObject(
+  {
+    type: UserRef,
+    name: "UserConnection",
+    description: "A page of users.",
+  },
+  { description: "A user with its cursor." },
+);
 
 const CreateUserInput = builder.inputType("CreateUserInput", {
   description: "A new user.",
@@ -69,7 +72,7 @@ builder.mutationFields((t) => ({
     type: "User",
     description: "Creates a user in the tenant.",
     authScopes: { permission: "users:create" },
-    args: { input: t.arg({ type: CreateUserInput, required: true }) },
+    args: { input: t.arg({ type: CreateUserInput, required: true, description: "The new user." }) },
     resolve: (_query, _root, { input }, ctx) => users.createUser(ctx, input),
   }),
   updateUser: t.prismaField({
@@ -78,7 +81,11 @@ builder.mutationFields((t) => ({
     authScopes: { authenticated: true },
     args: {
       id: t.arg.id({ required: true, description: "User id." }),
-      input: t.arg({ type: UpdateUserInput, required: true }),
+      input: t.arg({
+        type: UpdateUserInput,
+        required: true,
+        description: "The changes; omitted fields stay as they are.",
+      }),
     },
     resolve: (_query, _root, { id, input }, ctx) => users.updateUser(ctx, id, input),
   }),

@@ -1,0 +1,55 @@
+import { readFileSync } from "node:fs";
+import {
+  type GraphQLField,
+  type GraphQLNamedType,
+  isEnumType,
+  isInputObjectType,
+  isInterfaceType,
+  isObjectType,
+  printSchema,
+} from "graphql";
+import { describe, expect, it } from "vitest";
+import { schema } from "../src/schema/index.ts";
+
+const BUILT_IN = (type: GraphQLNamedType) =>
+  type.name.startsWith("__") || ["String", "Boolean", "Int", "Float", "ID"].includes(type.name);
+
+describe("schema", () => {
+  it("schema.graphql is the printed Pothos schema (run `npm run schema:print` when this fails)", () => {
+    const committed = readFileSync(new URL("../schema.graphql", import.meta.url), "utf8");
+    expect(committed).toBe(`${printSchema(schema)}\n`);
+  });
+
+  it("describes every public type, field, argument and enum value", () => {
+    const missing: string[] = [];
+    for (const type of Object.values(schema.getTypeMap())) {
+      if (BUILT_IN(type)) continue;
+      if (!type.description) missing.push(type.name);
+      if (isObjectType(type) || isInterfaceType(type) || isInputObjectType(type)) {
+        for (const field of Object.values(type.getFields())) {
+          if (!field.description) missing.push(`${type.name}.${field.name}`);
+          for (const arg of "args" in field ? field.args : []) {
+            if (!arg.description) {
+              missing.push(`${type.name}.${field.name}(${arg.name})`);
+            }
+          }
+        }
+      }
+      if (isEnumType(type)) {
+        for (const value of type.getValues()) if (!value.description) missing.push(`${type.name}.${value.name}`);
+      }
+    }
+    expect(missing).toEqual([]);
+  });
+
+  it("gives every root field an explicit authorization decision", () => {
+    const undecided: string[] = [];
+    for (const root of [schema.getQueryType(), schema.getMutationType(), schema.getSubscriptionType()]) {
+      for (const field of Object.values(root?.getFields() ?? {}) as GraphQLField<unknown, unknown>[]) {
+        const options = (field.extensions?.pothosOptions ?? {}) as { authScopes?: unknown };
+        if (!options.authScopes) undecided.push(`${root?.name}.${field.name}`);
+      }
+    }
+    expect(undecided).toEqual([]);
+  });
+});
