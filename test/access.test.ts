@@ -1,0 +1,1382 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { buildSchema, type GraphQLFormattedError } from "graphql";
+import type { Client } from "graphql-ws";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { graphql } from "./generated/gql.ts";
+import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
+import {
+  type Auth,
+  fails,
+  type GqlResult,
+  ok,
+  request,
+  type Subscription,
+  subscribe,
+  wsClient,
+} from "./helpers/client.ts";
+import { CreateUser, createTenant, IssueUserToken, type TestUser } from "./helpers/fixtures.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Documents
+// ---------------------------------------------------------------------------------------------
+
+const ViewerQuery = graphql(`
+  query AccessViewer {
+    viewer {
+      isService
+    }
+  }
+`);
+
+const TenantQuery = graphql(`
+  query AccessTenant {
+    tenant {
+      id
+      name
+    }
+  }
+`);
+
+const UserQuery = graphql(`
+  query AccessUser($id: ID!) {
+    user(id: $id) {
+      id
+      name
+      email
+    }
+  }
+`);
+
+const UsersQuery = graphql(`
+  query AccessUsers {
+    users(first: 100) {
+      edges {
+        node {
+          id
+          name
+          email
+        }
+      }
+    }
+  }
+`);
+
+const ConversationQuery = graphql(`
+  query AccessConversation($id: ID!) {
+    conversation(id: $id) {
+      id
+      kind
+      name
+      description
+      members {
+        role
+        user {
+          id
+          name
+        }
+      }
+    }
+  }
+`);
+
+const ConversationsQuery = graphql(`
+  query AccessConversations {
+    conversations {
+      edges {
+        node {
+          id
+        }
+      }
+    }
+  }
+`);
+
+const MessagesQuery = graphql(`
+  query AccessMessages($conversationId: ID!) {
+    messages(conversationId: $conversationId, last: 50) {
+      edges {
+        node {
+          id
+          body
+        }
+      }
+    }
+  }
+`);
+
+const UpdateTenant = graphql(`
+  mutation AccessUpdateTenant($input: UpdateTenantInput!) {
+    updateTenant(input: $input) {
+      id
+    }
+  }
+`);
+
+const RotateApiKey = graphql(`
+  mutation AccessRotateApiKey {
+    rotateApiKey {
+      apiKey
+    }
+  }
+`);
+
+const UpdateUser = graphql(`
+  mutation AccessUpdateUser($id: ID!, $input: UpdateUserInput!) {
+    updateUser(id: $id, input: $input) {
+      id
+      name
+      email
+    }
+  }
+`);
+
+const DeleteUser = graphql(`
+  mutation AccessDeleteUser($id: ID!) {
+    deleteUser(id: $id)
+  }
+`);
+
+const CreateGroup = graphql(`
+  mutation AccessCreateGroup($input: CreateGroupInput!) {
+    createGroup(input: $input) {
+      id
+    }
+  }
+`);
+
+const UpdateGroup = graphql(`
+  mutation AccessUpdateGroup($id: ID!, $input: UpdateGroupInput!) {
+    updateGroup(id: $id, input: $input) {
+      id
+      name
+    }
+  }
+`);
+
+const DeleteGroup = graphql(`
+  mutation AccessDeleteGroup($id: ID!) {
+    deleteGroup(id: $id)
+  }
+`);
+
+const AddMembers = graphql(`
+  mutation AccessAddMembers($conversationId: ID!, $userIds: [ID!]!) {
+    addMembers(conversationId: $conversationId, userIds: $userIds) {
+      id
+      members {
+        user {
+          id
+          name
+        }
+      }
+    }
+  }
+`);
+
+const RemoveMember = graphql(`
+  mutation AccessRemoveMember($conversationId: ID!, $userId: ID!) {
+    removeMember(conversationId: $conversationId, userId: $userId) {
+      id
+      members {
+        user {
+          id
+          name
+        }
+      }
+    }
+  }
+`);
+
+const OpenDirect = graphql(`
+  mutation AccessOpenDirect($userId: ID!) {
+    openDirectConversation(userId: $userId) {
+      id
+      kind
+    }
+  }
+`);
+
+const SendMessage = graphql(`
+  mutation AccessSendMessage($input: SendMessageInput!) {
+    sendMessage(input: $input) {
+      id
+      body
+      type
+      sender {
+        id
+      }
+      replyTo {
+        id
+        body
+      }
+      conversation {
+        id
+      }
+    }
+  }
+`);
+
+const MarkRead = graphql(`
+  mutation AccessMarkRead($conversationId: ID!, $upToMessageId: ID!) {
+    markRead(conversationId: $conversationId, upToMessageId: $upToMessageId) {
+      lastReadSeq
+      user {
+        id
+      }
+    }
+  }
+`);
+
+const SetTyping = graphql(`
+  mutation AccessSetTyping($conversationId: ID!, $isTyping: Boolean!) {
+    setTyping(conversationId: $conversationId, isTyping: $isTyping)
+  }
+`);
+
+const MessageAdded = graphql(`
+  subscription AccessMessageAdded($conversationId: ID) {
+    messageAdded(conversationId: $conversationId) {
+      id
+      body
+      conversation {
+        id
+      }
+    }
+  }
+`);
+
+const Typing = graphql(`
+  subscription AccessTyping($conversationId: ID!) {
+    typing(conversationId: $conversationId) {
+      isTyping
+      user {
+        id
+      }
+    }
+  }
+`);
+
+const ReadReceipt = graphql(`
+  subscription AccessReadReceipt($conversationId: ID!) {
+    readReceipt(conversationId: $conversationId) {
+      lastReadSeq
+      user {
+        id
+      }
+    }
+  }
+`);
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures and helpers
+// ---------------------------------------------------------------------------------------------
+
+/** One tenant with a group (owner + member), a direct conversation between them, and an outsider. */
+interface Side {
+  apiKey: string;
+  owner: TestUser;
+  member: TestUser;
+  /** Same tenant, member of neither conversation. */
+  outsider: TestUser;
+  group: string;
+  direct: string;
+  /** The owner's message in `group`. */
+  message: string;
+  /** Names, emails, texts and credentials that must never reach another tenant. */
+  secrets: string[];
+}
+
+interface World {
+  url: string;
+  wsUrl: string;
+  home: Side;
+  /** The other tenant: its API key and users act on `home`'s ids. */
+  intruder: Side;
+}
+
+type Actor = "API key" | "user token";
+const BOTH: Actor[] = ["API key", "user token"];
+const KEY: Actor[] = ["API key"];
+const TOKEN: Actor[] = ["user token"];
+const authOf = (side: Side, actor: Actor): Auth =>
+  actor === "API key" ? { apiKey: side.apiKey } : { token: side.owner.token };
+
+async function createSide(url: string, label: string): Promise<Side> {
+  const tag = randomBytes(4).toString("hex");
+  const tenant = await createTenant(url, [`${label}Owner${tag}`, `${label}Member${tag}`, `${label}Outsider${tag}`]);
+  const [owner, member, outsider] = tenant.users as [TestUser, TestUser, TestUser];
+  const groupName = `${label} secret group ${tag}`;
+  const description = `${label} secret plans ${tag}`;
+  const { createGroup } = await ok(
+    url,
+    CreateGroup,
+    { input: { name: groupName, description, memberIds: [member.id] } },
+    { token: owner.token },
+  );
+  const body = `${label} secret body ${tag}`;
+  const { sendMessage } = await ok(
+    url,
+    SendMessage,
+    { input: { conversationId: createGroup.id, body } },
+    { token: owner.token },
+  );
+  const directBody = `${label} secret whisper ${tag}`;
+  const { openDirectConversation } = await ok(url, OpenDirect, { userId: member.id }, { token: owner.token });
+  await ok(
+    url,
+    SendMessage,
+    { input: { conversationId: openDirectConversation.id, body: directBody } },
+    { token: member.token },
+  );
+  const { users } = await ok(url, UsersQuery, {}, { apiKey: tenant.apiKey });
+  const people = users.edges.flatMap((e) => [e.node.name, e.node.email ?? ""]).filter(Boolean);
+  return {
+    apiKey: tenant.apiKey,
+    owner,
+    member,
+    outsider,
+    group: createGroup.id,
+    direct: openDirectConversation.id,
+    message: sendMessage.id,
+    secrets: [groupName, description, body, directBody, tenant.apiKey, ...people, owner.token, member.token],
+  };
+}
+
+/** A fresh tenant whose owner (Alice) runs a group with Bob and Carol as plain members. */
+async function createTeam(url: string) {
+  const tenant = await createTenant(url, ["Alice", "Bob", "Carol", "Dave"]);
+  const [alice, bob, carol, dave] = tenant.users as [TestUser, TestUser, TestUser, TestUser];
+  const { createGroup } = await ok(
+    url,
+    CreateGroup,
+    { input: { name: "Team", memberIds: [bob.id, carol.id] } },
+    { token: alice.token },
+  );
+  return { apiKey: tenant.apiKey, alice, bob, carol, dave, group: createGroup.id };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function firstError(result: GqlResult<unknown>): GraphQLFormattedError {
+  const error = result.errors?.[0];
+  if (!error) expect.fail(`expected an error, got ${JSON.stringify(result, null, 2)}`);
+  return error;
+}
+
+/** The value of one root field in a response, null when the field (or all of data) is null. */
+function fieldOf(result: GqlResult<unknown>, field: string): unknown {
+  return (result.data as Record<string, unknown> | null | undefined)?.[field] ?? null;
+}
+
+function expectNoLeak(secrets: string[], value: unknown): void {
+  const text = JSON.stringify(value);
+  for (const secret of secrets) {
+    expect(text, `the response reveals ${JSON.stringify(secret)}: ${text}`).not.toContain(secret);
+  }
+}
+
+/** Everything already buffered on a subscription (waiting briefly for stragglers). */
+async function drain<T>(sub: Subscription<T>, waitMs = 50) {
+  const events = [];
+  while (true) {
+    try {
+      events.push(await sub.next(waitMs));
+    } catch {
+      return events;
+    }
+  }
+}
+
+/**
+ * How a refused subscription ended. graphql-ws delivers errors raised before execution
+ * (onSubscribe, validation) as an `error` message, which reaches the client's error sink as
+ * a GraphQLError array; errors thrown by a field's subscribe resolver arrive as a single
+ * `next` carrying `errors` (and no data), followed by `complete`. Both count as a refusal;
+ * an event with data, an accepted subscription or a closed socket do not.
+ */
+async function refusal<T>(sub: Subscription<T>, timeoutMs = 5_000): Promise<GraphQLFormattedError[]> {
+  const outcome = await Promise.race([sub.done, sleep(timeoutMs).then(() => "accepted" as const)]);
+  if (outcome === "accepted") expect.fail(`the subscription was accepted: ${JSON.stringify(await drain(sub))}`);
+  const errors: GraphQLFormattedError[] = [];
+  if (outcome.error !== undefined) {
+    if (!Array.isArray(outcome.error)) {
+      const { code, reason } = outcome.error as { code?: number; reason?: string };
+      expect.fail(`the socket closed instead of refusing the subscription: ${code} ${reason}`);
+    }
+    errors.push(...(outcome.error as GraphQLFormattedError[]));
+  }
+  for (const event of await drain(sub)) {
+    expect(event.data ?? null, `a refused subscription delivered data: ${JSON.stringify(event)}`).toBeNull();
+    errors.push(...((event.errors ?? []) as unknown as GraphQLFormattedError[]));
+  }
+  if (!errors.length) expect.fail("the subscription ended without an error");
+  return errors;
+}
+
+async function expectRefused<T>(sub: Subscription<T>, code: string): Promise<GraphQLFormattedError> {
+  const errors = await refusal(sub);
+  const error = errors[0] as GraphQLFormattedError;
+  expect(error.extensions?.code, JSON.stringify(errors)).toBe(code);
+  return error;
+}
+
+/** Repeats `poke` until the subscription shows an event: proves it is live. Returns that event. */
+async function whenLive<T>(sub: Subscription<T>, poke: () => Promise<unknown>) {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    await poke();
+    try {
+      const event = await sub.next(500);
+      await drain(sub, 100);
+      return event;
+    } catch {
+      // not subscribed yet: poke again
+    }
+  }
+  return expect.fail("the subscription never became live");
+}
+
+/** Waits until the server completes or errors a subscription. */
+async function ended<T>(sub: Subscription<T>, timeoutMs = 5_000): Promise<void> {
+  const outcome = await Promise.race([sub.done, sleep(timeoutMs).then(() => "open" as const)]);
+  if (outcome === "open") expect.fail("the subscription is still open");
+}
+
+function bodiesOf(events: { data?: { messageAdded: { body?: string | null } } | null }[]): (string | null)[] {
+  return events.map((e) => e.data?.messageAdded.body ?? null);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables
+// ---------------------------------------------------------------------------------------------
+
+interface ForeignIdCase {
+  name: string;
+  /** The root field whose data must be null. */
+  field: string;
+  actors: Actor[];
+  /** The id of `home` the intruder passes. */
+  foreign: (home: Side) => string;
+  call: (w: World, auth: Auth, id: string) => Promise<GqlResult<unknown>>;
+}
+
+/** Each call is made with a `home` id and with a random UUID; both must fail the same way. */
+const foreignIdCases: ForeignIdCase[] = [
+  {
+    name: "updateUser(id)",
+    field: "updateUser",
+    actors: BOTH,
+    foreign: (home) => home.member.id,
+    call: (w, auth, id) => request(w.url, UpdateUser, { id, input: { name: "Renamed" } }, auth),
+  },
+  {
+    name: "deleteUser(id)",
+    field: "deleteUser",
+    actors: KEY,
+    foreign: (home) => home.outsider.id,
+    call: (w, auth, id) => request(w.url, DeleteUser, { id }, auth),
+  },
+  {
+    name: "issueUserToken(userId)",
+    field: "issueUserToken",
+    actors: KEY,
+    foreign: (home) => home.member.id,
+    call: (w, auth, id) => request(w.url, IssueUserToken, { userId: id }, auth),
+  },
+  {
+    name: "conversation(id) of a group",
+    field: "conversation",
+    actors: BOTH,
+    foreign: (home) => home.group,
+    call: (w, auth, id) => request(w.url, ConversationQuery, { id }, auth),
+  },
+  {
+    name: "conversation(id) of a direct conversation",
+    field: "conversation",
+    actors: BOTH,
+    foreign: (home) => home.direct,
+    call: (w, auth, id) => request(w.url, ConversationQuery, { id }, auth),
+  },
+  {
+    name: "messages(conversationId)",
+    field: "messages",
+    actors: BOTH,
+    foreign: (home) => home.group,
+    call: (w, auth, id) => request(w.url, MessagesQuery, { conversationId: id }, auth),
+  },
+  {
+    name: "updateGroup(id)",
+    field: "updateGroup",
+    actors: BOTH,
+    foreign: (home) => home.group,
+    call: (w, auth, id) => request(w.url, UpdateGroup, { id, input: { name: "Taken over" } }, auth),
+  },
+  {
+    name: "deleteGroup(id)",
+    field: "deleteGroup",
+    actors: BOTH,
+    foreign: (home) => home.group,
+    call: (w, auth, id) => request(w.url, DeleteGroup, { id }, auth),
+  },
+  {
+    name: "addMembers(conversationId)",
+    field: "addMembers",
+    actors: BOTH,
+    foreign: (home) => home.group,
+    call: (w, auth, id) => request(w.url, AddMembers, { conversationId: id, userIds: [w.intruder.outsider.id] }, auth),
+  },
+  {
+    name: "addMembers(userIds) with a foreign user to the own group",
+    field: "addMembers",
+    actors: BOTH,
+    foreign: (home) => home.outsider.id,
+    call: (w, auth, id) => request(w.url, AddMembers, { conversationId: w.intruder.group, userIds: [id] }, auth),
+  },
+  {
+    name: "removeMember(conversationId)",
+    field: "removeMember",
+    actors: BOTH,
+    foreign: (home) => home.group,
+    call: (w, auth, id) => request(w.url, RemoveMember, { conversationId: id, userId: w.home.member.id }, auth),
+  },
+  {
+    name: "removeMember(userId) with a foreign user from the own group",
+    field: "removeMember",
+    actors: BOTH,
+    foreign: (home) => home.member.id,
+    call: (w, auth, id) => request(w.url, RemoveMember, { conversationId: w.intruder.group, userId: id }, auth),
+  },
+  {
+    name: "openDirectConversation(userId)",
+    field: "openDirectConversation",
+    actors: TOKEN,
+    foreign: (home) => home.member.id,
+    call: (w, auth, id) => request(w.url, OpenDirect, { userId: id }, auth),
+  },
+  {
+    name: "sendMessage(input.conversationId)",
+    field: "sendMessage",
+    actors: BOTH,
+    foreign: (home) => home.group,
+    call: (w, auth, id) => request(w.url, SendMessage, { input: { conversationId: id, body: "hello" } }, auth),
+  },
+  {
+    name: "sendMessage(input.recipientId)",
+    field: "sendMessage",
+    actors: TOKEN,
+    foreign: (home) => home.member.id,
+    call: (w, auth, id) => request(w.url, SendMessage, { input: { recipientId: id, body: "hello" } }, auth),
+  },
+  {
+    name: "sendMessage(input.recipientId) sending as an own user",
+    field: "sendMessage",
+    actors: KEY,
+    foreign: (home) => home.member.id,
+    call: (w, auth, id) =>
+      request(w.url, SendMessage, { input: { recipientId: id, senderId: w.intruder.owner.id, body: "hello" } }, auth),
+  },
+  {
+    name: "sendMessage(input.replyToId) in the own group",
+    field: "sendMessage",
+    actors: BOTH,
+    foreign: (home) => home.message,
+    call: (w, auth, id) =>
+      request(w.url, SendMessage, { input: { conversationId: w.intruder.group, replyToId: id, body: "re" } }, auth),
+  },
+  {
+    name: "sendMessage(input.senderId) in the own group",
+    field: "sendMessage",
+    actors: KEY,
+    foreign: (home) => home.owner.id,
+    call: (w, auth, id) =>
+      request(w.url, SendMessage, { input: { conversationId: w.intruder.group, senderId: id, body: "hi" } }, auth),
+  },
+  {
+    name: "sendMessage(input.senderId) to an own recipient",
+    field: "sendMessage",
+    actors: KEY,
+    foreign: (home) => home.owner.id,
+    call: (w, auth, id) =>
+      request(w.url, SendMessage, { input: { recipientId: w.intruder.member.id, senderId: id, body: "hi" } }, auth),
+  },
+  {
+    name: "markRead(conversationId)",
+    field: "markRead",
+    actors: TOKEN,
+    foreign: (home) => home.group,
+    call: (w, auth, id) => request(w.url, MarkRead, { conversationId: id, upToMessageId: w.home.message }, auth),
+  },
+  {
+    name: "markRead(upToMessageId) with a foreign message in the own group",
+    field: "markRead",
+    actors: TOKEN,
+    foreign: (home) => home.message,
+    call: (w, auth, id) => request(w.url, MarkRead, { conversationId: w.intruder.group, upToMessageId: id }, auth),
+  },
+  {
+    name: "setTyping(conversationId)",
+    field: "setTyping",
+    actors: TOKEN,
+    foreign: (home) => home.group,
+    call: (w, auth, id) => request(w.url, SetTyping, { conversationId: id, isTyping: true }, auth),
+  },
+];
+
+const withActors = <C extends { name: string; actors: Actor[] }>(cases: C[]) =>
+  cases.flatMap((c) => c.actors.map((actor) => ({ ...c, actor, name: `${c.name} as the foreign ${actor}` })));
+
+type Subscribe = (client: Client, conversationId: string) => Subscription<unknown>;
+
+/** The subscriptions that take a conversation id. */
+const subscriptionCases: { name: string; open: Subscribe }[] = [
+  {
+    name: "messageAdded(conversationId)",
+    open: (client, id) => subscribe(client, MessageAdded, { conversationId: id }),
+  },
+  { name: "typing(conversationId)", open: (client, id) => subscribe(client, Typing, { conversationId: id }) },
+  { name: "readReceipt(conversationId)", open: (client, id) => subscribe(client, ReadReceipt, { conversationId: id }) },
+];
+
+/** Operations on a conversation of the same tenant, made by a user who is not a member. */
+const nonMemberCases: {
+  name: string;
+  field: string;
+  call: (w: World, conversationId: string) => Promise<GqlResult<unknown>>;
+}[] = [
+  {
+    name: "conversation(id)",
+    field: "conversation",
+    call: (w, id) => request(w.url, ConversationQuery, { id }, { token: w.home.outsider.token }),
+  },
+  {
+    name: "messages(conversationId)",
+    field: "messages",
+    call: (w, id) => request(w.url, MessagesQuery, { conversationId: id }, { token: w.home.outsider.token }),
+  },
+  {
+    name: "sendMessage(input.conversationId)",
+    field: "sendMessage",
+    call: (w, id) =>
+      request(
+        w.url,
+        SendMessage,
+        { input: { conversationId: id, body: "let me in" } },
+        { token: w.home.outsider.token },
+      ),
+  },
+  {
+    name: "markRead(conversationId)",
+    field: "markRead",
+    call: async (w, id) => {
+      const page = await ok(w.url, MessagesQuery, { conversationId: id }, { apiKey: w.home.apiKey });
+      const upToMessageId = page.messages.edges[0]?.node.id as string;
+      return request(w.url, MarkRead, { conversationId: id, upToMessageId }, { token: w.home.outsider.token });
+    },
+  },
+  {
+    name: "setTyping(conversationId)",
+    field: "setTyping",
+    call: (w, id) =>
+      request(w.url, SetTyping, { conversationId: id, isTyping: true }, { token: w.home.outsider.token }),
+  },
+];
+
+/** A random well-formed id, for calls whose other arguments must pass validation. */
+const anyId = () => randomUUID();
+
+/** Every root field but createTenant, called without credentials. */
+const anonymousCases: { field: string; call: (url: string) => Promise<GqlResult<unknown>> }[] = [
+  { field: "viewer", call: (url) => request(url, ViewerQuery, {}) },
+  { field: "tenant", call: (url) => request(url, TenantQuery, {}) },
+  { field: "user", call: (url) => request(url, UserQuery, { id: anyId() }) },
+  { field: "users", call: (url) => request(url, UsersQuery, {}) },
+  { field: "conversation", call: (url) => request(url, ConversationQuery, { id: anyId() }) },
+  { field: "conversations", call: (url) => request(url, ConversationsQuery, {}) },
+  { field: "messages", call: (url) => request(url, MessagesQuery, { conversationId: anyId() }) },
+  { field: "updateTenant", call: (url) => request(url, UpdateTenant, { input: { name: "Mine now" } }) },
+  { field: "rotateApiKey", call: (url) => request(url, RotateApiKey, {}) },
+  { field: "issueUserToken", call: (url) => request(url, IssueUserToken, { userId: anyId() }) },
+  { field: "createUser", call: (url) => request(url, CreateUser, { input: { name: "Nobody" } }) },
+  { field: "updateUser", call: (url) => request(url, UpdateUser, { id: anyId(), input: { name: "Nobody" } }) },
+  { field: "deleteUser", call: (url) => request(url, DeleteUser, { id: anyId() }) },
+  { field: "createGroup", call: (url) => request(url, CreateGroup, { input: { name: "Nobody's" } }) },
+  { field: "updateGroup", call: (url) => request(url, UpdateGroup, { id: anyId(), input: { name: "x" } }) },
+  { field: "deleteGroup", call: (url) => request(url, DeleteGroup, { id: anyId() }) },
+  { field: "addMembers", call: (url) => request(url, AddMembers, { conversationId: anyId(), userIds: [anyId()] }) },
+  { field: "removeMember", call: (url) => request(url, RemoveMember, { conversationId: anyId(), userId: anyId() }) },
+  { field: "openDirectConversation", call: (url) => request(url, OpenDirect, { userId: anyId() }) },
+  {
+    field: "sendMessage",
+    call: (url) => request(url, SendMessage, { input: { conversationId: anyId(), body: "hi" } }),
+  },
+  { field: "markRead", call: (url) => request(url, MarkRead, { conversationId: anyId(), upToMessageId: anyId() }) },
+  { field: "setTyping", call: (url) => request(url, SetTyping, { conversationId: anyId(), isTyping: true }) },
+  // Over HTTP, Yoga runs subscriptions too (a single result, or server-sent events).
+  { field: "messageAdded", call: (url) => request(url, MessageAdded, { conversationId: anyId() }) },
+  { field: "typing", call: (url) => request(url, Typing, { conversationId: anyId() }) },
+  { field: "readReceipt", call: (url) => request(url, ReadReceipt, { conversationId: anyId() }) },
+];
+
+const MALFORMED_IDS = ["abc", '\'; DROP TABLE "User"; --'];
+
+/** Each call passes `bad` in exactly one id argument, named by `field`; everything else is valid. */
+const malformedIdCases: {
+  name: string;
+  field: string;
+  call: (w: World, bad: string) => Promise<GqlResult<unknown>>;
+}[] = [
+  {
+    name: "user(id)",
+    field: "id",
+    call: (w, bad) => request(w.url, UserQuery, { id: bad }, { apiKey: w.home.apiKey }),
+  },
+  {
+    name: "updateUser(id)",
+    field: "id",
+    call: (w, bad) => request(w.url, UpdateUser, { id: bad, input: { name: "x" } }, { apiKey: w.home.apiKey }),
+  },
+  {
+    name: "deleteUser(id)",
+    field: "id",
+    call: (w, bad) => request(w.url, DeleteUser, { id: bad }, { apiKey: w.home.apiKey }),
+  },
+  {
+    name: "issueUserToken(userId)",
+    field: "userId",
+    call: (w, bad) => request(w.url, IssueUserToken, { userId: bad }, { apiKey: w.home.apiKey }),
+  },
+  {
+    name: "conversation(id)",
+    field: "id",
+    call: (w, bad) => request(w.url, ConversationQuery, { id: bad }, { token: w.home.owner.token }),
+  },
+  {
+    name: "messages(conversationId)",
+    field: "conversationId",
+    call: (w, bad) => request(w.url, MessagesQuery, { conversationId: bad }, { token: w.home.owner.token }),
+  },
+  {
+    name: "createGroup(input.memberIds)",
+    field: "input.memberIds",
+    call: (w, bad) =>
+      request(
+        w.url,
+        CreateGroup,
+        { input: { name: "G", memberIds: [w.home.member.id, bad] } },
+        { token: w.home.owner.token },
+      ),
+  },
+  {
+    name: "updateGroup(id)",
+    field: "id",
+    call: (w, bad) => request(w.url, UpdateGroup, { id: bad, input: { name: "x" } }, { token: w.home.owner.token }),
+  },
+  {
+    name: "deleteGroup(id)",
+    field: "id",
+    call: (w, bad) => request(w.url, DeleteGroup, { id: bad }, { token: w.home.owner.token }),
+  },
+  {
+    name: "addMembers(conversationId)",
+    field: "conversationId",
+    call: (w, bad) =>
+      request(w.url, AddMembers, { conversationId: bad, userIds: [w.home.outsider.id] }, { apiKey: w.home.apiKey }),
+  },
+  {
+    name: "addMembers(userIds)",
+    field: "userIds",
+    call: (w, bad) =>
+      request(w.url, AddMembers, { conversationId: w.home.group, userIds: [bad] }, { apiKey: w.home.apiKey }),
+  },
+  {
+    name: "removeMember(conversationId)",
+    field: "conversationId",
+    call: (w, bad) =>
+      request(w.url, RemoveMember, { conversationId: bad, userId: w.home.member.id }, { apiKey: w.home.apiKey }),
+  },
+  {
+    name: "removeMember(userId)",
+    field: "userId",
+    call: (w, bad) =>
+      request(w.url, RemoveMember, { conversationId: w.home.group, userId: bad }, { apiKey: w.home.apiKey }),
+  },
+  {
+    name: "openDirectConversation(userId)",
+    field: "userId",
+    call: (w, bad) => request(w.url, OpenDirect, { userId: bad }, { token: w.home.owner.token }),
+  },
+  {
+    name: "sendMessage(input.conversationId)",
+    field: "input.conversationId",
+    call: (w, bad) =>
+      request(w.url, SendMessage, { input: { conversationId: bad, body: "x" } }, { token: w.home.owner.token }),
+  },
+  {
+    name: "sendMessage(input.recipientId)",
+    field: "input.recipientId",
+    call: (w, bad) =>
+      request(w.url, SendMessage, { input: { recipientId: bad, body: "x" } }, { token: w.home.owner.token }),
+  },
+  {
+    name: "sendMessage(input.replyToId)",
+    field: "input.replyToId",
+    call: (w, bad) =>
+      request(
+        w.url,
+        SendMessage,
+        { input: { conversationId: w.home.group, replyToId: bad, body: "x" } },
+        { token: w.home.owner.token },
+      ),
+  },
+  {
+    name: "sendMessage(input.senderId)",
+    field: "input.senderId",
+    call: (w, bad) =>
+      request(
+        w.url,
+        SendMessage,
+        { input: { conversationId: w.home.group, senderId: bad, body: "x" } },
+        { apiKey: w.home.apiKey },
+      ),
+  },
+  {
+    name: "markRead(conversationId)",
+    field: "conversationId",
+    call: (w, bad) =>
+      request(w.url, MarkRead, { conversationId: bad, upToMessageId: w.home.message }, { token: w.home.member.token }),
+  },
+  {
+    name: "markRead(upToMessageId)",
+    field: "upToMessageId",
+    call: (w, bad) =>
+      request(w.url, MarkRead, { conversationId: w.home.group, upToMessageId: bad }, { token: w.home.member.token }),
+  },
+  {
+    name: "setTyping(conversationId)",
+    field: "conversationId",
+    call: (w, bad) =>
+      request(w.url, SetTyping, { conversationId: bad, isTyping: true }, { token: w.home.member.token }),
+  },
+];
+
+/** Every case once per kind of conversation. */
+const inBothKinds = <C extends { name: string }>(cases: C[]) =>
+  cases.flatMap((c) =>
+    (["group", "direct conversation"] as const).map((kind) => ({ ...c, kind, name: `${c.name} in a ${kind}` })),
+  );
+
+/** it.each rows titled by the case name (`$name` would be quoted and truncated). */
+const named = <C extends { name: string }>(cases: C[]) => cases.map((c) => [c.name, c] as const);
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+describe.each(backends())("access rules on %s", (backend) => {
+  let database: TestDatabase;
+  let server: TestServer;
+  const w = {} as World;
+
+  beforeAll(async () => {
+    database = await createTestDatabase(backend);
+    server = await startServer(database);
+    w.url = server.url;
+    w.wsUrl = server.wsUrl;
+    w.home = await createSide(w.url, "Home");
+    w.intruder = await createSide(w.url, "Intruder");
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  describe("an id of another tenant behaves like an id that does not exist", () => {
+    it.each(BOTH)("user(id) is null without an error, as for an unknown id, for the foreign %s", async (actor) => {
+      const auth = authOf(w.intruder, actor);
+      for (const id of [w.home.member.id, randomUUID()]) {
+        const result = await request(w.url, UserQuery, { id }, auth);
+        expect(result.errors, JSON.stringify(result)).toBeUndefined();
+        expect(result.data).toEqual({ user: null });
+      }
+    });
+
+    it.each(named(withActors(foreignIdCases)))("%s: NOT_FOUND", async (_, { actor, foreign, call, field }) => {
+      const auth = authOf(w.intruder, actor);
+      const viaForeign = await call(w, auth, foreign(w.home));
+      const viaUnknown = await call(w, auth, randomUUID());
+      const foreignError = firstError(viaForeign);
+      const unknownError = firstError(viaUnknown);
+      expect(foreignError.extensions?.code, JSON.stringify(viaForeign)).toBe("NOT_FOUND");
+      expect(unknownError.extensions?.code, JSON.stringify(viaUnknown)).toBe("NOT_FOUND");
+      expect(foreignError.message).toBe(unknownError.message);
+      expect(foreignError.extensions).toEqual(unknownError.extensions);
+      expect(fieldOf(viaForeign, field)).toBeNull();
+      expectNoLeak(w.home.secrets, viaForeign);
+    });
+
+    it.each(named(withActors(subscriptionCases.map((c) => ({ ...c, actors: BOTH })))))(
+      "%s: NOT_FOUND at subscribe time, and no event",
+      async (_, { actor, open }) => {
+        const client = wsClient(w.wsUrl, authOf(w.intruder, actor));
+        try {
+          const viaForeign = open(client, w.home.group);
+          // Activity the foreign subscription must not see.
+          await ok(
+            w.url,
+            SendMessage,
+            { input: { conversationId: w.home.group, body: "news" } },
+            { token: w.home.owner.token },
+          );
+          await ok(w.url, SetTyping, { conversationId: w.home.group, isTyping: true }, { token: w.home.owner.token });
+          await ok(
+            w.url,
+            MarkRead,
+            { conversationId: w.home.group, upToMessageId: w.home.message },
+            { token: w.home.member.token },
+          );
+          const foreignError = await expectRefused(viaForeign, "NOT_FOUND");
+          const unknownError = await expectRefused(open(client, randomUUID()), "NOT_FOUND");
+          expect(foreignError.message).toBe(unknownError.message);
+          expect(foreignError.extensions).toEqual(unknownError.extensions);
+          expectNoLeak(w.home.secrets, foreignError);
+        } finally {
+          await client.dispose();
+        }
+      },
+    );
+
+    it.each(BOTH)("messageAdded without an id never carries another tenant's messages (foreign %s)", async (actor) => {
+      const intruderClient = wsClient(w.wsUrl, authOf(w.intruder, actor));
+      const memberClient = wsClient(w.wsUrl, { token: w.home.member.token });
+      try {
+        const intruderFeed = subscribe(intruderClient, MessageAdded, {});
+        const memberFeed = subscribe(memberClient, MessageAdded, {});
+        const pokeIntruder = () =>
+          ok(
+            w.url,
+            SendMessage,
+            { input: { conversationId: w.intruder.group, body: "probe" } },
+            { apiKey: w.intruder.apiKey },
+          );
+        await whenLive(intruderFeed, pokeIntruder);
+        await whenLive(memberFeed, () =>
+          ok(w.url, SendMessage, { input: { conversationId: w.home.group, body: "probe" } }, { apiKey: w.home.apiKey }),
+        );
+        for (const conversationId of [w.home.group, w.home.direct]) {
+          await ok(w.url, SendMessage, { input: { conversationId, body: "home only" } }, { token: w.home.owner.token });
+        }
+        expect(bodiesOf(await memberFeed.take(2))).toEqual(["home only", "home only"]);
+        // A fence in the intruder's own conversation: anything leaked would have arrived first.
+        await pokeIntruder();
+        const next = await intruderFeed.next();
+        expect(next.data?.messageAdded.conversation.id).toBe(w.intruder.group);
+        await intruderFeed.expectSilence(200);
+      } finally {
+        await intruderClient.dispose();
+        await memberClient.dispose();
+      }
+    });
+  });
+
+  describe("a user of the same tenant who is not a member is FORBIDDEN", () => {
+    it.each(named(inBothKinds(nonMemberCases)))("%s", async (_, c) => {
+      const conversationId = c.kind === "group" ? w.home.group : w.home.direct;
+      const result = await c.call(w, conversationId);
+      expect(firstError(result).extensions?.code, JSON.stringify(result)).toBe("FORBIDDEN");
+      expect(fieldOf(result, c.field)).toBeNull();
+    });
+
+    it.each(named(inBothKinds(subscriptionCases)))("%s", async (_, c) => {
+      const conversation = c.kind === "group" ? w.home.group : w.home.direct;
+      const client = wsClient(w.wsUrl, { token: w.home.outsider.token });
+      try {
+        await expectRefused(c.open(client, conversation), "FORBIDDEN");
+      } finally {
+        await client.dispose();
+      }
+    });
+
+    it("messageAdded without an id carries only the viewer's conversations", async () => {
+      const tenant = await createTenant(w.url, ["Ann", "Ben", "Cid"]);
+      const [ann, ben, cid] = tenant.users as [TestUser, TestUser, TestUser];
+      const group = (
+        await ok(w.url, CreateGroup, { input: { name: "A+B", memberIds: [ben.id] } }, { token: ann.token })
+      ).createGroup.id;
+      const cidsOwn = (await ok(w.url, CreateGroup, { input: { name: "Cid alone" } }, { token: cid.token })).createGroup
+        .id;
+      const benClient = wsClient(w.wsUrl, { token: ben.token });
+      const cidClient = wsClient(w.wsUrl, { token: cid.token });
+      try {
+        const benFeed = subscribe(benClient, MessageAdded, {});
+        const cidFeed = subscribe(cidClient, MessageAdded, {});
+        const pokeCid = () =>
+          ok(w.url, SendMessage, { input: { conversationId: cidsOwn, body: "fence" } }, { token: cid.token });
+        await whenLive(cidFeed, pokeCid);
+        await whenLive(benFeed, () =>
+          ok(w.url, SendMessage, { input: { conversationId: group, body: "probe" } }, { token: ann.token }),
+        );
+        for (const body of ["one", "two", "three"]) {
+          await ok(w.url, SendMessage, { input: { conversationId: group, body } }, { token: ann.token });
+        }
+        expect(bodiesOf(await benFeed.take(3))).toEqual(["one", "two", "three"]);
+        await pokeCid();
+        const next = await cidFeed.next();
+        expect(next.data?.messageAdded.conversation.id).toBe(cidsOwn);
+        await cidFeed.expectSilence(200);
+      } finally {
+        await benClient.dispose();
+        await cidClient.dispose();
+      }
+    });
+  });
+
+  describe("group management", () => {
+    const memberAttempts: {
+      name: string;
+      field: string;
+      call: (url: string, team: Awaited<ReturnType<typeof createTeam>>) => Promise<GqlResult<unknown>>;
+    }[] = [
+      {
+        name: "updateGroup",
+        field: "updateGroup",
+        call: (url, t) => request(url, UpdateGroup, { id: t.group, input: { name: "Bob's" } }, { token: t.bob.token }),
+      },
+      {
+        name: "deleteGroup",
+        field: "deleteGroup",
+        call: (url, t) => request(url, DeleteGroup, { id: t.group }, { token: t.bob.token }),
+      },
+      {
+        name: "addMembers",
+        field: "addMembers",
+        call: (url, t) =>
+          request(url, AddMembers, { conversationId: t.group, userIds: [t.dave.id] }, { token: t.bob.token }),
+      },
+      {
+        name: "removeMember of another member",
+        field: "removeMember",
+        call: (url, t) =>
+          request(url, RemoveMember, { conversationId: t.group, userId: t.carol.id }, { token: t.bob.token }),
+      },
+      {
+        name: "removeMember of the owner",
+        field: "removeMember",
+        call: (url, t) =>
+          request(url, RemoveMember, { conversationId: t.group, userId: t.alice.id }, { token: t.bob.token }),
+      },
+    ];
+
+    it.each(named(memberAttempts))("a plain member cannot %s (FORBIDDEN), and nothing changes", async (_, c) => {
+      const team = await createTeam(w.url);
+      const result = await c.call(w.url, team);
+      expect(firstError(result).extensions?.code, JSON.stringify(result)).toBe("FORBIDDEN");
+      expect(fieldOf(result, c.field)).toBeNull();
+      const { conversation } = await ok(w.url, ConversationQuery, { id: team.group }, { apiKey: team.apiKey });
+      expect(conversation?.name).toBe("Team");
+      expect(conversation?.members.map((m) => m.user.id).sort()).toEqual(
+        [team.alice.id, team.bob.id, team.carol.id].sort(),
+      );
+    });
+
+    it("the owner (no admin in the group) can rename, add, remove and delete", async () => {
+      const team = await createTeam(w.url);
+      const auth = { token: team.alice.token };
+      const renamed = await ok(w.url, UpdateGroup, { id: team.group, input: { name: "Renamed" } }, auth);
+      expect(renamed.updateGroup.name).toBe("Renamed");
+      const added = await ok(w.url, AddMembers, { conversationId: team.group, userIds: [team.dave.id] }, auth);
+      expect(added.addMembers.members.map((m) => m.user.id)).toContain(team.dave.id);
+      const removed = await ok(w.url, RemoveMember, { conversationId: team.group, userId: team.carol.id }, auth);
+      expect(removed.removeMember.members.map((m) => m.user.id)).not.toContain(team.carol.id);
+      await fails(w.url, ConversationQuery, { id: team.group }, { token: team.carol.token }, "FORBIDDEN");
+      const deleted = await ok(w.url, DeleteGroup, { id: team.group }, auth);
+      expect(deleted.deleteGroup).toBe(team.group);
+      await fails(w.url, ConversationQuery, { id: team.group }, { apiKey: team.apiKey }, "NOT_FOUND");
+    });
+
+    it.each(["bob", "alice"] as const)("anyone can remove themselves (%s)", async (who) => {
+      const team = await createTeam(w.url);
+      const user = team[who];
+      const left = await ok(
+        w.url,
+        RemoveMember,
+        { conversationId: team.group, userId: user.id },
+        { token: user.token },
+      );
+      expect(left.removeMember.members.map((m) => m.user.id)).not.toContain(user.id);
+      await fails(w.url, ConversationQuery, { id: team.group }, { token: user.token }, "FORBIDDEN");
+      await fails(
+        w.url,
+        SendMessage,
+        { input: { conversationId: team.group, body: "still here?" } },
+        { token: user.token },
+        "FORBIDDEN",
+      );
+    });
+
+    const directAttempts: {
+      name: string;
+      field: string;
+      call: (url: string, t: Awaited<ReturnType<typeof createTeam>>, direct: string) => Promise<GqlResult<unknown>>;
+    }[] = [
+      {
+        name: "updateGroup by a participant",
+        field: "id",
+        call: (url, t, id) => request(url, UpdateGroup, { id, input: { name: "Ours" } }, { token: t.alice.token }),
+      },
+      {
+        name: "updateGroup by the API key",
+        field: "id",
+        call: (url, t, id) => request(url, UpdateGroup, { id, input: { name: "Ours" } }, { apiKey: t.apiKey }),
+      },
+      {
+        name: "deleteGroup by a participant",
+        field: "id",
+        call: (url, t, id) => request(url, DeleteGroup, { id }, { token: t.alice.token }),
+      },
+      {
+        name: "deleteGroup by the API key",
+        field: "id",
+        call: (url, t, id) => request(url, DeleteGroup, { id }, { apiKey: t.apiKey }),
+      },
+      {
+        name: "leaving it (removeMember of oneself)",
+        field: "conversationId",
+        call: (url, t, id) =>
+          request(url, RemoveMember, { conversationId: id, userId: t.bob.id }, { token: t.bob.token }),
+      },
+      {
+        name: "removeMember by the API key",
+        field: "conversationId",
+        call: (url, t, id) =>
+          request(url, RemoveMember, { conversationId: id, userId: t.bob.id }, { apiKey: t.apiKey }),
+      },
+      {
+        name: "addMembers by the API key",
+        field: "conversationId",
+        call: (url, t, id) =>
+          request(url, AddMembers, { conversationId: id, userIds: [t.dave.id] }, { apiKey: t.apiKey }),
+      },
+    ];
+
+    it.each(named(directAttempts))(
+      "a direct conversation refuses %s (BAD_USER_INPUT naming the argument)",
+      async (_, c) => {
+        const team = await createTeam(w.url);
+        const direct = (await ok(w.url, OpenDirect, { userId: team.bob.id }, { token: team.alice.token }))
+          .openDirectConversation.id;
+        const result = await c.call(w.url, team, direct);
+        const error = firstError(result);
+        expect(error.extensions?.code, JSON.stringify(result)).toBe("BAD_USER_INPUT");
+        expect(error.extensions?.field, JSON.stringify(result)).toBe(c.field);
+        const { conversation } = await ok(w.url, ConversationQuery, { id: direct }, { apiKey: team.apiKey });
+        expect(conversation?.members.map((m) => m.user.id).sort()).toEqual([team.alice.id, team.bob.id].sort());
+      },
+    );
+
+    it("the API key may do everything in its tenant without being a member", async () => {
+      const team = await createTeam(w.url);
+      const auth = { apiKey: team.apiKey };
+      const { conversation } = await ok(w.url, ConversationQuery, { id: team.group }, auth);
+      expect(conversation?.id).toBe(team.group);
+      const system = await ok(w.url, SendMessage, { input: { conversationId: team.group, body: "notice" } }, auth);
+      expect(system.sendMessage).toMatchObject({ type: "SYSTEM", sender: null });
+      const asBob = await ok(
+        w.url,
+        SendMessage,
+        { input: { conversationId: team.group, senderId: team.bob.id, body: "from Bob" } },
+        auth,
+      );
+      expect(asBob.sendMessage).toMatchObject({ type: "TEXT", sender: { id: team.bob.id } });
+      const page = await ok(w.url, MessagesQuery, { conversationId: team.group }, auth);
+      expect(page.messages.edges.map((e) => e.node.body)).toEqual(["notice", "from Bob"]);
+
+      const client = wsClient(w.wsUrl, auth);
+      try {
+        const messages = subscribe(client, MessageAdded, { conversationId: team.group });
+        const typing = subscribe(client, Typing, { conversationId: team.group });
+        const reads = subscribe(client, ReadReceipt, { conversationId: team.group });
+        await whenLive(messages, () =>
+          ok(w.url, SendMessage, { input: { conversationId: team.group, body: "probe" } }, auth),
+        );
+        const typed = await whenLive(typing, () =>
+          ok(w.url, SetTyping, { conversationId: team.group, isTyping: true }, { token: team.carol.token }),
+        );
+        expect(typed.data?.typing).toMatchObject({ isTyping: true, user: { id: team.carol.id } });
+        const read = await whenLive(reads, () =>
+          ok(
+            w.url,
+            MarkRead,
+            { conversationId: team.group, upToMessageId: asBob.sendMessage.id },
+            { token: team.carol.token },
+          ),
+        );
+        expect(read.data?.readReceipt).toMatchObject({ lastReadSeq: 2, user: { id: team.carol.id } });
+      } finally {
+        await client.dispose();
+      }
+
+      const renamed = await ok(w.url, UpdateGroup, { id: team.group, input: { name: "By the key" } }, auth);
+      expect(renamed.updateGroup.name).toBe("By the key");
+      const added = await ok(w.url, AddMembers, { conversationId: team.group, userIds: [team.dave.id] }, auth);
+      expect(added.addMembers.members.map((m) => m.user.id)).toContain(team.dave.id);
+      const removed = await ok(w.url, RemoveMember, { conversationId: team.group, userId: team.alice.id }, auth);
+      expect(removed.removeMember.members.map((m) => m.user.id)).not.toContain(team.alice.id);
+      const deleted = await ok(w.url, DeleteGroup, { id: team.group }, auth);
+      expect(deleted.deleteGroup).toBe(team.group);
+    });
+  });
+
+  describe("principals", () => {
+    it.each(
+      named([
+        {
+          name: "issueUserToken for another user",
+          field: "issueUserToken",
+          call: () => request(w.url, IssueUserToken, { userId: w.home.member.id }, { token: w.home.owner.token }),
+        },
+        {
+          name: "issueUserToken for oneself",
+          field: "issueUserToken",
+          call: () => request(w.url, IssueUserToken, { userId: w.home.owner.id }, { token: w.home.owner.token }),
+        },
+        {
+          name: "rotateApiKey",
+          field: "rotateApiKey",
+          call: () => request(w.url, RotateApiKey, {}, { token: w.home.owner.token }),
+        },
+      ]),
+    )("a user token cannot call %s (FORBIDDEN)", async (_, { call, field }) => {
+      const result = await call();
+      expect(firstError(result).extensions?.code, JSON.stringify(result)).toBe("FORBIDDEN");
+      expect(fieldOf(result, field)).toBeNull();
+      // The tenant's key still works.
+      await ok(w.url, ViewerQuery, {}, { apiKey: w.home.apiKey });
+    });
+
+    it.each(
+      named([
+        {
+          name: "markRead",
+          field: "markRead",
+          call: () =>
+            request(
+              w.url,
+              MarkRead,
+              { conversationId: w.home.group, upToMessageId: w.home.message },
+              { apiKey: w.home.apiKey },
+            ),
+        },
+        {
+          name: "setTyping",
+          field: "setTyping",
+          call: () =>
+            request(w.url, SetTyping, { conversationId: w.home.group, isTyping: true }, { apiKey: w.home.apiKey }),
+        },
+        {
+          name: "openDirectConversation",
+          field: "openDirectConversation",
+          call: () => request(w.url, OpenDirect, { userId: w.home.member.id }, { apiKey: w.home.apiKey }),
+        },
+      ]),
+    )("the API key cannot call %s (FORBIDDEN)", async (_, { call, field }) => {
+      const result = await call();
+      expect(firstError(result).extensions?.code, JSON.stringify(result)).toBe("FORBIDDEN");
+      expect(fieldOf(result, field)).toBeNull();
+    });
+
+    it("the anonymous table covers every root field but createTenant", () => {
+      const schema = buildSchema(readFileSync(new URL("../schema.graphql", import.meta.url), "utf8"));
+      const roots = [schema.getQueryType(), schema.getMutationType(), schema.getSubscriptionType()];
+      const all = roots.flatMap((type) => Object.keys(type?.getFields() ?? {}));
+      expect(anonymousCases.map((c) => c.field).sort()).toEqual(all.filter((f) => f !== "createTenant").sort());
+    });
+
+    it.each(anonymousCases.map((c) => [c.field, c] as const))(
+      "anonymous %s: UNAUTHENTICATED",
+      async (_, { call, field }) => {
+        const result = await call(w.url);
+        expect(firstError(result).extensions?.code, JSON.stringify(result)).toBe("UNAUTHENTICATED");
+        expect(fieldOf(result, field)).toBeNull();
+      },
+    );
+
+    it("an anonymous WebSocket is closed with 4403 and delivers nothing", async () => {
+      const client = wsClient(w.wsUrl);
+      try {
+        const sub = subscribe(client, MessageAdded, { conversationId: w.home.group });
+        const closed = await Promise.race([client.closed, sleep(5_000).then(() => null)]);
+        expect(closed?.code).toBe(4403);
+        const outcome = await sub.done;
+        expect(outcome.error).toBeDefined();
+        expect(await drain(sub)).toEqual([]);
+      } finally {
+        await client.dispose();
+      }
+    });
+  });
+
+  describe("malformed ids are BAD_USER_INPUT naming the argument", () => {
+    const withBadIds = <C extends { name: string }>(cases: C[]) =>
+      cases.flatMap((c) => MALFORMED_IDS.map((bad) => ({ ...c, bad, name: `${c.name} = ${JSON.stringify(bad)}` })));
+
+    it.each(named(withBadIds(malformedIdCases)))("%s", async (_, c) => {
+      const result = await c.call(w, c.bad);
+      const error = firstError(result);
+      expect(error.extensions?.code, JSON.stringify(result)).toBe("BAD_USER_INPUT");
+      expect(error.extensions?.field, JSON.stringify(result)).toBe(c.field);
+    });
+
+    it.each(named(withBadIds(subscriptionCases)))("%s", async (_, c) => {
+      const client = wsClient(w.wsUrl, { token: w.home.member.token });
+      try {
+        const error = await expectRefused(c.open(client, c.bad), "BAD_USER_INPUT");
+        expect(error.extensions?.field, JSON.stringify(error)).toBe("conversationId");
+      } finally {
+        await client.dispose();
+      }
+    });
+  });
+
+  describe("removing a member ends their live messageAdded", () => {
+    it.each(["the owner", "the API key", "themselves"] as const)("removed by %s", async (remover) => {
+      const team = await createTeam(w.url);
+      const { alice, bob, carol } = team;
+      const aliceAndBob = (await ok(w.url, OpenDirect, { userId: bob.id }, { token: alice.token }))
+        .openDirectConversation.id;
+      const bobClient = wsClient(w.wsUrl, { token: bob.token });
+      const carolClient = wsClient(w.wsUrl, { token: carol.token });
+      const send = (conversationId: string, body: string) =>
+        ok(w.url, SendMessage, { input: { conversationId, body } }, { token: alice.token });
+      try {
+        const bobFeed = subscribe(bobClient, MessageAdded, { conversationId: team.group });
+        const bobAll = subscribe(bobClient, MessageAdded, {});
+        const carolFeed = subscribe(carolClient, MessageAdded, { conversationId: team.group });
+        await whenLive(bobFeed, () => send(team.group, "probe"));
+        await whenLive(bobAll, () => send(aliceAndBob, "probe"));
+        await whenLive(carolFeed, () => send(team.group, "probe"));
+        for (const feed of [bobFeed, bobAll, carolFeed]) await drain(feed);
+
+        const auth =
+          remover === "the owner"
+            ? { token: alice.token }
+            : remover === "the API key"
+              ? { apiKey: team.apiKey }
+              : { token: bob.token };
+        await ok(w.url, RemoveMember, { conversationId: team.group, userId: bob.id }, auth);
+        await send(team.group, "after");
+
+        // Carol keeps receiving; Bob's stream of the group ends without the later message.
+        expect(bodiesOf([await carolFeed.next()])).toEqual(["after"]);
+        await ended(bobFeed);
+        expect(bodiesOf(await drain(bobFeed))).not.toContain("after");
+        // Bob's all-conversations stream stops carrying the group, and keeps the rest.
+        await send(aliceAndBob, "fence");
+        expect(bodiesOf([await bobAll.next()])).toEqual(["fence"]);
+        await bobAll.expectSilence(200);
+      } finally {
+        await bobClient.dispose();
+        await carolClient.dispose();
+      }
+    });
+  });
+});
