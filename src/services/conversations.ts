@@ -42,9 +42,15 @@ export async function requireConversation(ctx: Context, id: string, field = "id"
 }
 
 /** Group management: the service principal, a group owner/admin, or a holder of the tenant permission. */
-function assertCanManage(ctx: Context, access: ConversationAccess, permission: string, ownerOnly = false): void {
+function assertCanManage(
+  ctx: Context,
+  access: ConversationAccess,
+  permission: string,
+  field: string,
+  ownerOnly = false,
+): void {
   if (access.conversation.kind !== "GROUP") {
-    throw badInput("id", "Direct conversations cannot be changed");
+    throw badInput(field, "Direct conversations cannot be changed");
   }
   if (grants(ctx.permissions, permission)) return;
   const role = access.membership?.role;
@@ -94,7 +100,7 @@ export async function createGroup(ctx: Context, input: unknown) {
 
 export async function updateGroup(ctx: Context, id: string, input: unknown) {
   const access = await requireConversation(ctx, id);
-  assertCanManage(ctx, access, "groups:update");
+  assertCanManage(ctx, access, "groups:update", "id");
   const data = validate(updateGroupInput, input, "input");
   return ctx.prisma.conversation.update({
     where: { id: access.conversation.id },
@@ -107,7 +113,7 @@ export async function updateGroup(ctx: Context, id: string, input: unknown) {
 
 export async function deleteGroup(ctx: Context, id: string): Promise<string> {
   const access = await requireConversation(ctx, id);
-  assertCanManage(ctx, access, "groups:delete", true);
+  assertCanManage(ctx, access, "groups:delete", "id", true);
   const members = await ctx.prisma.member.findMany({
     where: { conversationId: access.conversation.id },
     select: { userId: true },
@@ -126,7 +132,7 @@ export async function deleteGroup(ctx: Context, id: string): Promise<string> {
 
 export async function addMembers(ctx: Context, conversationId: string, userIds: readonly string[]) {
   const access = await requireConversation(ctx, conversationId, "conversationId");
-  assertCanManage(ctx, access, "groups:update");
+  assertCanManage(ctx, access, "groups:update", "conversationId");
   const ids = parseIds("userIds", userIds);
   await requireUsersInTenant(ctx, "userIds", ids);
   const tenantId = access.conversation.tenantId;
@@ -155,7 +161,7 @@ export async function removeMember(ctx: Context, conversationId: string, userId:
   const access = await requireConversation(ctx, conversationId, "conversationId");
   const targetId = parseId("userId", userId);
   const leaving = actingUserId(ctx) === targetId;
-  if (!leaving) assertCanManage(ctx, access, "groups:update");
+  if (!leaving) assertCanManage(ctx, access, "groups:update", "conversationId");
   else if (access.conversation.kind !== "GROUP")
     throw badInput("conversationId", "Direct conversations cannot be left");
   const target = await ctx.prisma.member.findUnique({

@@ -65,12 +65,13 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
   let conversationId: string;
   if (input.recipientId) {
     if (!senderId) throw badInput("input.senderId", "Sending to a recipient needs a sender");
-    if (!principalUserId) await requireActiveUser(ctx, senderId, "input.senderId");
+    if (!principalUserId) await requireActiveUser(ctx, senderId);
     conversationId = (await openDirect(ctx, senderId, input.recipientId, "input.recipientId")).id;
   } else {
     const access = await requireConversation(ctx, input.conversationId as string, "input.conversationId");
     conversationId = access.conversation.id;
     if (senderId && !principalUserId) {
+      await requireActiveUser(ctx, senderId);
       const member = await ctx.prisma.member.findUnique({
         where: { conversationId_userId: { conversationId, userId: senderId } },
       });
@@ -136,13 +137,12 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
   return message;
 }
 
-async function requireActiveUser(ctx: Context, userId: string, field: string): Promise<void> {
+async function requireActiveUser(ctx: Context, userId: string): Promise<void> {
   const user = await ctx.prisma.user.findFirst({
     where: { id: userId, tenantId: tenantOf(ctx), deletedAt: null, active: true },
     select: { id: true },
   });
   if (!user) throw notFound("User");
-  void field;
 }
 
 function findByClientId(
