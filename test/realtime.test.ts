@@ -66,6 +66,12 @@ const AddMembers = graphql(`
   }
 `);
 
+const DeleteGroup = graphql(`
+  mutation RealtimeDeleteGroup($id: ID!) {
+    deleteGroup(id: $id)
+  }
+`);
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function group(url: string, tenant: TestTenant, name = "Room"): Promise<string> {
@@ -192,6 +198,25 @@ describe.each(backends())("realtime on %s", (backend) => {
     expect(bodiesOf(later)).toEqual(["now bob is in"]);
     expect(later[0]?.data?.messageAdded.conversation.id).toBe(aliceCarol);
     await sub.expectSilence(200);
+    await client.dispose();
+  });
+
+  it("the API key's stream covers every conversation of the tenant, including new ones, and ends on delete", async () => {
+    const tenant = await createTenant(server.url, ["Alice", "Bob"]);
+    const [alice] = tenant.users as [TestTenant["users"][0]];
+    const existing = await group(server.url, tenant, "existing");
+    const client = wsClient(server.wsUrl, { apiKey: tenant.apiKey });
+    const all = subscribe(client, MessageAdded, {});
+    const one = subscribe(client, MessageAdded, { conversationId: existing });
+    await sleep(200);
+    await send(server.url, alice.token, existing, "old room");
+    const created = await group(server.url, tenant, "created later");
+    await sleep(200);
+    await send(server.url, alice.token, created, "new room");
+    expect(bodiesOf(await all.take(2))).toEqual(["old room", "new room"]);
+    expect(bodiesOf(await one.take(1))).toEqual(["old room"]);
+    await ok(server.url, DeleteGroup, { id: existing }, { apiKey: tenant.apiKey });
+    expect(await one.done).toEqual({});
     await client.dispose();
   });
 

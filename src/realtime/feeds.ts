@@ -57,13 +57,13 @@ async function* runMessageFeed(
 
   try {
     cleanups.push(pubsub.onResync(() => queue.push({ type: "resync" })));
-    if (userId) {
-      cleanups.push(
-        await pubsub.subscribe(topics.user(tenantId, userId), (payload) =>
-          queue.push({ type: "membership", event: payload as MembershipEvent }),
-        ),
-      );
-    }
+    // Users follow their memberships; the API key follows every conversation of the tenant.
+    const membershipTopic = userId ? topics.user(tenantId, userId) : topics.conversations(tenantId);
+    cleanups.push(
+      await pubsub.subscribe(membershipTopic, (payload) =>
+        queue.push({ type: "membership", event: payload as MembershipEvent }),
+      ),
+    );
     // Subscribe before reading the starting point, so nothing falls between the two.
     if (options.conversationId) {
       await follow(options.conversationId);

@@ -3,6 +3,8 @@ export const topics = {
   messages: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:messages`,
   typing: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:typing`,
   reads: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:reads`,
+  /** Conversations created or deleted in the tenant: the API key's all-conversations stream. */
+  conversations: (tenantId: string) => `chat:${tenantId}:conversations`,
   /** Membership changes of one user: drives the all-conversations stream and re-authorization. */
   user: (tenantId: string, userId: string) => `chat:${tenantId}:user:${userId}`,
 };

@@ -89,11 +89,8 @@ export async function createGroup(ctx: Context, input: unknown) {
   await publishMembership(
     ctx,
     members.map((m) => m.userId),
-    {
-      type: "joined",
-      conversationId: conversation.id,
-      seq: 0,
-    },
+    { type: "joined", conversationId: conversation.id, seq: 0 },
+    { conversationLifecycle: true },
   );
   return conversation;
 }
@@ -122,10 +119,8 @@ export async function deleteGroup(ctx: Context, id: string): Promise<string> {
   await publishMembership(
     ctx,
     members.map((m) => m.userId),
-    {
-      type: "left",
-      conversationId: access.conversation.id,
-    },
+    { type: "left", conversationId: access.conversation.id },
+    { conversationLifecycle: true },
   );
   return access.conversation.id;
 }
@@ -201,7 +196,12 @@ export async function openDirect(ctx: Context, fromUserId: string, toUserId: str
         members: { createMany: { data: [{ userId: fromUserId }, { userId: otherId }] } },
       },
     });
-    await publishMembership(ctx, [fromUserId, otherId], { type: "joined", conversationId: created.id, seq: 0 });
+    await publishMembership(
+      ctx,
+      [fromUserId, otherId],
+      { type: "joined", conversationId: created.id, seq: 0 },
+      { conversationLifecycle: true },
+    );
     return created;
   } catch (error) {
     // Both users opened it at the same moment: the other request won, return its row.

@@ -1,13 +1,24 @@
 import type { Context } from "../context.ts";
 import { type MembershipEvent, topics } from "../realtime/topics.ts";
 
-/** Tells each user's live streams that a membership changed (follow a new conversation, or stop). */
-export async function publishMembership(ctx: Context, userIds: string[], event: MembershipEvent): Promise<void> {
+/**
+ * Tells each user's live streams that a membership changed (follow a new conversation,
+ * or stop). `conversationLifecycle` marks a conversation created or deleted, which the
+ * tenant-wide streams of the API key follow too.
+ */
+export async function publishMembership(
+  ctx: Context,
+  userIds: string[],
+  event: MembershipEvent,
+  options: { conversationLifecycle?: boolean } = {},
+): Promise<void> {
   const tenantId = ctx.principal?.tenantId;
   if (!tenantId) return;
+  const targets = userIds.map((userId) => topics.user(tenantId, userId));
+  if (options.conversationLifecycle) targets.push(topics.conversations(tenantId));
   await Promise.all(
-    userIds.map((userId) =>
-      ctx.deps.pubsub.publish(topics.user(tenantId, userId), event).catch((error: unknown) => {
+    targets.map((topic) =>
+      ctx.deps.pubsub.publish(topic, event).catch((error: unknown) => {
         ctx.deps.log.warn({ err: error, requestId: ctx.requestId }, "membership publish failed");
       }),
     ),
