@@ -22,6 +22,7 @@ import { CLIENT_ERROR_CODES } from "./errors.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
 import { schema } from "./schema/index.ts";
+import { nulInOperation } from "./services/validation.ts";
 
 export interface App {
   deps: AppDeps;
@@ -38,18 +39,27 @@ export interface AppOptions {
 }
 
 /** Gives every client-caused error without a code the code its phase implies. */
+/** Codes graphql-yoga uses for malformed requests; clients see BAD_USER_INPUT. */
+const REQUEST_ERROR_CODES = new Set(["BAD_REQUEST", "OPERATION_RESOLUTION_FAILURE"]);
+
+/** graphql-js hints at valid names ("Did you mean ...?"); the API does not reveal its schema that way. */
+const SUGGESTION = /\s*Did you mean [^?]*\?/g;
+
 export function classifyError(error: GraphQLError): GraphQLError {
-  if (error.extensions?.code) return error;
+  const existing = error.extensions?.code;
+  const message = error.message.replace(SUGGESTION, "");
+  if (existing && !REQUEST_ERROR_CODES.has(String(existing)) && message === error.message) return error;
   const http = error.extensions?.http as { status?: number } | undefined;
   let code: string;
-  if (http?.status === 413) code = "PAYLOAD_TOO_LARGE";
+  if (existing && !REQUEST_ERROR_CODES.has(String(existing))) code = String(existing);
+  else if (http?.status === 413) code = "PAYLOAD_TOO_LARGE";
   else if (http?.status === 401) code = "UNAUTHENTICATED";
   else if (error.message.startsWith("Syntax Error")) code = "GRAPHQL_PARSE_FAILED";
   else if (error.message.startsWith('Variable "$')) code = "BAD_USER_INPUT";
-  else if (error.path) return error;
+  else if (error.path && message === error.message) return error;
   else if (error.locations?.length) code = "GRAPHQL_VALIDATION_FAILED";
   else code = "BAD_USER_INPUT";
-  return new GraphQLError(error.message, {
+  return new GraphQLError(message, {
     nodes: error.nodes,
     source: error.source,
     positions: error.positions,
@@ -58,6 +68,30 @@ export function classifyError(error: GraphQLError): GraphQLError {
     extensions: { ...error.extensions, code },
   });
 }
+
+function withCode(error: GraphQLError, code: string): GraphQLError {
+  if (error.extensions?.code) return error;
+  return new GraphQLError(error.message, {
+    nodes: error.nodes,
+    source: error.source,
+    positions: error.positions,
+    extensions: { ...error.extensions, code },
+  });
+}
+
+function nulError(field: string): GraphQLError {
+  return new GraphQLError(`${field} contains a NUL character, which is not allowed`, {
+    extensions: { code: "BAD_USER_INPUT", field },
+  });
+}
+
+/** Refuses NUL characters before execution, over HTTP (WebSocket does the same in onSubscribe). */
+const rejectNulPlugin: Plugin = {
+  onParams({ params, setResult }) {
+    const field = nulInOperation(params.query, params.variables);
+    if (field) setResult({ errors: [nulError(field)] });
+  },
+};
 
 function isClientError(error: unknown): error is GraphQLError {
   if (!(error instanceof GraphQLError)) return false;
@@ -159,6 +193,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         platformAdminKey: request.headers.get("x-platform-admin-key"),
       }),
     maskedErrors: {
+      // Never attach originalError details, whatever NODE_ENV says.
+      isDev: false,
       maskError(error) {
         if (isClientError(error)) return error;
         const errorId = randomUUID();
@@ -170,7 +206,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         });
       },
     },
-    plugins: [...armorPlugins(), errorCodesPlugin],
+    plugins: [...armorPlugins(), rejectNulPlugin, errorCodesPlugin],
   });
 
   const handleHttp = async (req: IncomingMessage, res: ServerResponse) => {
@@ -310,8 +346,16 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         } catch (error) {
           return [classifyError(error instanceof GraphQLError ? error : new GraphQLError(String(error)))];
         }
-        const errors = enveloped.validate(enveloped.schema, document);
-        if (errors.length) return errors.map(classifyError);
+        let errors: readonly GraphQLError[];
+        try {
+          // Some limits throw instead of reporting; either way only this operation fails.
+          errors = enveloped.validate(enveloped.schema, document);
+        } catch (error) {
+          errors = [error instanceof GraphQLError ? error : new GraphQLError(String(error))];
+        }
+        if (errors.length) return errors.map((e) => classifyError(withCode(e, "GRAPHQL_VALIDATION_FAILED")));
+        const nul = nulInOperation(payload.query, payload.variables);
+        if (nul) return [nulError(nul)];
         return {
           schema: enveloped.schema,
           document,
