@@ -191,83 +191,79 @@ async function watchMembership(
 }
 
 /**
+ * A live-only feed of one conversation topic: events are handed to `accept`, which
+ * pushes what the subscriber should see; the feed ends when the viewer leaves.
+ */
+function conversationTopicFeed<T>(
+  ctx: Context,
+  conversationId: string,
+  topicOf: (tenantId: string, conversationId: string) => string,
+  accept: (payload: unknown, push: (event: T) => void) => void,
+  dispose: () => void = () => {},
+): AsyncGenerator<T> {
+  const queue = new BoundedQueue<T>(ctx.deps.config.subscriberBufferSize);
+  const push = (event: T) => queue.push(event);
+  async function* run(): AsyncGenerator<T> {
+    const principal = ctx.principal;
+    if (!principal) return;
+    const unsubscribe = await ctx.deps.pubsub.subscribe(topicOf(principal.tenantId, conversationId), (payload) =>
+      accept(payload, push),
+    );
+    const unwatch = await watchMembership(ctx, conversationId, queue as BoundedQueue<unknown>);
+    try {
+      while (true) {
+        const next = await queue.next();
+        if (next.done) return;
+        yield next.value;
+      }
+    } finally {
+      unsubscribe();
+      unwatch();
+      dispose();
+    }
+  }
+  return cancellable(run(), queue as BoundedQueue<unknown>);
+}
+
+/**
  * Typing indicators: coalesced per user (a refresh while typing emits nothing), and a
  * user who stops refreshing is reported as stopped after TYPING_TIMEOUT_MS. The
  * viewer's own typing is not echoed back.
  */
 export function typingFeed(ctx: Context, conversationId: string): AsyncGenerator<TypingPayload> {
-  const queue = new BoundedQueue<TypingPayload>(ctx.deps.config.subscriberBufferSize);
-  return cancellable(runTypingFeed(ctx, conversationId, queue), queue as BoundedQueue<unknown>);
-}
-
-async function* runTypingFeed(
-  ctx: Context,
-  conversationId: string,
-  queue: BoundedQueue<TypingPayload>,
-): AsyncGenerator<TypingPayload> {
-  const principal = ctx.principal;
-  if (!principal) return;
-  const viewerId = principal.kind === "user" ? principal.userId : null;
-  const timers = new Map<string, NodeJS.Timeout>();
+  const viewerId = ctx.principal?.kind === "user" ? ctx.principal.userId : null;
   const timeout = ctx.deps.config.typingTimeoutMs;
-  const stop = (userId: string) => {
-    clearTimeout(timers.get(userId));
-    timers.delete(userId);
-    queue.push({ conversationId, userId, isTyping: false });
-  };
-  const unsubscribe = await ctx.deps.pubsub.subscribe(topics.typing(principal.tenantId, conversationId), (payload) => {
-    const event = payload as TypingPayload;
-    if (event.userId === viewerId) return;
-    const typing = timers.has(event.userId);
-    if (event.isTyping) {
-      clearTimeout(timers.get(event.userId));
-      timers.set(
-        event.userId,
-        setTimeout(() => stop(event.userId), timeout),
-      );
-      if (!typing) queue.push(event);
-    } else if (typing) {
-      stop(event.userId);
-    }
-  });
-  const unwatch = await watchMembership(ctx, conversationId, queue as BoundedQueue<unknown>);
-  try {
-    while (true) {
-      const next = await queue.next();
-      if (next.done) return;
-      yield next.value;
-    }
-  } finally {
-    unsubscribe();
-    unwatch();
-    for (const timer of timers.values()) clearTimeout(timer);
-  }
-}
-
-export function readFeed(ctx: Context, conversationId: string): AsyncGenerator<ReadPayload> {
-  const queue = new BoundedQueue<ReadPayload>(ctx.deps.config.subscriberBufferSize);
-  return cancellable(runReadFeed(ctx, conversationId, queue), queue as BoundedQueue<unknown>);
-}
-
-async function* runReadFeed(
-  ctx: Context,
-  conversationId: string,
-  queue: BoundedQueue<ReadPayload>,
-): AsyncGenerator<ReadPayload> {
-  const principal = ctx.principal;
-  if (!principal) return;
-  const unsubscribe = await ctx.deps.pubsub.subscribe(topics.reads(principal.tenantId, conversationId), (payload) =>
-    queue.push(payload as ReadPayload),
+  const timers = new Map<string, NodeJS.Timeout>();
+  return conversationTopicFeed<TypingPayload>(
+    ctx,
+    conversationId,
+    topics.typing,
+    (payload, push) => {
+      const event = payload as TypingPayload;
+      if (event.userId === viewerId) return;
+      const stop = () => {
+        clearTimeout(timers.get(event.userId));
+        timers.delete(event.userId);
+        push({ conversationId, userId: event.userId, isTyping: false });
+      };
+      const typing = timers.has(event.userId);
+      if (event.isTyping) {
+        clearTimeout(timers.get(event.userId));
+        timers.set(event.userId, setTimeout(stop, timeout));
+        if (!typing) push(event);
+      } else if (typing) {
+        stop();
+      }
+    },
+    () => {
+      for (const timer of timers.values()) clearTimeout(timer);
+    },
   );
-  const unwatch = await watchMembership(ctx, conversationId, queue as BoundedQueue<unknown>);
-  try {
-    while (true) {
-      const next = await queue.next();
-      if (next.done) return;
-      yield next.value;
-    }
-  } finally {
-    unsubscribe();
-    unwatch();
-  }
+}
+
+/** Read receipts of the members of a conversation, as they happen. */
+export function readFeed(ctx: Context, conversationId: string): AsyncGenerator<ReadPayload> {
+  return conversationTopicFeed<ReadPayload>(ctx, conversationId, topics.reads, (payload, push) =>
+    push(payload as ReadPayload),
+  );
 }
