@@ -11,7 +11,7 @@ import { GraphQLError } from "graphql";
 import { CloseCode } from "graphql-ws";
 import { useServer } from "graphql-ws/use/ws";
 import { createYoga, type Plugin } from "graphql-yoga";
-import { WebSocketServer } from "ws";
+import { type WebSocket, WebSocketServer } from "ws";
 import { type Principal, resolvePrincipal } from "./auth/principal.ts";
 import { loadOrCreateJwtSecret } from "./auth/secrets.ts";
 import { TokenService } from "./auth/tokens.ts";
@@ -21,6 +21,7 @@ import type { Config } from "./env.ts";
 import { CLIENT_ERROR_CODES } from "./errors.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
+import { type ApiKeyEvent, topics, type UserEvent } from "./realtime/topics.ts";
 import { schema } from "./schema/index.ts";
 import { nulInOperation } from "./services/validation.ts";
 
@@ -297,6 +298,40 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
 
   const wss = new WebSocketServer({ server, path: "/graphql", maxPayload: config.maxBodyBytes });
   const expiryTimers = new Set<NodeJS.Timeout>();
+
+  /**
+   * Closes a socket with 4403 when its credentials stop being valid: the token expires or
+   * is revoked, the user is deactivated or deleted, or the API key is rotated away.
+   */
+  const watchCredentials = async (socket: WebSocket, principal: Principal): Promise<void> => {
+    const close = (reason: string) => {
+      if (socket.readyState === socket.OPEN) socket.close(CloseCode.Forbidden, reason);
+    };
+    const cleanups: (() => void)[] = [];
+    socket.once("close", () => {
+      for (const cleanup of cleanups) cleanup();
+    });
+    if (principal.kind === "user") {
+      const delay = Math.max(0, principal.expiresAt.getTime() - Date.now());
+      const timer = setTimeout(() => close("Token expired"), Math.min(delay, 2_147_000_000));
+      expiryTimers.add(timer);
+      cleanups.push(() => {
+        clearTimeout(timer);
+        expiryTimers.delete(timer);
+      });
+      cleanups.push(
+        await deps.pubsub.subscribe(topics.user(principal.tenantId, principal.userId), (payload) => {
+          if ((payload as UserEvent).type === "revoked") close("Credentials revoked");
+        }),
+      );
+    } else {
+      cleanups.push(
+        await deps.pubsub.subscribe(topics.apiKeys(principal.tenantId), (payload) => {
+          if ((payload as ApiKeyEvent).keyIds.includes(principal.apiKeyId)) close("API key revoked");
+        }),
+      );
+    }
+  };
   type Extra = { principal?: Principal };
   const wsDisposable = useServer<Record<string, unknown> | undefined, Extra>(
     {
@@ -318,21 +353,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         }
         if (!principal) return false;
         (ctx.extra as Extra).principal = principal;
-        if (principal.kind === "user") {
-          const socket = (ctx.extra as unknown as { socket: import("ws").WebSocket }).socket;
-          const delay = Math.max(0, principal.expiresAt.getTime() - Date.now());
-          const timer = setTimeout(
-            () => {
-              expiryTimers.delete(timer);
-              socket.close(CloseCode.Forbidden, "Token expired");
-            },
-            Math.min(delay, 2_147_000_000),
-          );
-          expiryTimers.add(timer);
-          socket.once("close", () => {
-            clearTimeout(timer);
-            expiryTimers.delete(timer);
-          });
+        const socket = (ctx.extra as unknown as { socket: WebSocket }).socket;
+        await watchCredentials(socket, principal);
+        // Revoked between the check and the watch? Check once more now that nothing is missed.
+        try {
+          if (!(await resolvePrincipal(deps.db.prisma, deps.tokens, { authorization, apiKey }))) return false;
+        } catch {
+          return false;
         }
         return true;
       },

@@ -1,10 +1,11 @@
 import { randomUUID } from "node:crypto";
 import DataLoader from "dataloader";
-import { MEMBER_PERMISSIONS } from "./auth/permissions.ts";
+import { grants } from "./auth/permissions.ts";
 import { type Credentials, type Principal, resolvePrincipal } from "./auth/principal.ts";
 import { safeEqual } from "./auth/secrets.ts";
 import type { TokenService } from "./auth/tokens.ts";
 import type { Database, PrismaClient } from "./db/client.ts";
+import { tenantScoped } from "./db/scoped.ts";
 import type { Config } from "./env.ts";
 import type { Member } from "./generated/prisma/client.ts";
 import type { Logger } from "./logger.ts";
@@ -28,13 +29,17 @@ export interface Loaders {
 
 export interface Context {
   deps: AppDeps;
+  /** Confined to the principal's tenant (see db/scoped.ts); unscoped for anonymous requests. */
   prisma: PrismaClient;
   principal: Principal | null;
   /** Why presented credentials were refused; surfaced as UNAUTHENTICATED. */
   authError?: string;
   /** True when no platform admin key is configured, or the request presented it. */
   platformAdmin: boolean;
-  permissions: readonly string[];
+  /** The principal's effective permissions, loaded once per request (or subscription). */
+  permissions(): Promise<readonly string[]>;
+  /** Forgets loaded permissions, so the next check reads current roles. */
+  refreshPermissions(): void;
   requestId: string;
   loaders: Loaders;
 }
@@ -43,9 +48,19 @@ export interface RequestCredentials extends Credentials {
   platformAdminKey?: string | null;
 }
 
-function permissionsOf(principal: Principal | null): readonly string[] {
+async function loadPermissions(prisma: PrismaClient, principal: Principal | null): Promise<readonly string[]> {
   if (!principal) return [];
-  return principal.kind === "service" ? ["*"] : MEMBER_PERMISSIONS;
+  if (principal.kind === "service") return ["*"];
+  const roles = await prisma.role.findMany({
+    where: { tenantId: principal.tenantId, assignments: { some: { userId: principal.userId } } },
+    select: { permissions: true },
+  });
+  return [...new Set(roles.flatMap((role) => role.permissions))];
+}
+
+/** Whether the request's principal holds a permission. */
+export async function hasPermission(ctx: Context, needed: string): Promise<boolean> {
+  return grants(await ctx.permissions(), needed);
 }
 
 function createLoaders(prisma: PrismaClient, principal: Principal | null, cache: boolean): Loaders {
@@ -95,15 +110,23 @@ export function contextFor(
   principal: Principal | null,
   options: { cacheLoaders?: boolean; authError?: string; platformAdmin?: boolean; requestId?: string } = {},
 ): Context {
+  const prisma = principal ? tenantScoped(deps.db.prisma, principal.tenantId) : deps.db.prisma;
+  let permissions: Promise<readonly string[]> | null = null;
   return {
     deps,
-    prisma: deps.db.prisma,
+    prisma,
     principal,
     authError: options.authError,
     platformAdmin: options.platformAdmin ?? !deps.config.platformAdminKey,
-    permissions: permissionsOf(principal),
+    permissions() {
+      permissions ??= loadPermissions(prisma, principal);
+      return permissions;
+    },
+    refreshPermissions() {
+      permissions = null;
+    },
     requestId: options.requestId ?? randomUUID(),
-    loaders: createLoaders(deps.db.prisma, principal, options.cacheLoaders ?? true),
+    loaders: createLoaders(prisma, principal, options.cacheLoaders ?? true),
   };
 }
 

@@ -47,16 +47,19 @@ export async function resolvePrincipal(
     if (!match?.[1]) throw unauthenticated("Authorization must be 'Bearer <token>'");
     const claims = await tokens.verify(match[1]);
     if (!claims) throw unauthenticated("Invalid or expired token");
-    const user = await prisma.user.findFirst({
-      where: { id: claims.userId, tenantId: claims.tenantId, deletedAt: null },
-      select: { active: true, tokensValidAfter: true, tenant: { select: { active: true } } },
+    // One query: the token is on record, not revoked, and its user and tenant are active.
+    const record = await prisma.userToken.findFirst({
+      where: {
+        id: claims.jti,
+        tenantId: claims.tenantId,
+        userId: claims.userId,
+        revokedAt: null,
+        expiresAt: { gt: new Date() },
+        user: { active: true, deletedAt: null, tenant: { active: true } },
+      },
+      select: { id: true },
     });
-    if (!user || !user.active || !user.tenant.active) {
-      throw unauthenticated("Invalid or expired token");
-    }
-    if (user.tokensValidAfter && claims.issuedAt.getTime() < user.tokensValidAfter.getTime() - 999) {
-      throw unauthenticated("Token has been revoked");
-    }
+    if (!record) throw unauthenticated("Invalid or expired token");
     return {
       kind: "user",
       tenantId: claims.tenantId,

@@ -1,16 +1,14 @@
-import type { Context } from "../context.ts";
+import { type Context, hasPermission } from "../context.ts";
+import { forbidden } from "../errors.ts";
 import type { Message } from "../generated/prisma/client.ts";
 import { messagesAfter, reviveMessage } from "../services/messages.ts";
 import type { Unsubscribe } from "./pubsub.ts";
 import { BoundedQueue, cancellable } from "./queue.ts";
-import { type MembershipEvent, type ReadPayload, type TypingPayload, topics } from "./topics.ts";
+import { type ReadPayload, type TypingPayload, topics, type UserEvent } from "./topics.ts";
 
 const PAGE = 200;
 
-type Signal =
-  | { type: "message"; message: Message }
-  | { type: "membership"; event: MembershipEvent }
-  | { type: "resync" };
+type Signal = { type: "message"; message: Message } | { type: "membership"; event: UserEvent } | { type: "resync" };
 
 /**
  * A gap-free message stream. Each tracked conversation keeps the last delivered seq;
@@ -61,7 +59,7 @@ async function* runMessageFeed(
     const membershipTopic = userId ? topics.user(tenantId, userId) : topics.conversations(tenantId);
     cleanups.push(
       await pubsub.subscribe(membershipTopic, (payload) =>
-        queue.push({ type: "membership", event: payload as MembershipEvent }),
+        queue.push({ type: "membership", event: payload as UserEvent }),
       ),
     );
     // Subscribe before reading the starting point, so nothing falls between the two.
@@ -102,7 +100,10 @@ async function* runMessageFeed(
         }
       } else if (signal.type === "membership") {
         const { event } = signal;
-        if (event.type === "left") {
+        if (event.type === "revoked") return;
+        if (event.type === "permissionsChanged") {
+          await assertStillAllowed(ctx);
+        } else if (event.type === "left") {
           if (options.conversationId === event.conversationId) return;
           unfollow(event.conversationId);
         } else if (!options.conversationId && !lastSeq.has(event.conversationId)) {
@@ -176,7 +177,18 @@ async function joinedAtSeq(ctx: Context, conversationId: string, userId: string 
   return before?.seq ?? 0;
 }
 
-/** Ends a stream when the user leaves the conversation (re-authorization per event). */
+/** A role change applies to open streams: re-read permissions, and stop when chats:read is gone. */
+async function assertStillAllowed(ctx: Context): Promise<void> {
+  ctx.refreshPermissions();
+  if (!(await hasPermission(ctx, "chats:read"))) {
+    throw forbidden("Your roles no longer allow reading conversations");
+  }
+}
+
+/**
+ * Re-authorizes a live-only stream on the user's events: it ends when the user leaves
+ * the conversation or loses their credentials, and fails when they lose chats:read.
+ */
 async function watchMembership(
   ctx: Context,
   conversationId: string,
@@ -185,8 +197,12 @@ async function watchMembership(
   const principal = ctx.principal;
   if (principal?.kind !== "user") return () => {};
   return ctx.deps.pubsub.subscribe(topics.user(principal.tenantId, principal.userId), (payload) => {
-    const event = payload as MembershipEvent;
-    if (event.type === "left" && event.conversationId === conversationId) queue.end();
+    const event = payload as UserEvent;
+    if (event.type === "revoked" || (event.type === "left" && event.conversationId === conversationId)) {
+      queue.end();
+    } else if (event.type === "permissionsChanged") {
+      assertStillAllowed(ctx).catch((error: unknown) => queue.fail(error));
+    }
   });
 }
 

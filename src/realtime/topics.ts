@@ -5,13 +5,25 @@ export const topics = {
   reads: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:reads`,
   /** Conversations created or deleted in the tenant: the API key's all-conversations stream. */
   conversations: (tenantId: string) => `chat:${tenantId}:conversations`,
-  /** Membership changes of one user: drives the all-conversations stream and re-authorization. */
+  /** Changes that concern one user: memberships, permissions, revoked credentials. */
   user: (tenantId: string, userId: string) => `chat:${tenantId}:user:${userId}`,
+  /** Changes to the tenant's API keys. */
+  apiKeys: (tenantId: string) => `chat:${tenantId}:api-keys`,
 };
 
 export type MembershipEvent =
   | { type: "joined"; conversationId: string; seq: number }
   | { type: "left"; conversationId: string };
+
+/** Everything published on a user's topic. */
+export type UserEvent =
+  | MembershipEvent
+  /** Roles changed: re-read permissions before the next event. */
+  | { type: "permissionsChanged" }
+  /** Tokens revoked, or the user deactivated or deleted: close their sockets. */
+  | { type: "revoked"; tokenIds?: string[] };
+
+export type ApiKeyEvent = { type: "revoked"; keyIds: string[] };
 
 export interface TypingPayload {
   conversationId: string;

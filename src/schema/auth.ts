@@ -1,8 +1,9 @@
-import { badInput, forbidden } from "../errors.ts";
-import { requireUser } from "../services/users.ts";
+import { issueUserToken, revokeUserTokens } from "../services/users.ts";
 import { builder } from "./builder.ts";
 
 const AuthTokenRef = builder.objectRef<{ token: string; expiresAt: Date }>("AuthToken").implement({
+  // Returned only by issueUserToken, which the API key alone may call.
+  authScopes: { public: true },
   description: "A signed user token; send it as `Authorization: Bearer <token>` or in connection_init.",
   fields: (t) => ({
     token: t.exposeString("token", { description: "The JWT." }),
@@ -19,17 +20,16 @@ builder.mutationField("issueUserToken", (t) =>
       userId: t.arg.id({ required: true, description: "The user." }),
       expiresInSeconds: t.arg.int({ description: "Lifetime in seconds, 60 to 2592000 (30 days)." }),
     },
-    resolve: async (_root, args, ctx) => {
-      const ttl = args.expiresInSeconds ?? ctx.deps.config.userTokenTtlSeconds;
-      if (!Number.isInteger(ttl) || ttl < 60 || ttl > 2_592_000) {
-        throw badInput("expiresInSeconds", "expiresInSeconds must be between 60 and 2592000");
-      }
-      const user = await requireUser(ctx, args.userId, "userId");
-      if (!user.active) {
-        throw forbidden("The user is deactivated");
-      }
-      const { token, expiresAt } = await ctx.deps.tokens.issue(user.id, user.tenantId, ttl);
-      return { token, expiresAt };
-    },
+    resolve: (_root, args, ctx) => issueUserToken(ctx, args.userId, args.expiresInSeconds),
+  }),
+);
+
+builder.mutationField("revokeUserTokens", (t) =>
+  t.boolean({
+    description:
+      "Revokes every token of a user: they stop working on HTTP at once and the user's sockets close with 4403. Users may revoke their own; others need users:update.",
+    authScopes: { authenticated: true },
+    args: { userId: t.arg.id({ required: true, description: "The user." }) },
+    resolve: (_root, args, ctx) => revokeUserTokens(ctx, args.userId),
   }),
 );

@@ -25,6 +25,8 @@ export const builder = new SchemaBuilder<{
     user: boolean;
     /** The principal holds this `resource:action` permission. */
     permission: string;
+    /** The principal is this user. */
+    self: string;
     /** Allowed to create tenants (anyone, unless PLATFORM_ADMIN_KEY is set). */
     platformAdmin: boolean;
   };
@@ -42,7 +44,8 @@ export const builder = new SchemaBuilder<{
       authenticated: !!ctx.principal,
       service: ctx.principal?.kind === "service",
       user: ctx.principal?.kind === "user",
-      permission: (needed: string) => grants(ctx.permissions, needed),
+      permission: async (needed: string) => grants(await ctx.permissions(), needed),
+      self: (userId: string) => ctx.principal?.kind === "user" && ctx.principal.userId === userId,
       platformAdmin: ctx.platformAdmin,
     }),
     unauthorizedError: (_parent, ctx) =>

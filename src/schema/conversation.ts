@@ -24,6 +24,7 @@ export const MemberRole = builder.enumType("MemberRole", {
 export const ConversationMemberRef = builder.prismaObject("Member", {
   name: "ConversationMember",
   description: "A user's membership in a conversation.",
+  authScopes: { permission: "chats:read" },
   fields: (t) => ({
     user: t.relation("user", { description: "The member." }),
     role: t.expose("role", { type: MemberRole, description: "Role inside this conversation." }),
@@ -36,6 +37,8 @@ export const ConversationMemberRef = builder.prismaObject("Member", {
 
 export const ConversationRef = builder.prismaObject("Conversation", {
   description: "A direct conversation or a group, with its members and messages.",
+  // Root fields check membership; every conversation object also needs chats:read.
+  authScopes: { permission: "chats:read" },
   fields: (t) => ({
     id: t.exposeID("id", { description: "Conversation id." }),
     kind: t.expose("kind", { type: ConversationKind, description: "DIRECT or GROUP." }),
@@ -170,6 +173,19 @@ builder.mutationFields((t) => ({
       userId: t.arg.id({ required: true, description: "The member to remove." }),
     },
     resolve: (_query, _root, args, ctx) => conversations.removeMember(ctx, args.conversationId, args.userId),
+  }),
+  setMemberRole: t.prismaField({
+    type: "Conversation",
+    description:
+      "Changes a member's role in a group. Owners set any role; admins move members between MEMBER and ADMIN; groups:update acts as owner. A group keeps at least one owner.",
+    authScopes: { authenticated: true },
+    args: {
+      conversationId: t.arg.id({ required: true, description: "Conversation id." }),
+      userId: t.arg.id({ required: true, description: "The member." }),
+      role: t.arg({ type: MemberRole, required: true, description: "The new role." }),
+    },
+    resolve: (_query, _root, args, ctx) =>
+      conversations.setMemberRole(ctx, args.conversationId, args.userId, args.role),
   }),
   openDirectConversation: t.prismaField({
     type: "Conversation",

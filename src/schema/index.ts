@@ -6,5 +6,7 @@ import "./auth.ts";
 import "./user.ts";
 import "./conversation.ts";
 import "./message.ts";
+import "./role.ts";
+import "./audit.ts";
 
 export const schema = lexicographicSortSchema(builder.toSchema());

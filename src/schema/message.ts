@@ -17,6 +17,7 @@ export const MessageType = builder.enumType("MessageType", {
 
 export const MessageRef = builder.prismaObject("Message", {
   description: "A message in a conversation.",
+  authScopes: { permission: "chats:read" },
   fields: (t) => ({
     id: t.exposeID("id", { description: "Message id." }),
     cursor: t.string({
@@ -40,6 +41,10 @@ export const MessageRef = builder.prismaObject("Message", {
     pinned: t.exposeBoolean("pinned", { description: "Whether the message is pinned in its conversation." }),
     editedAt: t.expose("editedAt", { type: "DateTime", nullable: true, description: "When it was last edited." }),
     deletedAt: t.expose("deletedAt", { type: "DateTime", nullable: true, description: "When it was deleted." }),
+    deletedBy: t.relation("deletedBy", {
+      nullable: true,
+      description: "Who deleted it: the sender, a moderator, or null when the API key did (or it is not deleted).",
+    }),
     createdAt: t.expose("createdAt", { type: "DateTime", description: "When it was sent." }),
   }),
 });
@@ -73,6 +78,7 @@ const SendMessageInput = builder.inputType("SendMessageInput", {
 
 const ReadReceiptRef = builder.objectRef<ReadPayload>("ReadReceipt").implement({
   description: "How far a member has read in a conversation.",
+  authScopes: { permission: "chats:read" },
   fields: (t) => ({
     conversation: t.prismaField({
       type: "Conversation",
@@ -99,6 +105,7 @@ const ReadReceiptRef = builder.objectRef<ReadPayload>("ReadReceipt").implement({
 
 const TypingEventRef = builder.objectRef<TypingPayload>("TypingEvent").implement({
   description: "A user started or stopped typing. Stopped is also sent when a user stops refreshing.",
+  authScopes: { permission: "chats:read" },
   fields: (t) => ({
     conversation: t.prismaField({
       type: "Conversation",
@@ -141,6 +148,23 @@ builder.mutationFields((t) => ({
     authScopes: { permission: "chats:create" },
     args: { input: t.arg({ type: SendMessageInput, required: true, description: "The message and where it goes." }) },
     resolve: (_query, _root, { input }, ctx) => messages.sendMessage(ctx, input),
+  }),
+  editMessage: t.prismaField({
+    type: "Message",
+    description: "Replaces the text of one of the viewer's own messages and sets editedAt.",
+    authScopes: { permission: "chats:update" },
+    args: {
+      id: t.arg.id({ required: true, description: "Message id." }),
+      body: t.arg.string({ required: true, description: "The new text." }),
+    },
+    resolve: (_query, _root, args, ctx) => messages.editMessage(ctx, args.id, args.body),
+  }),
+  deleteMessage: t.prismaField({
+    type: "Message",
+    description: "Deletes a message, leaving a tombstone. Own messages need chats:delete; others' need chats:moderate.",
+    authScopes: { $any: { permission: "chats:delete", $all: { permission: "chats:moderate" } } },
+    args: { id: t.arg.id({ required: true, description: "Message id." }) },
+    resolve: (_query, _root, args, ctx) => messages.deleteMessage(ctx, args.id),
   }),
   markRead: t.field({
     type: ReadReceiptRef,

@@ -3,17 +3,28 @@ import { builder } from "./builder.ts";
 
 export const TenantRef = builder.prismaObject("Tenant", {
   description: "A company using the chat API. Every other object belongs to exactly one tenant.",
+  // Reachable only as the caller's own tenant, or in the payload of the createTenant that made it.
+  authScopes: { public: true },
   fields: (t) => ({
     id: t.exposeID("id", { description: "Tenant id." }),
     name: t.exposeString("name", { description: "Display name of the tenant." }),
     active: t.exposeBoolean("active", { description: "Inactive tenants cannot authenticate." }),
     createdAt: t.expose("createdAt", { type: "DateTime", description: "When the tenant was created." }),
+    defaultRole: t.prismaField({
+      type: "Role",
+      nullable: true,
+      description: "The role new users get.",
+      authScopes: { permission: "rbac:read" },
+      resolve: (query, tenant, _args, ctx) =>
+        tenant.defaultRoleId ? ctx.prisma.role.findFirst({ ...query, where: { id: tenant.defaultRoleId } }) : null,
+    }),
   }),
 });
 
 const CreateTenantPayload = builder
   .objectRef<{ tenant: { id: string }; apiKey: string }>("CreateTenantPayload")
   .implement({
+    authScopes: { public: true },
     description: "The new tenant and its API key. The key is shown only here; store it safely.",
     fields: (t) => ({
       tenant: t.field({ type: TenantRef, description: "The created tenant.", resolve: (p) => p.tenant as never }),
@@ -22,6 +33,7 @@ const CreateTenantPayload = builder
   });
 
 const RotateApiKeyPayload = builder.objectRef<{ apiKey: string }>("RotateApiKeyPayload").implement({
+  authScopes: { service: true },
   description: "A freshly issued API key; every earlier key stopped working.",
   fields: (t) => ({
     apiKey: t.exposeString("apiKey", { description: "The new secret API key, shown only once." }),
@@ -39,6 +51,7 @@ const UpdateTenantInput = builder.inputType("UpdateTenantInput", {
   description: "Changes to the tenant; omitted fields stay as they are.",
   fields: (t) => ({
     name: t.string({ description: "Display name, 1-200 characters." }),
+    defaultRoleId: t.id({ description: "The role new users get." }),
   }),
 });
 

@@ -3,11 +3,32 @@ import { builder } from "./builder.ts";
 
 export const UserRef = builder.prismaObject("User", {
   description: "A person in the tenant who can chat.",
+  // Seen by people who may list users, by chat partners (senders, members), and by themselves.
+  authScopes: (user) => ({ $any: { permission: "users:read", self: user.id, $all: { permission: "chats:read" } } }),
   fields: (t) => ({
     id: t.exposeID("id", { description: "User id." }),
     name: t.exposeString("name", { description: "Display name." }),
-    email: t.exposeString("email", { nullable: true, description: "Email address, unique in the tenant." }),
-    phone: t.exposeString("phone", { nullable: true, description: "Phone number." }),
+    email: t.exposeString("email", {
+      nullable: true,
+      description: "Email address, unique in the tenant. Visible to the user and to holders of users:read.",
+      authScopes: (user) => ({ $any: { self: user.id, permission: "users:read" } }),
+    }),
+    phone: t.exposeString("phone", {
+      nullable: true,
+      description: "Phone number. Visible to the user and to holders of users:read.",
+      authScopes: (user) => ({ $any: { self: user.id, permission: "users:read" } }),
+    }),
+    roles: t.prismaField({
+      type: ["Role"],
+      description: "The user's roles. Visible to the user and to holders of rbac:read.",
+      authScopes: (user) => ({ $any: { self: user.id, permission: "rbac:read" } }),
+      resolve: (query, user, _args, ctx) =>
+        ctx.prisma.role.findMany({
+          ...query,
+          where: { assignments: { some: { userId: user.id } } },
+          orderBy: { name: "asc" },
+        }),
+    }),
     avatarUrl: t.exposeString("avatarUrl", { nullable: true, description: "URL of the avatar image." }),
     active: t.exposeBoolean("active", { description: "Inactive users cannot authenticate." }),
     createdAt: t.expose("createdAt", { type: "DateTime", description: "When the user was created." }),

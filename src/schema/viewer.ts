@@ -1,8 +1,9 @@
 import type { Principal } from "../auth/principal.ts";
 import { builder } from "./builder.ts";
 
-const ViewerRef = builder.objectRef<{ principal: Principal; permissions: readonly string[] }>("Viewer").implement({
+const ViewerRef = builder.objectRef<{ principal: Principal }>("Viewer").implement({
   description: "Who the current credentials act as.",
+  authScopes: { authenticated: true },
   fields: (t) => ({
     user: t.prismaField({
       type: "User",
@@ -24,8 +25,19 @@ const ViewerRef = builder.objectRef<{ principal: Principal; permissions: readonl
       resolve: (viewer) => viewer.principal.kind === "service",
     }),
     permissions: t.stringList({
-      description: "Permissions held, as `resource:action` strings (`*` means all).",
-      resolve: (viewer) => [...viewer.permissions],
+      description: "Effective permissions: the union of the user's roles (`*` for the API key).",
+      resolve: async (_viewer, _args, ctx) => [...(await ctx.permissions())],
+    }),
+    roles: t.prismaField({
+      type: ["Role"],
+      description: "The user's roles (empty for the API key).",
+      resolve: (query, viewer, _args, ctx) =>
+        viewer.principal.kind === "user"
+          ? ctx.prisma.role.findMany({
+              ...query,
+              where: { assignments: { some: { userId: viewer.principal.userId } } },
+            })
+          : [],
     }),
   }),
 });
@@ -35,6 +47,6 @@ builder.queryField("viewer", (t) =>
     type: ViewerRef,
     description: "The principal of the current credentials.",
     authScopes: { authenticated: true },
-    resolve: (_root, _args, ctx) => ({ principal: ctx.principal as Principal, permissions: ctx.permissions }),
+    resolve: (_root, _args, ctx) => ({ principal: ctx.principal as Principal }),
   }),
 );

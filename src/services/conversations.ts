@@ -1,9 +1,9 @@
 import { z } from "zod";
-import { grants } from "../auth/permissions.ts";
-import type { Context } from "../context.ts";
-import { badInput, forbidden, notFound } from "../errors.ts";
+import { type Context, hasPermission } from "../context.ts";
+import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import { type Conversation, type Member, Prisma } from "../generated/prisma/client.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
+import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
 import { publishMembership } from "./membership-events.ts";
 import { pageSize, parseId, parseIds, validate, zOptionalText, zText } from "./validation.ts";
@@ -42,20 +42,20 @@ export async function requireConversation(ctx: Context, id: string, field = "id"
 }
 
 /** Group management: the service principal, a group owner/admin, or a holder of the tenant permission. */
-function assertCanManage(
+async function assertCanManage(
   ctx: Context,
   access: ConversationAccess,
   permission: string,
   field: string,
   ownerOnly = false,
-): void {
+): Promise<void> {
   if (access.conversation.kind !== "GROUP") {
     throw badInput(field, "Direct conversations cannot be changed");
   }
-  if (grants(ctx.permissions, permission)) return;
+  if (await hasPermission(ctx, permission)) return;
   const role = access.membership?.role;
   if (role === "OWNER" || (!ownerOnly && role === "ADMIN")) return;
-  throw forbidden("Only the group's owners or admins may do this");
+  throw forbidden(`Only the group's ${ownerOnly ? "owners" : "owners or admins"} may do this`);
 }
 
 async function requireUsersInTenant(ctx: Context, field: string, ids: string[]): Promise<void> {
@@ -97,7 +97,7 @@ export async function createGroup(ctx: Context, input: unknown) {
 
 export async function updateGroup(ctx: Context, id: string, input: unknown) {
   const access = await requireConversation(ctx, id);
-  assertCanManage(ctx, access, "groups:update", "id");
+  await assertCanManage(ctx, access, "groups:update", "id");
   const data = validate(updateGroupInput, input, "input");
   return ctx.prisma.conversation.update({
     where: { id: access.conversation.id },
@@ -110,12 +110,21 @@ export async function updateGroup(ctx: Context, id: string, input: unknown) {
 
 export async function deleteGroup(ctx: Context, id: string): Promise<string> {
   const access = await requireConversation(ctx, id);
-  assertCanManage(ctx, access, "groups:delete", "id", true);
+  await assertCanManage(ctx, access, "groups:delete", "id", true);
   const members = await ctx.prisma.member.findMany({
     where: { conversationId: access.conversation.id },
     select: { userId: true },
   });
-  await ctx.prisma.conversation.delete({ where: { id: access.conversation.id } });
+  await ctx.prisma.$transaction(async (tx) => {
+    await tx.conversation.delete({ where: { id: access.conversation.id } });
+    await audit(
+      ctx,
+      "group.deleted",
+      { type: "Conversation", id: access.conversation.id },
+      { name: access.conversation.name },
+      tx,
+    );
+  });
   await publishMembership(
     ctx,
     members.map((m) => m.userId),
@@ -127,7 +136,7 @@ export async function deleteGroup(ctx: Context, id: string): Promise<string> {
 
 export async function addMembers(ctx: Context, conversationId: string, userIds: readonly string[]) {
   const access = await requireConversation(ctx, conversationId, "conversationId");
-  assertCanManage(ctx, access, "groups:update", "conversationId");
+  await assertCanManage(ctx, access, "groups:update", "conversationId");
   const ids = parseIds("userIds", userIds);
   await requireUsersInTenant(ctx, "userIds", ids);
   const tenantId = access.conversation.tenantId;
@@ -146,6 +155,9 @@ export async function addMembers(ctx: Context, conversationId: string, userIds: 
       where: { id: access.conversation.id },
       select: { lastSeq: true },
     });
+    if (fresh.length) {
+      await audit(ctx, "member.added", { type: "Conversation", id: access.conversation.id }, { userIds: fresh }, tx);
+    }
     return { added: fresh, seq: conversation.lastSeq };
   });
   await publishMembership(ctx, added, { type: "joined", conversationId: access.conversation.id, seq });
@@ -156,21 +168,75 @@ export async function removeMember(ctx: Context, conversationId: string, userId:
   const access = await requireConversation(ctx, conversationId, "conversationId");
   const targetId = parseId("userId", userId);
   const leaving = actingUserId(ctx) === targetId;
-  if (!leaving) assertCanManage(ctx, access, "groups:update", "conversationId");
+  if (!leaving) await assertCanManage(ctx, access, "groups:update", "conversationId");
   else if (access.conversation.kind !== "GROUP")
     throw badInput("conversationId", "Direct conversations cannot be left");
-  const target = await ctx.prisma.member.findUnique({
-    where: { conversationId_userId: { conversationId: access.conversation.id, userId: targetId } },
-  });
-  if (!target) throw notFound("Member");
-  if (!leaving && target.role === "OWNER" && access.membership?.role === "ADMIN") {
-    throw forbidden("Admins cannot remove an owner");
-  }
-  await ctx.prisma.member.delete({
-    where: { conversationId_userId: { conversationId: access.conversation.id, userId: targetId } },
+  const key = { conversationId: access.conversation.id, userId: targetId };
+  // Tenant-level group managers (and the API key) may leave a group ownerless; members may not.
+  const managesGroups = await hasPermission(ctx, "groups:update");
+  await ctx.prisma.$transaction(async (tx) => {
+    const target = await tx.member.findUnique({ where: { conversationId_userId: key } });
+    if (!target) throw notFound("Member");
+    if (!leaving && target.role === "OWNER" && access.membership?.role === "ADMIN" && !managesGroups) {
+      throw forbidden("Admins cannot remove an owner");
+    }
+    if (target.role === "OWNER" && !managesGroups) await assertGroupKeepsOwner(tx, access.conversation.id, targetId);
+    await tx.member.delete({ where: { conversationId_userId: key } });
+    await audit(ctx, "member.removed", { type: "Conversation", id: access.conversation.id }, { userId: targetId }, tx);
   });
   ctx.loaders.membership.clear(access.conversation.id);
   await publishMembership(ctx, [targetId], { type: "left", conversationId: access.conversation.id });
+  return access.conversation;
+}
+
+type Tx = Parameters<Parameters<Context["prisma"]["$transaction"]>[0]>[0];
+
+/** A group with other members keeps at least one owner; the last member may still leave. */
+async function assertGroupKeepsOwner(tx: Tx, conversationId: string, userId: string): Promise<void> {
+  // Lock the conversation row so two owners cannot step down at the same moment.
+  await tx.$queryRaw`SELECT "id" FROM "Conversation" WHERE "id" = ${conversationId}::uuid FOR UPDATE`;
+  const others = await tx.member.findMany({
+    where: { conversationId, userId: { not: userId } },
+    select: { role: true },
+  });
+  if (others.length > 0 && !others.some((m) => m.role === "OWNER")) {
+    throw conflict("The group's last owner must make someone else owner first");
+  }
+}
+
+/**
+ * Changes a member's role. Owners set any role; admins promote and demote between
+ * member and admin; holders of groups:update act as owners.
+ */
+export async function setMemberRole(
+  ctx: Context,
+  conversationId: string,
+  userId: string,
+  role: "OWNER" | "ADMIN" | "MEMBER",
+) {
+  const access = await requireConversation(ctx, conversationId, "conversationId");
+  await assertCanManage(ctx, access, "groups:update", "conversationId");
+  const targetId = parseId("userId", userId);
+  const managesGroups = await hasPermission(ctx, "groups:update");
+  const actsAsOwner = access.membership?.role === "OWNER" || managesGroups;
+  const key = { conversationId: access.conversation.id, userId: targetId };
+  await ctx.prisma.$transaction(async (tx) => {
+    const target = await tx.member.findUnique({ where: { conversationId_userId: key } });
+    if (!target) throw notFound("Member");
+    if (!actsAsOwner && (target.role === "OWNER" || role === "OWNER")) {
+      throw forbidden("Only owners may make or unmake owners");
+    }
+    if (target.role === role) return;
+    if (target.role === "OWNER" && !managesGroups) await assertGroupKeepsOwner(tx, access.conversation.id, targetId);
+    await tx.member.update({ where: { conversationId_userId: key }, data: { role } });
+    await audit(
+      ctx,
+      "member.roleChanged",
+      { type: "Conversation", id: access.conversation.id },
+      { userId: targetId, from: target.role, to: role },
+      tx,
+    );
+  });
   return access.conversation;
 }
 

@@ -1,9 +1,10 @@
 import { z } from "zod";
-import type { Context } from "../context.ts";
+import { type Context, hasPermission } from "../context.ts";
 import { badInput, forbidden, notFound } from "../errors.ts";
 import { type Message, Prisma, type PrismaClient } from "../generated/prisma/client.ts";
 import { type ReadPayload, type TypingPayload, topics } from "../realtime/topics.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
+import { audit } from "./audit.ts";
 import { openDirect, requireConversation } from "./conversations.ts";
 import { connectionOf, decodeMessageCursor, messageCursor } from "./cursors.ts";
 import { pageSize, parseId, validate } from "./validation.ts";
@@ -277,4 +278,50 @@ export async function setTyping(ctx: Context, conversationId: string, isTyping: 
   const payload: TypingPayload = { conversationId: conversation.id, userId, isTyping };
   await ctx.deps.pubsub.publish(topics.typing(conversation.tenantId, conversation.id), payload);
   return true;
+}
+
+const editMessageInput = (maxLength: number) =>
+  z.object({ body: z.string().max(maxLength, `must be at most ${maxLength} characters`) });
+
+async function requireMessage(ctx: Context, id: string) {
+  const message = await ctx.prisma.message.findFirst({ where: { id: parseId("id", id), tenantId: tenantOf(ctx) } });
+  if (!message) throw notFound("Message");
+  // Reading (and so acting on) a message needs access to its conversation.
+  await requireConversation(ctx, message.conversationId, "id");
+  return message;
+}
+
+/** Senders edit their own messages (chats:update); the API key may edit any. */
+export async function editMessage(ctx: Context, id: string, body: string): Promise<Message> {
+  const { body: text } = validate(editMessageInput(ctx.deps.config.maxMessageLength), { body }, "");
+  if (!text.trim()) throw badInput("body", "body must not be empty");
+  const message = await requireMessage(ctx, id);
+  const userId = actingUserId(ctx);
+  if (userId && message.senderId !== userId) throw forbidden("Only the sender may edit a message");
+  if (message.deletedAt) throw badInput("id", "A deleted message cannot be edited");
+  return ctx.prisma.message.update({ where: { id: message.id }, data: { body: text, editedAt: new Date() } });
+}
+
+/**
+ * Deletes a message, leaving a tombstone (no body, who deleted it and when). Own
+ * messages need chats:delete; others' need chats:moderate. Deleting twice is harmless.
+ */
+export async function deleteMessage(ctx: Context, id: string): Promise<Message> {
+  const message = await requireMessage(ctx, id);
+  const userId = actingUserId(ctx);
+  const own = userId !== null && message.senderId === userId;
+  if (!(await hasPermission(ctx, own ? "chats:delete" : "chats:moderate"))) {
+    throw forbidden(own ? "Deleting messages needs chats:delete" : "Deleting others' messages needs chats:moderate");
+  }
+  if (message.deletedAt) return message;
+  return ctx.prisma.$transaction(async (tx) => {
+    const deleted = await tx.message.update({
+      where: { id: message.id },
+      data: { deletedAt: new Date(), deletedById: userId },
+    });
+    if (!own) {
+      await audit(ctx, "message.moderated", { type: "Message", id: message.id }, { senderId: message.senderId }, tx);
+    }
+    return deleted;
+  });
 }

@@ -2,17 +2,26 @@ import { z } from "zod";
 import { generateApiKey } from "../auth/secrets.ts";
 import type { Context } from "../context.ts";
 import { notFound } from "../errors.ts";
+import { type ApiKeyEvent, topics } from "../realtime/topics.ts";
 import { tenantOf } from "./access.ts";
+import { audit } from "./audit.ts";
+import { createSystemRoles, requireRole } from "./roles.ts";
 import { validate, zText } from "./validation.ts";
 
 const createTenantInput = z.object({ name: zText(200) });
-const updateTenantInput = z.object({ name: zText(200).optional() });
+const updateTenantInput = z.object({ name: zText(200).nullish(), defaultRoleId: z.string().nullish() });
 
+/** A tenant, its first API key and its system roles (owner, admin, member), in one transaction. */
 export async function createTenant(ctx: Context, input: unknown) {
   const { name } = validate(createTenantInput, input, "input");
   const key = generateApiKey();
-  const tenant = await ctx.prisma.tenant.create({
-    data: { name, apiKeys: { create: { hash: key.hash, prefix: key.prefix } } },
+  // Not the request's tenant-scoped client: the caller may hold credentials of another tenant.
+  const tenant = await ctx.deps.db.prisma.$transaction(async (tx) => {
+    const created = await tx.tenant.create({
+      data: { name, apiKeys: { create: { hash: key.hash, prefix: key.prefix } } },
+    });
+    const member = await createSystemRoles(tx, created.id);
+    return tx.tenant.update({ where: { id: created.id }, data: { defaultRoleId: member.id } });
   });
   ctx.deps.log.info({ tenantId: tenant.id, requestId: ctx.requestId }, "tenant created");
   return { tenant, apiKey: key.key };
@@ -26,17 +35,47 @@ export async function getTenant(ctx: Context) {
 
 export async function updateTenant(ctx: Context, input: unknown) {
   const data = validate(updateTenantInput, input, "input");
-  return ctx.prisma.tenant.update({ where: { id: tenantOf(ctx) }, data });
+  const defaultRole = data.defaultRoleId ? await requireRole(ctx, data.defaultRoleId, "input.defaultRoleId") : null;
+  return ctx.prisma.$transaction(async (tx) => {
+    const tenant = await tx.tenant.update({
+      where: { id: tenantOf(ctx) },
+      data: {
+        ...(data.name ? { name: data.name } : {}),
+        ...(defaultRole ? { defaultRoleId: defaultRole.id } : {}),
+      },
+    });
+    await audit(
+      ctx,
+      "tenant.updated",
+      { type: "Tenant", id: tenant.id },
+      { name: data.name, defaultRole: defaultRole?.name },
+      tx,
+    );
+    return tenant;
+  });
 }
 
-/** Replaces every active key of the tenant with a new one; old keys stop working at once. */
+/** Replaces every active key of the tenant with a new one; old keys and their sockets stop at once. */
 export async function rotateApiKey(ctx: Context) {
   const tenantId = tenantOf(ctx);
   const key = generateApiKey();
-  await ctx.prisma.$transaction([
-    ctx.prisma.apiKey.updateMany({ where: { tenantId, revokedAt: null }, data: { revokedAt: new Date() } }),
-    ctx.prisma.apiKey.create({ data: { tenantId, hash: key.hash, prefix: key.prefix } }),
-  ]);
+  const revoked = await ctx.prisma.$transaction(async (tx) => {
+    const old = await tx.apiKey.findMany({ where: { tenantId, revokedAt: null }, select: { id: true } });
+    await tx.apiKey.updateMany({ where: { tenantId, revokedAt: null }, data: { revokedAt: new Date() } });
+    const created = await tx.apiKey.create({ data: { tenantId, hash: key.hash, prefix: key.prefix } });
+    await audit(
+      ctx,
+      "apiKey.rotated",
+      { type: "ApiKey", id: created.id },
+      { revoked: old.length, prefix: key.prefix },
+      tx,
+    );
+    return old.map((row) => row.id);
+  });
+  const event: ApiKeyEvent = { type: "revoked", keyIds: revoked };
+  await ctx.deps.pubsub.publish(topics.apiKeys(tenantId), event).catch((error: unknown) => {
+    ctx.deps.log.warn({ err: error, requestId: ctx.requestId }, "api key event publish failed");
+  });
   ctx.deps.log.info({ tenantId, requestId: ctx.requestId }, "api key rotated");
   return { apiKey: key.key };
 }

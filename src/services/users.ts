@@ -1,11 +1,12 @@
 import { z } from "zod";
-import { grants } from "../auth/permissions.ts";
-import type { Context } from "../context.ts";
+import { type Context, hasPermission } from "../context.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
-import { Prisma } from "../generated/prisma/client.ts";
+import { Prisma, type User } from "../generated/prisma/client.ts";
 import { actingUserId, tenantOf } from "./access.ts";
+import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
 import { publishMembership } from "./membership-events.ts";
+import { assertNotLastOwner, publishToUsers } from "./roles.ts";
 import { pageSize, parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts";
 
 const createUserInput = z.object({
@@ -43,8 +44,17 @@ export async function requireUser(ctx: Context, id: string, field = "id") {
 
 export async function createUser(ctx: Context, input: unknown) {
   const data = validate(createUserInput, input, "input");
+  const tenantId = tenantOf(ctx);
   try {
-    return await ctx.prisma.user.create({ data: { ...data, tenantId: tenantOf(ctx) } });
+    return await ctx.prisma.$transaction(async (tx) => {
+      const user = await tx.user.create({ data: { ...data, tenantId } });
+      // New users get the tenant's default role (the `member` system role unless changed).
+      const tenant = await tx.tenant.findUniqueOrThrow({ where: { id: tenantId }, select: { defaultRoleId: true } });
+      if (tenant.defaultRoleId) {
+        await tx.userRole.create({ data: { tenantId, userId: user.id, roleId: tenant.defaultRoleId } });
+      }
+      return user;
+    });
   } catch (error) {
     if (isUniqueViolation(error)) throw conflict("A user with this email already exists", "input.email");
     throw error;
@@ -56,55 +66,96 @@ export async function updateUser(ctx: Context, id: string, input: unknown) {
   const user = await requireUser(ctx, id);
   const data = validate(updateUserInput, input, "input");
   const self = actingUserId(ctx) === user.id;
-  const canManage = grants(ctx.permissions, "users:update");
+  const canManage = await hasPermission(ctx, "users:update");
   if (!self && !canManage) throw forbidden("You may only update your own profile");
-  if (data.active !== undefined && data.active !== null && !canManage) {
-    throw forbidden("Changing `active` needs the users:update permission");
-  }
-  if (data.name === null) throw badInput("input.name", "input.name must not be null");
   const { active, ...rest } = data;
+  const changesActive = active !== undefined && active !== null && active !== user.active;
+  if (changesActive && !canManage) throw forbidden("Changing `active` needs the users:update permission");
+  if (data.name === null) throw badInput("input.name", "input.name must not be null");
+  let updated: User;
   try {
-    return await ctx.prisma.user.update({
-      where: { id: user.id },
-      data: {
-        ...rest,
-        name: rest.name ?? undefined,
-        ...(active === null || active === undefined ? {} : { active }),
-      },
+    updated = await ctx.prisma.$transaction(async (tx) => {
+      if (changesActive && !active) {
+        await assertNotLastOwner(ctx, tx, user.id, "The last owner cannot be deactivated");
+      }
+      const next = await tx.user.update({
+        where: { id: user.id },
+        data: { ...rest, name: rest.name ?? undefined, ...(changesActive ? { active: !!active } : {}) },
+      });
+      if (changesActive) {
+        await audit(
+          ctx,
+          active ? "user.reactivated" : "user.deactivated",
+          { type: "User", id: user.id },
+          undefined,
+          tx,
+        );
+      }
+      return next;
     });
   } catch (error) {
     if (isUniqueViolation(error)) throw conflict("A user with this email already exists", "input.email");
     throw error;
   }
+  // A deactivated user's sockets close at once; their tokens are refused from now on.
+  if (changesActive && !active) await publishToUsers(ctx, [user.id], { type: "revoked" });
+  return updated;
 }
 
 /**
  * Soft delete: messages keep their sender for history, personal data is erased,
- * memberships end, and the email becomes free again.
+ * memberships, roles and tokens end, and the email becomes free again.
  */
-export async function deleteUser(ctx: Context, id: string) {
+export async function deleteUser(ctx: Context, id: string): Promise<string> {
   const user = await requireUser(ctx, id);
   const memberships = await ctx.prisma.$transaction(async (tx) => {
+    await assertNotLastOwner(ctx, tx, user.id, "The last owner cannot be deleted");
     const rows = await tx.member.findMany({ where: { tenantId: user.tenantId, userId: user.id } });
     await tx.member.deleteMany({ where: { tenantId: user.tenantId, userId: user.id } });
+    await tx.userRole.deleteMany({ where: { tenantId: user.tenantId, userId: user.id } });
+    await tx.userToken.updateMany({ where: { userId: user.id, revokedAt: null }, data: { revokedAt: new Date() } });
     await tx.user.update({
       where: { id: user.id },
-      data: {
-        deletedAt: new Date(),
-        active: false,
-        email: null,
-        phone: null,
-        avatarUrl: null,
-        name: "Deleted user",
-        tokensValidAfter: new Date(),
-      },
+      data: { deletedAt: new Date(), active: false, email: null, phone: null, avatarUrl: null, name: "Deleted user" },
     });
+    await audit(ctx, "user.deleted", { type: "User", id: user.id }, { conversations: rows.length }, tx);
     return rows;
   });
   await Promise.all(
     memberships.map((m) => publishMembership(ctx, [user.id], { type: "left", conversationId: m.conversationId })),
   );
+  await publishToUsers(ctx, [user.id], { type: "revoked" });
   return user.id;
+}
+
+/** Mints a token for a user and records its id, so it can be revoked. */
+export async function issueUserToken(ctx: Context, userId: string, expiresInSeconds: number | null | undefined) {
+  const ttl = expiresInSeconds ?? ctx.deps.config.userTokenTtlSeconds;
+  if (!Number.isInteger(ttl) || ttl < 60 || ttl > 2_592_000) {
+    throw badInput("expiresInSeconds", "expiresInSeconds must be between 60 and 2592000");
+  }
+  const user = await requireUser(ctx, userId, "userId");
+  if (!user.active) throw forbidden("The user is deactivated");
+  const { token, expiresAt, jti } = await ctx.deps.tokens.issue(user.id, user.tenantId, ttl);
+  await ctx.prisma.userToken.create({ data: { id: jti, tenantId: user.tenantId, userId: user.id, expiresAt } });
+  return { token, expiresAt };
+}
+
+/** Revokes every token of a user (the user themselves, or users:update); their sockets close. */
+export async function revokeUserTokens(ctx: Context, userId: string): Promise<boolean> {
+  const user = await requireUser(ctx, userId, "userId");
+  if (actingUserId(ctx) !== user.id && !(await hasPermission(ctx, "users:update"))) {
+    throw forbidden("Revoking another user's tokens needs the users:update permission");
+  }
+  await ctx.prisma.$transaction(async (tx) => {
+    const { count } = await tx.userToken.updateMany({
+      where: { userId: user.id, revokedAt: null },
+      data: { revokedAt: new Date() },
+    });
+    await audit(ctx, "user.tokensRevoked", { type: "User", id: user.id }, { tokens: count }, tx);
+  });
+  await publishToUsers(ctx, [user.id], { type: "revoked" });
+  return true;
 }
 
 export async function listUsers(

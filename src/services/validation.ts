@@ -39,7 +39,7 @@ export function validate<T extends z.ZodType>(schema: T, value: unknown, argName
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const issue = result.error.issues[0];
-  const field = [argName, ...(issue?.path ?? [])].join(".");
+  const field = [argName, ...(issue?.path ?? [])].filter((part) => part !== "").join(".");
   throw badInput(field, `${field} ${issue?.message ?? "is invalid"}`);
 }
 
