@@ -46,10 +46,29 @@ describe("schema", () => {
     const undecided: string[] = [];
     for (const root of [schema.getQueryType(), schema.getMutationType(), schema.getSubscriptionType()]) {
       for (const field of Object.values(root?.getFields() ?? {}) as GraphQLField<unknown, unknown>[]) {
-        const options = (field.extensions?.pothosOptions ?? {}) as { authScopes?: unknown };
-        if (!options.authScopes) undecided.push(`${root?.name}.${field.name}`);
+        if (!scopesOf(field)) undecided.push(`${root?.name}.${field.name}`);
+      }
+    }
+    expect(undecided).toEqual([]);
+  });
+
+  it("gives every object type (or each of its fields) an explicit authorization decision", () => {
+    // Pagination wrappers only carry objects whose own types decide.
+    const structural = (name: string) => name === "PageInfo" || /(Connection|Edge)$/.test(name);
+    const roots = new Set(["Query", "Mutation", "Subscription"]);
+    const undecided: string[] = [];
+    for (const type of Object.values(schema.getTypeMap())) {
+      if (!isObjectType(type) || BUILT_IN(type) || roots.has(type.name) || structural(type.name)) continue;
+      if (scopesOf(type)) continue;
+      for (const field of Object.values(type.getFields())) {
+        if (!scopesOf(field)) undecided.push(`${type.name}.${field.name}`);
       }
     }
     expect(undecided).toEqual([]);
   });
 });
+
+function scopesOf(node: { extensions?: Record<string, unknown> | null }): unknown {
+  const options = (node.extensions?.pothosOptions ?? {}) as { authScopes?: unknown };
+  return options.authScopes;
+}

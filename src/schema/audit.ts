@@ -30,6 +30,7 @@ const AuditActor = builder.objectRef<{ kind: "SERVICE" | "USER"; id: string | nu
 
 const AuditTarget = builder.objectRef<{ type: string; id: string | null }>("AuditTarget").implement({
   description: "What an audited action was applied to.",
+  authScopes: { permission: "tenant:read" },
   fields: (t) => ({
     type: t.exposeString("type", { description: "Kind of object: Tenant, ApiKey, Role, User, Conversation, Message." }),
     id: t.id({ nullable: true, description: "Its id.", resolve: (target) => target.id }),
