@@ -11,6 +11,7 @@ const AuditActorKind = builder.enumType("AuditActorKind", {
 
 const AuditActor = builder.objectRef<{ kind: "SERVICE" | "USER"; id: string | null }>("AuditActor").implement({
   description: "The principal behind an audited action.",
+  authScopes: { permission: "tenant:read" },
   fields: (t) => ({
     kind: t.field({ type: AuditActorKind, description: "API key or user.", resolve: (actor) => actor.kind }),
     id: t.id({
