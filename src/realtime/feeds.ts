@@ -8,28 +8,52 @@ import { type ReadPayload, type TypingPayload, topics, type UserEvent } from "./
 
 const PAGE = 200;
 
-type Signal = { type: "message"; message: Message } | { type: "membership"; event: UserEvent } | { type: "resync" };
-
 /**
- * A gap-free message stream. Each tracked conversation keeps the last delivered seq;
- * a live message with the next seq is delivered as is (no database read), a jump means
- * something was missed and the gap is read from storage, an old seq is a duplicate and
- * dropped. After a pub/sub reconnect every tracked conversation is re-read from its
- * last seq. Storage stays the source of truth; pub/sub only says "something new".
+ * A stream of rows numbered per conversation (messages by `seq`, conversation events by
+ * their own `seq`), read from storage and announced on a pub/sub topic.
  */
-export function messageFeed(
-  ctx: Context,
-  options: { conversationId: string | null; afterSeq: number | null },
-): AsyncGenerator<Message> {
-  const queue = new BoundedQueue<Signal>(ctx.deps.config.subscriberBufferSize);
-  return cancellable(runMessageFeed(ctx, options, queue), queue as BoundedQueue<unknown>);
+export interface SequencedSource<T> {
+  topic(tenantId: string, conversationId: string): string;
+  /** Rows cross pub/sub as JSON; revive dates and the like. */
+  revive(payload: unknown): T;
+  conversationOf(item: T): string;
+  seqOf(item: T): number;
+  /** Where a conversation stands now, from its row. */
+  currentSeq(conversation: { lastSeq: number; lastEventSeq: number }): number;
+  /** Where a membership event says a new member starts. */
+  joinedSeq(event: { seq: number; eventSeq?: number }): number;
+  fetchAfter(ctx: Context, tenantId: string, conversationId: string, afterSeq: number, limit: number): Promise<T[]>;
+  /** Rows since a member joined, for a membership found after a reconnect. */
+  seqBefore(ctx: Context, conversationId: string, joinedAt: Date): Promise<number>;
+  /** What to deliver when a followed conversation is deleted, if anything. */
+  deleted?(conversationId: string): T;
 }
 
-async function* runMessageFeed(
+type Signal<T> = { type: "item"; item: T } | { type: "membership"; event: UserEvent } | { type: "resync" };
+
+export interface FeedOptions {
+  conversationId: string | null;
+  afterSeq: number | null;
+}
+
+/**
+ * A gap-free stream. Each tracked conversation keeps the last delivered seq; a live row
+ * with the next seq is delivered as is (no database read), a jump means something was
+ * missed and the gap is read from storage, an old seq is a duplicate and dropped. After
+ * a pub/sub reconnect every tracked conversation is re-read from its last seq. Storage
+ * stays the source of truth; pub/sub only says "something new".
+ */
+export function sequencedFeed<T>(ctx: Context, options: FeedOptions, source: SequencedSource<T>): AsyncGenerator<T> {
+  const queue = new BoundedQueue<Signal<T>>(ctx.deps.config.subscriberBufferSize);
+  return cancellable(runFeed(ctx, options, source, queue), queue as BoundedQueue<unknown>);
+}
+
+async function* runFeed<T>(
   ctx: Context,
-  options: { conversationId: string | null; afterSeq: number | null },
-  queue: BoundedQueue<Signal>,
-): AsyncGenerator<Message> {
+  options: FeedOptions,
+  source: SequencedSource<T>,
+  queue: BoundedQueue<Signal<T>>,
+): AsyncGenerator<T> {
   const { pubsub } = ctx.deps;
   const principal = ctx.principal;
   if (!principal) return;
@@ -40,18 +64,18 @@ async function* runMessageFeed(
   const unsubscribers = new Map<string, Unsubscribe>();
   const cleanups: Unsubscribe[] = [];
 
-  const onMessage = (payload: unknown) =>
-    queue.push({ type: "message", message: reviveMessage(payload as Record<string, unknown>) });
+  const onItem = (payload: unknown) => queue.push({ type: "item", item: source.revive(payload) });
   const follow = async (conversationId: string) => {
     if (unsubscribers.has(conversationId)) return;
     unsubscribers.set(conversationId, () => {});
-    unsubscribers.set(conversationId, await pubsub.subscribe(topics.messages(tenantId, conversationId), onMessage));
+    unsubscribers.set(conversationId, await pubsub.subscribe(source.topic(tenantId, conversationId), onItem));
   };
   const unfollow = (conversationId: string) => {
     unsubscribers.get(conversationId)?.();
     unsubscribers.delete(conversationId);
     lastSeq.delete(conversationId);
   };
+  const positions = { lastSeq: true, lastEventSeq: true } as const;
 
   try {
     cleanups.push(pubsub.onResync(() => queue.push({ type: "resync" })));
@@ -67,18 +91,18 @@ async function* runMessageFeed(
       await follow(options.conversationId);
       const conversation = await prisma.conversation.findFirst({
         where: { id: options.conversationId, tenantId },
-        select: { lastSeq: true },
+        select: positions,
       });
       if (!conversation) return;
-      lastSeq.set(options.conversationId, options.afterSeq ?? conversation.lastSeq);
+      lastSeq.set(options.conversationId, options.afterSeq ?? source.currentSeq(conversation));
     } else {
       const ids = await visibleConversationIds(ctx, tenantId, userId);
       await Promise.all(ids.map(follow));
       const rows = await prisma.conversation.findMany({
         where: { tenantId, id: { in: ids } },
-        select: { id: true, lastSeq: true },
+        select: { id: true, ...positions },
       });
-      for (const row of rows) lastSeq.set(row.id, row.lastSeq);
+      for (const row of rows) lastSeq.set(row.id, source.currentSeq(row));
     }
 
     // Replay (or catch up with whatever was committed while subscribing).
@@ -88,15 +112,17 @@ async function* runMessageFeed(
       const next = await queue.next();
       if (next.done) return;
       const signal = next.value;
-      if (signal.type === "message") {
-        const { message } = signal;
-        const seen = lastSeq.get(message.conversationId);
-        if (seen === undefined || message.seq <= seen) continue;
-        if (message.seq === seen + 1) {
-          lastSeq.set(message.conversationId, message.seq);
-          yield message;
+      if (signal.type === "item") {
+        const { item } = signal;
+        const conversationId = source.conversationOf(item);
+        const seen = lastSeq.get(conversationId);
+        const seq = source.seqOf(item);
+        if (seen === undefined || seq <= seen) continue;
+        if (seq === seen + 1) {
+          lastSeq.set(conversationId, seq);
+          yield item;
         } else {
-          yield* readGap(message.conversationId);
+          yield* readGap(conversationId);
         }
       } else if (signal.type === "membership") {
         const { event } = signal;
@@ -104,11 +130,14 @@ async function* runMessageFeed(
         if (event.type === "permissionsChanged") {
           await assertStillAllowed(ctx);
         } else if (event.type === "left") {
+          if (!lastSeq.has(event.conversationId)) continue;
+          // Nothing more is read for someone who left: only the news of a deletion.
+          if (event.deleted && source.deleted) yield source.deleted(event.conversationId);
           if (options.conversationId === event.conversationId) return;
           unfollow(event.conversationId);
         } else if (!options.conversationId && !lastSeq.has(event.conversationId)) {
           await follow(event.conversationId);
-          lastSeq.set(event.conversationId, event.seq);
+          lastSeq.set(event.conversationId, source.joinedSeq(event));
           yield* readGap(event.conversationId);
         }
       } else {
@@ -120,7 +149,7 @@ async function* runMessageFeed(
           for (const id of ids) {
             if (!lastSeq.has(id)) {
               await follow(id);
-              lastSeq.set(id, await joinedAtSeq(ctx, id, userId));
+              lastSeq.set(id, await joinedAtSeq(ctx, source, id, userId));
             }
           }
         } else if (userId) {
@@ -138,18 +167,42 @@ async function* runMessageFeed(
     queue.end();
   }
 
-  async function* readGap(conversationId: string): AsyncGenerator<Message> {
+  async function* readGap(conversationId: string): AsyncGenerator<T> {
     while (true) {
       const from = lastSeq.get(conversationId);
       if (from === undefined) return;
-      const rows = await messagesAfter(prisma, tenantId, conversationId, from, PAGE);
+      const rows = await source.fetchAfter(ctx, tenantId, conversationId, from, PAGE);
       for (const row of rows) {
-        lastSeq.set(conversationId, row.seq);
+        lastSeq.set(conversationId, source.seqOf(row));
         yield row;
       }
       if (rows.length < PAGE) return;
     }
   }
+}
+
+/** New messages: `messageAdded`. */
+export const messageSource: SequencedSource<Message> = {
+  topic: topics.messages,
+  revive: (payload) => reviveMessage(payload as Record<string, unknown>),
+  conversationOf: (message) => message.conversationId,
+  seqOf: (message) => message.seq,
+  currentSeq: (conversation) => conversation.lastSeq,
+  joinedSeq: (event) => event.seq,
+  fetchAfter: (ctx, tenantId, conversationId, afterSeq, limit) =>
+    messagesAfter(ctx.prisma, tenantId, conversationId, afterSeq, limit),
+  async seqBefore(ctx, conversationId, joinedAt) {
+    const before = await ctx.prisma.message.findFirst({
+      where: { conversationId, createdAt: { lt: joinedAt } },
+      orderBy: { seq: "desc" },
+      select: { seq: true },
+    });
+    return before?.seq ?? 0;
+  },
+};
+
+export function messageFeed(ctx: Context, options: FeedOptions): AsyncGenerator<Message> {
+  return sequencedFeed(ctx, options, messageSource);
 }
 
 async function visibleConversationIds(ctx: Context, tenantId: string, userId: string | null): Promise<string[]> {
@@ -161,20 +214,20 @@ async function visibleConversationIds(ctx: Context, tenantId: string, userId: st
   return rows.map((row) => row.id);
 }
 
-/** For a membership discovered after a reconnect: deliver what was sent since the user joined. */
-async function joinedAtSeq(ctx: Context, conversationId: string, userId: string | null): Promise<number> {
+/** For a membership discovered after a reconnect: deliver what happened since the user joined. */
+async function joinedAtSeq<T>(
+  ctx: Context,
+  source: SequencedSource<T>,
+  conversationId: string,
+  userId: string | null,
+): Promise<number> {
   if (!userId) return 0;
   const member = await ctx.prisma.member.findUnique({
     where: { conversationId_userId: { conversationId, userId } },
     select: { joinedAt: true },
   });
   if (!member) return Number.MAX_SAFE_INTEGER;
-  const before = await ctx.prisma.message.findFirst({
-    where: { conversationId, createdAt: { lt: member.joinedAt } },
-    orderBy: { seq: "desc" },
-    select: { seq: true },
-  });
-  return before?.seq ?? 0;
+  return source.seqBefore(ctx, conversationId, member.joinedAt);
 }
 
 /** A role change applies to open streams: re-read permissions, and stop when chats:read is gone. */

@@ -2,6 +2,7 @@
 export const topics = {
   messages: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:messages`,
   typing: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:typing`,
+  events: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:events`,
   reads: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:reads`,
   /** Conversations created or deleted in the tenant: the API key's all-conversations stream. */
   conversations: (tenantId: string) => `chat:${tenantId}:conversations`,
@@ -12,8 +13,10 @@ export const topics = {
 };
 
 export type MembershipEvent =
-  | { type: "joined"; conversationId: string; seq: number }
-  | { type: "left"; conversationId: string };
+  /** seq and eventSeq: where the new member's message and event streams start. */
+  | { type: "joined"; conversationId: string; seq: number; eventSeq?: number }
+  /** deleted: the conversation itself is gone. */
+  | { type: "left"; conversationId: string; deleted?: boolean };
 
 /** Everything published on a user's topic. */
 export type UserEvent =
