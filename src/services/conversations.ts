@@ -5,6 +5,7 @@ import { type Conversation, type Member, Prisma } from "../generated/prisma/clie
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
+import { appendEvents, publishEvents } from "./events.ts";
 import { publishMembership } from "./membership-events.ts";
 import { pageSize, parseId, parseIds, validate, zOptionalText, zText } from "./validation.ts";
 
@@ -99,13 +100,25 @@ export async function updateGroup(ctx: Context, id: string, input: unknown) {
   const access = await requireConversation(ctx, id);
   await assertCanManage(ctx, access, "groups:update", "id");
   const data = validate(updateGroupInput, input, "input");
-  return ctx.prisma.conversation.update({
-    where: { id: access.conversation.id },
-    data: {
-      ...(data.name ? { name: data.name } : {}),
-      ...(data.description !== undefined ? { description: data.description } : {}),
-    },
+  const [updated, events] = await ctx.prisma.$transaction(async (tx) => {
+    const next = await tx.conversation.update({
+      where: { id: access.conversation.id },
+      data: {
+        ...(data.name ? { name: data.name } : {}),
+        ...(data.description !== undefined ? { description: data.description } : {}),
+      },
+    });
+    const recorded = await appendEvents(tx, next.tenantId, next.id, [
+      {
+        type: "CONVERSATION_UPDATED",
+        actorId: actingUserId(ctx),
+        data: { name: next.name, description: next.description },
+      },
+    ]);
+    return [next, recorded] as const;
   });
+  await publishEvents(ctx, events);
+  return updated;
 }
 
 export async function deleteGroup(ctx: Context, id: string): Promise<string> {
@@ -128,7 +141,7 @@ export async function deleteGroup(ctx: Context, id: string): Promise<string> {
   await publishMembership(
     ctx,
     members.map((m) => m.userId),
-    { type: "left", conversationId: access.conversation.id },
+    { type: "left", conversationId: access.conversation.id, deleted: true },
     { conversationLifecycle: true },
   );
   return access.conversation.id;
@@ -140,7 +153,7 @@ export async function addMembers(ctx: Context, conversationId: string, userIds: 
   const ids = parseIds("userIds", userIds);
   await requireUsersInTenant(ctx, "userIds", ids);
   const tenantId = access.conversation.tenantId;
-  const { added, seq } = await ctx.prisma.$transaction(async (tx) => {
+  const { added, seq, eventSeq, events } = await ctx.prisma.$transaction(async (tx) => {
     const existing = await tx.member.findMany({
       where: { conversationId: access.conversation.id, userId: { in: ids } },
       select: { userId: true },
@@ -153,14 +166,22 @@ export async function addMembers(ctx: Context, conversationId: string, userIds: 
     });
     const conversation = await tx.conversation.findUniqueOrThrow({
       where: { id: access.conversation.id },
-      select: { lastSeq: true },
+      select: { lastSeq: true, lastEventSeq: true },
     });
     if (fresh.length) {
       await audit(ctx, "member.added", { type: "Conversation", id: access.conversation.id }, { userIds: fresh }, tx);
     }
-    return { added: fresh, seq: conversation.lastSeq };
+    const recorded = await appendEvents(
+      tx,
+      tenantId,
+      access.conversation.id,
+      fresh.map((userId) => ({ type: "MEMBER_ADDED", actorId: actingUserId(ctx), data: { userId, role: "MEMBER" } })),
+    );
+    // New members' event streams start just before their own "added" events.
+    return { added: fresh, seq: conversation.lastSeq, eventSeq: conversation.lastEventSeq, events: recorded };
   });
-  await publishMembership(ctx, added, { type: "joined", conversationId: access.conversation.id, seq });
+  await publishEvents(ctx, events);
+  await publishMembership(ctx, added, { type: "joined", conversationId: access.conversation.id, seq, eventSeq });
   return access.conversation;
 }
 
@@ -174,7 +195,7 @@ export async function removeMember(ctx: Context, conversationId: string, userId:
   const key = { conversationId: access.conversation.id, userId: targetId };
   // Tenant-level group managers (and the API key) may leave a group ownerless; members may not.
   const managesGroups = await hasPermission(ctx, "groups:update");
-  await ctx.prisma.$transaction(async (tx) => {
+  const events = await ctx.prisma.$transaction(async (tx) => {
     const target = await tx.member.findUnique({ where: { conversationId_userId: key } });
     if (!target) throw notFound("Member");
     if (!leaving && target.role === "OWNER" && access.membership?.role === "ADMIN" && !managesGroups) {
@@ -183,7 +204,11 @@ export async function removeMember(ctx: Context, conversationId: string, userId:
     if (target.role === "OWNER" && !managesGroups) await assertGroupKeepsOwner(tx, access.conversation.id, targetId);
     await tx.member.delete({ where: { conversationId_userId: key } });
     await audit(ctx, "member.removed", { type: "Conversation", id: access.conversation.id }, { userId: targetId }, tx);
+    return appendEvents(tx, access.conversation.tenantId, access.conversation.id, [
+      { type: "MEMBER_REMOVED", actorId: actingUserId(ctx), data: { userId: targetId } },
+    ]);
   });
+  await publishEvents(ctx, events);
   ctx.loaders.membership.clear(access.conversation.id);
   await publishMembership(ctx, [targetId], { type: "left", conversationId: access.conversation.id });
   return access.conversation;
@@ -220,13 +245,13 @@ export async function setMemberRole(
   const managesGroups = await hasPermission(ctx, "groups:update");
   const actsAsOwner = access.membership?.role === "OWNER" || managesGroups;
   const key = { conversationId: access.conversation.id, userId: targetId };
-  await ctx.prisma.$transaction(async (tx) => {
+  const events = await ctx.prisma.$transaction(async (tx) => {
     const target = await tx.member.findUnique({ where: { conversationId_userId: key } });
     if (!target) throw notFound("Member");
     if (!actsAsOwner && (target.role === "OWNER" || role === "OWNER")) {
       throw forbidden("Only owners may make or unmake owners");
     }
-    if (target.role === role) return;
+    if (target.role === role) return [];
     if (target.role === "OWNER" && !managesGroups) await assertGroupKeepsOwner(tx, access.conversation.id, targetId);
     await tx.member.update({ where: { conversationId_userId: key }, data: { role } });
     await audit(
@@ -236,7 +261,11 @@ export async function setMemberRole(
       { userId: targetId, from: target.role, to: role },
       tx,
     );
+    return appendEvents(tx, access.conversation.tenantId, access.conversation.id, [
+      { type: "MEMBER_ROLE_CHANGED", actorId: actingUserId(ctx), data: { userId: targetId, role } },
+    ]);
   });
+  await publishEvents(ctx, events);
   return access.conversation;
 }
 

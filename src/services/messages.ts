@@ -1,13 +1,20 @@
 import { z } from "zod";
 import { type Context, hasPermission } from "../context.ts";
-import { badInput, forbidden, notFound } from "../errors.ts";
+import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import { type Message, Prisma, type PrismaClient } from "../generated/prisma/client.ts";
 import { type ReadPayload, type TypingPayload, topics } from "../realtime/topics.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
 import { openDirect, requireConversation } from "./conversations.ts";
 import { connectionOf, decodeMessageCursor, messageCursor } from "./cursors.ts";
-import { pageSize, parseId, validate } from "./validation.ts";
+import {
+  appendEvents,
+  type ConversationEvent,
+  type ConversationEventType,
+  insertEvents,
+  publishEvents,
+} from "./events.ts";
+import { pageSize, parseId, parseIds, validate } from "./validation.ts";
 
 export type { Message };
 
@@ -19,6 +26,8 @@ const sendMessageInput = (maxLength: number) =>
     body: z.string().max(maxLength, `must be at most ${maxLength} characters`),
     clientMessageId: z.string().trim().min(1).max(128, "must be at most 128 characters").nullish(),
     replyToId: z.string().nullish(),
+    mentionedUserIds: z.array(z.string()).max(100, "accepts at most 100 users").nullish(),
+    attachmentIds: z.array(z.string()).max(10, "accepts at most 10 attachments").nullish(),
   });
 
 /** Message rows cross pub/sub as JSON; dates come back as strings. */
@@ -58,7 +67,6 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
     }
     senderId = requested;
   }
-  if (!input.body.trim()) throw badInput("input.body", "input.body must not be empty");
   if (!!input.conversationId === !!input.recipientId) {
     throw badInput("input", "Give exactly one of input.conversationId and input.recipientId");
   }
@@ -96,15 +104,21 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
     if (original) return original;
   }
 
+  const mentioned = await resolveMentions(ctx, conversationId, input.mentionedUserIds ?? []);
+  const attachments = await claimableAttachments(ctx, conversationId, senderId, input.attachmentIds ?? []);
+  if (!input.body.trim() && attachments.length === 0) throw badInput("input.body", "input.body must not be empty");
+
   let message: Message;
+  let event: ConversationEvent;
   try {
-    message = await ctx.prisma.$transaction(async (tx) => {
+    [message, event] = await ctx.prisma.$transaction(async (tx) => {
       // The row lock on the conversation serializes senders, so seq order is commit order.
-      const [bumped] = await tx.$queryRaw<{ lastSeq: number }[]>`
+      const [bumped] = await tx.$queryRaw<{ lastSeq: number; lastEventSeq: number }[]>`
         UPDATE "Conversation"
-           SET "lastSeq" = "lastSeq" + 1, "lastActivityAt" = now(), "updatedAt" = now()
+           SET "lastSeq" = "lastSeq" + 1, "lastEventSeq" = "lastEventSeq" + 1,
+               "lastActivityAt" = now(), "updatedAt" = now()
          WHERE "id" = ${conversationId}::uuid AND "tenantId" = ${tenantId}::uuid
-        RETURNING "lastSeq"`;
+        RETURNING "lastSeq", "lastEventSeq"`;
       if (!bumped) throw notFound("Conversation");
       const created = await tx.message.create({
         data: {
@@ -113,11 +127,22 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
           seq: bumped.lastSeq,
           senderId,
           body: input.body,
-          type: senderId ? "TEXT" : "SYSTEM",
+          type: attachments.length ? "FILE" : senderId ? "TEXT" : "SYSTEM",
           clientMessageId,
           replyToId,
         },
       });
+      if (mentioned.length) {
+        await tx.mention.createMany({ data: mentioned.map((userId) => ({ tenantId, messageId: created.id, userId })) });
+      }
+      if (attachments.length) {
+        const { count } = await tx.attachment.updateMany({
+          where: { id: { in: attachments }, messageId: null },
+          data: { messageId: created.id },
+        });
+        if (count !== attachments.length)
+          throw conflict("An attachment was sent with another message", "input.attachmentIds");
+      }
       if (senderId) {
         // The sender has read everything up to their own message.
         await tx.member.updateMany({
@@ -125,7 +150,10 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
           data: { lastReadSeq: created.seq, lastReadAt: created.createdAt },
         });
       }
-      return created;
+      const [added] = await insertEvents(tx, tenantId, conversationId, bumped.lastEventSeq, [
+        { type: "MESSAGE_ADDED", actorId: principalUserId, data: { message: created } },
+      ]);
+      return [created, added as ConversationEvent] as const;
     });
   } catch (error) {
     if (clientMessageId && error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2002") {
@@ -135,7 +163,42 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
     throw error;
   }
   await publishMessage(ctx, message);
+  await publishEvents(ctx, [event]);
   return message;
+}
+
+/** Mentioned users must be members of the conversation; anything else is refused. */
+async function resolveMentions(ctx: Context, conversationId: string, ids: readonly string[]): Promise<string[]> {
+  const userIds = parseIds("input.mentionedUserIds", ids, 100);
+  if (userIds.length === 0) return [];
+  const members = await ctx.prisma.member.findMany({
+    where: { conversationId, userId: { in: userIds } },
+    select: { userId: true },
+  });
+  if (members.length !== userIds.length) {
+    throw badInput("input.mentionedUserIds", "Only members of the conversation can be mentioned");
+  }
+  return userIds;
+}
+
+/** Attachments go with the message their uploader sends, in the conversation they were uploaded to. */
+async function claimableAttachments(
+  ctx: Context,
+  conversationId: string,
+  senderId: string | null,
+  ids: readonly string[],
+): Promise<string[]> {
+  const attachmentIds = parseIds("input.attachmentIds", ids, 10);
+  if (attachmentIds.length === 0) return [];
+  const rows = await ctx.prisma.attachment.findMany({
+    where: { tenantId: tenantOf(ctx), id: { in: attachmentIds }, conversationId },
+  });
+  if (rows.length !== attachmentIds.length) throw notFound("Attachment");
+  for (const row of rows) {
+    if (row.messageId) throw conflict("An attachment was sent with another message", "input.attachmentIds");
+    if (actingUserId(ctx) && row.uploaderId !== senderId) throw forbidden("Only the uploader may send an attachment");
+  }
+  return attachmentIds;
 }
 
 async function requireActiveUser(ctx: Context, userId: string): Promise<void> {
@@ -283,12 +346,33 @@ export async function setTyping(ctx: Context, conversationId: string, isTyping: 
 const editMessageInput = (maxLength: number) =>
   z.object({ body: z.string().max(maxLength, `must be at most ${maxLength} characters`) });
 
-async function requireMessage(ctx: Context, id: string) {
-  const message = await ctx.prisma.message.findFirst({ where: { id: parseId("id", id), tenantId: tenantOf(ctx) } });
+async function requireMessage(ctx: Context, id: string, field = "id") {
+  const message = await ctx.prisma.message.findFirst({ where: { id: parseId(field, id), tenantId: tenantOf(ctx) } });
   if (!message) throw notFound("Message");
   // Reading (and so acting on) a message needs access to its conversation.
-  await requireConversation(ctx, message.conversationId, "id");
+  await requireConversation(ctx, message.conversationId, field);
   return message;
+}
+
+type Tx = Parameters<Parameters<Context["prisma"]["$transaction"]>[0]>[0];
+
+/** Applies a change to a message and records its event in one transaction, then announces it. */
+async function changeMessage(
+  ctx: Context,
+  message: Message,
+  type: ConversationEventType,
+  change: (tx: Tx) => Promise<Message>,
+  extra: (tx: Tx) => Promise<Record<string, unknown>> = async () => ({}),
+): Promise<Message> {
+  const [updated, events] = await ctx.prisma.$transaction(async (tx) => {
+    const next = await change(tx);
+    const recorded = await appendEvents(tx, message.tenantId, message.conversationId, [
+      { type, actorId: actingUserId(ctx), data: { message: next, ...(await extra(tx)) } },
+    ]);
+    return [next, recorded] as const;
+  });
+  await publishEvents(ctx, events);
+  return updated;
 }
 
 /** Senders edit their own messages (chats:update); the API key may edit any. */
@@ -299,7 +383,9 @@ export async function editMessage(ctx: Context, id: string, body: string): Promi
   const userId = actingUserId(ctx);
   if (userId && message.senderId !== userId) throw forbidden("Only the sender may edit a message");
   if (message.deletedAt) throw badInput("id", "A deleted message cannot be edited");
-  return ctx.prisma.message.update({ where: { id: message.id }, data: { body: text, editedAt: new Date() } });
+  return changeMessage(ctx, message, "MESSAGE_EDITED", (tx) =>
+    tx.message.update({ where: { id: message.id }, data: { body: text, editedAt: new Date() } }),
+  );
 }
 
 /**
@@ -314,14 +400,103 @@ export async function deleteMessage(ctx: Context, id: string): Promise<Message> 
     throw forbidden(own ? "Deleting messages needs chats:delete" : "Deleting others' messages needs chats:moderate");
   }
   if (message.deletedAt) return message;
-  return ctx.prisma.$transaction(async (tx) => {
+  return changeMessage(ctx, message, "MESSAGE_DELETED", async (tx) => {
     const deleted = await tx.message.update({
       where: { id: message.id },
-      data: { deletedAt: new Date(), deletedById: userId },
+      data: { deletedAt: new Date(), deletedById: userId, pinned: false, pinnedAt: null, pinnedById: null },
     });
+    // A tombstone carries nothing: its attachments and reactions go with the text.
+    await tx.reaction.deleteMany({ where: { messageId: message.id } });
     if (!own) {
       await audit(ctx, "message.moderated", { type: "Message", id: message.id }, { senderId: message.senderId }, tx);
     }
     return deleted;
   });
+}
+
+/** Any member may pin or unpin a message of their conversation; repeating it changes nothing. */
+export async function setPinned(ctx: Context, id: string, pinned: boolean): Promise<Message> {
+  const message = await requireMessage(ctx, id);
+  if (message.deletedAt) throw badInput("id", "A deleted message cannot be pinned");
+  if (message.pinned === pinned) return message;
+  return changeMessage(ctx, message, pinned ? "MESSAGE_PINNED" : "MESSAGE_UNPINNED", (tx) =>
+    tx.message.update({
+      where: { id: message.id },
+      data: pinned
+        ? { pinned: true, pinnedAt: new Date(), pinnedById: actingUserId(ctx) }
+        : { pinned: false, pinnedAt: null, pinnedById: null },
+    }),
+  );
+}
+
+export function pinnedMessages(ctx: Context, conversationId: string) {
+  return ctx.prisma.message.findMany({
+    where: { tenantId: tenantOf(ctx), conversationId, pinned: true, deletedAt: null },
+    orderBy: { pinnedAt: "desc" },
+  });
+}
+
+// One emoji: a single RGI emoji, including skin tones, flags and ZWJ sequences.
+const EMOJI = /^\p{RGI_Emoji}$/v;
+
+export interface ReactionGroup {
+  emoji: string;
+  count: number;
+  userIds: string[];
+}
+
+/** Reactions of messages grouped by emoji, oldest emoji first. */
+export async function reactionGroups(
+  prisma: Pick<PrismaClient, "reaction">,
+  messageIds: readonly string[],
+): Promise<Map<string, ReactionGroup[]>> {
+  const rows = await prisma.reaction.findMany({
+    where: { messageId: { in: [...messageIds] } },
+    orderBy: [{ createdAt: "asc" }, { userId: "asc" }],
+  });
+  const byMessage = new Map<string, Map<string, ReactionGroup>>();
+  for (const row of rows) {
+    let groups = byMessage.get(row.messageId);
+    if (!groups) byMessage.set(row.messageId, (groups = new Map()));
+    let group = groups.get(row.emoji);
+    if (!group) groups.set(row.emoji, (group = { emoji: row.emoji, count: 0, userIds: [] }));
+    group.count += 1;
+    group.userIds.push(row.userId);
+  }
+  return new Map([...byMessage].map(([id, groups]) => [id, [...groups.values()]]));
+}
+
+/** One reaction per user per emoji: adding twice or removing what is not there changes nothing. */
+export async function setReaction(ctx: Context, messageId: string, emoji: string, add: boolean): Promise<Message> {
+  const userId = requireUserPrincipal(ctx, add ? "addReaction" : "removeReaction");
+  const trimmed = emoji.trim();
+  if (trimmed.length > 64 || !EMOJI.test(trimmed)) throw badInput("emoji", "emoji must be a single emoji");
+  const message = await requireMessage(ctx, messageId, "messageId");
+  if (message.deletedAt) throw badInput("messageId", "A deleted message cannot be reacted to");
+  const key = { messageId_userId_emoji: { messageId: message.id, userId, emoji: trimmed } };
+  const exists = await ctx.prisma.reaction.findUnique({ where: key });
+  if (!!exists === add) return message;
+  return changeMessage(
+    ctx,
+    message,
+    "REACTION_CHANGED",
+    async (tx) => {
+      if (add) {
+        await tx.reaction.createMany({
+          data: [{ tenantId: message.tenantId, messageId: message.id, userId, emoji: trimmed }],
+          skipDuplicates: true,
+        });
+      } else {
+        await tx.reaction.deleteMany({ where: { messageId: message.id, userId, emoji: trimmed } });
+      }
+      ctx.loaders.reactions.clear(message.id);
+      return message;
+    },
+    async (tx) => ({
+      emoji: trimmed,
+      userId,
+      added: add,
+      reactions: (await reactionGroups(tx, [message.id])).get(message.id) ?? [],
+    }),
+  );
 }

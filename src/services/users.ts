@@ -5,6 +5,7 @@ import { Prisma, type User } from "../generated/prisma/client.ts";
 import { actingUserId, tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
+import { appendEvents, type ConversationEvent, publishEvents } from "./events.ts";
 import { publishMembership } from "./membership-events.ts";
 import { assertNotLastOwner, publishToUsers } from "./roles.ts";
 import { pageSize, parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts";
@@ -108,10 +109,18 @@ export async function updateUser(ctx: Context, id: string, input: unknown) {
  */
 export async function deleteUser(ctx: Context, id: string): Promise<string> {
   const user = await requireUser(ctx, id);
-  const memberships = await ctx.prisma.$transaction(async (tx) => {
+  const { memberships, events } = await ctx.prisma.$transaction(async (tx) => {
     await assertNotLastOwner(ctx, tx, user.id, "The last owner cannot be deleted");
     const rows = await tx.member.findMany({ where: { tenantId: user.tenantId, userId: user.id } });
     await tx.member.deleteMany({ where: { tenantId: user.tenantId, userId: user.id } });
+    const removed: ConversationEvent[] = [];
+    for (const row of rows) {
+      removed.push(
+        ...(await appendEvents(tx, user.tenantId, row.conversationId, [
+          { type: "MEMBER_REMOVED", actorId: actingUserId(ctx), data: { userId: user.id } },
+        ])),
+      );
+    }
     await tx.userRole.deleteMany({ where: { tenantId: user.tenantId, userId: user.id } });
     await tx.userToken.updateMany({ where: { userId: user.id, revokedAt: null }, data: { revokedAt: new Date() } });
     await tx.user.update({
@@ -119,8 +128,9 @@ export async function deleteUser(ctx: Context, id: string): Promise<string> {
       data: { deletedAt: new Date(), active: false, email: null, phone: null, avatarUrl: null, name: "Deleted user" },
     });
     await audit(ctx, "user.deleted", { type: "User", id: user.id }, { conversations: rows.length }, tx);
-    return rows;
+    return { memberships: rows, events: removed };
   });
+  await publishEvents(ctx, events);
   await Promise.all(
     memberships.map((m) => publishMembership(ctx, [user.id], { type: "left", conversationId: m.conversationId })),
   );
