@@ -53,6 +53,15 @@ export const ConversationRef = builder.prismaObject("Conversation", {
         "Messages from others after the viewer's read horizon, not counting deleted ones. Always 0 for the API key.",
       resolve: (conversation, _args, ctx) => ctx.loaders.unreadCount.load(conversation.id),
     }),
+    mentionCount: t.int({
+      description: "Messages mentioning the viewer after their read horizon (deleted ones not counted).",
+      resolve: (conversation, _args, ctx) => ctx.loaders.unreadMentions.load(conversation.id),
+    }),
+    pinnedMessages: t.prismaField({
+      type: ["Message"],
+      description: "Pinned messages, most recently pinned first.",
+      resolve: (_query, conversation, _args, ctx) => messages.pinnedMessages(ctx, conversation.id),
+    }),
     lastMessage: t.field({
       type: MessageRef,
       nullable: true,

@@ -6,6 +6,8 @@ import "./auth.ts";
 import "./user.ts";
 import "./conversation.ts";
 import "./message.ts";
+import "./attachment.ts";
+import "./events.ts";
 import "./role.ts";
 import "./audit.ts";
 

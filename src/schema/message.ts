@@ -3,7 +3,9 @@ import { badInput } from "../errors.ts";
 import { messageFeed, readFeed, typingFeed } from "../realtime/feeds.ts";
 import type { ReadPayload, TypingPayload } from "../realtime/topics.ts";
 import { requireConversation } from "../services/conversations.ts";
+import type { ReactionGroup } from "../services/messages.ts";
 import * as messages from "../services/messages.ts";
+import { AttachmentRef } from "./attachment.ts";
 import { builder } from "./builder.ts";
 
 export const MessageType = builder.enumType("MessageType", {
@@ -13,6 +15,27 @@ export const MessageType = builder.enumType("MessageType", {
     FILE: { description: "A message carrying attachments." },
     SYSTEM: { description: "Sent by the tenant's backend, without a user as sender." },
   } as const,
+});
+
+export const ReactionGroupRef = builder.objectRef<ReactionGroup>("ReactionGroup").implement({
+  description: "Everyone who reacted to a message with one emoji.",
+  authScopes: { permission: "chats:read" },
+  fields: (t) => ({
+    emoji: t.exposeString("emoji", { description: "The emoji." }),
+    count: t.exposeInt("count", { description: "How many users reacted with it." }),
+    reactedByViewer: t.boolean({
+      description: "Whether the viewer is one of them.",
+      resolve: (group, _args, ctx) => ctx.principal?.kind === "user" && group.userIds.includes(ctx.principal.userId),
+    }),
+    users: t.prismaField({
+      type: ["User"],
+      description: "Who reacted, in the order they did.",
+      resolve: async (query, group, _args, ctx) => {
+        const users = await ctx.prisma.user.findMany({ ...query, where: { id: { in: group.userIds } } });
+        return group.userIds.map((id) => users.find((user) => user.id === id)).filter((user) => user !== undefined);
+      },
+    }),
+  }),
 });
 
 export const MessageRef = builder.prismaObject("Message", {
@@ -41,6 +64,39 @@ export const MessageRef = builder.prismaObject("Message", {
     pinned: t.exposeBoolean("pinned", { description: "Whether the message is pinned in its conversation." }),
     editedAt: t.expose("editedAt", { type: "DateTime", nullable: true, description: "When it was last edited." }),
     deletedAt: t.expose("deletedAt", { type: "DateTime", nullable: true, description: "When it was deleted." }),
+    pinnedAt: t.expose("pinnedAt", { type: "DateTime", nullable: true, description: "When it was pinned." }),
+    pinnedBy: t.relation("pinnedBy", { nullable: true, description: "Who pinned it (null for the API key)." }),
+    reactions: t.field({
+      type: [ReactionGroupRef],
+      description: "Reactions grouped by emoji, in the order each emoji was first used.",
+      resolve: async (message, _args, ctx) => (message.deletedAt ? [] : ctx.loaders.reactions.load(message.id)),
+    }),
+    replyCount: t.int({
+      description: "How many replies the thread has (deleted ones not counted).",
+      resolve: (message, _args, ctx) => ctx.loaders.replyCount.load(message.id),
+    }),
+    mentions: t.prismaField({
+      type: ["User"],
+      description: "Users mentioned in the message.",
+      resolve: async (query, message, _args, ctx) => {
+        const ids = message.deletedAt ? [] : await ctx.loaders.mentions.load(message.id);
+        if (ids.length === 0) return [];
+        const users = await ctx.prisma.user.findMany({ ...query, where: { id: { in: ids } } });
+        return ids.map((id) => users.find((user) => user.id === id)).filter((user) => user !== undefined);
+      },
+    }),
+    mentionsViewer: t.boolean({
+      description: "Whether the message mentions the viewer.",
+      resolve: async (message, _args, ctx) =>
+        ctx.principal?.kind === "user" &&
+        !message.deletedAt &&
+        (await ctx.loaders.mentions.load(message.id)).includes(ctx.principal.userId),
+    }),
+    attachments: t.field({
+      type: [AttachmentRef],
+      description: "Files sent with the message; none once it is deleted.",
+      resolve: async (message, _args, ctx) => (message.deletedAt ? [] : ctx.loaders.attachments.load(message.id)),
+    }),
     deletedBy: t.relation("deletedBy", {
       nullable: true,
       description: "Who deleted it: the sender, a moderator, or null when the API key did (or it is not deleted).",
@@ -58,6 +114,19 @@ export const MessageConnection = builder.connectionObject(
   { description: "A message with its cursor." },
 );
 
+// Threads page through messages, so this field follows the connection type.
+builder.prismaObjectField("Message", "replies", (t) =>
+  t.field({
+    type: MessageConnection,
+    description: "The thread: replies to this message, oldest first.",
+    args: {
+      first: t.arg.int({ description: "Page size, 0-100 (default 20)." }),
+      after: t.arg.string({ description: "Cursor of the last reply of the previous page." }),
+    },
+    resolve: (message, args, ctx) => messages.repliesPage(ctx, message, args),
+  }),
+);
+
 const SendMessageInput = builder.inputType("SendMessageInput", {
   description: "A message to send: to a conversation, or to a recipient (opening the direct conversation).",
   fields: (t) => ({
@@ -69,6 +138,10 @@ const SendMessageInput = builder.inputType("SendMessageInput", {
         "Idempotency key chosen by the client (up to 128 characters). Sending again with the same key returns the original message.",
     }),
     replyToId: t.id({ description: "A message of the same conversation this one replies to." }),
+    mentionedUserIds: t.idList({ description: "Members of the conversation the message mentions (up to 100)." }),
+    attachmentIds: t.idList({
+      description: "Attachments uploaded with uploadAttachment to this conversation by the sender (up to 10).",
+    }),
     senderId: t.id({
       description:
         "API key only: the user to send as. Without it the API key sends a SYSTEM message. Users always send as themselves.",
@@ -140,6 +213,22 @@ builder.queryField("messages", (t) =>
   }),
 );
 
+builder.queryField("searchMessages", (t) =>
+  t.field({
+    type: MessageConnection,
+    description:
+      'Full-text search over the messages the viewer can read, best match first. Supports words, "quoted phrases", -exclusions and OR. Deleted messages are never found.',
+    authScopes: { permission: "chats:read" },
+    args: {
+      query: t.arg.string({ required: true, description: "What to look for, 1-200 characters." }),
+      conversationId: t.arg.id({ description: "Only this conversation." }),
+      first: t.arg.int({ description: "Page size, 0-100 (default 20)." }),
+      after: t.arg.string({ description: "Cursor of the last result of the previous page." }),
+    },
+    resolve: (_root, args, ctx) => messages.searchMessages(ctx, args),
+  }),
+);
+
 builder.mutationFields((t) => ({
   sendMessage: t.prismaField({
     type: "Message",
@@ -165,6 +254,40 @@ builder.mutationFields((t) => ({
     authScopes: { $any: { permission: "chats:delete", $all: { permission: "chats:moderate" } } },
     args: { id: t.arg.id({ required: true, description: "Message id." }) },
     resolve: (_query, _root, args, ctx) => messages.deleteMessage(ctx, args.id),
+  }),
+  pinMessage: t.prismaField({
+    type: "Message",
+    description: "Pins a message in its conversation (any member; repeating changes nothing).",
+    authScopes: { permission: "chats:update" },
+    args: { id: t.arg.id({ required: true, description: "Message id." }) },
+    resolve: (_query, _root, args, ctx) => messages.setPinned(ctx, args.id, true),
+  }),
+  unpinMessage: t.prismaField({
+    type: "Message",
+    description: "Unpins a message (any member; repeating changes nothing).",
+    authScopes: { permission: "chats:update" },
+    args: { id: t.arg.id({ required: true, description: "Message id." }) },
+    resolve: (_query, _root, args, ctx) => messages.setPinned(ctx, args.id, false),
+  }),
+  addReaction: t.prismaField({
+    type: "Message",
+    description: "Reacts to a message with one emoji. One reaction per user per emoji: adding twice changes nothing.",
+    authScopes: { permission: "chats:create" },
+    args: {
+      messageId: t.arg.id({ required: true, description: "Message id." }),
+      emoji: t.arg.string({ required: true, description: "A single emoji, e.g. 👍 or 👍🏽." }),
+    },
+    resolve: (_query, _root, args, ctx) => messages.setReaction(ctx, args.messageId, args.emoji, true),
+  }),
+  removeReaction: t.prismaField({
+    type: "Message",
+    description: "Takes back the viewer's reaction with this emoji (nothing happens if there is none).",
+    authScopes: { permission: "chats:create" },
+    args: {
+      messageId: t.arg.id({ required: true, description: "Message id." }),
+      emoji: t.arg.string({ required: true, description: "The emoji to take back." }),
+    },
+    resolve: (_query, _root, args, ctx) => messages.setReaction(ctx, args.messageId, args.emoji, false),
   }),
   markRead: t.field({
     type: ReadReceiptRef,

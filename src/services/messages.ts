@@ -6,7 +6,7 @@ import { type ReadPayload, type TypingPayload, topics } from "../realtime/topics
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
 import { openDirect, requireConversation } from "./conversations.ts";
-import { connectionOf, decodeMessageCursor, messageCursor } from "./cursors.ts";
+import { connectionOf, decodeCursor, decodeMessageCursor, encodeCursor, messageCursor } from "./cursors.ts";
 import {
   appendEvents,
   type ConversationEvent,
@@ -38,6 +38,7 @@ export function reviveMessage(raw: Record<string, unknown>): Message {
     createdAt: new Date(raw.createdAt as string),
     editedAt: date(raw.editedAt),
     deletedAt: date(raw.deletedAt),
+    pinnedAt: date(raw.pinnedAt),
   };
 }
 
@@ -456,10 +457,10 @@ export async function reactionGroups(
   });
   const byMessage = new Map<string, Map<string, ReactionGroup>>();
   for (const row of rows) {
-    let groups = byMessage.get(row.messageId);
-    if (!groups) byMessage.set(row.messageId, (groups = new Map()));
-    let group = groups.get(row.emoji);
-    if (!group) groups.set(row.emoji, (group = { emoji: row.emoji, count: 0, userIds: [] }));
+    const groups = byMessage.get(row.messageId) ?? new Map<string, ReactionGroup>();
+    byMessage.set(row.messageId, groups);
+    const group = groups.get(row.emoji) ?? { emoji: row.emoji, count: 0, userIds: [] };
+    groups.set(row.emoji, group);
     group.count += 1;
     group.userIds.push(row.userId);
   }
@@ -499,4 +500,83 @@ export async function setReaction(ctx: Context, messageId: string, emoji: string
       reactions: (await reactionGroups(tx, [message.id])).get(message.id) ?? [],
     }),
   );
+}
+
+/** A thread: replies to a message, oldest first. */
+export async function repliesPage(
+  ctx: Context,
+  message: Message,
+  args: { first?: number | null; after?: string | null },
+) {
+  const first = pageSize("first", args.first, 20);
+  const afterSeq = args.after ? seqFromCursor("after", args.after, message.conversationId) : null;
+  const rows = await ctx.prisma.message.findMany({
+    where: {
+      tenantId: message.tenantId,
+      conversationId: message.conversationId,
+      replyToId: message.id,
+      ...(afterSeq !== null ? { seq: { gt: afterSeq } } : {}),
+    },
+    orderBy: { seq: "asc" },
+    take: first + 1,
+  });
+  return connectionOf(rows.slice(0, first), cursorOfMessage, {
+    hasNextPage: rows.length > first,
+    hasPreviousPage: afterSeq !== null,
+  });
+}
+
+const searchInput = z.object({
+  query: z.string().trim().min(1, "must not be empty").max(200, "must be at most 200 characters"),
+});
+
+/**
+ * Full-text search over the messages the viewer can read, best match first (PostgreSQL
+ * `websearch_to_tsquery`: words, "quoted phrases", -exclusions, OR). Deleted messages
+ * are never found.
+ */
+export async function searchMessages(
+  ctx: Context,
+  args: { query: string; conversationId?: string | null; first?: number | null; after?: string | null },
+) {
+  const { query } = validate(searchInput, { query: args.query }, "");
+  const tenantId = tenantOf(ctx);
+  const userId = actingUserId(ctx);
+  const first = pageSize("first", args.first, 20);
+  let offset = 0;
+  if (args.after) {
+    const [value] = decodeCursor("after", args.after, "s1", 1);
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
+      throw badInput("after", "after is not a valid cursor");
+    }
+    offset = value;
+  }
+  const conversationId = args.conversationId
+    ? (await requireConversation(ctx, args.conversationId, "conversationId")).conversation.id
+    : null;
+  const hits = await ctx.prisma.$queryRaw<{ id: string }[]>`
+    SELECT m."id"
+      FROM "Message" m, websearch_to_tsquery('simple', ${query}) q
+     WHERE m."tenantId" = ${tenantId}::uuid
+       AND m."deletedAt" IS NULL
+       AND m."searchVector" @@ q
+       AND (${conversationId}::uuid IS NULL OR m."conversationId" = ${conversationId}::uuid)
+       AND (${userId}::uuid IS NULL OR EXISTS (
+             SELECT 1 FROM "Member" mb
+              WHERE mb."conversationId" = m."conversationId" AND mb."userId" = ${userId}::uuid))
+     ORDER BY ts_rank(m."searchVector", q) DESC, m."createdAt" DESC, m."id" DESC
+     LIMIT ${first + 1} OFFSET ${offset}`;
+  const ids = hits.slice(0, first).map((hit) => hit.id);
+  const rows = await ctx.prisma.message.findMany({ where: { id: { in: ids } } });
+  const byId = new Map(rows.map((row) => [row.id, row]));
+  const nodes = ids.map((id) => byId.get(id)).filter((row): row is Message => !!row);
+  return {
+    edges: nodes.map((node, index) => ({ cursor: encodeCursor("s1", [offset + index + 1]), node })),
+    pageInfo: {
+      hasNextPage: hits.length > first,
+      hasPreviousPage: offset > 0,
+      startCursor: nodes.length ? encodeCursor("s1", [offset + 1]) : null,
+      endCursor: nodes.length ? encodeCursor("s1", [offset + nodes.length]) : null,
+    },
+  };
 }

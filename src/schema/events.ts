@@ -1,0 +1,209 @@
+import type { Context } from "../context.ts";
+import { badInput } from "../errors.ts";
+import { sequencedFeed } from "../realtime/feeds.ts";
+import { requireConversation } from "../services/conversations.ts";
+import {
+  type ConversationEvent,
+  type ConversationEventType,
+  eventCursor,
+  eventData,
+  eventSeqFromCursor,
+  eventSource,
+} from "../services/events.ts";
+import { type Message, type ReactionGroup, reviveMessage } from "../services/messages.ts";
+import { builder } from "./builder.ts";
+import { MemberRole } from "./conversation.ts";
+import { MessageRef, ReactionGroupRef } from "./message.ts";
+
+type EventFieldBuilder = PothosSchemaTypes.ObjectFieldBuilder<
+  typeof builder extends PothosSchemaTypes.SchemaBuilder<infer Types> ? Types : never,
+  ConversationEvent
+>;
+
+const data = (event: ConversationEvent) => eventData(event);
+const snapshot = (event: ConversationEvent): Message => reviveMessage(data(event).message as Record<string, unknown>);
+
+/** Fields every conversation event has. */
+function common(t: EventFieldBuilder) {
+  return {
+    cursor: t.string({
+      description: "Opaque position of this event; pass it as conversationEvents(after:) to resume.",
+      resolve: (event) => eventCursor(event),
+    }),
+    seq: t.exposeInt("seq", { description: "Sequence number, strictly increasing inside the conversation." }),
+    conversationId: t.exposeID("conversationId", { description: "The conversation it happened in." }),
+    actor: t.prismaField({
+      type: "User",
+      nullable: true,
+      description: "Who caused it (null for the API key).",
+      resolve: (query, event, _args, ctx) => {
+        const actorId = data(event).actorId;
+        return typeof actorId === "string" ? ctx.prisma.user.findFirst({ ...query, where: { id: actorId } }) : null;
+      },
+    }),
+    createdAt: t.expose("createdAt", { type: "DateTime", description: "When it happened." }),
+  };
+}
+
+function messageEvent(name: string, description: string) {
+  return builder.objectRef<ConversationEvent>(name).implement({
+    description,
+    authScopes: { permission: "chats:read" },
+    fields: (t) => ({
+      ...common(t),
+      message: t.field({
+        type: MessageRef,
+        description: "The message as of this event.",
+        resolve: (event) => snapshot(event),
+      }),
+    }),
+  });
+}
+
+function memberUser(t: EventFieldBuilder) {
+  return t.prismaField({
+    type: "User",
+    nullable: true,
+    description: "The member concerned (null if since deleted).",
+    resolve: (query, event, _args, ctx) =>
+      ctx.prisma.user.findFirst({ ...query, where: { id: String(data(event).userId) } }),
+  });
+}
+
+const MessageAddedEvent = messageEvent("MessageAddedEvent", "A message was sent.");
+const MessageEditedEvent = messageEvent("MessageEditedEvent", "A message's text was edited.");
+const MessageDeletedEvent = messageEvent("MessageDeletedEvent", "A message was deleted; it is now a tombstone.");
+const MessagePinnedEvent = messageEvent("MessagePinnedEvent", "A message was pinned.");
+const MessageUnpinnedEvent = messageEvent("MessageUnpinnedEvent", "A message was unpinned.");
+
+const ReactionChangedEvent = builder.objectRef<ConversationEvent>("ReactionChangedEvent").implement({
+  description: "Someone added or removed a reaction; `reactions` is the message's full set after the change.",
+  authScopes: { permission: "chats:read" },
+  fields: (t) => ({
+    ...common(t),
+    message: t.field({ type: MessageRef, description: "The message.", resolve: (event) => snapshot(event) }),
+    emoji: t.string({ description: "The emoji concerned.", resolve: (event) => String(data(event).emoji) }),
+    added: t.boolean({ description: "True when added, false when removed.", resolve: (event) => !!data(event).added }),
+    user: memberUser(t),
+    reactions: t.field({
+      type: [ReactionGroupRef],
+      description: "All reactions of the message after this change.",
+      resolve: (event) => (data(event).reactions ?? []) as ReactionGroup[],
+    }),
+  }),
+});
+
+const MemberAddedEvent = builder.objectRef<ConversationEvent>("MemberAddedEvent").implement({
+  description: "A user joined the conversation.",
+  authScopes: { permission: "chats:read" },
+  fields: (t) => ({
+    ...common(t),
+    user: memberUser(t),
+    role: t.field({
+      type: MemberRole,
+      description: "Their role in the conversation.",
+      resolve: (event) => data(event).role as "OWNER" | "ADMIN" | "MEMBER",
+    }),
+  }),
+});
+
+const MemberRemovedEvent = builder.objectRef<ConversationEvent>("MemberRemovedEvent").implement({
+  description: "A user left or was removed.",
+  authScopes: { permission: "chats:read" },
+  fields: (t) => ({ ...common(t), user: memberUser(t) }),
+});
+
+const MemberRoleChangedEvent = builder.objectRef<ConversationEvent>("MemberRoleChangedEvent").implement({
+  description: "A member's role changed.",
+  authScopes: { permission: "chats:read" },
+  fields: (t) => ({
+    ...common(t),
+    user: memberUser(t),
+    role: t.field({
+      type: MemberRole,
+      description: "The new role.",
+      resolve: (event) => data(event).role as "OWNER" | "ADMIN" | "MEMBER",
+    }),
+  }),
+});
+
+const ConversationUpdatedEvent = builder.objectRef<ConversationEvent>("ConversationUpdatedEvent").implement({
+  description: "The group was renamed or re-described.",
+  authScopes: { permission: "chats:read" },
+  fields: (t) => ({
+    ...common(t),
+    name: t.string({
+      nullable: true,
+      description: "The new name.",
+      resolve: (event) => data(event).name as string | null,
+    }),
+    description: t.string({
+      nullable: true,
+      description: "The new description.",
+      resolve: (event) => data(event).description as string | null,
+    }),
+  }),
+});
+
+const ConversationDeletedEvent = builder.objectRef<ConversationEvent>("ConversationDeletedEvent").implement({
+  description: "The conversation was deleted; no more events follow for it. Not replayed: its history is gone.",
+  authScopes: { permission: "chats:read" },
+  fields: (t) => ({
+    conversationId: t.exposeID("conversationId", { description: "The deleted conversation." }),
+    createdAt: t.expose("createdAt", { type: "DateTime", description: "When it was deleted." }),
+  }),
+});
+
+const TYPES: Record<ConversationEventType, string> = {
+  MESSAGE_ADDED: "MessageAddedEvent",
+  MESSAGE_EDITED: "MessageEditedEvent",
+  MESSAGE_DELETED: "MessageDeletedEvent",
+  MESSAGE_PINNED: "MessagePinnedEvent",
+  MESSAGE_UNPINNED: "MessageUnpinnedEvent",
+  REACTION_CHANGED: "ReactionChangedEvent",
+  MEMBER_ADDED: "MemberAddedEvent",
+  MEMBER_REMOVED: "MemberRemovedEvent",
+  MEMBER_ROLE_CHANGED: "MemberRoleChangedEvent",
+  CONVERSATION_UPDATED: "ConversationUpdatedEvent",
+  CONVERSATION_DELETED: "ConversationDeletedEvent",
+};
+
+const ConversationEventUnion = builder.unionType("ConversationEvent", {
+  description: "Something that happened in a conversation. Applying these in order keeps a local copy in sync.",
+  types: [
+    MessageAddedEvent,
+    MessageEditedEvent,
+    MessageDeletedEvent,
+    MessagePinnedEvent,
+    MessageUnpinnedEvent,
+    ReactionChangedEvent,
+    MemberAddedEvent,
+    MemberRemovedEvent,
+    MemberRoleChangedEvent,
+    ConversationUpdatedEvent,
+    ConversationDeletedEvent,
+  ],
+  resolveType: (event) => TYPES[event.type as ConversationEventType],
+});
+
+async function startEvents(ctx: Context, conversationId: string | null | undefined, after: string | null | undefined) {
+  if (after && !conversationId) throw badInput("after", "after needs conversationId");
+  const id = conversationId ? (await requireConversation(ctx, conversationId, "conversationId")).conversation.id : null;
+  const afterSeq = id && after ? eventSeqFromCursor("after", after, id) : null;
+  return sequencedFeed(ctx, { conversationId: id, afterSeq }, eventSource);
+}
+
+builder.subscriptionField("conversationEvents", (t) =>
+  t.field({
+    type: ConversationEventUnion,
+    description:
+      "Everything that happens in a conversation (or, without an id, in all of the viewer's conversations): messages added, edited, deleted, pinned, unpinned, reactions, members and group changes. With `after` (an event cursor) it first replays every stored event after it, then continues live, with no gap and no duplicate.",
+    authScopes: { permission: "chats:read" },
+    args: {
+      conversationId: t.arg.id({ description: "Only this conversation." }),
+      after: t.arg.string({ description: "An event cursor to replay from (needs conversationId)." }),
+    },
+    subscribe: (_root, args, ctx) => startEvents(ctx, args.conversationId, args.after),
+    resolve: (event) => event as ConversationEvent,
+  }),
+);
