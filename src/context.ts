@@ -49,6 +49,8 @@ export interface Context {
   platformAdmin: boolean;
   /** The principal's effective permissions, loaded once per request (or subscription). */
   permissions(): Promise<readonly string[]>;
+  /** The ids of the user's roles, loaded with the permissions. */
+  roleIds(): Promise<readonly string[]>;
   /** Forgets loaded permissions, so the next check reads current roles. */
   refreshPermissions(): void;
   requestId: string;
@@ -59,14 +61,22 @@ export interface RequestCredentials extends Credentials {
   platformAdminKey?: string | null;
 }
 
-async function loadPermissions(prisma: PrismaClient, principal: Principal | null): Promise<readonly string[]> {
-  if (!principal) return [];
-  if (principal.kind === "service") return ["*"];
+interface Grants {
+  permissions: readonly string[];
+  roleIds: readonly string[];
+}
+
+async function loadGrants(prisma: PrismaClient, principal: Principal | null): Promise<Grants> {
+  if (!principal) return { permissions: [], roleIds: [] };
+  if (principal.kind === "service") return { permissions: ["*"], roleIds: [] };
   const roles = await prisma.role.findMany({
     where: { tenantId: principal.tenantId, assignments: { some: { userId: principal.userId } } },
-    select: { permissions: true },
+    select: { id: true, permissions: true },
   });
-  return [...new Set(roles.flatMap((role) => role.permissions))];
+  return {
+    permissions: [...new Set(roles.flatMap((role) => role.permissions))],
+    roleIds: roles.map((role) => role.id),
+  };
 }
 
 /** Whether the request's principal holds a permission. */
@@ -178,19 +188,21 @@ export function contextFor(
   options: { cacheLoaders?: boolean; authError?: string; platformAdmin?: boolean; requestId?: string } = {},
 ): Context {
   const prisma = principal ? tenantScoped(deps.db.prisma, principal.tenantId) : deps.db.prisma;
-  let permissions: Promise<readonly string[]> | null = null;
+  let grants: Promise<Grants> | null = null;
+  const loaded = () => {
+    grants ??= loadGrants(prisma, principal);
+    return grants;
+  };
   return {
     deps,
     prisma,
     principal,
     authError: options.authError,
     platformAdmin: options.platformAdmin ?? !deps.config.platformAdminKey,
-    permissions() {
-      permissions ??= loadPermissions(prisma, principal);
-      return permissions;
-    },
+    permissions: async () => (await loaded()).permissions,
+    roleIds: async () => (await loaded()).roleIds,
     refreshPermissions() {
-      permissions = null;
+      grants = null;
     },
     requestId: options.requestId ?? randomUUID(),
     loaders: createLoaders(prisma, principal, options.cacheLoaders ?? true),

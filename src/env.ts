@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import { z } from "zod";
 
 const optionalString = z
@@ -31,6 +32,22 @@ const envSchema = z.object({
   SUBSCRIBER_BUFFER_SIZE: z.coerce.number().int().min(16).default(1000),
   USER_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(86_400),
   TYPING_TIMEOUT_MS: z.coerce.number().int().min(500).default(6000),
+  ATTACHMENTS_DIR: optionalString,
+  MAX_UPLOAD_BYTES: z.coerce.number().int().min(1).default(10_000_000),
+  ATTACHMENT_TYPES: z
+    .string()
+    .default(
+      "image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain,text/csv,application/zip,audio/mpeg,audio/ogg,video/mp4,video/webm",
+    )
+    .transform((value) =>
+      value
+        .split(",")
+        .map((type) => type.trim().toLowerCase())
+        .filter(Boolean),
+    )
+    .pipe(z.array(z.string().regex(/^[a-z0-9.+-]+\/[a-z0-9.+-]+$/, "must be a comma-separated list of media types"))),
+  ATTACHMENT_URL_TTL_SECONDS: z.coerce.number().int().min(10).max(604_800).default(900),
+  PUBLIC_URL: optionalString.pipe(z.string().url("must be an http(s) URL").optional()),
   GRAPHIQL: z
     .enum(["true", "false"])
     .default("true")
@@ -55,6 +72,13 @@ export interface Config {
   subscriberBufferSize: number;
   userTokenTtlSeconds: number;
   typingTimeoutMs: number;
+  /** Where uploaded files are kept (local disk). */
+  attachmentsDir: string;
+  maxUploadBytes: number;
+  attachmentTypes: string[];
+  attachmentUrlTtlSeconds: number;
+  /** Origin used in attachment URLs; by default the origin the request came to. */
+  publicUrl?: string;
   graphiql: boolean;
 }
 
@@ -87,6 +111,11 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     subscriberBufferSize: env.SUBSCRIBER_BUFFER_SIZE,
     userTokenTtlSeconds: env.USER_TOKEN_TTL_SECONDS,
     typingTimeoutMs: env.TYPING_TIMEOUT_MS,
+    attachmentsDir: env.ATTACHMENTS_DIR ?? join(env.DATA_DIR, "attachments"),
+    maxUploadBytes: env.MAX_UPLOAD_BYTES,
+    attachmentTypes: env.ATTACHMENT_TYPES,
+    attachmentUrlTtlSeconds: env.ATTACHMENT_URL_TTL_SECONDS,
+    publicUrl: env.PUBLIC_URL?.replace(/\/+$/, ""),
     graphiql: env.GRAPHIQL,
   };
 }

@@ -27,6 +27,8 @@ export const builder = new SchemaBuilder<{
     permission: string;
     /** The principal is this user. */
     self: string;
+    /** The principal holds this role. */
+    ownRole: string;
     /** Allowed to create tenants (anyone, unless PLATFORM_ADMIN_KEY is set). */
     platformAdmin: boolean;
   };
@@ -46,6 +48,7 @@ export const builder = new SchemaBuilder<{
       user: ctx.principal?.kind === "user",
       permission: async (needed: string) => grants(await ctx.permissions(), needed),
       self: (userId: string) => ctx.principal?.kind === "user" && ctx.principal.userId === userId,
+      ownRole: async (roleId: string) => (await ctx.roleIds()).includes(roleId),
       platformAdmin: ctx.platformAdmin,
     }),
     unauthorizedError: (_parent, ctx) =>

@@ -4,7 +4,8 @@ import { builder } from "./builder.ts";
 
 export const RoleRef = builder.prismaObject("Role", {
   description: "A named set of permissions that users of the tenant can hold.",
-  authScopes: { permission: "rbac:read" },
+  // Everyone sees the roles they hold; seeing other roles needs rbac:read.
+  authScopes: (role) => ({ $any: { permission: "rbac:read", ownRole: role.id } }),
   fields: (t) => ({
     id: t.exposeID("id", { description: "Role id." }),
     name: t.exposeString("name", { description: "Unique name inside the tenant." }),

@@ -50,7 +50,7 @@ function parsePermissions(field: string, permissions: readonly string[]): string
 }
 
 /** Nobody grants (or takes away) a permission they do not hold themselves. */
-async function assertCanGrant(ctx: Context, permissions: readonly string[]): Promise<void> {
+export async function assertCanGrant(ctx: Context, permissions: readonly string[]): Promise<void> {
   const held = await ctx.permissions();
   const missing = permissions.find((permission) => !covers(held, permission));
   if (missing) throw forbidden(`You cannot grant or revoke "${missing}", which you do not hold`);
@@ -62,11 +62,31 @@ export async function requireRole(ctx: Context, id: string, field = "id"): Promi
   return role;
 }
 
-export function listRoles(ctx: Context) {
-  return ctx.prisma.role.findMany({
+const SYSTEM_ORDER = SYSTEM_ROLES.map((role) => role.key as string);
+
+/** System roles first (owner, admin, member), then custom roles oldest first. */
+export async function listRoles(ctx: Context) {
+  const rows = await ctx.prisma.role.findMany({
     where: { tenantId: tenantOf(ctx) },
     orderBy: [{ createdAt: "asc" }, { name: "asc" }],
   });
+  const rank = (role: Role) => (role.systemKey ? SYSTEM_ORDER.indexOf(role.systemKey) : SYSTEM_ORDER.length);
+  return rows.sort((a, b) => rank(a) - rank(b));
+}
+
+/**
+ * Acting on another user (editing, deactivating, deleting, revoking their tokens) needs
+ * every permission they hold: nobody manages someone more privileged than themselves.
+ */
+export async function assertCanActOn(ctx: Context, userId: string): Promise<void> {
+  if (ctx.principal?.kind === "user" && ctx.principal.userId === userId) return;
+  const theirs = await ctx.prisma.role.findMany({
+    where: { tenantId: tenantOf(ctx), assignments: { some: { userId } } },
+    select: { permissions: true },
+  });
+  const held = await ctx.permissions();
+  const missing = theirs.flatMap((role) => role.permissions).find((permission) => !covers(held, permission));
+  if (missing) throw forbidden(`This user holds "${missing}", which you do not`);
 }
 
 async function publishToUsers(ctx: Context, userIds: string[], event: UserEvent): Promise<void> {

@@ -5,7 +5,7 @@ import { notFound } from "../errors.ts";
 import { type ApiKeyEvent, topics } from "../realtime/topics.ts";
 import { tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
-import { createSystemRoles, requireRole } from "./roles.ts";
+import { assertCanGrant, createSystemRoles, requireRole } from "./roles.ts";
 import { validate, zText } from "./validation.ts";
 
 const createTenantInput = z.object({ name: zText(200) });
@@ -36,6 +36,8 @@ export async function getTenant(ctx: Context) {
 export async function updateTenant(ctx: Context, input: unknown) {
   const data = validate(updateTenantInput, input, "input");
   const defaultRole = data.defaultRoleId ? await requireRole(ctx, data.defaultRoleId, "input.defaultRoleId") : null;
+  // The default role is granted to every new user: choosing it is granting it.
+  if (defaultRole) await assertCanGrant(ctx, defaultRole.permissions);
   return ctx.prisma.$transaction(async (tx) => {
     const tenant = await tx.tenant.update({
       where: { id: tenantOf(ctx) },

@@ -7,7 +7,7 @@ import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
 import { appendEvents, type ConversationEvent, publishEvents } from "./events.ts";
 import { publishMembership } from "./membership-events.ts";
-import { assertNotLastOwner, publishToUsers } from "./roles.ts";
+import { assertCanActOn, assertNotLastOwner, publishToUsers } from "./roles.ts";
 import { pageSize, parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts";
 
 const createUserInput = z.object({
@@ -69,6 +69,7 @@ export async function updateUser(ctx: Context, id: string, input: unknown) {
   const self = actingUserId(ctx) === user.id;
   const canManage = await hasPermission(ctx, "users:update");
   if (!self && !canManage) throw forbidden("You may only update your own profile");
+  if (!self) await assertCanActOn(ctx, user.id);
   const { active, ...rest } = data;
   const changesActive = active !== undefined && active !== null && active !== user.active;
   if (changesActive && !canManage) throw forbidden("Changing `active` needs the users:update permission");
@@ -109,6 +110,7 @@ export async function updateUser(ctx: Context, id: string, input: unknown) {
  */
 export async function deleteUser(ctx: Context, id: string): Promise<string> {
   const user = await requireUser(ctx, id);
+  await assertCanActOn(ctx, user.id);
   const { memberships, events } = await ctx.prisma.$transaction(async (tx) => {
     await assertNotLastOwner(ctx, tx, user.id, "The last owner cannot be deleted");
     const rows = await tx.member.findMany({ where: { tenantId: user.tenantId, userId: user.id } });
@@ -157,6 +159,7 @@ export async function revokeUserTokens(ctx: Context, userId: string): Promise<bo
   if (actingUserId(ctx) !== user.id && !(await hasPermission(ctx, "users:update"))) {
     throw forbidden("Revoking another user's tokens needs the users:update permission");
   }
+  await assertCanActOn(ctx, user.id);
   await ctx.prisma.$transaction(async (tx) => {
     const { count } = await tx.userToken.updateMany({
       where: { userId: user.id, revokedAt: null },
