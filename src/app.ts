@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { createHmac, randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { blockFieldSuggestionsPlugin } from "@escape.tech/graphql-armor-block-field-suggestions";
@@ -18,12 +18,15 @@ import { TokenService } from "./auth/tokens.ts";
 import { type AppDeps, type Context, contextFor, createContext } from "./context.ts";
 import { type Database, embeddedDir, openMigratedDatabase } from "./db/client.ts";
 import type { Config } from "./env.ts";
-import { CLIENT_ERROR_CODES } from "./errors.ts";
+import { appError, CLIENT_ERROR_CODES } from "./errors.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
 import { type ApiKeyEvent, topics, type UserEvent } from "./realtime/topics.ts";
 import { schema } from "./schema/index.ts";
+import { findDownloadable, verifySignedUrl } from "./services/attachments.ts";
+import { requireConversation } from "./services/conversations.ts";
 import { nulInOperation } from "./services/validation.ts";
+import { LocalDiskStore } from "./storage/attachments.ts";
 
 export interface App {
   deps: AppDeps;
@@ -147,7 +150,16 @@ async function createDeps(config: Config, options: AppOptions): Promise<AppDeps>
     if (!options.db) await db.close();
     throw error;
   }
-  return { config, db, pubsub, tokens: new TokenService(secret), log };
+  return {
+    config,
+    db,
+    pubsub,
+    tokens: new TokenService(secret),
+    log,
+    attachments: new LocalDiskStore(config.attachmentsDir),
+    // A key of its own for download links, derived so that no extra secret is needed.
+    urlSecret: createHmac("sha256", secret).update("attachment-download-urls").digest("hex"),
+  };
 }
 
 function jsonError(res: ServerResponse, status: number, code: string, message: string): void {
@@ -166,6 +178,14 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks);
+}
+
+function credentialsOf(headers: Headers) {
+  return {
+    authorization: headers.get("authorization"),
+    apiKey: headers.get("x-api-key"),
+    platformAdminKey: headers.get("x-platform-admin-key"),
+  };
 }
 
 const ALLOWED_POST_TYPES = ["application/json", "application/graphql-response+json", "application/graphql+json"];
@@ -187,12 +207,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       error: (...args) => log.error(args.map(String).join(" ")),
     },
     context: async ({ request, chatContext }) =>
-      chatContext ??
-      createContext(deps, {
-        authorization: request.headers.get("authorization"),
-        apiKey: request.headers.get("x-api-key"),
-        platformAdminKey: request.headers.get("x-platform-admin-key"),
-      }),
+      chatContext ?? createContext(deps, credentialsOf(request.headers), undefined, new URL(request.url).origin),
     maskedErrors: {
       // Never attach originalError details, whatever NODE_ENV says.
       isDev: false,
@@ -210,6 +225,75 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     plugins: [...armorPlugins(), rejectNulPlugin, errorCodesPlugin],
   });
 
+  /**
+   * Downloads: with a signed link from Attachment.url, or with the caller's credentials
+   * in headers (members of the conversation; an unsent upload only for its uploader).
+   * Always served as a download, never rendered by the browser in our origin.
+   */
+  const serveAttachment = async (req: IncomingMessage, res: ServerResponse, url: URL, id: string) => {
+    let attachment: Awaited<ReturnType<typeof findDownloadable>>;
+    try {
+      if (url.searchParams.has("signature")) {
+        const valid = verifySignedUrl(
+          deps.urlSecret,
+          id,
+          url.searchParams.get("expires"),
+          url.searchParams.get("signature"),
+        );
+        if (!valid) throw appError("FORBIDDEN", "This download link is invalid or has expired");
+        // The signature names the attachment, so no tenant scope is needed to find it.
+        const row = await deps.db.prisma.attachment.findUnique({
+          where: { id },
+          include: { message: { select: { deletedAt: true } } },
+        });
+        if (!row || row.message?.deletedAt) throw appError("NOT_FOUND", "Attachment not found");
+        attachment = row;
+      } else {
+        const headers = new Headers();
+        for (const name of ["authorization", "x-api-key"]) {
+          const value = req.headers[name];
+          if (typeof value === "string") headers.set(name, value);
+        }
+        const ctx = await createContext(deps, credentialsOf(headers));
+        if (!ctx.principal) throw appError("UNAUTHENTICATED", ctx.authError ?? "Authentication required");
+        attachment = await findDownloadable(ctx, id);
+        await requireConversation(ctx, attachment.conversationId, "id");
+        const userId = ctx.principal.kind === "user" ? ctx.principal.userId : null;
+        if (!attachment.messageId && userId && attachment.uploaderId !== userId) {
+          throw appError("NOT_FOUND", "Attachment not found");
+        }
+      }
+    } catch (error) {
+      if (error instanceof GraphQLError && isClientError(error)) {
+        const code = String(error.extensions.code);
+        const status = { UNAUTHENTICATED: 401, FORBIDDEN: 403, NOT_FOUND: 404 }[code] ?? 400;
+        jsonError(res, status, code, error.message);
+        return;
+      }
+      throw error;
+    }
+    const stored = await deps.attachments.get(attachment.storageKey);
+    if (!stored) {
+      jsonError(res, 404, "NOT_FOUND", "Attachment not found");
+      return;
+    }
+    const ascii = attachment.filename.replace(/[^\x20-\x7e]/g, "_").replace(/["\\]/g, "_");
+    res.writeHead(200, {
+      "content-type": attachment.mimeType,
+      "content-length": String(stored.size),
+      "content-disposition": `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(attachment.filename)}`,
+      "x-content-type-options": "nosniff",
+      "content-security-policy": "default-src 'none'; sandbox",
+      "cache-control": "private, max-age=300",
+    });
+    if (req.method === "HEAD") {
+      stored.stream.destroy();
+      res.end();
+      return;
+    }
+    stored.stream.on("error", () => res.destroy()).pipe(res);
+  };
+
   const handleHttp = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://localhost");
     if (url.pathname === "/ready") {
@@ -225,25 +309,39 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       return;
     }
     const method = req.method ?? "GET";
+    const download = /^\/attachments\/([0-9a-f-]{36})$/i.exec(url.pathname);
+    if (download?.[1] && (method === "GET" || method === "HEAD")) {
+      await serveAttachment(req, res, url, download[1].toLowerCase());
+      return;
+    }
     let body: Buffer | undefined;
     if (method === "POST") {
       const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
-      if (!ALLOWED_POST_TYPES.includes(type)) {
-        // Form posts would let another site send mutations with the user's cookies or auth.
-        jsonError(res, 415, "BAD_USER_INPUT", "POST bodies must be application/json");
+      // Uploads (GraphQL multipart requests) must carry credentials in a header, which a
+      // browser only sends cross-site after a CORS preflight: form posts cannot forge them.
+      const upload = type === "multipart/form-data" && (!!req.headers.authorization || !!req.headers["x-api-key"]);
+      if (!ALLOWED_POST_TYPES.includes(type) && !upload) {
+        jsonError(
+          res,
+          415,
+          "BAD_USER_INPUT",
+          "POST bodies must be application/json (or multipart/form-data uploads with credentials in a header)",
+        );
         return;
       }
+      // An upload may be as large as a file plus its operation; anything else keeps the body limit.
+      const limit = upload ? config.maxUploadBytes + config.maxBodyBytes : config.maxBodyBytes;
       const declared = Number(req.headers["content-length"] ?? 0);
-      if (declared > config.maxBodyBytes) {
-        jsonError(res, 413, "PAYLOAD_TOO_LARGE", `Request body exceeds ${config.maxBodyBytes} bytes`);
+      if (declared > limit) {
+        jsonError(res, 413, "PAYLOAD_TOO_LARGE", `Request body exceeds ${limit} bytes`);
         req.resume();
         return;
       }
       try {
-        body = await readBody(req, config.maxBodyBytes);
+        body = await readBody(req, limit);
       } catch (error) {
         if (error instanceof BodyTooLarge) {
-          jsonError(res, 413, "PAYLOAD_TOO_LARGE", `Request body exceeds ${config.maxBodyBytes} bytes`);
+          jsonError(res, 413, "PAYLOAD_TOO_LARGE", `Request body exceeds ${limit} bytes`);
           req.destroy();
           return;
         }
@@ -365,7 +463,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       },
       onSubscribe: async (ctx, _id, payload) => {
         const principal = (ctx.extra as Extra).principal ?? null;
-        const chatContext = contextFor(deps, principal, { cacheLoaders: false });
+        const host = (ctx.extra as unknown as { request: IncomingMessage }).request.headers.host;
+        const chatContext = contextFor(deps, principal, {
+          cacheLoaders: false,
+          origin: host ? `http://${host}` : undefined,
+        });
         const enveloped = yoga.getEnveloped({ chatContext } as never);
         let document: ReturnType<typeof enveloped.parse>;
         try {

@@ -11,6 +11,7 @@ import type { Attachment, Member } from "./generated/prisma/client.ts";
 import type { Logger } from "./logger.ts";
 import type { PubSub } from "./realtime/pubsub.ts";
 import { type ReactionGroup, reactionGroups } from "./services/messages.ts";
+import type { AttachmentStore } from "./storage/attachments.ts";
 
 /** Long-lived parts shared by every request of one server instance. */
 export interface AppDeps {
@@ -19,6 +20,9 @@ export interface AppDeps {
   pubsub: PubSub;
   tokens: TokenService;
   log: Logger;
+  attachments: AttachmentStore;
+  /** Signs attachment download URLs. */
+  urlSecret: string;
 }
 
 export interface Loaders {
@@ -54,6 +58,8 @@ export interface Context {
   /** Forgets loaded permissions, so the next check reads current roles. */
   refreshPermissions(): void;
   requestId: string;
+  /** Origin the request came to (for absolute URLs), when known. */
+  origin?: string;
   loaders: Loaders;
 }
 
@@ -185,7 +191,13 @@ function createLoaders(prisma: PrismaClient, principal: Principal | null, cache:
 export function contextFor(
   deps: AppDeps,
   principal: Principal | null,
-  options: { cacheLoaders?: boolean; authError?: string; platformAdmin?: boolean; requestId?: string } = {},
+  options: {
+    cacheLoaders?: boolean;
+    authError?: string;
+    platformAdmin?: boolean;
+    requestId?: string;
+    origin?: string;
+  } = {},
 ): Context {
   const prisma = principal ? tenantScoped(deps.db.prisma, principal.tenantId) : deps.db.prisma;
   let grants: Promise<Grants> | null = null;
@@ -205,6 +217,7 @@ export function contextFor(
       grants = null;
     },
     requestId: options.requestId ?? randomUUID(),
+    origin: options.origin,
     loaders: createLoaders(prisma, principal, options.cacheLoaders ?? true),
   };
 }
@@ -213,6 +226,7 @@ export async function createContext(
   deps: AppDeps,
   credentials: RequestCredentials,
   requestId: string = randomUUID(),
+  origin?: string,
 ): Promise<Context> {
   let principal: Principal | null = null;
   let authError: string | undefined;
@@ -226,6 +240,7 @@ export async function createContext(
   return contextFor(deps, principal, {
     authError,
     requestId,
+    origin,
     platformAdmin: !adminKey || (!!credentials.platformAdminKey && safeEqual(credentials.platformAdminKey, adminKey)),
   });
 }

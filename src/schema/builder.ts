@@ -35,6 +35,7 @@ export const builder = new SchemaBuilder<{
   Scalars: {
     DateTime: { Input: Date; Output: Date | string };
     ID: { Input: string; Output: string };
+    File: { Input: File; Output: never };
   };
 }>({
   plugins: [ScopeAuthPlugin, PrismaPlugin, RelayPlugin],
@@ -106,3 +107,10 @@ builder.scalarType("DateTime", {
 builder.queryType({ description: "Reads. Every field needs credentials unless marked otherwise." });
 builder.mutationType({ description: "Writes." });
 builder.subscriptionType({ description: "Live events over graphql-ws." });
+
+builder.scalarType("File", {
+  description: "A file sent with a GraphQL multipart request (input only).",
+  serialize: () => {
+    throw new Error("File is an input-only scalar");
+  },
+});
