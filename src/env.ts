@@ -48,6 +48,20 @@ const envSchema = z.object({
     .pipe(z.array(z.string().regex(/^[a-z0-9.+-]+\/[a-z0-9.+-]+$/, "must be a comma-separated list of media types"))),
   ATTACHMENT_URL_TTL_SECONDS: z.coerce.number().int().min(10).max(604_800).default(900),
   PUBLIC_URL: optionalString.pipe(z.string().url("must be an http(s) URL").optional()),
+  SMTP_URL: optionalString.pipe(
+    z
+      .string()
+      .regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL")
+      .optional(),
+  ),
+  MAIL_FROM: z.string().min(3).default("Chat <no-reply@localhost>"),
+  LOGIN_MAX_FAILURES: z.coerce.number().int().min(1).default(5),
+  LOGIN_WINDOW_SECONDS: z.coerce.number().int().min(1).default(600),
+  EMAIL_CODE_TTL_SECONDS: z.coerce.number().int().min(60).max(86_400).default(600),
+  TRUST_PROXY: z
+    .enum(["true", "false"])
+    .default("false")
+    .transform((value) => value === "true"),
   GRAPHIQL: z
     .enum(["true", "false"])
     .default("true")
@@ -79,6 +93,15 @@ export interface Config {
   attachmentUrlTtlSeconds: number;
   /** Origin used in attachment URLs; by default the origin the request came to. */
   publicUrl?: string;
+  /** SMTP server for account mail; unset: mail goes to DATA_DIR/outbox. */
+  smtpUrl?: string;
+  mailFrom: string;
+  /** Failed sign-ins allowed per account and per client address within the window. */
+  loginMaxFailures: number;
+  loginWindowSeconds: number;
+  emailCodeTtlSeconds: number;
+  /** Take the client address from X-Forwarded-For (behind a trusted proxy). */
+  trustProxy: boolean;
   graphiql: boolean;
 }
 
@@ -116,6 +139,12 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     attachmentTypes: env.ATTACHMENT_TYPES,
     attachmentUrlTtlSeconds: env.ATTACHMENT_URL_TTL_SECONDS,
     publicUrl: env.PUBLIC_URL?.replace(/\/+$/, ""),
+    smtpUrl: env.SMTP_URL,
+    mailFrom: env.MAIL_FROM,
+    loginMaxFailures: env.LOGIN_MAX_FAILURES,
+    loginWindowSeconds: env.LOGIN_WINDOW_SECONDS,
+    emailCodeTtlSeconds: env.EMAIL_CODE_TTL_SECONDS,
+    trustProxy: env.TRUST_PROXY,
     graphiql: env.GRAPHIQL,
   };
 }

@@ -280,6 +280,7 @@ describe.each(backends())("realtime on %s", (backend) => {
       tenantId: tenant.id,
       userId: bob.id,
       tokenId: "t",
+      sessionId: null,
       expiresAt: new Date(Date.now() + 60_000),
     });
     const feed = messageFeed(ctx, { conversationId, afterSeq: null });

@@ -10,6 +10,8 @@ export type Principal =
       tenantId: string;
       userId: string;
       tokenId: string;
+      /** The sign-in session of the token, for tokens from signIn/signUp/refreshSession. */
+      sessionId: string | null;
       expiresAt: Date;
     };
 
@@ -56,8 +58,9 @@ export async function resolvePrincipal(
         revokedAt: null,
         expiresAt: { gt: new Date() },
         user: { active: true, deletedAt: null, tenant: { active: true } },
+        OR: [{ sessionId: null }, { session: { revokedAt: null } }],
       },
-      select: { id: true },
+      select: { id: true, sessionId: true },
     });
     if (!record) throw unauthenticated("Invalid or expired token");
     return {
@@ -65,6 +68,7 @@ export async function resolvePrincipal(
       tenantId: claims.tenantId,
       userId: claims.userId,
       tokenId: claims.jti,
+      sessionId: record.sessionId,
       expiresAt: claims.expiresAt,
     };
   }

@@ -2,6 +2,15 @@ import type { PrismaClient } from "../generated/prisma/client.ts";
 
 /** Models whose rows belong to one tenant through a `tenantId` column. */
 const TENANT_OWNED = new Set([
+  "Session",
+  "RefreshToken",
+  "EmailCode",
+  "Identity",
+  "OAuthState",
+  "Reaction",
+  "Mention",
+  "Attachment",
+  "ConversationEvent",
   "ApiKey",
   "User",
   "Conversation",

@@ -23,8 +23,8 @@ export type UserEvent =
   | MembershipEvent
   /** Roles changed: re-read permissions before the next event. */
   | { type: "permissionsChanged" }
-  /** Tokens revoked, or the user deactivated or deleted: close their sockets. */
-  | { type: "revoked"; tokenIds?: string[] };
+  /** Tokens revoked, or the user deactivated or deleted: close their sockets (only those of these sessions, if given). */
+  | { type: "revoked"; sessionIds?: string[] };
 
 export type ApiKeyEvent = { type: "revoked"; keyIds: string[] };
 
