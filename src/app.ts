@@ -11,15 +11,18 @@ import { GraphQLError } from "graphql";
 import { CloseCode } from "graphql-ws";
 import { useServer } from "graphql-ws/use/ws";
 import { createYoga, type Plugin } from "graphql-yoga";
+import { Redis } from "ioredis";
 import { type WebSocket, WebSocketServer } from "ws";
+import { FailureLimiter } from "./auth/limits.ts";
 import { type Principal, resolvePrincipal } from "./auth/principal.ts";
 import { loadOrCreateJwtSecret } from "./auth/secrets.ts";
 import { TokenService } from "./auth/tokens.ts";
-import { type AppDeps, type Context, contextFor, createContext } from "./context.ts";
+import { type AppDeps, type ClientInfo, type Context, contextFor, createContext } from "./context.ts";
 import { type Database, embeddedDir, openMigratedDatabase } from "./db/client.ts";
 import type { Config } from "./env.ts";
 import { appError, CLIENT_ERROR_CODES } from "./errors.ts";
 import { createLogger, type Logger } from "./logger.ts";
+import { outboxMailer, smtpMailer } from "./mail.ts";
 import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
 import { type ApiKeyEvent, topics, type UserEvent } from "./realtime/topics.ts";
 import { schema } from "./schema/index.ts";
@@ -150,12 +153,30 @@ async function createDeps(config: Config, options: AppOptions): Promise<AppDeps>
     if (!options.db) await db.close();
     throw error;
   }
+  // Failure counters live in Redis when there is one (shared by all instances).
+  const limitsRedis = config.redisUrl
+    ? new Redis(config.redisUrl, { enableOfflineQueue: false, disableClientInfo: true, connectionName: "chat-limits" })
+    : undefined;
+  limitsRedis?.on("error", (error: Error) => log.warn({ err: error.message }, "redis limits error"));
+  const window = { points: config.loginMaxFailures, durationSeconds: config.loginWindowSeconds };
   return {
     config,
     db,
     pubsub,
     tokens: new TokenService(secret),
     log,
+    mailer: config.smtpUrl
+      ? smtpMailer(config.smtpUrl, config.mailFrom)
+      : outboxMailer(config.dataDir, config.mailFrom, log),
+    limits: {
+      account: new FailureLimiter("account", window, limitsRedis),
+      address: new FailureLimiter("address", window, limitsRedis),
+      codes: new FailureLimiter("codes", { points: 5, durationSeconds: config.emailCodeTtlSeconds }, limitsRedis),
+      mails: new FailureLimiter("mails", { points: 5, durationSeconds: config.loginWindowSeconds }, limitsRedis),
+    },
+    closeExtras: () => {
+      limitsRedis?.disconnect();
+    },
     attachments: new LocalDiskStore(config.attachmentsDir),
     // A key of its own for download links, derived so that no extra secret is needed.
     urlSecret: createHmac("sha256", secret).update("attachment-download-urls").digest("hex"),
@@ -194,7 +215,17 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const deps = await createDeps(config, options);
   const { log } = deps;
 
-  const yoga = createYoga<{ chatContext?: Context }>({
+  const clientOf = (req: IncomingMessage): ClientInfo => {
+    const forwarded = config.trustProxy
+      ? String(req.headers["x-forwarded-for"] ?? "")
+          .split(",")[0]
+          ?.trim()
+      : "";
+    const userAgent = req.headers["user-agent"];
+    return { address: forwarded || req.socket.remoteAddress || null, userAgent: userAgent ?? null };
+  };
+
+  const yoga = createYoga<{ chatContext?: Context; client?: ClientInfo }>({
     schema,
     graphqlEndpoint: "/graphql",
     healthCheckEndpoint: "/health",
@@ -355,12 +386,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     }
     const controller = new AbortController();
     res.on("close", () => controller.abort());
-    const response = await yoga.fetch(new URL(req.url ?? "/", `http://${req.headers.host ?? "localhost"}`), {
-      method,
-      headers,
-      body: body as unknown as BodyInit | undefined,
-      signal: controller.signal,
-    });
+    const response = await yoga.fetch(
+      new URL(req.url ?? "/", `http://${req.headers.host ?? "localhost"}`),
+      { method, headers, body: body as unknown as BodyInit | undefined, signal: controller.signal },
+      { client: clientOf(req) },
+    );
     res.statusCode = response.status;
     response.headers.forEach((value, key) => {
       res.setHeader(key, value);
@@ -419,7 +449,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       });
       cleanups.push(
         await deps.pubsub.subscribe(topics.user(principal.tenantId, principal.userId), (payload) => {
-          if ((payload as UserEvent).type === "revoked") close("Credentials revoked");
+          const event = payload as UserEvent;
+          if (event.type !== "revoked") return;
+          // Session revocations name their sessions; other revocations end every socket.
+          if (!event.sessionIds || (principal.sessionId && event.sessionIds.includes(principal.sessionId))) {
+            close("Credentials revoked");
+          }
         }),
       );
     } else {
@@ -537,6 +572,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         });
       }
       await deps.pubsub.close();
+      deps.mailer.close();
+      deps.closeExtras?.();
       if (!options.db) await deps.db.close();
     },
   };

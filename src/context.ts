@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import DataLoader from "dataloader";
+import type { FailureLimiter } from "./auth/limits.ts";
 import { grants } from "./auth/permissions.ts";
 import { type Credentials, type Principal, resolvePrincipal } from "./auth/principal.ts";
 import { safeEqual } from "./auth/secrets.ts";
@@ -9,6 +10,7 @@ import { tenantScoped } from "./db/scoped.ts";
 import type { Config } from "./env.ts";
 import type { Attachment, Member } from "./generated/prisma/client.ts";
 import type { Logger } from "./logger.ts";
+import type { Mailer } from "./mail.ts";
 import type { PubSub } from "./realtime/pubsub.ts";
 import { type ReactionGroup, reactionGroups } from "./services/messages.ts";
 import type { AttachmentStore } from "./storage/attachments.ts";
@@ -23,6 +25,17 @@ export interface AppDeps {
   attachments: AttachmentStore;
   /** Signs attachment download URLs. */
   urlSecret: string;
+  mailer: Mailer;
+  /** Failure counters: sign-ins per account and per client address, code guesses, mails sent. */
+  limits: { account: FailureLimiter; address: FailureLimiter; codes: FailureLimiter; mails: FailureLimiter };
+  /** Releases connections held by the parts above. */
+  closeExtras?: () => void;
+}
+
+/** Who is calling, as far as the network tells. */
+export interface ClientInfo {
+  address: string | null;
+  userAgent: string | null;
 }
 
 export interface Loaders {
@@ -60,6 +73,9 @@ export interface Context {
   requestId: string;
   /** Origin the request came to (for absolute URLs), when known. */
   origin?: string;
+  client?: ClientInfo;
+  /** Set when this request signed a user in: the response may show that user their own data. */
+  signedInUserId?: string;
   loaders: Loaders;
 }
 
@@ -197,6 +213,7 @@ export function contextFor(
     platformAdmin?: boolean;
     requestId?: string;
     origin?: string;
+    client?: ClientInfo;
   } = {},
 ): Context {
   const prisma = principal ? tenantScoped(deps.db.prisma, principal.tenantId) : deps.db.prisma;
@@ -218,6 +235,7 @@ export function contextFor(
     },
     requestId: options.requestId ?? randomUUID(),
     origin: options.origin,
+    client: options.client,
     loaders: createLoaders(prisma, principal, options.cacheLoaders ?? true),
   };
 }
@@ -227,6 +245,7 @@ export async function createContext(
   credentials: RequestCredentials,
   requestId: string = randomUUID(),
   origin?: string,
+  client?: ClientInfo,
 ): Promise<Context> {
   let principal: Principal | null = null;
   let authError: string | undefined;
@@ -241,6 +260,7 @@ export async function createContext(
     authError,
     requestId,
     origin,
+    client,
     platformAdmin: !adminKey || (!!credentials.platformAdminKey && safeEqual(credentials.platformAdminKey, adminKey)),
   });
 }

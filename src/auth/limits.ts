@@ -20,7 +20,10 @@ export class FailureLimiter {
     redis?: Redis,
   ) {
     const options = { keyPrefix: `chat:limit:${name}`, points: settings.points, duration: settings.durationSeconds };
-    this.limiter = redis ? new RateLimiterRedis({ storeClient: redis, ...options }) : new RateLimiterMemory(options);
+    // If Redis is unreachable, count in process rather than fail every sign-in.
+    this.limiter = redis
+      ? new RateLimiterRedis({ storeClient: redis, insuranceLimiter: new RateLimiterMemory(options), ...options })
+      : new RateLimiterMemory(options);
   }
 
   /** Throws RATE_LIMITED with a retry hint when a key has used up its failures. */

@@ -48,7 +48,8 @@ export const builder = new SchemaBuilder<{
       service: ctx.principal?.kind === "service",
       user: ctx.principal?.kind === "user",
       permission: async (needed: string) => grants(await ctx.permissions(), needed),
-      self: (userId: string) => ctx.principal?.kind === "user" && ctx.principal.userId === userId,
+      self: (userId: string) =>
+        (ctx.principal?.kind === "user" && ctx.principal.userId === userId) || ctx.signedInUserId === userId,
       ownRole: async (roleId: string) => (await ctx.roleIds()).includes(roleId),
       platformAdmin: ctx.platformAdmin,
     }),

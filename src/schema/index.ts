@@ -10,5 +10,6 @@ import "./attachment.ts";
 import "./events.ts";
 import "./role.ts";
 import "./audit.ts";
+import "./account.ts";
 
 export const schema = lexicographicSortSchema(builder.toSchema());

@@ -1,4 +1,5 @@
 import * as tenants from "../services/tenants.ts";
+import { TenantAuthSettingsInput } from "./account.ts";
 import { builder } from "./builder.ts";
 
 export const TenantRef = builder.prismaObject("Tenant", {
@@ -52,6 +53,7 @@ const UpdateTenantInput = builder.inputType("UpdateTenantInput", {
   fields: (t) => ({
     name: t.string({ description: "Display name, 1-200 characters." }),
     defaultRoleId: t.id({ description: "The role new users get." }),
+    auth: t.field({ type: TenantAuthSettingsInput, description: "How end users sign in." }),
   }),
 });
 

@@ -17,6 +17,7 @@ export type AuditAction =
   | "user.reactivated"
   | "user.deleted"
   | "user.tokensRevoked"
+  | "user.passwordChanged"
   | "group.deleted"
   | "member.added"
   | "member.removed"

@@ -4,12 +4,17 @@ import type { Context } from "../context.ts";
 import { notFound } from "../errors.ts";
 import { type ApiKeyEvent, topics } from "../realtime/topics.ts";
 import { tenantOf } from "./access.ts";
+import { parseAuthSettings } from "./accounts.ts";
 import { audit } from "./audit.ts";
 import { assertCanGrant, createSystemRoles, requireRole } from "./roles.ts";
 import { validate, zText } from "./validation.ts";
 
 const createTenantInput = z.object({ name: zText(200) });
-const updateTenantInput = z.object({ name: zText(200).nullish(), defaultRoleId: z.string().nullish() });
+const updateTenantInput = z.object({
+  name: zText(200).nullish(),
+  defaultRoleId: z.string().nullish(),
+  auth: z.unknown().optional(),
+});
 
 /** A tenant, its first API key and its system roles (owner, admin, member), in one transaction. */
 export async function createTenant(ctx: Context, input: unknown) {
@@ -35,6 +40,7 @@ export async function getTenant(ctx: Context) {
 
 export async function updateTenant(ctx: Context, input: unknown) {
   const data = validate(updateTenantInput, input, "input");
+  const auth = data.auth ? parseAuthSettings(data.auth) : null;
   const defaultRole = data.defaultRoleId ? await requireRole(ctx, data.defaultRoleId, "input.defaultRoleId") : null;
   // The default role is granted to every new user: choosing it is granting it.
   if (defaultRole) await assertCanGrant(ctx, defaultRole.permissions);
@@ -44,13 +50,17 @@ export async function updateTenant(ctx: Context, input: unknown) {
       data: {
         ...(data.name ? { name: data.name } : {}),
         ...(defaultRole ? { defaultRoleId: defaultRole.id } : {}),
+        ...(auth?.selfSignUp != null ? { selfSignUp: auth.selfSignUp } : {}),
+        ...(auth?.signInMethods ? { signInMethods: [...new Set(auth.signInMethods)] } : {}),
+        ...(auth?.accessTokenTtlSeconds ? { accessTokenTtlSeconds: auth.accessTokenTtlSeconds } : {}),
+        ...(auth?.refreshTokenTtlSeconds ? { refreshTokenTtlSeconds: auth.refreshTokenTtlSeconds } : {}),
       },
     });
     await audit(
       ctx,
       "tenant.updated",
       { type: "Tenant", id: tenant.id },
-      { name: data.name, defaultRole: defaultRole?.name },
+      { name: data.name, defaultRole: defaultRole?.name, auth },
       tx,
     );
     return tenant;
