@@ -28,6 +28,7 @@ import { type ApiKeyEvent, topics, type UserEvent } from "./realtime/topics.ts";
 import { schema } from "./schema/index.ts";
 import { findDownloadable, verifySignedUrl } from "./services/attachments.ts";
 import { requireConversation } from "./services/conversations.ts";
+import { finishProviderSignIn, type Provider, startProviderSignIn } from "./services/oauth.ts";
 import { nulInOperation } from "./services/validation.ts";
 import { LocalDiskStore } from "./storage/attachments.ts";
 
@@ -325,6 +326,59 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     stored.stream.on("error", () => res.destroy()).pipe(res);
   };
 
+  /**
+   * Sign-in with Google or GitHub (authorization code flow with PKCE, state and nonce).
+   * `start` redirects to the provider; `callback` returns the browser to the app's
+   * registered redirect URI with the session in the fragment, as a password sign-in would
+   * return it: #access_token, refresh_token, expires_at, refresh_expires_at, token_type.
+   */
+  const handleProviderRoute = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    provider: Provider,
+    step: "start" | "callback",
+  ) => {
+    const origin = `${config.trustProxy && req.headers["x-forwarded-proto"] === "https" ? "https" : "http"}://${req.headers.host ?? "localhost"}`;
+    const ctx = contextFor(deps, null, { origin, client: clientOf(req) });
+    const redirect = (location: string) => {
+      res.writeHead(302, { location, "cache-control": "no-store" });
+      res.end();
+    };
+    try {
+      if (step === "start") {
+        const target = await startProviderSignIn(
+          ctx,
+          provider,
+          url.searchParams.get("tenantId"),
+          url.searchParams.get("redirectUri"),
+        );
+        redirect(target.href);
+        return;
+      }
+      const { redirectUri, payload } = await finishProviderSignIn(ctx, provider, url);
+      const fragment = new URLSearchParams({
+        access_token: payload.accessToken,
+        refresh_token: payload.refreshToken,
+        expires_at: payload.accessTokenExpiresAt.toISOString(),
+        refresh_expires_at: payload.refreshTokenExpiresAt.toISOString(),
+        token_type: "Bearer",
+      });
+      redirect(`${redirectUri}#${fragment}`);
+    } catch (error) {
+      const redirectUri = (error as { redirectUri?: string }).redirectUri;
+      const clientError = error instanceof GraphQLError && isClientError(error);
+      if (!clientError) log.warn({ err: error, provider }, "provider sign-in failed");
+      const message = clientError ? error.message : "The provider sign-in failed";
+      if (redirectUri) {
+        redirect(`${redirectUri}#${new URLSearchParams({ error: "access_denied", error_description: message })}`);
+        return;
+      }
+      const code = clientError ? String(error.extensions.code) : "BAD_USER_INPUT";
+      jsonError(res, code === "FORBIDDEN" ? 403 : 400, code, message);
+    }
+  };
+
   const handleHttp = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://localhost");
     if (url.pathname === "/ready") {
@@ -340,6 +394,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       return;
     }
     const method = req.method ?? "GET";
+    const providerRoute = /^\/auth\/(google|github)\/(start|callback)$/.exec(url.pathname);
+    if (providerRoute && method === "GET") {
+      await handleProviderRoute(req, res, url, providerRoute[1] as Provider, providerRoute[2] as "start" | "callback");
+      return;
+    }
     const download = /^\/attachments\/([0-9a-f-]{36})$/i.exec(url.pathname);
     if (download?.[1] && (method === "GET" || method === "HEAD")) {
       await serveAttachment(req, res, url, download[1].toLowerCase());

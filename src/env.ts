@@ -62,6 +62,14 @@ const envSchema = z.object({
     .enum(["true", "false"])
     .default("false")
     .transform((value) => value === "true"),
+  GOOGLE_CLIENT_ID: optionalString,
+  GOOGLE_CLIENT_SECRET: optionalString,
+  GOOGLE_ISSUER: z.string().url().default("https://accounts.google.com"),
+  GITHUB_CLIENT_ID: optionalString,
+  GITHUB_CLIENT_SECRET: optionalString,
+  GITHUB_AUTHORIZE_URL: z.string().url().default("https://github.com/login/oauth/authorize"),
+  GITHUB_TOKEN_URL: z.string().url().default("https://github.com/login/oauth/access_token"),
+  GITHUB_API_URL: z.string().url().default("https://api.github.com"),
   GRAPHIQL: z
     .enum(["true", "false"])
     .default("true")
@@ -102,6 +110,9 @@ export interface Config {
   emailCodeTtlSeconds: number;
   /** Take the client address from X-Forwarded-For (behind a trusted proxy). */
   trustProxy: boolean;
+  /** Sign-in providers; a provider without a client id is off. */
+  google: { clientId?: string; clientSecret?: string; issuer: string };
+  github: { clientId?: string; clientSecret?: string; authorizeUrl: string; tokenUrl: string; apiUrl: string };
   graphiql: boolean;
 }
 
@@ -145,6 +156,14 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     loginWindowSeconds: env.LOGIN_WINDOW_SECONDS,
     emailCodeTtlSeconds: env.EMAIL_CODE_TTL_SECONDS,
     trustProxy: env.TRUST_PROXY,
+    google: { clientId: env.GOOGLE_CLIENT_ID, clientSecret: env.GOOGLE_CLIENT_SECRET, issuer: env.GOOGLE_ISSUER },
+    github: {
+      clientId: env.GITHUB_CLIENT_ID,
+      clientSecret: env.GITHUB_CLIENT_SECRET,
+      authorizeUrl: env.GITHUB_AUTHORIZE_URL,
+      tokenUrl: env.GITHUB_TOKEN_URL,
+      apiUrl: env.GITHUB_API_URL.replace(/\/+$/, ""),
+    },
     graphiql: env.GRAPHIQL,
   };
 }

@@ -143,6 +143,10 @@ export const TenantAuthSettingsInput = builder.inputType("TenantAuthSettingsInpu
     signInMethods: t.field({ type: [SignInMethod], description: "Methods end users may use." }),
     accessTokenTtlSeconds: t.int({ description: "Access token lifetime, 60-86400 seconds." }),
     refreshTokenTtlSeconds: t.int({ description: "Session lifetime without refresh, 300-31536000 seconds." }),
+    oauthRedirectUris: t.stringList({
+      description:
+        "Exact URLs Google/GitHub sign-in may return users to (with tokens in the fragment); replaces the list.",
+    }),
   }),
 });
 
@@ -154,6 +158,10 @@ builder.prismaObjectFields("Tenant", (t) => ({
     resolve: (tenant) => tenant.signInMethods as ("PASSWORD" | "EMAIL_CODE" | "GOOGLE" | "GITHUB")[],
   }),
   accessTokenTtlSeconds: t.exposeInt("accessTokenTtlSeconds", { description: "Access token lifetime in seconds." }),
+  oauthRedirectUris: t.exposeStringList("oauthRedirectUris", {
+    description: "Where Google/GitHub sign-in may return users to.",
+    authScopes: { permission: "tenant:read" },
+  }),
   refreshTokenTtlSeconds: t.exposeInt("refreshTokenTtlSeconds", {
     description: "Session lifetime without refresh, in seconds.",
   }),

@@ -458,6 +458,19 @@ const settingsInput = z.object({
     .nullish(),
   accessTokenTtlSeconds: z.number().int().min(60).max(86_400).nullish(),
   refreshTokenTtlSeconds: z.number().int().min(300).max(31_536_000).nullish(),
+  oauthRedirectUris: z
+    .array(
+      z
+        .string()
+        .max(2048)
+        .url("must be a URL")
+        .refine(
+          (value) => /^https?:\/\//i.test(value) && !value.includes("#"),
+          "must be an http(s) URL without fragment",
+        ),
+    )
+    .max(20, "accepts at most 20 URLs")
+    .nullish(),
 });
 
 export function parseAuthSettings(raw: unknown) {

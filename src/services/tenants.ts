@@ -54,6 +54,7 @@ export async function updateTenant(ctx: Context, input: unknown) {
         ...(auth?.signInMethods ? { signInMethods: [...new Set(auth.signInMethods)] } : {}),
         ...(auth?.accessTokenTtlSeconds ? { accessTokenTtlSeconds: auth.accessTokenTtlSeconds } : {}),
         ...(auth?.refreshTokenTtlSeconds ? { refreshTokenTtlSeconds: auth.refreshTokenTtlSeconds } : {}),
+        ...(auth?.oauthRedirectUris ? { oauthRedirectUris: [...new Set(auth.oauthRedirectUris)] } : {}),
       },
     });
     await audit(

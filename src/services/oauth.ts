@@ -1,0 +1,220 @@
+import * as client from "openid-client";
+import type { Context } from "../context.ts";
+import { appError } from "../errors.ts";
+import type { Tenant, User } from "../generated/prisma/client.ts";
+import { type AuthPayload, startSession } from "./accounts.ts";
+import { parseId } from "./validation.ts";
+
+export type Provider = "google" | "github";
+const METHOD = { google: "GOOGLE", github: "GITHUB" } as const;
+const STATE_TTL_MS = 10 * 60 * 1000;
+
+interface ProviderSetup {
+  config: client.Configuration;
+  scope: string;
+  /** OpenID Connect providers return a signed ID token with a nonce to check. */
+  oidc: boolean;
+}
+
+/** Provider configurations, discovered once per process (Google) or built from settings (GitHub). */
+const setups = new Map<string, Promise<ProviderSetup>>();
+
+function setupOf(ctx: Context, provider: Provider): Promise<ProviderSetup> {
+  const { google, github } = ctx.deps.config;
+  const settings = provider === "google" ? google : github;
+  if (!settings.clientId || !settings.clientSecret) {
+    throw appError("FORBIDDEN", `Sign-in with ${provider} is not configured on this server`);
+  }
+  const key = `${provider}:${settings.clientId}:${provider === "google" ? google.issuer : github.authorizeUrl}`;
+  let setup = setups.get(key);
+  if (!setup) {
+    // Plain http is only for a provider on this machine (tests, local development).
+    const local = (url: string) => /^http:\/\/(localhost|127\.0\.0\.1)(:|\/|$)/.test(url);
+    setup =
+      provider === "google"
+        ? client
+            .discovery(new URL(google.issuer), google.clientId as string, google.clientSecret, undefined, {
+              execute: local(google.issuer) ? [client.allowInsecureRequests] : [],
+            })
+            .then((config) => ({ config, scope: "openid email profile", oidc: true }))
+        : Promise.resolve().then(() => {
+            const config = new client.Configuration(
+              {
+                issuer: new URL(github.authorizeUrl).origin,
+                authorization_endpoint: github.authorizeUrl,
+                token_endpoint: github.tokenUrl,
+              },
+              github.clientId as string,
+              github.clientSecret,
+            );
+            if (local(github.tokenUrl)) client.allowInsecureRequests(config);
+            return { config, scope: "read:user user:email", oidc: false };
+          });
+    setup.catch(() => setups.delete(key));
+    setups.set(key, setup);
+  }
+  return setup;
+}
+
+function callbackUrl(ctx: Context, provider: Provider): string {
+  const origin = ctx.deps.config.publicUrl ?? ctx.origin ?? "";
+  return `${origin}/auth/${provider}/callback`;
+}
+
+/**
+ * Starts a sign-in with a provider: checks the tenant allows it and the app's return
+ * address is registered, stores state, PKCE verifier and nonce, and returns the
+ * provider's authorization URL to redirect the browser to.
+ */
+export async function startProviderSignIn(
+  ctx: Context,
+  provider: Provider,
+  tenantId: string | null,
+  redirectUri: string | null,
+): Promise<URL> {
+  const tenant = await ctx.deps.db.prisma.tenant.findUnique({ where: { id: parseId("tenantId", tenantId ?? "") } });
+  if (!tenant || !tenant.active || !tenant.signInMethods.includes(METHOD[provider])) {
+    throw appError("FORBIDDEN", `Sign-in with ${provider} is not enabled for this tenant`);
+  }
+  if (!redirectUri || !tenant.oauthRedirectUris.includes(redirectUri)) {
+    throw appError("BAD_USER_INPUT", "redirectUri is not registered for this tenant", { field: "redirectUri" });
+  }
+  const setup = await setupOf(ctx, provider);
+  const state = client.randomState();
+  const nonce = client.randomNonce();
+  const codeVerifier = client.randomPKCECodeVerifier();
+  await ctx.deps.db.prisma.oAuthState.create({
+    data: {
+      id: state,
+      tenantId: tenant.id,
+      provider,
+      codeVerifier,
+      nonce,
+      redirectUri,
+      expiresAt: new Date(Date.now() + STATE_TTL_MS),
+    },
+  });
+  return client.buildAuthorizationUrl(setup.config, {
+    redirect_uri: callbackUrl(ctx, provider),
+    scope: setup.scope,
+    state,
+    code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
+    code_challenge_method: "S256",
+    ...(setup.oidc ? { nonce } : {}),
+  });
+}
+
+interface ProviderAccount {
+  subject: string;
+  email: string;
+  name: string | null;
+}
+
+async function githubAccount(ctx: Context, accessToken: string): Promise<ProviderAccount> {
+  const api = ctx.deps.config.github.apiUrl;
+  const headers = { authorization: `Bearer ${accessToken}`, accept: "application/vnd.github+json" };
+  const [user, emails] = await Promise.all([
+    fetch(`${api}/user`, { headers }).then((r) =>
+      r.ok ? r.json() : Promise.reject(new Error(`GitHub user: ${r.status}`)),
+    ),
+    fetch(`${api}/user/emails`, { headers }).then((r) =>
+      r.ok ? r.json() : Promise.reject(new Error(`GitHub emails: ${r.status}`)),
+    ),
+  ]);
+  const primary = (emails as { email: string; primary: boolean; verified: boolean }[]).find(
+    (entry) => entry.primary && entry.verified,
+  );
+  if (!primary) throw appError("FORBIDDEN", "The GitHub account has no verified primary email");
+  const profile = user as { id: number | string; name?: string | null; login?: string };
+  return {
+    subject: String(profile.id),
+    email: primary.email.toLowerCase(),
+    name: profile.name ?? profile.login ?? null,
+  };
+}
+
+/**
+ * Completes a provider sign-in: exchanges the code (checking state, PKCE and nonce),
+ * then signs in the user linked to that provider account, or links the tenant's user
+ * with the same verified email, or creates one where the tenant allows sign-up.
+ */
+export async function finishProviderSignIn(
+  ctx: Context,
+  provider: Provider,
+  currentUrl: URL,
+): Promise<{ redirectUri: string; payload: AuthPayload }> {
+  const db = ctx.deps.db.prisma;
+  const stateId = currentUrl.searchParams.get("state") ?? "";
+  // Single use: the state row is deleted as it is read.
+  const state = await db.oAuthState.delete({ where: { id: stateId } }).catch(() => null);
+  if (!state || state.provider !== provider || state.expiresAt < new Date()) {
+    throw appError("BAD_USER_INPUT", "Unknown or expired sign-in attempt; start again", { field: "state" });
+  }
+  const tenant = await db.tenant.findUniqueOrThrow({ where: { id: state.tenantId } });
+  try {
+    const setup = await setupOf(ctx, provider);
+    const callback = new URL(callbackUrl(ctx, provider));
+    for (const [key, value] of currentUrl.searchParams) callback.searchParams.set(key, value);
+    const tokens = await client.authorizationCodeGrant(setup.config, callback, {
+      pkceCodeVerifier: state.codeVerifier,
+      expectedState: state.id,
+      ...(setup.oidc ? { expectedNonce: state.nonce } : {}),
+    });
+    let account: ProviderAccount;
+    if (setup.oidc) {
+      const claims = tokens.claims();
+      if (!claims?.sub || typeof claims.email !== "string" || claims.email_verified !== true) {
+        throw appError("FORBIDDEN", "The Google account has no verified email");
+      }
+      account = {
+        subject: claims.sub,
+        email: claims.email.toLowerCase(),
+        name: typeof claims.name === "string" ? claims.name : null,
+      };
+    } else {
+      account = await githubAccount(ctx, tokens.access_token);
+    }
+    const user = await linkUser(ctx, tenant, provider, account);
+    return { redirectUri: state.redirectUri, payload: await startSession(ctx, tenant, user, METHOD[provider]) };
+  } catch (error) {
+    throw Object.assign(error instanceof Error ? error : new Error(String(error)), {
+      redirectUri: state.redirectUri,
+    });
+  }
+}
+
+async function linkUser(ctx: Context, tenant: Tenant, provider: Provider, account: ProviderAccount): Promise<User> {
+  const db = ctx.deps.db.prisma;
+  const identity = await db.identity.findUnique({
+    where: { tenantId_provider_subject: { tenantId: tenant.id, provider, subject: account.subject } },
+    include: { user: true },
+  });
+  if (identity) {
+    if (!identity.user.active || identity.user.deletedAt) throw appError("FORBIDDEN", "This account is deactivated");
+    return identity.user;
+  }
+  return db.$transaction(async (tx) => {
+    let user = await tx.user.findFirst({ where: { tenantId: tenant.id, email: account.email, deletedAt: null } });
+    if (user && !user.active) throw appError("FORBIDDEN", "This account is deactivated");
+    if (!user) {
+      if (!tenant.selfSignUp) throw appError("FORBIDDEN", "No account with this email, and sign-up is closed");
+      user = await tx.user.create({
+        data: {
+          tenantId: tenant.id,
+          email: account.email,
+          name: account.name ?? account.email.split("@")[0] ?? "User",
+          emailVerifiedAt: new Date(),
+        },
+      });
+      if (tenant.defaultRoleId) {
+        await tx.userRole.create({ data: { tenantId: tenant.id, userId: user.id, roleId: tenant.defaultRoleId } });
+      }
+    } else if (!user.emailVerifiedAt) {
+      user = await tx.user.update({ where: { id: user.id }, data: { emailVerifiedAt: new Date() } });
+    }
+    await tx.identity.create({
+      data: { tenantId: tenant.id, provider, subject: account.subject, userId: user.id, email: account.email },
+    });
+    return user;
+  });
+}
