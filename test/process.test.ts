@@ -82,7 +82,9 @@ describe("the server process", () => {
     expect(running.output()).toContain("JWT_SECRET is required when DATABASE_URL is set");
   });
 
-  it("starts embedded with no configuration, keeps data across restarts, and shuts down cleanly on SIGTERM", async () => {
+  it("starts embedded with no configuration, keeps data across restarts, and shuts down cleanly on SIGTERM", {
+    timeout: 120_000,
+  }, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "chat-data-"));
     dirs.push(dataDir);
     const first = run({ DATA_DIR: dataDir, PORT: "0", HOST: "127.0.0.1" });
@@ -112,7 +114,7 @@ describe("the server process", () => {
     expect(await second.exited).toBe(0);
   });
 
-  it("restricts createTenant to PLATFORM_ADMIN_KEY when it is set", async () => {
+  it("restricts createTenant to PLATFORM_ADMIN_KEY when it is set", { timeout: 90_000 }, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "chat-data-"));
     dirs.push(dataDir);
     const adminKey = "platform-admin-key-for-tests";
