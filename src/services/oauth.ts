@@ -80,6 +80,9 @@ export async function startProviderSignIn(
     throw appError("BAD_USER_INPUT", "redirectUri is not registered for this tenant", { field: "redirectUri" });
   }
   const setup = await setupOf(ctx, provider);
+  // Abandoned attempts are removed as new ones start, so the table cannot grow without bound.
+  await ctx.deps.db.prisma.oAuthState.deleteMany({ where: { expiresAt: { lt: new Date() } } });
+  await ctx.deps.limits.address.check(ctx.client?.address ?? "unknown");
   const state = client.randomState();
   const nonce = client.randomNonce();
   const codeVerifier = client.randomPKCECodeVerifier();
@@ -151,7 +154,14 @@ export async function finishProviderSignIn(
     throw appError("BAD_USER_INPUT", "Unknown or expired sign-in attempt; start again", { field: "state" });
   }
   const tenant = await db.tenant.findUniqueOrThrow({ where: { id: state.tenantId } });
+  // The tenant may have changed its mind since the start: check again before any token.
+  if (!tenant.oauthRedirectUris.includes(state.redirectUri)) {
+    throw appError("BAD_USER_INPUT", "redirectUri is no longer registered for this tenant", { field: "redirectUri" });
+  }
   try {
+    if (!tenant.active || !tenant.signInMethods.includes(METHOD[provider])) {
+      throw appError("FORBIDDEN", `Sign-in with ${provider} is not enabled for this tenant`);
+    }
     const setup = await setupOf(ctx, provider);
     const callback = new URL(callbackUrl(ctx, provider));
     for (const [key, value] of currentUrl.searchParams) callback.searchParams.set(key, value);

@@ -84,6 +84,15 @@ export async function updateUser(ctx: Context, id: string, input: unknown) {
         where: { id: user.id },
         data: { ...rest, name: rest.name ?? undefined, ...(changesActive ? { active: !!active } : {}) },
       });
+      if (changesActive && !active) {
+        // Deactivation ends every token and session: reactivating does not bring them back.
+        const now = new Date();
+        await tx.userToken.updateMany({ where: { userId: user.id, revokedAt: null }, data: { revokedAt: now } });
+        await tx.session.updateMany({
+          where: { userId: user.id, revokedAt: null },
+          data: { revokedAt: now, revokedReason: "deactivated" },
+        });
+      }
       if (changesActive) {
         await audit(
           ctx,
