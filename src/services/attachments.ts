@@ -11,11 +11,11 @@ export type { Attachment };
 
 /** Keeps a name a browser can show and a disk would accept: no paths, no control characters. */
 export function sanitizeFilename(name: string): string {
-  const base = name.split(/[\\\\/]/).pop() ?? "";
+  const base = name.split(/[\\/]/).pop() ?? "";
   const clean = base
     .normalize("NFC")
-    .replace(/[\\u0000-\\u001f\\u007f"]/g, "")
-    .replace(/^\\.+/, "")
+    .replace(/[\u0000-\u001f\u007f"]/g, "")
+    .replace(/^\.+/, "")
     .trim()
     .slice(0, 200);
   return clean || "file";

@@ -362,11 +362,14 @@ async function changeMessage(
   ctx: Context,
   message: Message,
   type: ConversationEventType,
-  change: (tx: Tx) => Promise<Message>,
+  /** Applies the change; null when it turns out there was nothing to change (a repeat). */
+  change: (tx: Tx) => Promise<Message | null>,
   extra: (tx: Tx) => Promise<Record<string, unknown>> = async () => ({}),
 ): Promise<Message> {
   const [updated, events] = await ctx.prisma.$transaction(async (tx) => {
     const next = await change(tx);
+    if (!next)
+      return [await tx.message.findUniqueOrThrow({ where: { id: message.id } }), [] as ConversationEvent[]] as const;
     const recorded = await appendEvents(tx, message.tenantId, message.conversationId, [
       { type, actorId: actingUserId(ctx), data: { message: next, ...(await extra(tx)) } },
     ]);
@@ -374,6 +377,33 @@ async function changeMessage(
   });
   await publishEvents(ctx, events);
   return updated;
+}
+
+/**
+ * Changes a message only if it is still in the expected state, so that the same change
+ * sent twice at once applies (and is announced) once. Returns null when nothing changed.
+ */
+async function updateIf(
+  tx: Tx,
+  id: string,
+  expected: Prisma.MessageWhereInput,
+  data: Prisma.MessageUncheckedUpdateManyInput,
+): Promise<Message | null> {
+  const { count } = await tx.message.updateMany({ where: { id, ...expected }, data });
+  return count ? tx.message.findUniqueOrThrow({ where: { id } }) : null;
+}
+
+/** A deleted message's text must not survive in the event history either. */
+async function eraseFromHistory(tx: Tx, message: Message, deletedAt: Date): Promise<void> {
+  const events = await tx.conversationEvent.findMany({
+    where: { conversationId: message.conversationId, data: { contains: message.id } },
+  });
+  for (const event of events) {
+    const data = JSON.parse(event.data) as { message?: { id?: string } & Record<string, unknown> };
+    if (data.message?.id !== message.id) continue;
+    data.message = { ...data.message, body: "", deletedAt: deletedAt.toISOString() };
+    await tx.conversationEvent.update({ where: { id: event.id }, data: { data: JSON.stringify(data) } });
+  }
 }
 
 /** Senders edit their own messages (chats:update); the API key may edit any. */
@@ -385,7 +415,7 @@ export async function editMessage(ctx: Context, id: string, body: string): Promi
   if (userId && message.senderId !== userId) throw forbidden("Only the sender may edit a message");
   if (message.deletedAt) throw badInput("id", "A deleted message cannot be edited");
   return changeMessage(ctx, message, "MESSAGE_EDITED", (tx) =>
-    tx.message.update({ where: { id: message.id }, data: { body: text, editedAt: new Date() } }),
+    updateIf(tx, message.id, { deletedAt: null }, { body: text, editedAt: new Date() }),
   );
 }
 
@@ -402,12 +432,17 @@ export async function deleteMessage(ctx: Context, id: string): Promise<Message> 
   }
   if (message.deletedAt) return message;
   return changeMessage(ctx, message, "MESSAGE_DELETED", async (tx) => {
-    const deleted = await tx.message.update({
-      where: { id: message.id },
-      data: { deletedAt: new Date(), deletedById: userId, pinned: false, pinnedAt: null, pinnedById: null },
-    });
-    // A tombstone carries nothing: its attachments and reactions go with the text.
+    const deletedAt = new Date();
+    const deleted = await updateIf(
+      tx,
+      message.id,
+      { deletedAt: null },
+      { deletedAt, deletedById: userId, pinned: false, pinnedAt: null, pinnedById: null },
+    );
+    if (!deleted) return null;
+    // A tombstone carries nothing: its text, attachments and reactions go, history included.
     await tx.reaction.deleteMany({ where: { messageId: message.id } });
+    await eraseFromHistory(tx, message, deletedAt);
     if (!own) {
       await audit(ctx, "message.moderated", { type: "Message", id: message.id }, { senderId: message.senderId }, tx);
     }
@@ -421,12 +456,14 @@ export async function setPinned(ctx: Context, id: string, pinned: boolean): Prom
   if (message.deletedAt) throw badInput("id", "A deleted message cannot be pinned");
   if (message.pinned === pinned) return message;
   return changeMessage(ctx, message, pinned ? "MESSAGE_PINNED" : "MESSAGE_UNPINNED", (tx) =>
-    tx.message.update({
-      where: { id: message.id },
-      data: pinned
+    updateIf(
+      tx,
+      message.id,
+      { pinned: !pinned, deletedAt: null },
+      pinned
         ? { pinned: true, pinnedAt: new Date(), pinnedById: actingUserId(ctx) }
         : { pinned: false, pinnedAt: null, pinnedById: null },
-    }),
+    ),
   );
 }
 
@@ -482,16 +519,14 @@ export async function setReaction(ctx: Context, messageId: string, emoji: string
     message,
     "REACTION_CHANGED",
     async (tx) => {
-      if (add) {
-        await tx.reaction.createMany({
-          data: [{ tenantId: message.tenantId, messageId: message.id, userId, emoji: trimmed }],
-          skipDuplicates: true,
-        });
-      } else {
-        await tx.reaction.deleteMany({ where: { messageId: message.id, userId, emoji: trimmed } });
-      }
+      const { count } = add
+        ? await tx.reaction.createMany({
+            data: [{ tenantId: message.tenantId, messageId: message.id, userId, emoji: trimmed }],
+            skipDuplicates: true,
+          })
+        : await tx.reaction.deleteMany({ where: { messageId: message.id, userId, emoji: trimmed } });
       ctx.loaders.reactions.clear(message.id);
-      return message;
+      return count ? message : null;
     },
     async (tx) => ({
       emoji: trimmed,
