@@ -70,6 +70,14 @@ function memberUser(t: EventFieldBuilder) {
   });
 }
 
+function memberRole(t: EventFieldBuilder, description: string) {
+  return t.field({
+    type: MemberRole,
+    description,
+    resolve: (event) => data(event).role as "OWNER" | "ADMIN" | "MEMBER",
+  });
+}
+
 const MessageAddedEvent = messageEvent("MessageAddedEvent", "A message was sent.");
 const MessageEditedEvent = messageEvent("MessageEditedEvent", "A message's text was edited.");
 const MessageDeletedEvent = messageEvent("MessageDeletedEvent", "A message was deleted; it is now a tombstone.");
@@ -99,11 +107,7 @@ const MemberAddedEvent = builder.objectRef<ConversationEvent>("MemberAddedEvent"
   fields: (t) => ({
     ...common(t),
     user: memberUser(t),
-    role: t.field({
-      type: MemberRole,
-      description: "Their role in the conversation.",
-      resolve: (event) => data(event).role as "OWNER" | "ADMIN" | "MEMBER",
-    }),
+    role: memberRole(t, "Their role in the conversation."),
   }),
 });
 
@@ -119,11 +123,7 @@ const MemberRoleChangedEvent = builder.objectRef<ConversationEvent>("MemberRoleC
   fields: (t) => ({
     ...common(t),
     user: memberUser(t),
-    role: t.field({
-      type: MemberRole,
-      description: "The new role.",
-      resolve: (event) => data(event).role as "OWNER" | "ADMIN" | "MEMBER",
-    }),
+    role: memberRole(t, "The new role."),
   }),
 });
 
