@@ -14,7 +14,7 @@ export function sanitizeFilename(name: string): string {
   const base = name.split(/[\\/]/).pop() ?? "";
   const clean = base
     .normalize("NFC")
-    .replace(/[\u0000-\u001f\u007f"]/g, "")
+    .replace(/[\p{Cc}"]/gu, "")
     .replace(/^\.+/, "")
     .trim()
     .slice(0, 200);
