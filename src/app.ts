@@ -238,8 +238,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       warn: (...args) => log.warn(args.map(String).join(" ")),
       error: (...args) => log.error(args.map(String).join(" ")),
     },
-    context: async ({ request, chatContext }) =>
-      chatContext ?? createContext(deps, credentialsOf(request.headers), undefined, new URL(request.url).origin),
+    context: async ({ request, chatContext, client }) =>
+      chatContext ??
+      createContext(deps, credentialsOf(request.headers), undefined, new URL(request.url).origin, client),
     maskedErrors: {
       // Never attach originalError details, whatever NODE_ENV says.
       isDev: false,

@@ -31,6 +31,11 @@ export const UserRef = builder.prismaObject("User", {
     }),
     avatarUrl: t.exposeString("avatarUrl", { nullable: true, description: "URL of the avatar image." }),
     active: t.exposeBoolean("active", { description: "Inactive users cannot authenticate." }),
+    emailVerified: t.boolean({
+      description: "Whether the user proved they receive mail at their address (a code, or a provider sign-in).",
+      authScopes: (user) => ({ $any: { self: user.id, permission: "users:read" } }),
+      resolve: (user) => user.emailVerifiedAt !== null,
+    }),
     createdAt: t.expose("createdAt", { type: "DateTime", description: "When the user was created." }),
     updatedAt: t.expose("updatedAt", { type: "DateTime", description: "When the user last changed." }),
   }),
