@@ -1122,9 +1122,12 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       await fails(url, PermUnassignRole, { userId: first.id, roleId: ownerId }, { apiKey }, "CONFLICT");
       await fails(url, PermUpdateUser, { id: first.id, input: { active: false } }, { apiKey }, "CONFLICT");
 
-      // Reactivated, the second owner lets the first be deleted.
+      // Reactivated, the second owner lets the first be deleted. Deactivation ended their
+      // tokens, so they need a fresh one.
       await ok(url, PermUpdateUser, { id: second.id, input: { active: true } }, { apiKey });
-      await ok(url, PermDeleteUser, { id: first.id }, { token: second.token });
+      await fails(url, PermViewerPermissions, {}, { token: second.token }, "UNAUTHENTICATED");
+      const fresh = await ok(url, IssueUserToken, { userId: second.id }, { apiKey });
+      await ok(url, PermDeleteUser, { id: first.id }, { token: fresh.issueUserToken.token });
       await fails(url, PermViewerPermissions, {}, { token: first.token }, "UNAUTHENTICATED");
       // The survivor is now the last owner.
       await fails(url, PermUnassignRole, { userId: second.id, roleId: ownerId }, { apiKey }, "CONFLICT");
