@@ -11,12 +11,14 @@ import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import {
   type Auth,
+  drain,
   fails,
   type GqlResult,
   ok,
   request,
   type Subscription,
   subscribe,
+  whenLive,
   wsClient,
 } from "./helpers/client.ts";
 import { CreateUser, createTenant, createUserWithToken, IssueUserToken, type TestUser } from "./helpers/fixtures.ts";
@@ -945,18 +947,6 @@ function expectNoLeak(secrets: string[], value: unknown): void {
   }
 }
 
-/** Everything already buffered on a subscription (waiting briefly for stragglers). */
-async function drain<T>(sub: Subscription<T>, waitMs = 50) {
-  const events = [];
-  while (true) {
-    try {
-      events.push(await sub.next(waitMs));
-    } catch {
-      return events;
-    }
-  }
-}
-
 /**
  * How a refused subscription ended. graphql-ws delivers errors raised before execution
  * (onSubscribe, validation) as an `error` message, which reaches the client's error sink as
@@ -988,21 +978,6 @@ async function expectRefused<T>(sub: Subscription<T>, code: string): Promise<Gra
   const error = errors[0] as GraphQLFormattedError;
   expect(error.extensions?.code, JSON.stringify(errors)).toBe(code);
   return error;
-}
-
-/** Repeats `poke` until the subscription shows an event: proves it is live. Returns that event. */
-async function whenLive<T>(sub: Subscription<T>, poke: () => Promise<unknown>) {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    await poke();
-    try {
-      const event = await sub.next(500);
-      await drain(sub, 100);
-      return event;
-    } catch {
-      // not subscribed yet: poke again
-    }
-  }
-  return expect.fail("the subscription never became live");
 }
 
 /** Waits until the server completes or errors a subscription. */

@@ -5,14 +5,23 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { GraphQLFormattedError } from "graphql";
-import { createClient } from "graphql-ws";
 import { SMTPServer } from "smtp-server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import WebSocket from "ws";
 import { graphql } from "./generated/gql.ts";
 import type { AcctAuthPayloadFieldsFragment, AcctMessageAddedSubscription } from "./generated/graphql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
-import { type Auth, fails, ok, request, type Subscription, subscribe, wsClient } from "./helpers/client.ts";
+import {
+  type Auth,
+  drain,
+  fails,
+  ok,
+  request,
+  type Subscription,
+  subscribe,
+  type WsClient,
+  whenLive,
+  wsClient,
+} from "./helpers/client.ts";
 import { CreateGroup, createTenant, IssueUserToken, SendMessage } from "./helpers/fixtures.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -195,7 +204,6 @@ const MessageAdded = graphql(`
 `);
 
 type Payload = AcctAuthPayloadFieldsFragment;
-type WsClient = ReturnType<typeof wsClient>;
 
 // ---------------------------------------------------------------------------------------------
 // A real SMTP server that keeps every mail it receives
@@ -369,60 +377,6 @@ function jwtClaims(token: string): Record<string, unknown> {
   return JSON.parse(Buffer.from(part, "base64url").toString("utf8")) as Record<string, unknown>;
 }
 
-/** Everything already buffered on a subscription (waiting briefly for stragglers). */
-async function drain<T>(sub: Subscription<T>, waitMs = 50) {
-  const events = [];
-  while (true) {
-    try {
-      events.push(await sub.next(waitMs));
-    } catch {
-      return events;
-    }
-  }
-}
-
-/** Repeats `poke` until the subscription shows an event: proves it is live. */
-async function whenLive<T>(sub: Subscription<T>, poke: () => Promise<unknown>): Promise<void> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    await poke();
-    try {
-      await sub.next(500);
-      await drain(sub, 100);
-      return;
-    } catch {
-      // not subscribed yet: poke again
-    }
-  }
-  expect.fail("the subscription never became live");
-}
-
-/**
- * A graphql-ws client whose socket stays open whether or not it carries subscriptions (the
- * lazy `wsClient` closes its socket itself, with 1000, once its last subscription ends), so
- * every close observed here is the server's doing.
- */
-function persistentClient(wsUrl: string, token: string): WsClient {
-  let resolveClosed: (value: { code: number; reason: string }) => void = () => {};
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
-    resolveClosed = resolve;
-  });
-  const client = createClient({
-    url: wsUrl,
-    webSocketImpl: WebSocket,
-    lazy: false,
-    retryAttempts: 0,
-    onNonLazyError: () => {},
-    connectionParams: { authorization: `Bearer ${token}` },
-    on: {
-      closed: (event) => {
-        const e = event as { code: number; reason: string };
-        resolveClosed({ code: e.code, reason: String(e.reason) });
-      },
-    },
-  });
-  return Object.assign(client, { closed });
-}
-
 async function closedWithin(client: WsClient, ms: number): Promise<{ code: number; reason: string } | null> {
   return Promise.race([client.closed, sleep(ms).then(() => null)]);
 }
@@ -591,7 +545,7 @@ describe.each(backends())("accounts on %s", (backend) => {
   }
 
   async function device(token: string, account: Account, conversationId: string): Promise<Device> {
-    const client = persistentClient(server.wsUrl, token);
+    const client = wsClient(server.wsUrl, { token: token }, { keepOpen: true });
     const sub = subscribe(client, MessageAdded);
     await whenLive(sub, poke(account, conversationId));
     return { client, sub };

@@ -1,8 +1,6 @@
 import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
 import { type ExecutionResult, type GraphQLFormattedError, print } from "graphql";
-import { createClient } from "graphql-ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import WebSocket from "ws";
 import { graphql } from "./generated/gql.ts";
 import type {
   ReauthMessageAddedSubscription,
@@ -10,7 +8,18 @@ import type {
   ReauthTypingSubscription,
 } from "./generated/graphql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
-import { type Auth, fails, ok, request, type Subscription, subscribe, wsClient } from "./helpers/client.ts";
+import {
+  type Auth,
+  drain,
+  fails,
+  ok,
+  request,
+  type Subscription,
+  subscribe,
+  type WsClient,
+  whenLive,
+  wsClient,
+} from "./helpers/client.ts";
 import { CreateGroup, createTenant, IssueUserToken, MarkRead, SendMessage, type TestUser } from "./helpers/fixtures.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -159,8 +168,6 @@ const ReadReceipt = graphql(`
 // Fixtures and helpers
 // ---------------------------------------------------------------------------------------------
 
-type WsClient = ReturnType<typeof wsClient>;
-
 /** Member permissions without chats:read (and without anything else that reads conversations). */
 const NO_CHATS_READ = ["users:read", "groups:read"];
 /** What the member system role grants. */
@@ -175,33 +182,6 @@ const MEMBER_PERMISSIONS = [
 ];
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * A client that keeps its socket open whether or not it carries subscriptions. The lazy
- * `wsClient` closes its socket itself (1000) once its last subscription ends, which would
- * hide whether the server kept the socket open when it ended the subscriptions.
- */
-function persistentClient(wsUrl: string, auth: Auth): WsClient {
-  let resolveClosed: (value: { code: number; reason: string }) => void = () => {};
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
-    resolveClosed = resolve;
-  });
-  const client = createClient({
-    url: wsUrl,
-    webSocketImpl: WebSocket,
-    lazy: false,
-    retryAttempts: 0,
-    onNonLazyError: () => {},
-    connectionParams: auth.apiKey ? { apiKey: auth.apiKey } : { authorization: `Bearer ${auth.token}` },
-    on: {
-      closed: (event) => {
-        const e = event as { code: number; reason: string };
-        resolveClosed({ code: e.code, reason: String(e.reason) });
-      },
-    },
-  });
-  return Object.assign(client, { closed });
-}
 
 /** A subscription over plain HTTP, as Yoga serves it with server-sent events. */
 interface SseStream<T> {
@@ -344,33 +324,6 @@ async function activity(url: string, team: Team, body: string): Promise<void> {
   await ok(url, SetTyping, { conversationId: team.group, isTyping: true }, auth);
   await ok(url, SetTyping, { conversationId: team.group, isTyping: false }, auth);
   await ok(url, MarkRead, { conversationId: team.group, upToMessageId: team.message }, auth);
-}
-
-/** Everything already buffered on a subscription (waiting briefly for stragglers). */
-async function drain<T>(sub: Subscription<T>, waitMs = 50) {
-  const events = [];
-  while (true) {
-    try {
-      events.push(await sub.next(waitMs));
-    } catch {
-      return events;
-    }
-  }
-}
-
-/** Repeats `poke` until the subscription shows an event: proves it is live. */
-async function whenLive<T>(sub: Subscription<T>, poke: () => Promise<unknown>): Promise<void> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    await poke();
-    try {
-      await sub.next(500);
-      await drain(sub, 100);
-      return;
-    } catch {
-      // not subscribed yet: poke again
-    }
-  }
-  expect.fail("the subscription never became live");
 }
 
 /** The four streams a member can hold on a group, all live and drained. */
@@ -801,7 +754,7 @@ describe.each(backends())("re-authorization of live subscriptions on %s", (backe
       const team = await createTeam(server.url);
       const key = { apiKey: team.apiKey };
       const member = await roleId(server.url, team.apiKey, "member");
-      const bob = persistentClient(server.wsUrl, { token: team.bob.token });
+      const bob = wsClient(server.wsUrl, { token: team.bob.token }, { keepOpen: true });
       const carol = wsClient(server.wsUrl, { token: team.carol.token });
       try {
         const streams = await openStreams(server.url, bob, team);
@@ -879,8 +832,8 @@ describe.each(backends())("re-authorization of live subscriptions on %s", (backe
           await ok(server.url, AssignRole, { userId: user.id, roleId: createRole.id }, key);
           await ok(server.url, UnassignRole, { userId: user.id, roleId: member }, key);
         }
-        const bob = persistentClient(server.wsUrl, { token: team.bob.token });
-        const carol = persistentClient(server.wsUrl, { token: team.carol.token });
+        const bob = wsClient(server.wsUrl, { token: team.bob.token }, { keepOpen: true });
+        const carol = wsClient(server.wsUrl, { token: team.carol.token }, { keepOpen: true });
         const alice = wsClient(server.wsUrl, { token: team.alice.token });
         try {
           const bobStreams = await openStreams(server.url, bob, team);
@@ -925,7 +878,7 @@ describe.each(backends())("re-authorization of live subscriptions on %s", (backe
   describe("removing a member stops their events from the conversation at once", () => {
     it.each(["the owner", "the API key", "themselves"] as const)("removed by %s", async (remover) => {
       const team = await createTeam(server.url);
-      const bob = persistentClient(server.wsUrl, { token: team.bob.token });
+      const bob = wsClient(server.wsUrl, { token: team.bob.token }, { keepOpen: true });
       const carol = wsClient(server.wsUrl, { token: team.carol.token });
       try {
         const bobStreams = await openStreams(server.url, bob, team);
@@ -1115,7 +1068,7 @@ describe.each(backends())("re-authorization of live subscriptions on %s", (backe
         key,
       );
       await ok(server.url, AssignRole, { userId: team.bob.id, roleId: createRole.id }, key);
-      const bob = persistentClient(server.wsUrl, { token: team.bob.token });
+      const bob = wsClient(server.wsUrl, { token: team.bob.token }, { keepOpen: true });
       const carol = wsClient(server.wsUrl, { token: team.carol.token });
       try {
         const streams = await openStreams(server.url, bob, team);
@@ -1137,7 +1090,7 @@ describe.each(backends())("re-authorization of live subscriptions on %s", (backe
 
     it("removing a member on the second instance ends their typing and readReceipt on the first", async () => {
       const team = await createTeam(server.url);
-      const bob = persistentClient(server.wsUrl, { token: team.bob.token });
+      const bob = wsClient(server.wsUrl, { token: team.bob.token }, { keepOpen: true });
       try {
         const streams = await openStreams(server.url, bob, team);
         await ok(

@@ -71,7 +71,7 @@ export interface AuthPayload {
 async function openTenant(ctx: Context, tenantId: string, method: SignInMethod): Promise<Tenant> {
   const id = parseId("input.tenantId", tenantId);
   const tenant = await ctx.deps.db.prisma.tenant.findUnique({ where: { id } });
-  if (!tenant || !tenant.active || !tenant.signInMethods.includes(method)) {
+  if (!tenant?.active || !tenant.signInMethods.includes(method)) {
     throw forbidden(`Signing in with ${method.toLowerCase().replace("_", " ")} is not enabled for this tenant`);
   }
   return tenant;
@@ -174,7 +174,7 @@ export async function signIn(ctx: Context, rawInput: unknown): Promise<AuthPaylo
     where: { tenantId: tenant.id, email, deletedAt: null },
   });
   const valid = await verifyPassword(user?.passwordHash, input.password);
-  if (!valid || !user || !user.active) {
+  if (!valid || !user?.active) {
     await Promise.all([ctx.deps.limits.account.fail(account), ctx.deps.limits.address.fail(clientKey(ctx))]);
     throw unauthenticated(INVALID_CREDENTIALS);
   }

@@ -59,7 +59,7 @@ async function assertCanManage(
   throw forbidden(`Only the group's ${ownerOnly ? "owners" : "owners or admins"} may do this`);
 }
 
-async function requireUsersInTenant(ctx: Context, field: string, ids: string[]): Promise<void> {
+async function requireUsersInTenant(ctx: Context, ids: string[]): Promise<void> {
   if (ids.length === 0) return;
   const found = await ctx.prisma.user.findMany({
     where: { tenantId: tenantOf(ctx), id: { in: ids }, deletedAt: null },
@@ -73,7 +73,7 @@ export async function createGroup(ctx: Context, input: unknown) {
   const tenantId = tenantOf(ctx);
   const creatorId = actingUserId(ctx);
   const memberIds = parseIds("input.memberIds", data.memberIds ?? []).filter((id) => id !== creatorId);
-  await requireUsersInTenant(ctx, "input.memberIds", memberIds);
+  await requireUsersInTenant(ctx, memberIds);
   const members = [
     ...(creatorId ? [{ tenantId, userId: creatorId, role: "OWNER" as const }] : []),
     ...memberIds.map((userId) => ({ tenantId, userId, role: "MEMBER" as const })),
@@ -151,7 +151,7 @@ export async function addMembers(ctx: Context, conversationId: string, userIds: 
   const access = await requireConversation(ctx, conversationId, "conversationId");
   await assertCanManage(ctx, access, "groups:update", "conversationId");
   const ids = parseIds("userIds", userIds);
-  await requireUsersInTenant(ctx, "userIds", ids);
+  await requireUsersInTenant(ctx, ids);
   const tenantId = access.conversation.tenantId;
   const { added, seq, eventSeq, events } = await ctx.prisma.$transaction(async (tx) => {
     const existing = await tx.member.findMany({
@@ -276,7 +276,7 @@ export async function openDirect(ctx: Context, fromUserId: string, toUserId: str
   const tenantId = tenantOf(ctx);
   const otherId = parseId(field, toUserId);
   if (otherId === fromUserId) throw badInput(field, "A direct conversation needs two different users");
-  await requireUsersInTenant(ctx, field, [otherId]);
+  await requireUsersInTenant(ctx, [otherId]);
   const directKey = directKeyOf(fromUserId, otherId);
   const existing = await ctx.prisma.conversation.findUnique({
     where: { tenantId_directKey: { tenantId, directKey } },

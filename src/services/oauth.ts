@@ -73,7 +73,7 @@ export async function startProviderSignIn(
   redirectUri: string | null,
 ): Promise<URL> {
   const tenant = await ctx.deps.db.prisma.tenant.findUnique({ where: { id: parseId("tenantId", tenantId ?? "") } });
-  if (!tenant || !tenant.active || !tenant.signInMethods.includes(METHOD[provider])) {
+  if (!tenant?.active || !tenant.signInMethods.includes(METHOD[provider])) {
     throw appError("FORBIDDEN", `Sign-in with ${provider} is not enabled for this tenant`);
   }
   if (!redirectUri || !tenant.oauthRedirectUris.includes(redirectUri)) {

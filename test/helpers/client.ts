@@ -60,10 +60,14 @@ export async function fails<T, V>(
   return error;
 }
 
-export function wsClient(
-  wsUrl: string,
-  auth: Auth = {},
-): Client & { closed: Promise<{ code: number; reason: string }> } {
+export type WsClient = Client & { closed: Promise<{ code: number; reason: string }> };
+
+/**
+ * A graphql-ws client. By default it is lazy and closes its own socket (1000) once its last
+ * subscription ends; `keepOpen` holds the socket open regardless, so every close observed
+ * is the server's doing.
+ */
+export function wsClient(wsUrl: string, auth: Auth = {}, options: { keepOpen?: boolean } = {}): WsClient {
   let resolveClosed: (value: { code: number; reason: string }) => void = () => {};
   const closed = new Promise<{ code: number; reason: string }>((resolve) => {
     resolveClosed = resolve;
@@ -71,7 +75,8 @@ export function wsClient(
   const client = createClient({
     url: wsUrl,
     webSocketImpl: WebSocket,
-    lazy: true,
+    lazy: !options.keepOpen,
+    onNonLazyError: () => {},
     retryAttempts: 0,
     connectionParams: auth.apiKey
       ? { apiKey: auth.apiKey }
@@ -151,4 +156,34 @@ export function subscribe<T, V>(client: Client, document: TypedDocumentNode<T, V
     done,
     unsubscribe,
   };
+}
+
+/** Everything already buffered on a subscription (waiting briefly for stragglers). */
+export async function drain<T>(sub: Subscription<T>, waitMs = 50): Promise<ExecutionResult<T>[]> {
+  const events: ExecutionResult<T>[] = [];
+  while (true) {
+    try {
+      events.push(await sub.next(waitMs));
+    } catch {
+      return events;
+    }
+  }
+}
+
+/**
+ * Repeats `poke` until the subscription shows an event, which proves it is live; returns
+ * that first event, after draining whatever followed it.
+ */
+export async function whenLive<T>(sub: Subscription<T>, poke: () => Promise<unknown>): Promise<ExecutionResult<T>> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    await poke();
+    try {
+      const event = await sub.next(500);
+      await drain(sub, 100);
+      return event;
+    } catch {
+      // not subscribed yet: poke again
+    }
+  }
+  return expect.fail("the subscription never became live");
 }
