@@ -3,9 +3,9 @@ import { covers, GRANTABLE, SYSTEM_ROLES } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import { Prisma, type PrismaClient, type Role } from "../generated/prisma/client.ts";
-import { topics, type UserEvent } from "../realtime/topics.ts";
 import { tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
+import { publishToUsers } from "./membership-events.ts";
 import { requireUser } from "./users.ts";
 import { parseId, validate, zOptionalText, zText } from "./validation.ts";
 
@@ -87,17 +87,6 @@ export async function assertCanActOn(ctx: Context, userId: string): Promise<void
   const held = await ctx.permissions();
   const missing = theirs.flatMap((role) => role.permissions).find((permission) => !covers(held, permission));
   if (missing) throw forbidden(`This user holds "${missing}", which you do not`);
-}
-
-async function publishToUsers(ctx: Context, userIds: string[], event: UserEvent): Promise<void> {
-  const tenantId = tenantOf(ctx);
-  await Promise.all(
-    userIds.map((userId) =>
-      ctx.deps.pubsub.publish(topics.user(tenantId, userId), event).catch((error: unknown) => {
-        ctx.deps.log.warn({ err: error, requestId: ctx.requestId }, "user event publish failed");
-      }),
-    ),
-  );
 }
 
 async function holdersOf(ctx: Context, roleId: string): Promise<string[]> {
@@ -230,5 +219,3 @@ export async function rolesOfUser(ctx: Context, userId: string): Promise<Role[]>
     orderBy: { name: "asc" },
   });
 }
-
-export { publishToUsers };

@@ -6,8 +6,8 @@ import { actingUserId, tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
 import { appendEvents, type ConversationEvent, publishEvents } from "./events.ts";
-import { publishMembership } from "./membership-events.ts";
-import { assertCanActOn, assertNotLastOwner, publishToUsers } from "./roles.ts";
+import { publishMembership, publishToUsers } from "./membership-events.ts";
+import { assertCanActOn, assertNotLastOwner } from "./roles.ts";
 import { pageSize, parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts";
 
 const createUserInput = z.object({
