@@ -17,6 +17,7 @@ import {
   ok,
   request,
   type Subscription,
+  sleep,
   subscribe,
   whenLive,
   wsClient,
@@ -926,8 +927,6 @@ async function createTeam(url: string) {
   );
   return { apiKey: tenant.apiKey, alice, bob, carol, dave, group: createGroup.id };
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function firstError(result: GqlResult<unknown>): GraphQLFormattedError {
   const error = result.errors?.[0];

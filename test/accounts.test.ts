@@ -13,10 +13,13 @@ import { backends, createTestDatabase, startServer, type TestDatabase, type Test
 import {
   type Auth,
   drain,
+  expectClosed4403,
+  expectOpen,
   fails,
   ok,
   request,
   type Subscription,
+  sleep,
   subscribe,
   type WsClient,
   whenLive,
@@ -324,7 +327,6 @@ const wrongCode = (code: string) => `${code.slice(0, 5)}${(Number(code[5]) + 1) 
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const suffix = () => randomBytes(4).toString("hex");
 const newEmail = (name = "user") => `${name}-${suffix()}@example.com`;
 const newPassword = () => `correct horse ${suffix()} battery`;
@@ -375,21 +377,6 @@ function jwtClaims(token: string): Record<string, unknown> {
   const part = token.split(".")[1];
   if (!part) expect.fail(`not a JWT: ${token}`);
   return JSON.parse(Buffer.from(part, "base64url").toString("utf8")) as Record<string, unknown>;
-}
-
-async function closedWithin(client: WsClient, ms: number): Promise<{ code: number; reason: string } | null> {
-  return Promise.race([client.closed, sleep(ms).then(() => null)]);
-}
-
-async function expectClosed4403(client: WsClient, what: string): Promise<void> {
-  const closed = await closedWithin(client, 5_000);
-  expect(closed, `${what} is still open`).not.toBeNull();
-  expect(closed?.code, `${what} closed with ${JSON.stringify(closed)}`).toBe(4403);
-}
-
-async function expectOpen(client: WsClient, what: string, ms = 500): Promise<void> {
-  const closed = await closedWithin(client, ms);
-  expect(closed, `${what} was closed: ${JSON.stringify(closed)}`).toBeNull();
 }
 
 interface AuthTenant {

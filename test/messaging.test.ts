@@ -11,7 +11,7 @@ import { type GraphQLFormattedError, print } from "graphql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
-import { type Auth, fails, ok, type Subscription, subscribe, wsClient } from "./helpers/client.ts";
+import { type Auth, fails, ok, type Subscription, sleep, subscribe, wsClient } from "./helpers/client.ts";
 import { CreateGroup, createTenant, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
 
 // ---------------------------------------------------------------------------------------
@@ -521,7 +521,6 @@ type ReactionGroups = { emoji: string; count: number; users: { id: string }[] }[
 // Small helpers
 // ---------------------------------------------------------------------------------------
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const as = (user: TestUser): Auth => ({ token: user.token });
 const ids = (list: readonly { id: string }[]) => list.map((item) => item.id);
 const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);

@@ -3,7 +3,7 @@ import { contextFor } from "../src/context.ts";
 import { messageFeed } from "../src/realtime/feeds.ts";
 import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
-import { ok, subscribe, wsClient } from "./helpers/client.ts";
+import { ok, sleep, subscribe, wsClient } from "./helpers/client.ts";
 import { CreateGroup, createTenant, MarkRead, Messages, SendMessage, type TestTenant } from "./helpers/fixtures.ts";
 import { PrivateRedis } from "./helpers/redis-server.ts";
 
@@ -71,8 +71,6 @@ const DeleteGroup = graphql(`
     deleteGroup(id: $id)
   }
 `);
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function group(url: string, tenant: TestTenant, name = "Room"): Promise<string> {
   const [owner, ...others] = tenant.users;

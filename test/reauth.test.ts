@@ -11,10 +11,13 @@ import { backends, createTestDatabase, startServer, type TestDatabase, type Test
 import {
   type Auth,
   drain,
+  expectClosed4403,
+  expectOpen,
   fails,
   ok,
   request,
   type Subscription,
+  sleep,
   subscribe,
   type WsClient,
   whenLive,
@@ -180,8 +183,6 @@ const MEMBER_PERMISSIONS = [
   "chats:update",
   "chats:delete",
 ];
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A subscription over plain HTTP, as Yoga serves it with server-sent events. */
 interface SseStream<T> {
@@ -361,22 +362,6 @@ async function settle(streams: Streams): Promise<void> {
 }
 
 const streamList = (streams: Streams) => Object.entries(streams) as [keyof Streams, Subscription<unknown>][];
-
-/** The close event of a socket, or null while it stays open for `ms`. */
-async function closedWithin(client: WsClient, ms: number): Promise<{ code: number; reason: string } | null> {
-  return Promise.race([client.closed, sleep(ms).then(() => null)]);
-}
-
-async function expectClosed4403(client: WsClient, what: string): Promise<void> {
-  const closed = await closedWithin(client, 5_000);
-  expect(closed, `${what} is still open`).not.toBeNull();
-  expect(closed?.code, `${what} closed with ${JSON.stringify(closed)}`).toBe(4403);
-}
-
-async function expectOpen(client: WsClient, what: string, ms = 500): Promise<void> {
-  const closed = await closedWithin(client, ms);
-  expect(closed, `${what} was closed: ${JSON.stringify(closed)}`).toBeNull();
-}
 
 /** A new socket with these credentials is refused with 4403 and delivers nothing. */
 async function expectSocketRefused(wsUrl: string, auth: Auth, conversationId: string): Promise<void> {

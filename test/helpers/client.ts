@@ -187,3 +187,23 @@ export async function whenLive<T>(sub: Subscription<T>, poke: () => Promise<unkn
   }
   return expect.fail("the subscription never became live");
 }
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The close event of a socket, or null while it stays open for `ms`. */
+export async function closedWithin(client: WsClient, ms: number): Promise<{ code: number; reason: string } | null> {
+  return Promise.race([client.closed, sleep(ms).then(() => null)]);
+}
+
+/** Asserts the server closed the socket with 4403 (credentials no longer valid). */
+export async function expectClosed4403(client: WsClient, what: string): Promise<void> {
+  const closed = await closedWithin(client, 5_000);
+  expect(closed, `${what} is still open`).not.toBeNull();
+  expect(closed?.code, `${what} closed with ${JSON.stringify(closed)}`).toBe(4403);
+}
+
+/** Asserts the socket stays open for `ms`. */
+export async function expectOpen(client: WsClient, what: string, ms = 500): Promise<void> {
+  const closed = await closedWithin(client, ms);
+  expect(closed, `${what} was closed: ${JSON.stringify(closed)}`).toBeNull();
+}
