@@ -28,8 +28,8 @@ export interface AppDeps {
   mailer: Mailer;
   /** Failure counters: sign-ins per account and per client address, code guesses, mails sent. */
   limits: { account: FailureLimiter; address: FailureLimiter; codes: FailureLimiter; mails: FailureLimiter };
-  /** Releases connections held by the parts above. */
-  closeExtras?: () => void;
+  /** Release what the parts above hold, in reverse order (see deps.ts closeDeps). */
+  closers: (() => Promise<void> | void)[];
 }
 
 /** Who is calling, as far as the network tells. */

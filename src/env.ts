@@ -70,6 +70,9 @@ const envSchema = z.object({
   GITHUB_AUTHORIZE_URL: z.string().url().default("https://github.com/login/oauth/authorize"),
   GITHUB_TOKEN_URL: z.string().url().default("https://github.com/login/oauth/access_token"),
   GITHUB_API_URL: z.string().url().default("https://api.github.com"),
+  MAX_SUBSCRIPTIONS_PER_SOCKET: z.coerce.number().int().min(1).default(100),
+  MAX_SOCKETS_PER_USER: z.coerce.number().int().min(1).default(50),
+  MAX_SOCKETS_PER_TENANT: z.coerce.number().int().min(1).default(10_000),
   GRAPHIQL: z
     .enum(["true", "false"])
     .default("true")
@@ -114,6 +117,11 @@ export interface Config {
   google: { clientId?: string; clientSecret?: string; issuer: string };
   github: { clientId?: string; clientSecret?: string; authorizeUrl: string; tokenUrl: string; apiUrl: string };
   graphiql: boolean;
+  /** Operations one WebSocket may run at once; more get an error for that operation. */
+  maxSubscriptionsPerSocket: number;
+  /** Open WebSockets per user and per tenant on one instance; more are closed with 4429. */
+  maxSocketsPerUser: number;
+  maxSocketsPerTenant: number;
 }
 
 export class ConfigError extends Error {
@@ -165,5 +173,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       apiUrl: env.GITHUB_API_URL.replace(/\/+$/, ""),
     },
     graphiql: env.GRAPHIQL,
+    maxSubscriptionsPerSocket: env.MAX_SUBSCRIPTIONS_PER_SOCKET,
+    maxSocketsPerUser: env.MAX_SOCKETS_PER_USER,
+    maxSocketsPerTenant: env.MAX_SOCKETS_PER_TENANT,
   };
 }

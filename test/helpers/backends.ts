@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import { pino } from "pino";
 import { type App, buildApp } from "../../src/app.ts";
 import { type Database, openMigratedDatabase } from "../../src/db/client.ts";
 import { type Config, loadConfig } from "../../src/env.ts";
-import { createLogger } from "../../src/logger.ts";
+import { createLogger, type Logger } from "../../src/logger.ts";
 
 export type BackendName = "pglite" | "postgres+redis";
 
@@ -70,7 +71,11 @@ export interface TestServer {
 }
 
 /** A real server on a random port, on the given test database. */
-export async function startServer(database: TestDatabase, overrides: Partial<Config> = {}): Promise<TestServer> {
+export async function startServer(
+  database: TestDatabase,
+  overrides: Partial<Config> = {},
+  options: { log?: Logger } = {},
+): Promise<TestServer> {
   const config = testConfig({
     databaseUrl: database.url,
     redisUrl: database.backend === "postgres+redis" ? process.env.TEST_REDIS_URL : undefined,
@@ -78,8 +83,22 @@ export async function startServer(database: TestDatabase, overrides: Partial<Con
   });
   const app = await buildApp(config, {
     db: database.db,
-    log: createLogger(config.logLevel),
+    log: options.log ?? createLogger(config.logLevel),
   });
   const { url, wsUrl } = await app.start(0, "127.0.0.1");
   return { app, url, wsUrl, stop: () => app.stop() };
+}
+
+/** A logger that keeps every line it writes, parsed, for tests that check what the server logs. */
+export function capturingLogger(): { log: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const log = pino(
+    { level: "debug", base: undefined },
+    {
+      write(line: string) {
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      },
+    },
+  );
+  return { log, lines };
 }

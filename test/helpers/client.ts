@@ -98,8 +98,12 @@ export interface Subscription<T> {
   next(timeoutMs?: number): Promise<ExecutionResult<T>>;
   /** Collects exactly n events. */
   take(n: number, timeoutMs?: number): Promise<ExecutionResult<T>[]>;
-  /** Asserts nothing arrives within ms. */
-  expectSilence(ms: number): Promise<void>;
+  /**
+   * Asserts nothing arrives within ms and that the subscription is still live: not ended
+   * by the server, its socket open. With a `probe` (an action that must produce an event
+   * for this subscription), also proves that the silent stream still delivers.
+   */
+  expectSilence(ms: number, probe?: () => Promise<unknown>): Promise<void>;
   /** Resolves when the server completes or errors the subscription. */
   done: Promise<{ error?: unknown }>;
   unsubscribe(): void;
@@ -108,9 +112,13 @@ export interface Subscription<T> {
 export function subscribe<T, V>(client: Client, document: TypedDocumentNode<T, V>, variables?: V): Subscription<T> {
   const buffered: ExecutionResult<T>[] = [];
   const waiters: ((value: ExecutionResult<T>) => void)[] = [];
+  let ended: { error?: unknown } | null = null;
   let resolveDone: (value: { error?: unknown }) => void = () => {};
   const done = new Promise<{ error?: unknown }>((resolve) => {
-    resolveDone = resolve;
+    resolveDone = (value) => {
+      ended = value;
+      resolve(value);
+    };
   });
   const unsubscribe = client.subscribe<T>(
     { query: print(document), variables: variables as Record<string, unknown> | undefined },
@@ -149,9 +157,15 @@ export function subscribe<T, V>(client: Client, document: TypedDocumentNode<T, V
       for (let i = 0; i < n; i++) items.push(await next(timeoutMs));
       return items;
     },
-    async expectSilence(ms) {
+    async expectSilence(ms, probe) {
       await new Promise((resolve) => setTimeout(resolve, ms));
       expect(buffered).toEqual([]);
+      expect(ended, "the subscription ended, so its silence proves nothing").toBeNull();
+      if (probe) {
+        await probe();
+        const event = await next();
+        expect(event.errors, JSON.stringify(event)).toBeUndefined();
+      }
     },
     done,
     unsubscribe,

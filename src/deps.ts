@@ -1,0 +1,94 @@
+import { createHmac } from "node:crypto";
+import { Redis } from "ioredis";
+import { FailureLimiter } from "./auth/limits.ts";
+import { loadOrCreateJwtSecret } from "./auth/secrets.ts";
+import { TokenService } from "./auth/tokens.ts";
+import type { AppDeps } from "./context.ts";
+import { type Database, embeddedDir, openMigratedDatabase } from "./db/client.ts";
+import type { Config } from "./env.ts";
+import type { Logger } from "./logger.ts";
+import { outboxMailer, smtpMailer } from "./mail.ts";
+import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
+import { LocalDiskStore } from "./storage/attachments.ts";
+
+export interface DepsOptions {
+  log: Logger;
+  /** Use an already opened database (tests share one per worker); it is then not closed here. */
+  db?: Database;
+}
+
+/**
+ * Opens the long-lived services of one server instance. Each one that holds a connection
+ * registers its closer in `deps.closers`, released in reverse order by `closeDeps`.
+ */
+export async function createDeps(config: Config, options: DepsOptions): Promise<AppDeps> {
+  const { log } = options;
+  const closers: (() => Promise<void> | void)[] = [];
+  const fail = async (error: unknown): Promise<never> => {
+    await runClosers(closers);
+    throw error;
+  };
+  let secret = config.jwtSecret;
+  if (!secret) {
+    if (config.databaseUrl) {
+      throw new Error("JWT_SECRET is required when DATABASE_URL is set (every instance must share it)");
+    }
+    secret = loadOrCreateJwtSecret(config.dataDir, (msg) => log.warn(msg));
+  }
+  let db = options.db;
+  if (!db) {
+    db = await openMigratedDatabase(
+      { databaseUrl: config.databaseUrl, pgliteDir: embeddedDir(config.dataDir), poolSize: config.databasePoolSize },
+      (msg) => log.info(msg),
+    );
+    const opened = db;
+    closers.push(() => opened.close());
+  }
+  let pubsub: PubSub;
+  try {
+    pubsub = config.redisUrl ? await createRedisPubSub(config.redisUrl, log) : createMemoryPubSub(log);
+  } catch (error) {
+    return fail(error);
+  }
+  closers.push(() => pubsub.close());
+  // Failure counters live in Redis when there is one (shared by all instances).
+  const limitsRedis = config.redisUrl
+    ? new Redis(config.redisUrl, { enableOfflineQueue: false, disableClientInfo: true, connectionName: "chat-limits" })
+    : undefined;
+  if (limitsRedis) {
+    limitsRedis.on("error", (error: Error) => log.warn({ err: error.message }, "redis limits error"));
+    closers.push(() => limitsRedis.disconnect());
+  }
+  const mailer = config.smtpUrl
+    ? smtpMailer(config.smtpUrl, config.mailFrom)
+    : outboxMailer(config.dataDir, config.mailFrom, log);
+  closers.push(() => mailer.close());
+  const window = { points: config.loginMaxFailures, durationSeconds: config.loginWindowSeconds };
+  return {
+    config,
+    db,
+    pubsub,
+    tokens: new TokenService(secret),
+    log,
+    mailer,
+    limits: {
+      account: new FailureLimiter("account", window, limitsRedis),
+      address: new FailureLimiter("address", window, limitsRedis),
+      codes: new FailureLimiter("codes", { points: 5, durationSeconds: config.emailCodeTtlSeconds }, limitsRedis),
+      mails: new FailureLimiter("mails", { points: 5, durationSeconds: config.loginWindowSeconds }, limitsRedis),
+    },
+    closers,
+    attachments: new LocalDiskStore(config.attachmentsDir),
+    // A key of its own for download links, derived so that no extra secret is needed.
+    urlSecret: createHmac("sha256", secret).update("attachment-download-urls").digest("hex"),
+  };
+}
+
+async function runClosers(closers: (() => Promise<void> | void)[]): Promise<void> {
+  for (const close of closers.splice(0).reverse()) await close();
+}
+
+/** Releases what createDeps opened, newest first. */
+export async function closeDeps(deps: AppDeps): Promise<void> {
+  await runClosers(deps.closers);
+}

@@ -1,0 +1,100 @@
+import { blockFieldSuggestionsPlugin } from "@escape.tech/graphql-armor-block-field-suggestions";
+import { costLimitPlugin } from "@escape.tech/graphql-armor-cost-limit";
+import { maxAliasesPlugin } from "@escape.tech/graphql-armor-max-aliases";
+import { maxDepthPlugin } from "@escape.tech/graphql-armor-max-depth";
+import { maxDirectivesPlugin } from "@escape.tech/graphql-armor-max-directives";
+import { maxTokensPlugin } from "@escape.tech/graphql-armor-max-tokens";
+import { GraphQLError } from "graphql";
+import { createYoga, type Plugin, type YogaServerInstance } from "graphql-yoga";
+import { type AppDeps, type Context, createContext } from "../context.ts";
+import { requestGuardPlugin } from "../http/request-guard.ts";
+import { clientInfo, type NodeServerContext } from "../http/respond.ts";
+import { type Route, routesPlugin } from "../http/routes.ts";
+import { schema } from "../schema/index.ts";
+import { createErrorMasker, errorCodesPlugin } from "./errors.ts";
+import { inputGuardsPlugin } from "./input-guards.ts";
+
+export const GRAPHQL_ENDPOINT = "/graphql";
+
+/** What the server passes to Yoga with each request; the WebSocket server brings its own context. */
+export interface ServerContext extends NodeServerContext {
+  chatContext?: Context;
+}
+
+export type ChatYoga = YogaServerInstance<ServerContext, object>;
+
+function armorPlugins() {
+  return [
+    maxTokensPlugin({ n: 3000 }),
+    maxDepthPlugin({ n: 12, flattenFragments: true }),
+    maxAliasesPlugin({ n: 20 }),
+    maxDirectivesPlugin({ n: 20 }),
+    costLimitPlugin({ maxCost: 20000 }),
+    blockFieldSuggestionsPlugin(),
+  ];
+}
+
+/**
+ * A request Yoga could not even read (malformed JSON in GET parameters, a multipart map
+ * of the wrong shape) is the client's fault: BAD_USER_INPUT, never a masked server error.
+ */
+const requestParseErrorsPlugin: Plugin = {
+  onRequestParse({ requestParser, setRequestParser }) {
+    if (!requestParser) return;
+    setRequestParser(async (request) => {
+      try {
+        return await requestParser(request);
+      } catch (error) {
+        if (error instanceof GraphQLError || (error as Error)?.name === "AbortError") throw error;
+        throw new GraphQLError("The request could not be parsed", {
+          extensions: { code: "BAD_USER_INPUT", http: { status: 400 } },
+        });
+      }
+    });
+  },
+};
+
+/**
+ * The GraphQL endpoint and the routes beside it, behind one pipeline: the same plugins
+ * serve requests from Node's HTTP server (Yoga's own adapter) and from `fetch`.
+ */
+export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): ChatYoga {
+  const { config, log } = deps;
+  return createYoga<ServerContext>({
+    schema,
+    graphqlEndpoint: GRAPHQL_ENDPOINT,
+    healthCheckEndpoint: "/health",
+    landingPage: false,
+    graphiql: config.graphiql ? { subscriptionsProtocol: "WS", title: "Chat API" } : false,
+    logging: {
+      debug: (...args) => log.debug(args.map(String).join(" ")),
+      info: (...args) => log.info(args.map(String).join(" ")),
+      warn: (...args) => log.warn(args.map(String).join(" ")),
+      // Yoga reports each unexpected error here as well; the masker has logged it once, with its id.
+      error: (...args) => log.debug(args.map(String).join(" ")),
+    },
+    context: async ({ request, chatContext, req }) =>
+      chatContext ??
+      createContext(
+        deps,
+        {
+          authorization: request.headers.get("authorization"),
+          apiKey: request.headers.get("x-api-key"),
+          platformAdminKey: request.headers.get("x-platform-admin-key"),
+        },
+        undefined,
+        new URL(request.url).origin,
+        clientInfo(config, request, { req }),
+      ),
+    // Never attach originalError details, whatever NODE_ENV says.
+    maskedErrors: { isDev: false, maskError: createErrorMasker(log) },
+    plugins: [
+      routesPlugin(routes, log),
+      requestGuardPlugin(deps, GRAPHQL_ENDPOINT),
+      requestParseErrorsPlugin,
+      ...armorPlugins(),
+      inputGuardsPlugin,
+      errorCodesPlugin,
+    ],
+  });
+}

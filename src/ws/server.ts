@@ -1,0 +1,264 @@
+import type { IncomingMessage, Server } from "node:http";
+import { GraphQLError } from "graphql";
+import { CloseCode, handleProtocols, makeServer } from "graphql-ws";
+import { type WebSocket, WebSocketServer } from "ws";
+import { type Principal, resolvePrincipal } from "../auth/principal.ts";
+import { type AppDeps, contextFor } from "../context.ts";
+import { appError } from "../errors.ts";
+import { classifyError, createErrorMasker, withCode } from "../graphql/errors.ts";
+import { inspectOperationInput } from "../graphql/input-guards.ts";
+import type { ChatYoga } from "../graphql/yoga.ts";
+import { type ApiKeyEvent, topics, type UserEvent } from "../realtime/topics.ts";
+
+/** Close code for a connection over the per-user or per-tenant socket cap (fatal for graphql-ws clients). */
+export const TOO_MANY_CONNECTIONS = 4429;
+
+interface Extra {
+  socket: WebSocket;
+  request: IncomingMessage;
+  principal?: Principal;
+}
+
+/** Open sockets per key (a user or a tenant) on this instance. */
+class SocketCounts {
+  private readonly counts = new Map<string, number>();
+
+  get(key: string): number {
+    return this.counts.get(key) ?? 0;
+  }
+
+  add(key: string): () => void {
+    this.counts.set(key, this.get(key) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = this.get(key) - 1;
+      if (left > 0) this.counts.set(key, left);
+      else this.counts.delete(key);
+    };
+  }
+}
+
+function credentialsOf(params: Record<string, unknown>) {
+  const authorization =
+    typeof params.authorization === "string"
+      ? params.authorization
+      : typeof params.Authorization === "string"
+        ? params.Authorization
+        : undefined;
+  return { authorization, apiKey: typeof params.apiKey === "string" ? params.apiKey : undefined };
+}
+
+/** Protocol violations graphql-ws reports by throwing: message types only a server may send. */
+const isProtocolViolation = (error: unknown) =>
+  error instanceof Error && error.message.startsWith("Unexpected message of type");
+
+export interface WsServer {
+  /** Closes every socket and stops accepting new ones. */
+  dispose(): Promise<void>;
+}
+
+/**
+ * graphql-ws on the HTTP server's port: connection authentication, per-socket and
+ * per-principal limits, credential watching, and the same parse/validate/execute pipeline
+ * as HTTP (Yoga's envelop). Errors are logged once, as one structured line; a client's
+ * fault is a warning and never puts server internals into a close reason.
+ */
+export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server, path: string): WsServer {
+  const { config, log } = deps;
+  const maskError = createErrorMasker(log);
+  const wss = new WebSocketServer({ server: httpServer, path, maxPayload: config.maxBodyBytes, handleProtocols });
+  const perUser = new SocketCounts();
+  const perTenant = new SocketCounts();
+  const expiryTimers = new Set<NodeJS.Timeout>();
+
+  /**
+   * Closes a socket with 4403 when its credentials stop being valid: the token expires or
+   * is revoked, the user is deactivated or deleted, or the API key is rotated away.
+   */
+  const watchCredentials = async (socket: WebSocket, principal: Principal, cleanups: (() => void)[]) => {
+    const close = (reason: string) => {
+      if (socket.readyState === socket.OPEN) socket.close(CloseCode.Forbidden, reason);
+    };
+    if (principal.kind === "user") {
+      const delay = Math.max(0, principal.expiresAt.getTime() - Date.now());
+      const timer = setTimeout(() => close("Token expired"), Math.min(delay, 2_147_000_000));
+      expiryTimers.add(timer);
+      cleanups.push(() => {
+        clearTimeout(timer);
+        expiryTimers.delete(timer);
+      });
+      cleanups.push(
+        await deps.pubsub.subscribe(topics.user(principal.tenantId, principal.userId), (payload) => {
+          const event = payload as UserEvent;
+          if (event.type !== "revoked") return;
+          // Session revocations name their sessions; other revocations end every socket.
+          if (!event.sessionIds || (principal.sessionId && event.sessionIds.includes(principal.sessionId))) {
+            close("Credentials revoked");
+          }
+        }),
+      );
+    } else {
+      cleanups.push(
+        await deps.pubsub.subscribe(topics.apiKeys(principal.tenantId), (payload) => {
+          if ((payload as ApiKeyEvent).keyIds.includes(principal.apiKeyId)) close("API key revoked");
+        }),
+      );
+    }
+  };
+
+  const cleanupsOf = new WeakMap<WebSocket, (() => void)[]>();
+
+  const server = makeServer<Record<string, unknown> | undefined, Extra>({
+    onConnect: async (ctx) => {
+      const credentials = credentialsOf(ctx.connectionParams ?? {});
+      const { socket } = ctx.extra;
+      let principal: Principal | null;
+      try {
+        principal = await resolvePrincipal(deps.db.prisma, deps.tokens, credentials);
+      } catch {
+        return false;
+      }
+      if (!principal) return false;
+      const userKey = principal.kind === "user" ? `${principal.tenantId}:${principal.userId}` : null;
+      if (
+        perTenant.get(principal.tenantId) >= config.maxSocketsPerTenant ||
+        (userKey && perUser.get(userKey) >= config.maxSocketsPerUser)
+      ) {
+        socket.close(TOO_MANY_CONNECTIONS, "Too many connections");
+        return false;
+      }
+      const cleanups = cleanupsOf.get(socket) ?? [];
+      cleanupsOf.set(socket, cleanups);
+      cleanups.push(perTenant.add(principal.tenantId));
+      if (userKey) cleanups.push(perUser.add(userKey));
+      ctx.extra.principal = principal;
+      await watchCredentials(socket, principal, cleanups);
+      if (socket.readyState !== socket.OPEN) {
+        // Closed while this ran: its close handler has already released what it had.
+        for (const cleanup of cleanups.splice(0)) cleanup();
+        return false;
+      }
+      // Revoked between the check and the watch? Check once more now that nothing is missed.
+      try {
+        if (!(await resolvePrincipal(deps.db.prisma, deps.tokens, credentials))) return false;
+      } catch {
+        return false;
+      }
+      return true;
+    },
+    onSubscribe: async (ctx, _id, payload) => {
+      try {
+        if (Object.keys(ctx.subscriptions).length > config.maxSubscriptionsPerSocket) {
+          return [
+            appError("RATE_LIMITED", `A connection may hold at most ${config.maxSubscriptionsPerSocket} operations`, {
+              limit: config.maxSubscriptionsPerSocket,
+            }),
+          ];
+        }
+        const principal = ctx.extra.principal ?? null;
+        const host = ctx.extra.request.headers.host;
+        const chatContext = contextFor(deps, principal, {
+          cacheLoaders: false,
+          origin: host ? `http://${host}` : undefined,
+        });
+        const enveloped = yoga.getEnveloped({ chatContext } as never);
+        let document: ReturnType<typeof enveloped.parse>;
+        try {
+          document = enveloped.parse(payload.query);
+        } catch (error) {
+          if (!(error instanceof GraphQLError)) throw error;
+          return [classifyError(error)];
+        }
+        let errors: readonly GraphQLError[];
+        try {
+          // Some limits throw instead of reporting; either way only this operation fails.
+          errors = enveloped.validate(enveloped.schema, document);
+        } catch (error) {
+          if (!(error instanceof GraphQLError)) throw error;
+          errors = [error];
+        }
+        if (errors.length) return errors.map((e) => classifyError(withCode(e, "GRAPHQL_VALIDATION_FAILED")));
+        const inputError = inspectOperationInput(payload.variables, payload.extensions);
+        if (inputError) return [inputError];
+        return {
+          schema: enveloped.schema,
+          document,
+          operationName: payload.operationName,
+          variableValues: payload.variables,
+          contextValue: await enveloped.contextFactory(),
+          rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
+        };
+      } catch (error) {
+        // Only this operation fails, with a masked error; the socket and its other operations stay.
+        return [maskError(error)];
+      }
+    },
+    execute: (args) => (args.rootValue as { execute: typeof import("graphql").execute }).execute(args),
+    subscribe: (args) => (args.rootValue as { subscribe: typeof import("graphql").subscribe }).subscribe(args),
+    // Errors graphql-ws builds itself (a stream that threw) carry raw messages: mask them.
+    onError: (_ctx, _id, _payload, errors) => errors.map((error) => maskError(error).toJSON()),
+  });
+
+  wss.on("error", (error) => log.error({ err: error }, "websocket server error"));
+  wss.on("connection", (socket, request) => {
+    // Invalid frames (bad UTF-8, over maxPayload) are the client's fault; ws closes the socket itself.
+    socket.once("error", (error) => {
+      log.warn({ err: error.message, address: request.socket.remoteAddress }, "websocket client error");
+    });
+    const keepAlive = setInterval(() => {
+      if (socket.readyState !== socket.OPEN) return;
+      if ((socket as WebSocket & { alive?: boolean }).alive === false) {
+        socket.terminate();
+        return;
+      }
+      (socket as WebSocket & { alive?: boolean }).alive = false;
+      socket.ping();
+    }, 12_000);
+    socket.on("pong", () => {
+      (socket as WebSocket & { alive?: boolean }).alive = true;
+    });
+    const closed = server.opened(
+      {
+        protocol: socket.protocol,
+        send: (data) =>
+          new Promise((resolve, reject) => {
+            if (socket.readyState !== socket.OPEN) return resolve();
+            socket.send(data, (error) => (error ? reject(error) : resolve()));
+          }),
+        close: (code, reason) => socket.close(code, reason),
+        onMessage: (handle) =>
+          socket.on("message", async (data) => {
+            try {
+              await handle(String(data));
+            } catch (error) {
+              if (isProtocolViolation(error)) {
+                log.warn({ err: (error as Error).message }, "websocket protocol violation");
+                socket.close(CloseCode.BadRequest, "Invalid message received");
+                return;
+              }
+              if (socket.readyState !== socket.OPEN) return; // the peer left mid-send
+              log.error({ err: error }, "websocket message handling failed");
+              socket.close(CloseCode.InternalServerError, "Internal server error");
+            }
+          }),
+      },
+      { socket, request },
+    );
+    socket.once("close", (code, reason) => {
+      clearInterval(keepAlive);
+      for (const cleanup of cleanupsOf.get(socket) ?? []) cleanup();
+      cleanupsOf.delete(socket);
+      closed(code, String(reason)).catch((error: unknown) => log.error({ err: error }, "websocket close failed"));
+    });
+  });
+
+  return {
+    async dispose() {
+      for (const timer of expiryTimers) clearTimeout(timer);
+      for (const client of wss.clients) client.close(1001, "Server shutting down");
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+    },
+  };
+}
