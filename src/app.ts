@@ -26,6 +26,7 @@ import { outboxMailer, smtpMailer } from "./mail.ts";
 import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
 import { type ApiKeyEvent, topics, type UserEvent } from "./realtime/topics.ts";
 import { schema } from "./schema/index.ts";
+import { startAttachmentSweeper } from "./services/attachment-gc.ts";
 import { findDownloadable, verifySignedUrl } from "./services/attachments.ts";
 import { requireConversation } from "./services/conversations.ts";
 import { finishProviderSignIn, type Provider, startProviderSignIn } from "./services/oauth.ts";
@@ -215,6 +216,7 @@ const ALLOWED_POST_TYPES = ["application/json", "application/graphql-response+js
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<App> {
   const deps = await createDeps(config, options);
   const { log } = deps;
+  const sweeper = startAttachmentSweeper(deps);
 
   const clientOf = (req: IncomingMessage): ClientInfo => {
     const forwarded = config.trustProxy
@@ -622,6 +624,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       };
     },
     async stop() {
+      await sweeper.stop();
       for (const timer of expiryTimers) clearTimeout(timer);
       for (const client of wss.clients) client.close(1001, "Server shutting down");
       await wsDisposable.dispose();
