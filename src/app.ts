@@ -9,6 +9,7 @@ import { attachmentsRoute } from "./http/attachments.ts";
 import { providerSignInRoute } from "./http/oauth.ts";
 import { readyRoute } from "./http/ready.ts";
 import { createLogger, type Logger } from "./logger.ts";
+import { startAttachmentSweeper } from "./services/attachment-gc.ts";
 import { createWsServer } from "./ws/server.ts";
 
 export interface App {
@@ -42,6 +43,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     socket.end("HTTP/1.1 400 Bad Request\r\n\r\n");
   });
   const ws = createWsServer(deps, yoga, server, GRAPHQL_ENDPOINT);
+  const sweeper = startAttachmentSweeper(deps);
 
   let started = false;
   return {
@@ -65,6 +67,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       };
     },
     async stop() {
+      await sweeper.stop();
       await ws.dispose();
       if (started) {
         await new Promise<void>((resolve) => {

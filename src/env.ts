@@ -47,6 +47,8 @@ const envSchema = z.object({
     )
     .pipe(z.array(z.string().regex(/^[a-z0-9.+-]+\/[a-z0-9.+-]+$/, "must be a comma-separated list of media types"))),
   ATTACHMENT_URL_TTL_SECONDS: z.coerce.number().int().min(10).max(604_800).default(900),
+  UPLOAD_ORPHAN_TTL_SECONDS: z.coerce.number().int().min(60).default(86_400),
+  TENANT_UPLOAD_QUOTA_BYTES: z.coerce.number().int().min(0).default(1_000_000_000),
   PUBLIC_URL: optionalString.pipe(z.string().url("must be an http(s) URL").optional()),
   SMTP_URL: optionalString.pipe(
     z
@@ -102,6 +104,10 @@ export interface Config {
   maxUploadBytes: number;
   attachmentTypes: string[];
   attachmentUrlTtlSeconds: number;
+  /** Uploads not sent within this many seconds, and stored files without a row this old, are removed. */
+  uploadOrphanTtlSeconds: number;
+  /** Total bytes of attachments a tenant may keep stored; 0: no limit. */
+  tenantUploadQuotaBytes: number;
   /** Origin used in attachment URLs; by default the origin the request came to. */
   publicUrl?: string;
   /** SMTP server for account mail; unset: mail goes to DATA_DIR/outbox. */
@@ -157,6 +163,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     maxUploadBytes: env.MAX_UPLOAD_BYTES,
     attachmentTypes: env.ATTACHMENT_TYPES,
     attachmentUrlTtlSeconds: env.ATTACHMENT_URL_TTL_SECONDS,
+    uploadOrphanTtlSeconds: env.UPLOAD_ORPHAN_TTL_SECONDS,
+    tenantUploadQuotaBytes: env.TENANT_UPLOAD_QUOTA_BYTES,
     publicUrl: env.PUBLIC_URL?.replace(/\/+$/, ""),
     smtpUrl: env.SMTP_URL,
     mailFrom: env.MAIL_FROM,

@@ -22,7 +22,7 @@ builder.mutationField("uploadAttachment", (t) =>
   t.prismaField({
     type: "Attachment",
     description:
-      "Uploads a file to a conversation (GraphQL multipart request). Send it with sendMessage(input.attachmentIds). Larger than MAX_UPLOAD_BYTES: PAYLOAD_TOO_LARGE; a type outside ATTACHMENT_TYPES: BAD_USER_INPUT.",
+      "Uploads a file to a conversation (GraphQL multipart request). Send it with sendMessage(input.attachmentIds). Larger than MAX_UPLOAD_BYTES, or beyond the tenant's storage quota (TENANT_UPLOAD_QUOTA_BYTES; extensions.quotaBytes): PAYLOAD_TOO_LARGE; a type outside ATTACHMENT_TYPES: BAD_USER_INPUT. Uploads not sent within UPLOAD_ORPHAN_TTL_SECONDS are removed.",
     authScopes: { permission: "chats:create" },
     args: {
       conversationId: t.arg.id({ required: true, description: "The conversation it will be sent to." }),

@@ -5,6 +5,7 @@ import { appError, badInput, notFound } from "../errors.ts";
 import type { Attachment } from "../generated/prisma/client.ts";
 import { joinKey } from "../storage/attachments.ts";
 import { tenantOf } from "./access.ts";
+import { removeAttachmentFiles } from "./attachment-gc.ts";
 import { requireConversation } from "./conversations.ts";
 
 export type { Attachment };
@@ -21,13 +22,31 @@ export function sanitizeFilename(name: string): string {
   return clean || "file";
 }
 
+type Tx = Parameters<Parameters<Context["prisma"]["$transaction"]>[0]>[0];
+
+/** Bytes of attachments the tenant keeps stored: sent ones and uploads not sent yet. */
+async function storedBytes(db: Pick<Tx, "$queryRaw">, tenantId: string): Promise<number> {
+  const [row] = await db.$queryRaw<{ used: number }[]>`
+    SELECT COALESCE(SUM("size"), 0)::float8 AS "used" FROM "Attachment" WHERE "tenantId" = ${tenantId}::uuid`;
+  return Number(row?.used ?? 0);
+}
+
+function quotaExceeded(quotaBytes: number) {
+  return appError(
+    "PAYLOAD_TOO_LARGE",
+    `The tenant's storage quota of ${quotaBytes} bytes is used up; delete messages with attachments to free space`,
+    { field: "file", quotaBytes },
+  );
+}
+
 /**
  * Stores an upload for a conversation the viewer can post to. It belongs to no message
- * until its uploader sends it with sendMessage(attachmentIds).
+ * until its uploader sends it with sendMessage(attachmentIds). The tenant's attachments
+ * may not exceed TENANT_UPLOAD_QUOTA_BYTES in total.
  */
 export async function uploadAttachment(ctx: Context, conversationId: string, file: File): Promise<Attachment> {
   const { conversation } = await requireConversation(ctx, conversationId, "conversationId");
-  const { maxUploadBytes, attachmentTypes } = ctx.deps.config;
+  const { maxUploadBytes, attachmentTypes, tenantUploadQuotaBytes: quota } = ctx.deps.config;
   if (file.size > maxUploadBytes) {
     throw appError("PAYLOAD_TOO_LARGE", `The file exceeds ${maxUploadBytes} bytes`, { field: "file" });
   }
@@ -36,25 +55,36 @@ export async function uploadAttachment(ctx: Context, conversationId: string, fil
   if (!attachmentTypes.includes(mimeType)) {
     throw badInput("file", `Files of type ${mimeType.slice(0, 100)} are not accepted`);
   }
+  const tenantId = tenantOf(ctx);
+  // Refused before a byte is written; checked again, exactly, when the row is inserted.
+  if (quota && (await storedBytes(ctx.prisma, tenantId)) + file.size > quota) throw quotaExceeded(quota);
   const id = randomUUID();
   const storageKey = joinKey(conversation.tenantId, id);
   const bytes = new Uint8Array(await file.arrayBuffer());
   await ctx.deps.attachments.put(storageKey, bytes);
   try {
-    return await ctx.prisma.attachment.create({
-      data: {
-        id,
-        tenantId: tenantOf(ctx),
-        conversationId: conversation.id,
-        uploaderId: ctx.principal?.kind === "user" ? ctx.principal.userId : null,
-        filename: sanitizeFilename(file.name),
-        mimeType,
-        size: bytes.byteLength,
-        storageKey,
-      },
+    return await ctx.prisma.$transaction(async (tx) => {
+      if (quota) {
+        // One upload of the tenant at a time passes this point, so concurrent uploads
+        // cannot together overshoot the quota. The lock ends with the transaction.
+        await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtextextended(${`attachment-quota:${tenantId}`}, 0))`;
+        if ((await storedBytes(tx, tenantId)) + bytes.byteLength > quota) throw quotaExceeded(quota);
+      }
+      return tx.attachment.create({
+        data: {
+          id,
+          tenantId,
+          conversationId: conversation.id,
+          uploaderId: ctx.principal?.kind === "user" ? ctx.principal.userId : null,
+          filename: sanitizeFilename(file.name),
+          mimeType,
+          size: bytes.byteLength,
+          storageKey,
+        },
+      });
     });
   } catch (error) {
-    await ctx.deps.attachments.delete(storageKey).catch(() => {});
+    await removeAttachmentFiles(ctx.deps, [storageKey], ctx.requestId);
     throw error;
   }
 }

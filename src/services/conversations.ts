@@ -3,6 +3,7 @@ import { type Context, hasPermission } from "../context.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import { type Conversation, type Member, Prisma } from "../generated/prisma/client.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
+import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
 import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
 import { appendEvents, publishEvents } from "./events.ts";
@@ -128,7 +129,13 @@ export async function deleteGroup(ctx: Context, id: string): Promise<string> {
     where: { conversationId: access.conversation.id },
     select: { userId: true },
   });
-  await ctx.prisma.$transaction(async (tx) => {
+  const discarded = await ctx.prisma.$transaction(async (tx) => {
+    // Locked first, so no upload can add a file to the group between the two deletes.
+    await tx.$queryRaw`SELECT "id" FROM "Conversation" WHERE "id" = ${access.conversation.id}::uuid FOR UPDATE`;
+    const storageKeys = await discardAttachments(tx, {
+      tenantId: access.conversation.tenantId,
+      conversationId: access.conversation.id,
+    });
     await tx.conversation.delete({ where: { id: access.conversation.id } });
     await audit(
       ctx,
@@ -137,6 +144,7 @@ export async function deleteGroup(ctx: Context, id: string): Promise<string> {
       { name: access.conversation.name },
       tx,
     );
+    return storageKeys;
   });
   await publishMembership(
     ctx,
@@ -144,6 +152,8 @@ export async function deleteGroup(ctx: Context, id: string): Promise<string> {
     { type: "left", conversationId: access.conversation.id, deleted: true },
     { conversationLifecycle: true },
   );
+  // Files go only once the deletion is committed.
+  await removeAttachmentFiles(ctx.deps, discarded, ctx.requestId);
   return access.conversation.id;
 }
 

@@ -4,6 +4,7 @@ import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import { type Message, Prisma, type PrismaClient } from "../generated/prisma/client.ts";
 import { type ReadPayload, type TypingPayload, topics } from "../realtime/topics.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
+import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
 import { audit } from "./audit.ts";
 import { openDirect, requireConversation } from "./conversations.ts";
 import { connectionOf, decodeCursor, decodeMessageCursor, encodeCursor, messageCursor } from "./cursors.ts";
@@ -431,7 +432,8 @@ export async function deleteMessage(ctx: Context, id: string): Promise<Message> 
     throw forbidden(own ? "Deleting messages needs chats:delete" : "Deleting others' messages needs chats:moderate");
   }
   if (message.deletedAt) return message;
-  return changeMessage(ctx, message, "MESSAGE_DELETED", async (tx) => {
+  let discarded: string[] = [];
+  const deleted = await changeMessage(ctx, message, "MESSAGE_DELETED", async (tx) => {
     const deletedAt = new Date();
     const deleted = await updateIf(
       tx,
@@ -442,12 +444,16 @@ export async function deleteMessage(ctx: Context, id: string): Promise<Message> 
     if (!deleted) return null;
     // A tombstone carries nothing: its text, attachments and reactions go, history included.
     await tx.reaction.deleteMany({ where: { messageId: message.id } });
+    discarded = await discardAttachments(tx, { tenantId: message.tenantId, messageId: message.id });
     await eraseFromHistory(tx, message, deletedAt);
     if (!own) {
       await audit(ctx, "message.moderated", { type: "Message", id: message.id }, { senderId: message.senderId }, tx);
     }
     return deleted;
   });
+  // Only now that the deletion is committed: a rolled-back one must keep its files.
+  await removeAttachmentFiles(ctx.deps, discarded, ctx.requestId);
+  return deleted;
 }
 
 /** Any member may pin or unpin a message of their conversation; repeating it changes nothing. */

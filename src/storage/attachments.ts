@@ -1,6 +1,6 @@
 import { createReadStream } from "node:fs";
-import { mkdir, rm, stat, writeFile } from "node:fs/promises";
-import { dirname, join, resolve, sep } from "node:path";
+import { mkdir, opendir, rm, stat, writeFile } from "node:fs/promises";
+import { dirname, join, relative, resolve, sep } from "node:path";
 import type { Readable } from "node:stream";
 
 /**
@@ -11,7 +11,19 @@ export interface AttachmentStore {
   put(key: string, data: Uint8Array): Promise<void>;
   /** The bytes and their size, or null when the key is unknown. */
   get(key: string): Promise<{ stream: Readable; size: number } | null>;
+  /** Removes the bytes; removing an unknown key is not an error. */
   delete(key: string): Promise<void>;
+  /** Every stored key with the time it was written, streamed (the sweeper looks for files without a row). */
+  list(): AsyncIterable<StoredFile>;
+}
+
+export interface StoredFile {
+  key: string;
+  modifiedAt: Date;
+}
+
+function isMissing(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException).code === "ENOENT";
 }
 
 export class LocalDiskStore implements AttachmentStore {
@@ -40,13 +52,43 @@ export class LocalDiskStore implements AttachmentStore {
       const { size } = await stat(path);
       return { stream: createReadStream(path), size };
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+      if (isMissing(error)) return null;
       throw error;
     }
   }
 
   async delete(key: string): Promise<void> {
     await rm(this.path(key), { force: true });
+  }
+
+  list(): AsyncIterable<StoredFile> {
+    return this.walk(this.root);
+  }
+
+  /** Directory by directory, so that a large store is never held in memory at once. */
+  private async *walk(dir: string): AsyncGenerator<StoredFile> {
+    let entries: Awaited<ReturnType<typeof opendir>>;
+    try {
+      entries = await opendir(dir);
+    } catch (error) {
+      // A store nothing was ever written to has no directory yet.
+      if (isMissing(error)) return;
+      throw error;
+    }
+    for await (const entry of entries) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) {
+        yield* this.walk(path);
+      } else if (entry.isFile()) {
+        try {
+          const { mtime } = await stat(path);
+          yield { key: relative(this.root, path), modifiedAt: mtime };
+        } catch (error) {
+          // Removed while listing (a delete, another instance's sweep): nothing to report.
+          if (!isMissing(error)) throw error;
+        }
+      }
+    }
   }
 }
 
