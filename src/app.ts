@@ -40,7 +40,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       return;
     }
     log.warn({ err: error.message, code }, "malformed HTTP request");
-    socket.end("HTTP/1.1 400 Bad Request\r\n\r\n");
+    const [status, message] =
+      code === "HPE_HEADER_OVERFLOW"
+        ? ["431 Request Header Fields Too Large", "The request line or headers are too large"]
+        : ["400 Bad Request", "The request is not valid HTTP"];
+    const body = JSON.stringify({ errors: [{ message, extensions: { code: "BAD_USER_INPUT" } }] });
+    socket.end(
+      `HTTP/1.1 ${status}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
   });
   const ws = createWsServer(deps, yoga, server, GRAPHQL_ENDPOINT);
   const sweeper = startAttachmentSweeper(deps);

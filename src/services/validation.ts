@@ -51,36 +51,3 @@ export function pageSize(field: string, value: number | null | undefined, fallba
   }
   return value;
 }
-
-/**
- * PostgreSQL text cannot hold NUL, and no chat input needs it: find the first string
- * carrying one, anywhere in an operation's variables. Returns its path or null.
- */
-export function findNul(value: unknown, path: string): string | null {
-  if (typeof value === "string") return value.includes("\u0000") ? path : null;
-  const join = (key: string | number) => (path ? `${path}.${key}` : String(key));
-  if (Array.isArray(value)) {
-    for (const [index, item] of value.entries()) {
-      const found = findNul(item, join(index));
-      if (found) return found;
-    }
-    return null;
-  }
-  if (value && typeof value === "object") {
-    for (const [key, item] of Object.entries(value)) {
-      const found = findNul(item, join(key));
-      if (found) return found;
-    }
-  }
-  return null;
-}
-
-/**
- * The NUL check for a whole operation: its variables (the path names the variable, e.g.
- * `input.body`), and `\u0000` escapes in its string literals. A raw NUL in the document
- * is left to the parser, which refuses it as a syntax error.
- */
-export function nulInOperation(query: unknown, variables: unknown): string | null {
-  if (typeof query === "string" && /\\u0000/i.test(query)) return "query";
-  return findNul(variables, "");
-}

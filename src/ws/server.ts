@@ -198,7 +198,20 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
     execute: (args) => (args.rootValue as { execute: typeof import("graphql").execute }).execute(args),
     subscribe: (args) => (args.rootValue as { subscribe: typeof import("graphql").subscribe }).subscribe(args),
     // Errors graphql-ws builds itself (a stream that threw) carry raw messages: mask them.
-    onError: (_ctx, _id, _payload, errors) => errors.map((error) => maskError(error).toJSON()),
+    onError: (_ctx, _id, _payload, errors) => errors.map((error) => classifyError(maskError(error)).toJSON()),
+    // Results with errors (variable coercion, resolvers) get their codes as over HTTP.
+    onNext: (_ctx, _id, _payload, _args, result) => {
+      if (!result.errors?.length) return;
+      return {
+        ...result,
+        errors: result.errors.map((error) =>
+          (error instanceof GraphQLError
+            ? classifyError(error)
+            : classifyError(new GraphQLError(String(error)))
+          ).toJSON(),
+        ),
+      };
+    },
   });
 
   wss.on("error", (error) => log.error({ err: error }, "websocket server error"));
