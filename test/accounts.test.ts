@@ -102,6 +102,12 @@ const SignInWithEmailCode = graphql(`
   }
 `);
 
+const RevokeUserTokens = graphql(`
+  mutation AcctRevokeUserTokens($userId: ID!) {
+    revokeUserTokens(userId: $userId)
+  }
+`);
+
 const RefreshSession = graphql(`
   mutation AcctRefreshSession($refreshToken: String!) {
     refreshSession(refreshToken: $refreshToken) {
@@ -1067,6 +1073,36 @@ describe.each(backends())("accounts on %s", (backend) => {
         expect(sessions.map((s) => s.id)).toEqual([fresh.session.id]);
       } finally {
         for (const dev of [devA, devB, devKey, devBystander]) await dev.client.dispose();
+      }
+    });
+    it("revokeUserTokens ends every session and refresh token of the user, not only access tokens", async () => {
+      const tenant = await authTenant();
+      const account = await register(tenant);
+      const bystander = await register(tenant);
+      const group = await homeGroup(account);
+      const a = await signIn(account);
+      const devA = await device(a.accessToken, account, group);
+      try {
+        const { revokeUserTokens } = await ok(
+          server.url,
+          RevokeUserTokens,
+          { userId: account.userId },
+          { apiKey: tenant.apiKey },
+        );
+        expect(revokeUserTokens).toBe(true);
+        await expectClosed4403(devA.client, "the user's socket");
+        for (const refreshToken of [a.refreshToken, account.signUp.refreshToken]) {
+          await fails(server.url, RefreshSession, { refreshToken }, from(), "UNAUTHENTICATED");
+        }
+        await expectUnauthenticated(a.accessToken, "an access token after revokeUserTokens");
+        await expectWorks(bystander.signUp.accessToken, bystander.userId);
+        // Another user's session goes on.
+        await ok(server.url, RefreshSession, { refreshToken: bystander.signUp.refreshToken }, from());
+        const fresh = await signIn(account);
+        const { sessions } = await ok(server.url, Sessions, {}, bearer(fresh.accessToken));
+        expect(sessions.map((s) => s.id)).toEqual([fresh.session.id]);
+      } finally {
+        await devA.client.dispose();
       }
     });
   });

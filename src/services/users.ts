@@ -162,7 +162,11 @@ export async function issueUserToken(ctx: Context, userId: string, expiresInSeco
   return { token, expiresAt };
 }
 
-/** Revokes every token of a user (the user themselves, or users:update); their sockets close. */
+/**
+ * Revokes every credential of a user (the user themselves, or users:update): access
+ * tokens, and every sign-in session with its refresh tokens, so nothing can mint a new
+ * access token; their sockets close.
+ */
 export async function revokeUserTokens(ctx: Context, userId: string): Promise<boolean> {
   const user = await requireUser(ctx, userId, "userId");
   if (actingUserId(ctx) !== user.id && !(await hasPermission(ctx, "users:update"))) {
@@ -170,11 +174,22 @@ export async function revokeUserTokens(ctx: Context, userId: string): Promise<bo
   }
   await assertCanActOn(ctx, user.id);
   await ctx.prisma.$transaction(async (tx) => {
+    const now = new Date();
+    const sessions = await tx.session.updateMany({
+      where: { userId: user.id, revokedAt: null },
+      data: { revokedAt: now, revokedReason: "tokens revoked" },
+    });
     const { count } = await tx.userToken.updateMany({
       where: { userId: user.id, revokedAt: null },
-      data: { revokedAt: new Date() },
+      data: { revokedAt: now },
     });
-    await audit(ctx, "user.tokensRevoked", { type: "User", id: user.id }, { tokens: count }, tx);
+    await audit(
+      ctx,
+      "user.tokensRevoked",
+      { type: "User", id: user.id },
+      { tokens: count, sessions: sessions.count },
+      tx,
+    );
   });
   await publishToUsers(ctx, [user.id], { type: "revoked" });
   return true;
