@@ -2,7 +2,6 @@ import { createHmac, randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { blockFieldSuggestionsPlugin } from "@escape.tech/graphql-armor-block-field-suggestions";
-import { costLimitPlugin } from "@escape.tech/graphql-armor-cost-limit";
 import { maxAliasesPlugin } from "@escape.tech/graphql-armor-max-aliases";
 import { maxDepthPlugin } from "@escape.tech/graphql-armor-max-depth";
 import { maxDirectivesPlugin } from "@escape.tech/graphql-armor-max-directives";
@@ -21,6 +20,7 @@ import { type AppDeps, type ClientInfo, type Context, contextFor, createContext 
 import { type Database, embeddedDir, openMigratedDatabase } from "./db/client.ts";
 import type { Config } from "./env.ts";
 import { appError, CLIENT_ERROR_CODES } from "./errors.ts";
+import { queryCostPlugin } from "./graphql/cost.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { outboxMailer, smtpMailer } from "./mail.ts";
 import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
@@ -127,7 +127,6 @@ function armorPlugins() {
     maxDepthPlugin({ n: 12, flattenFragments: true }),
     maxAliasesPlugin({ n: 20 }),
     maxDirectivesPlugin({ n: 20 }),
-    costLimitPlugin({ maxCost: 20000 }),
     blockFieldSuggestionsPlugin(),
   ];
 }
@@ -255,7 +254,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         });
       },
     },
-    plugins: [...armorPlugins(), rejectNulPlugin, errorCodesPlugin],
+    plugins: [...armorPlugins(), queryCostPlugin({ maxCost: config.maxQueryNodes }), rejectNulPlugin, errorCodesPlugin],
   });
 
   /**

@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
 import type { GraphQLFormattedError } from "graphql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { graphql } from "./generated/gql.ts";
@@ -9,9 +8,9 @@ import {
   expectOpen,
   type GqlResult,
   ok,
+  operationErrors,
   request,
   subscribe,
-  type WsClient,
   wsClient,
 } from "./helpers/client.ts";
 import { CreateGroup, createTenant, SendMessage, type TestTenant } from "./helpers/fixtures.ts";
@@ -232,37 +231,6 @@ function expectRefused(result: GqlResult<unknown>, field: string, what: string):
   expectBadCursor(result.errors, field, what);
 }
 
-/**
- * Starts a subscription and returns the errors it ends with: an `error` message or a `next`
- * carrying errors. A socket close or an event fails the test.
- */
-async function subscriptionErrors<T, V>(
-  client: WsClient,
-  document: TypedDocumentNode<T, V>,
-  variables: V,
-): Promise<readonly GraphQLFormattedError[]> {
-  const sub = subscribe(client, document, variables);
-  try {
-    const outcome = await new Promise<{ result?: { errors?: readonly GraphQLFormattedError[] }; ended?: unknown }>(
-      (resolve) => {
-        sub.next(10_000).then(
-          (result) => resolve({ result }),
-          (error: unknown) => resolve({ ended: error }),
-        );
-        void sub.done.then(({ error }) => resolve({ ended: error ?? "completed without an error" }));
-      },
-    );
-    if (outcome.result) {
-      if (!outcome.result.errors) expect.fail(`expected errors, got ${JSON.stringify(outcome.result)}`);
-      return outcome.result.errors;
-    }
-    if (Array.isArray(outcome.ended)) return outcome.ended as GraphQLFormattedError[];
-    return expect.fail(`expected an error for the operation, got ${JSON.stringify(outcome.ended)}`);
-  } finally {
-    sub.unsubscribe();
-  }
-}
-
 describe.each(backends())("cursor contents on %s", (backend) => {
   let database: TestDatabase;
   let server: TestServer;
@@ -394,7 +362,7 @@ describe.each(backends())("cursor contents on %s", (backend) => {
         ...othersThan(wellFormed(conversationId), "m1"),
       ];
       for (const after of cursors) {
-        const errors = await subscriptionErrors(client, CursorMessageAdded, { conversationId, after });
+        const errors = await operationErrors(client, CursorMessageAdded, { conversationId, after });
         expectBadCursor(errors, "after", `messageAdded ${after}`);
       }
       await expectOpen(client, "the socket after refused cursors");
@@ -420,7 +388,7 @@ describe.each(backends())("cursor contents on %s", (backend) => {
         ...othersThan(wellFormed(conversationId), "e1"),
       ];
       for (const after of cursors) {
-        const errors = await subscriptionErrors(client, CursorConversationEvents, { conversationId, after });
+        const errors = await operationErrors(client, CursorConversationEvents, { conversationId, after });
         expectBadCursor(errors, "after", `conversationEvents ${after}`);
       }
       await expectOpen(client, "the socket after refused cursors");

@@ -474,10 +474,11 @@ export async function setPinned(ctx: Context, id: string, pinned: boolean): Prom
   );
 }
 
-export function pinnedMessages(ctx: Context, conversationId: string) {
+export function pinnedMessages(ctx: Context, conversationId: string, take: number) {
   return ctx.prisma.message.findMany({
     where: { tenantId: tenantOf(ctx), conversationId, pinned: true, deletedAt: null },
-    orderBy: { pinnedAt: "desc" },
+    orderBy: [{ pinnedAt: "desc" }, { seq: "desc" }],
+    take,
   });
 }
 
