@@ -41,6 +41,8 @@ export interface ClientInfo {
 export interface Loaders {
   /** The viewer's membership in a conversation (null when not a member). */
   membership: DataLoader<string, Member | null>;
+  /** Members per conversation. */
+  memberCount: DataLoader<string, number>;
   /** Unread message count of the viewer per conversation. */
   unreadCount: DataLoader<string, number>;
   /** Messages mentioning the viewer after their read horizon, per conversation. */
@@ -118,6 +120,18 @@ function createLoaders(prisma: PrismaClient, principal: Principal | null, cache:
         });
         const byId = new Map(rows.map((row) => [row.conversationId, row]));
         return conversationIds.map((id) => byId.get(id) ?? null);
+      },
+      { cache },
+    ),
+    memberCount: new DataLoader(
+      async (conversationIds) => {
+        const rows = await prisma.member.groupBy({
+          by: ["conversationId"],
+          where: { conversationId: { in: [...conversationIds] } },
+          _count: { _all: true },
+        });
+        const byId = new Map(rows.map((row) => [row.conversationId, row._count._all]));
+        return conversationIds.map((id) => byId.get(id) ?? 0);
       },
       { cache },
     ),

@@ -29,6 +29,7 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(1_000_000),
   MAX_MESSAGE_LENGTH: z.coerce.number().int().min(1).max(100_000).default(10_000),
+  MAX_QUERY_NODES: z.coerce.number().int().min(100).default(100_000),
   SUBSCRIBER_BUFFER_SIZE: z.coerce.number().int().min(16).default(1000),
   USER_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(86_400),
   TYPING_TIMEOUT_MS: z.coerce.number().int().min(500).default(6000),
@@ -96,6 +97,8 @@ export interface Config {
   logLevel: Env["LOG_LEVEL"];
   maxBodyBytes: number;
   maxMessageLength: number;
+  /** Most fields an operation may resolve, lists counted at their full page size (QUERY_TOO_COMPLEX above). */
+  maxQueryNodes: number;
   subscriberBufferSize: number;
   userTokenTtlSeconds: number;
   typingTimeoutMs: number;
@@ -156,6 +159,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     logLevel: env.LOG_LEVEL,
     maxBodyBytes: env.MAX_BODY_BYTES,
     maxMessageLength: env.MAX_MESSAGE_LENGTH,
+    maxQueryNodes: env.MAX_QUERY_NODES,
     subscriberBufferSize: env.SUBSCRIBER_BUFFER_SIZE,
     userTokenTtlSeconds: env.USER_TOKEN_TTL_SECONDS,
     typingTimeoutMs: env.TYPING_TIMEOUT_MS,

@@ -11,6 +11,7 @@ export type ErrorCode =
   | "PAYLOAD_TOO_LARGE"
   | "GRAPHQL_PARSE_FAILED"
   | "GRAPHQL_VALIDATION_FAILED"
+  | "QUERY_TOO_COMPLEX"
   | "SLOW_CONSUMER";
 
 export const CLIENT_ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
@@ -23,6 +24,7 @@ export const CLIENT_ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   "PAYLOAD_TOO_LARGE",
   "GRAPHQL_PARSE_FAILED",
   "GRAPHQL_VALIDATION_FAILED",
+  "QUERY_TOO_COMPLEX",
 ]);
 
 export function appError(code: ErrorCode, message: string, extensions: Record<string, unknown> = {}): GraphQLError {

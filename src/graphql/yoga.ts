@@ -1,5 +1,4 @@
 import { blockFieldSuggestionsPlugin } from "@escape.tech/graphql-armor-block-field-suggestions";
-import { costLimitPlugin } from "@escape.tech/graphql-armor-cost-limit";
 import { maxAliasesPlugin } from "@escape.tech/graphql-armor-max-aliases";
 import { maxDepthPlugin } from "@escape.tech/graphql-armor-max-depth";
 import { maxDirectivesPlugin } from "@escape.tech/graphql-armor-max-directives";
@@ -11,6 +10,7 @@ import { requestGuardPlugin } from "../http/request-guard.ts";
 import { clientInfo, type NodeServerContext } from "../http/respond.ts";
 import { type Route, routesPlugin } from "../http/routes.ts";
 import { schema } from "../schema/index.ts";
+import { queryCostPlugin } from "./cost.ts";
 import { createErrorMasker, errorCodesPlugin } from "./errors.ts";
 import { inputGuardsPlugin } from "./input-guards.ts";
 
@@ -29,7 +29,6 @@ function armorPlugins() {
     maxDepthPlugin({ n: 12, flattenFragments: true }),
     maxAliasesPlugin({ n: 20 }),
     maxDirectivesPlugin({ n: 20 }),
-    costLimitPlugin({ maxCost: 20000 }),
     blockFieldSuggestionsPlugin(),
   ];
 }
@@ -93,6 +92,7 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
       requestGuardPlugin(deps, GRAPHQL_ENDPOINT),
       requestParseErrorsPlugin,
       ...armorPlugins(),
+      queryCostPlugin({ maxCost: config.maxQueryNodes }),
       inputGuardsPlugin,
       errorCodesPlugin,
     ],

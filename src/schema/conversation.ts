@@ -1,8 +1,12 @@
 import * as conversations from "../services/conversations.ts";
 import * as messages from "../services/messages.ts";
+import { pageSize } from "../services/validation.ts";
 import { builder } from "./builder.ts";
 import { MessageConnection, MessageRef } from "./message.ts";
 import { UserRef } from "./user.ts";
+
+/** Default and largest size of the plain lists of a conversation (members, pinned messages). */
+const MAX_LIST = 500;
 
 export const ConversationKind = builder.enumType("ConversationKind", {
   description: "Whether a conversation is between exactly two users or a named group.",
@@ -45,8 +49,18 @@ export const ConversationRef = builder.prismaObject("Conversation", {
     name: t.exposeString("name", { nullable: true, description: "Group name; null for direct conversations." }),
     description: t.exposeString("description", { nullable: true, description: "Group description." }),
     members: t.relation("members", {
-      description: "Members, in the order they joined.",
-      query: { orderBy: [{ joinedAt: "asc" }, { userId: "asc" }] },
+      description:
+        "Members, in the order they joined; the first `first` of them (memberCount says how many there are).",
+      args: { first: t.arg.int({ description: `How many members, 0-${MAX_LIST} (default ${MAX_LIST}).` }) },
+      query: (args) => ({
+        orderBy: [{ joinedAt: "asc" }, { userId: "asc" }],
+        take: pageSize("first", args.first, MAX_LIST, MAX_LIST),
+      }),
+    }),
+    // A loader rather than relationCount: many resolvers return conversations loaded without Pothos's query.
+    memberCount: t.int({
+      description: "How many members the conversation has.",
+      resolve: (conversation, _args, ctx) => ctx.loaders.memberCount.load(conversation.id),
     }),
     unreadCount: t.int({
       description:
@@ -59,8 +73,10 @@ export const ConversationRef = builder.prismaObject("Conversation", {
     }),
     pinnedMessages: t.prismaField({
       type: ["Message"],
-      description: "Pinned messages, most recently pinned first.",
-      resolve: (_query, conversation, _args, ctx) => messages.pinnedMessages(ctx, conversation.id),
+      description: "Pinned messages, most recently pinned first; the first `first` of them.",
+      args: { first: t.arg.int({ description: `How many pinned messages, 0-${MAX_LIST} (default ${MAX_LIST}).` }) },
+      resolve: (_query, conversation, args, ctx) =>
+        messages.pinnedMessages(ctx, conversation.id, pageSize("first", args.first, MAX_LIST, MAX_LIST)),
     }),
     lastMessage: t.field({
       type: MessageRef,

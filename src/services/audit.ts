@@ -1,5 +1,4 @@
 import type { Context } from "../context.ts";
-import { badInput } from "../errors.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { tenantOf } from "./access.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
@@ -56,9 +55,7 @@ export async function listAudit(ctx: Context, args: { first?: number | null; aft
   const first = pageSize("first", args.first, 50);
   let keyset = {};
   if (args.after) {
-    const [at, id] = decodeCursor("after", args.after, "a1", 2);
-    const date = new Date(Number(at));
-    if (Number.isNaN(date.getTime()) || typeof id !== "string") throw badInput("after", "after is not a valid cursor");
+    const [date, id] = decodeCursor("after", args.after, "a1", ["time", "uuid"]);
     keyset = { OR: [{ createdAt: { lt: date } }, { createdAt: date, id: { lt: id } }] };
   }
   const rows = await ctx.prisma.auditEntry.findMany({

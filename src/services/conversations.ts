@@ -330,11 +330,7 @@ export async function listConversations(
   const first = pageSize("first", args.first, 20);
   const and: Prisma.ConversationWhereInput[] = [];
   if (args.after) {
-    const [at, afterId] = decodeCursor("after", args.after, "c1", 2);
-    const date = new Date(Number(at));
-    if (Number.isNaN(date.getTime()) || typeof afterId !== "string") {
-      throw badInput("after", "after is not a valid cursor");
-    }
+    const [date, afterId] = decodeCursor("after", args.after, "c1", ["time", "uuid"]);
     and.push({ OR: [{ lastActivityAt: { lt: date } }, { lastActivityAt: date, id: { lt: afterId } }] });
   }
   const rows = await ctx.prisma.conversation.findMany({

@@ -84,9 +84,7 @@ export const eventCursor = (event: Pick<ConversationEvent, "conversationId" | "s
   encodeCursor("e1", [event.conversationId, event.seq]);
 
 export function eventSeqFromCursor(field: string, cursor: string, conversationId: string): number {
-  const [cursorConversation, seq] = decodeCursor(field, cursor, "e1", 2);
-  if (typeof seq !== "number" || !Number.isInteger(seq) || seq < 0)
-    throw badInput(field, `${field} is not a valid cursor`);
+  const [cursorConversation, seq] = decodeCursor(field, cursor, "e1", ["uuid", "seq"]);
   if (cursorConversation !== conversationId) throw badInput(field, `${field} belongs to another conversation`);
   return seq;
 }

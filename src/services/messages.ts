@@ -7,7 +7,14 @@ import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
 import { audit } from "./audit.ts";
 import { openDirect, requireConversation } from "./conversations.ts";
-import { connectionOf, decodeCursor, decodeMessageCursor, encodeCursor, messageCursor } from "./cursors.ts";
+import {
+  connectionOf,
+  decodeCursor,
+  decodeMessageCursor,
+  encodeCursor,
+  MAX_CURSOR_OFFSET,
+  messageCursor,
+} from "./cursors.ts";
 import {
   appendEvents,
   type ConversationEvent,
@@ -473,10 +480,11 @@ export async function setPinned(ctx: Context, id: string, pinned: boolean): Prom
   );
 }
 
-export function pinnedMessages(ctx: Context, conversationId: string) {
+export function pinnedMessages(ctx: Context, conversationId: string, take: number) {
   return ctx.prisma.message.findMany({
     where: { tenantId: tenantOf(ctx), conversationId, pinned: true, deletedAt: null },
-    orderBy: { pinnedAt: "desc" },
+    orderBy: [{ pinnedAt: "desc" }, { seq: "desc" }],
+    take,
   });
 }
 
@@ -583,15 +591,12 @@ export async function searchMessages(
   const { query } = validate(searchInput, { query: args.query }, "");
   const tenantId = tenantOf(ctx);
   const userId = actingUserId(ctx);
-  const first = pageSize("first", args.first, 20);
   let offset = 0;
   if (args.after) {
-    const [value] = decodeCursor("after", args.after, "s1", 1);
-    if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
-      throw badInput("after", "after is not a valid cursor");
-    }
-    offset = value;
+    [offset] = decodeCursor("after", args.after, "s1", ["offset"]);
   }
+  // Pages stop at MAX_CURSOR_OFFSET, so every cursor handed out is one decodeCursor accepts.
+  const first = Math.min(pageSize("first", args.first, 20), MAX_CURSOR_OFFSET - offset);
   const conversationId = args.conversationId
     ? (await requireConversation(ctx, args.conversationId, "conversationId")).conversation.id
     : null;
@@ -614,7 +619,7 @@ export async function searchMessages(
   return {
     edges: nodes.map((node, index) => ({ cursor: encodeCursor("s1", [offset + index + 1]), node })),
     pageInfo: {
-      hasNextPage: hits.length > first,
+      hasNextPage: hits.length > first && offset + first < MAX_CURSOR_OFFSET,
       hasPreviousPage: offset > 0,
       startCursor: nodes.length ? encodeCursor("s1", [offset + 1]) : null,
       endCursor: nodes.length ? encodeCursor("s1", [offset + nodes.length]) : null,

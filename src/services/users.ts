@@ -211,10 +211,7 @@ export async function listUsers(
     });
   }
   if (args.after) {
-    const [createdAt, afterId] = decodeCursor("after", args.after, "u1", 2);
-    const at = new Date(Number(createdAt));
-    if (Number.isNaN(at.getTime()) || typeof afterId !== "string")
-      throw badInput("after", "after is not a valid cursor");
+    const [at, afterId] = decodeCursor("after", args.after, "u1", ["time", "uuid"]);
     and.push({ OR: [{ createdAt: { gt: at } }, { createdAt: at, id: { gt: afterId } }] });
   }
   const rows = await ctx.prisma.user.findMany({

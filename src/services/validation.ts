@@ -3,6 +3,8 @@ import { badInput } from "../errors.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+export const isUuid = (value: string): boolean => UUID.test(value);
+
 /** Ids are UUIDs; anything else is refused before it reaches the database. */
 export function parseId(field: string, value: string): string {
   if (!UUID.test(value)) throw badInput(field, `${field} is not a valid id`);

@@ -221,3 +221,44 @@ export async function expectOpen(client: WsClient, what: string, ms = 500): Prom
   const closed = await closedWithin(client, ms);
   expect(closed, `${what} was closed: ${JSON.stringify(closed)}`).toBeNull();
 }
+
+/**
+ * Runs one operation over graphql-ws and returns the errors it ends with: an `error` message,
+ * or a `next` carrying errors (then no data). A socket close, data or silence fails the test.
+ */
+export async function operationErrors<T, V>(
+  client: Client,
+  document: TypedDocumentNode<T, V> | string,
+  variables?: V,
+): Promise<readonly GraphQLFormattedError[]> {
+  let dispose = () => {};
+  try {
+    const outcome = await new Promise<{ result?: ExecutionResult<T>; ended?: unknown }>((resolve) => {
+      const timer = setTimeout(() => resolve({ ended: "no answer within 10 s" }), 10_000);
+      const settle = (value: { result?: ExecutionResult<T>; ended?: unknown }) => {
+        clearTimeout(timer);
+        resolve(value);
+      };
+      dispose = client.subscribe<T>(
+        {
+          query: typeof document === "string" ? document : print(document),
+          variables: variables as Record<string, unknown> | undefined,
+        },
+        {
+          next: (result) => settle({ result: result as ExecutionResult<T> }),
+          error: (error) => settle({ ended: error }),
+          complete: () => settle({ ended: "completed without an error" }),
+        },
+      );
+    });
+    if (outcome.result) {
+      if (!outcome.result.errors?.length) expect.fail(`expected errors, got ${JSON.stringify(outcome.result)}`);
+      expect(outcome.result.data ?? null).toBeNull();
+      return outcome.result.errors as readonly GraphQLFormattedError[];
+    }
+    if (Array.isArray(outcome.ended)) return outcome.ended as GraphQLFormattedError[];
+    return expect.fail(`expected an error for the operation, got ${JSON.stringify(outcome.ended)}`);
+  } finally {
+    dispose();
+  }
+}
