@@ -62,9 +62,17 @@ const envSchema = z.object({
   LOGIN_WINDOW_SECONDS: z.coerce.number().int().min(1).default(600),
   EMAIL_CODE_TTL_SECONDS: z.coerce.number().int().min(60).max(86_400).default(600),
   TRUST_PROXY: z
-    .enum(["true", "false"])
+    .string()
+    .trim()
     .default("false")
-    .transform((value) => value === "true"),
+    .transform((value, ctx) => {
+      if (value === "false") return 0;
+      if (value === "true") return 1;
+      const hops = Number(value);
+      if (/^\d+$/.test(value) && hops >= 1 && hops <= 10) return hops;
+      ctx.addIssue({ code: "custom", message: "must be false, true or a number of proxy hops (1-10)" });
+      return z.NEVER;
+    }),
   GOOGLE_CLIENT_ID: optionalString,
   GOOGLE_CLIENT_SECRET: optionalString,
   GOOGLE_ISSUER: z.string().url().default("https://accounts.google.com"),
@@ -120,8 +128,11 @@ export interface Config {
   loginMaxFailures: number;
   loginWindowSeconds: number;
   emailCodeTtlSeconds: number;
-  /** Take the client address from X-Forwarded-For (behind a trusted proxy). */
-  trustProxy: boolean;
+  /**
+   * Proxies in front of the server whose X-Forwarded-For entries are trusted (0: none).
+   * The client address is the entry that many hops from the right.
+   */
+  trustProxy: number;
   /** Sign-in providers; a provider without a client id is off. */
   google: { clientId?: string; clientSecret?: string; issuer: string };
   github: { clientId?: string; clientSecret?: string; authorizeUrl: string; tokenUrl: string; apiUrl: string };

@@ -7,6 +7,7 @@ import { performance } from "node:perf_hooks";
 import type { GraphQLFormattedError } from "graphql";
 import { SMTPServer } from "smtp-server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../src/env.ts";
 import { graphql } from "./generated/gql.ts";
 import type { AcctAuthPayloadFieldsFragment, AcctMessageAddedSubscription } from "./generated/graphql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
@@ -417,7 +418,7 @@ describe.each(backends())("accounts on %s", (backend) => {
   beforeAll(async () => {
     await mailbox.start();
     database = await createTestDatabase(backend);
-    server = await startServer(database, { smtpUrl: mailbox.url, trustProxy: true });
+    server = await startServer(database, { smtpUrl: mailbox.url, trustProxy: 1 });
   });
   afterAll(async () => {
     await server?.stop();
@@ -427,7 +428,7 @@ describe.each(backends())("accounts on %s", (backend) => {
 
   /** A server of its own on the same database (and Redis), e.g. with other limits. */
   function extraServer(overrides: Parameters<typeof startServer>[1] = {}): Promise<TestServer> {
-    return startServer(database, { smtpUrl: mailbox.url, trustProxy: true, ...overrides });
+    return startServer(database, { smtpUrl: mailbox.url, trustProxy: 1, ...overrides });
   }
 
   /** A new tenant with the given end-user auth settings (self sign-up, password and code sign-in by default). */
@@ -1075,6 +1076,32 @@ describe.each(backends())("accounts on %s", (backend) => {
         for (const dev of [devA, devB, devKey, devBystander]) await dev.client.dispose();
       }
     });
+    it("TRUST_PROXY counts hops from the right: an entry the client wrote is never its address", async () => {
+      const tenant = await authTenant();
+      const account = await register(tenant);
+      const spoofed = (ip: string): Auth => ({
+        headers: { "x-forwarded-for": `6.6.6.6, ${ip}`, "user-agent": "AcctTest/proxy" },
+      });
+      const oneHop = freshIp();
+      const behindOne = await signIn(account, spoofed(oneHop));
+      expect(behindOne.session.ipAddress).toBe(oneHop);
+      const twoHops = await extraServer({ trustProxy: 2 });
+      const none = await extraServer({ trustProxy: 0 });
+      try {
+        const behindTwo = await signIn(account, spoofed(freshIp()), twoHops.url);
+        expect(behindTwo.session.ipAddress).toBe("6.6.6.6");
+        const direct = await signIn(account, spoofed(freshIp()), none.url);
+        expect(direct.session.ipAddress).toBe("127.0.0.1");
+      } finally {
+        await twoHops.stop();
+        await none.stop();
+      }
+      expect(loadConfig({ TRUST_PROXY: "true" }).trustProxy).toBe(1);
+      expect(loadConfig({ TRUST_PROXY: "false" }).trustProxy).toBe(0);
+      expect(loadConfig({ TRUST_PROXY: "3" }).trustProxy).toBe(3);
+      expect(() => loadConfig({ TRUST_PROXY: "yes" })).toThrow(/TRUST_PROXY/);
+    });
+
     it("revokeUserTokens ends every session and refresh token of the user, not only access tokens", async () => {
       const tenant = await authTenant();
       const account = await register(tenant);
@@ -1537,7 +1564,7 @@ describe.each(backends())("accounts on %s", (backend) => {
   describe("local outbox", () => {
     it("without SMTP_URL writes the mail with the code to <dataDir>/outbox/mail.jsonl", async () => {
       const dataDir = await mkdtemp(join(tmpdir(), "acct-outbox-"));
-      const local = await startServer(database, { dataDir, smtpUrl: undefined, trustProxy: true });
+      const local = await startServer(database, { dataDir, smtpUrl: undefined, trustProxy: 1 });
       try {
         const tenant = await authTenant();
         const email = newEmail("outbox");

@@ -28,7 +28,11 @@ export interface NodeServerContext {
 }
 
 export function clientInfo(config: Config, request: Request, serverContext: NodeServerContext): ClientInfo {
-  const forwarded = config.trustProxy ? (request.headers.get("x-forwarded-for") ?? "").split(",")[0]?.trim() : "";
+  // Each trusted proxy appends the address it saw, so the client is `trustProxy` entries from
+  // the right; anything further left was written by the client and proves nothing.
+  const hops = config.trustProxy;
+  const chain = hops ? (request.headers.get("x-forwarded-for") ?? "").split(",").map((part) => part.trim()) : [];
+  const forwarded = chain.length >= hops ? chain[chain.length - hops] : chain[0];
   return {
     address: forwarded || serverContext.req?.socket.remoteAddress || null,
     userAgent: request.headers.get("user-agent"),
@@ -38,7 +42,7 @@ export function clientInfo(config: Config, request: Request, serverContext: Node
 /** The origin a request came to (for redirects and absolute links). */
 export function originOf(config: Config, request: Request): string {
   const url = new URL(request.url);
-  const forwardedProto = config.trustProxy ? request.headers.get("x-forwarded-proto") : null;
+  const forwardedProto = config.trustProxy > 0 ? request.headers.get("x-forwarded-proto") : null;
   const protocol = forwardedProto === "https" ? "https:" : url.protocol;
   return `${protocol}//${request.headers.get("host") ?? url.host}`;
 }

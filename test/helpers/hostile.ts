@@ -18,6 +18,7 @@ export const CLIENT_CODES = [
   "PAYLOAD_TOO_LARGE",
   "GRAPHQL_PARSE_FAILED",
   "GRAPHQL_VALIDATION_FAILED",
+  "QUERY_TOO_COMPLEX",
 ] as const;
 
 /** Stack frames, file paths, SQL and database driver text must never reach a client. */
