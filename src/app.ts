@@ -17,6 +17,7 @@ import { FailureLimiter } from "./auth/limits.ts";
 import { type Principal, resolvePrincipal } from "./auth/principal.ts";
 import { loadOrCreateJwtSecret } from "./auth/secrets.ts";
 import { TokenService } from "./auth/tokens.ts";
+import { WriteLimits } from "./auth/write-limits.ts";
 import { type AppDeps, type ClientInfo, type Context, contextFor, createContext } from "./context.ts";
 import { type Database, embeddedDir, openMigratedDatabase } from "./db/client.ts";
 import type { Config } from "./env.ts";
@@ -175,6 +176,7 @@ async function createDeps(config: Config, options: AppOptions): Promise<AppDeps>
       codes: new FailureLimiter("codes", { points: 5, durationSeconds: config.emailCodeTtlSeconds }, limitsRedis),
       mails: new FailureLimiter("mails", { points: 5, durationSeconds: config.loginWindowSeconds }, limitsRedis),
     },
+    writeLimits: new WriteLimits(config.rateLimits, limitsRedis, log, !config.databaseUrl),
     closeExtras: () => {
       limitsRedis?.disconnect();
     },

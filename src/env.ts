@@ -74,6 +74,12 @@ const envSchema = z.object({
     .enum(["true", "false"])
     .default("true")
     .transform((value) => value === "true"),
+  RATE_LIMITS: z.enum(["on", "off"]).default("on"),
+  RATE_LIMIT_USER_PER_SECOND: z.coerce.number().int().min(1).default(20),
+  RATE_LIMIT_USER_BURST: z.coerce.number().int().min(0).default(1000),
+  RATE_LIMIT_USER_CONCURRENCY: z.coerce.number().int().min(1).default(50),
+  RATE_LIMIT_TENANT_PER_SECOND: z.coerce.number().int().min(1).default(500),
+  RATE_LIMIT_TENANT_BURST: z.coerce.number().int().min(0).default(10_000),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -114,6 +120,26 @@ export interface Config {
   google: { clientId?: string; clientSecret?: string; issuer: string };
   github: { clientId?: string; clientSecret?: string; authorizeUrl: string; tokenUrl: string; apiUrl: string };
   graphiql: boolean;
+  rateLimits: RateLimitConfig;
+}
+
+/** A steady rate per second plus a reserve for bursts (see auth/write-limits.ts). */
+export interface RateBudget {
+  perSecond: number;
+  burst: number;
+}
+
+/** Limits on writes (messages, edits, reactions, typing, uploads, group changes). */
+export interface RateLimitConfig {
+  /** RATE_LIMITS=off: no write limits at all (benchmarks, trusted backends). */
+  enabled: boolean;
+  /** Per user; the API key is exempt. */
+  user: RateBudget & {
+    /** Writes of one user in progress at once on one instance. */
+    concurrency: number;
+  };
+  /** Per tenant, all its users and its API key together. */
+  tenant: RateBudget;
 }
 
 export class ConfigError extends Error {
@@ -165,5 +191,14 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       apiUrl: env.GITHUB_API_URL.replace(/\/+$/, ""),
     },
     graphiql: env.GRAPHIQL,
+    rateLimits: {
+      enabled: env.RATE_LIMITS === "on",
+      user: {
+        perSecond: env.RATE_LIMIT_USER_PER_SECOND,
+        burst: env.RATE_LIMIT_USER_BURST,
+        concurrency: env.RATE_LIMIT_USER_CONCURRENCY,
+      },
+      tenant: { perSecond: env.RATE_LIMIT_TENANT_PER_SECOND, burst: env.RATE_LIMIT_TENANT_BURST },
+    },
   };
 }
