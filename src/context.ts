@@ -5,6 +5,7 @@ import { grants } from "./auth/permissions.ts";
 import { type Credentials, type Principal, resolvePrincipal } from "./auth/principal.ts";
 import { safeEqual } from "./auth/secrets.ts";
 import type { TokenService } from "./auth/tokens.ts";
+import type { WriteLimits } from "./auth/write-limits.ts";
 import type { Database, PrismaClient } from "./db/client.ts";
 import { tenantScoped } from "./db/scoped.ts";
 import type { Config } from "./env.ts";
@@ -28,6 +29,8 @@ export interface AppDeps {
   mailer: Mailer;
   /** Failure counters: sign-ins per account and per client address, code guesses, mails sent. */
   limits: { account: FailureLimiter; address: FailureLimiter; codes: FailureLimiter; mails: FailureLimiter };
+  /** Rate limits on writes per user and per tenant (RATE_LIMITS). */
+  writeLimits: WriteLimits;
   /** Release what the parts above hold, in reverse order (see deps.ts closeDeps). */
   closers: (() => Promise<void> | void)[];
 }

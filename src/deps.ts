@@ -3,6 +3,7 @@ import { Redis } from "ioredis";
 import { FailureLimiter } from "./auth/limits.ts";
 import { loadOrCreateJwtSecret } from "./auth/secrets.ts";
 import { TokenService } from "./auth/tokens.ts";
+import { WriteLimits } from "./auth/write-limits.ts";
 import type { AppDeps } from "./context.ts";
 import { type Database, embeddedDir, openMigratedDatabase } from "./db/client.ts";
 import type { Config } from "./env.ts";
@@ -77,6 +78,8 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
       codes: new FailureLimiter("codes", { points: 5, durationSeconds: config.emailCodeTtlSeconds }, limitsRedis),
       mails: new FailureLimiter("mails", { points: 5, durationSeconds: config.loginWindowSeconds }, limitsRedis),
     },
+    // Embedded mode holds a user's burst of writes together (see WriteLimits).
+    writeLimits: new WriteLimits(config.rateLimits, limitsRedis, log, !config.databaseUrl),
     closers,
     attachments: new LocalDiskStore(config.attachmentsDir),
     // A key of its own for download links, derived so that no extra secret is needed.

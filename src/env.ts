@@ -88,6 +88,12 @@ const envSchema = z.object({
     .enum(["true", "false"])
     .default("true")
     .transform((value) => value === "true"),
+  RATE_LIMITS: z.enum(["on", "off"]).default("on"),
+  RATE_LIMIT_USER_PER_SECOND: z.coerce.number().int().min(1).default(20),
+  RATE_LIMIT_USER_BURST: z.coerce.number().int().min(0).default(1000),
+  RATE_LIMIT_USER_CONCURRENCY: z.coerce.number().int().min(1).default(50),
+  RATE_LIMIT_TENANT_PER_SECOND: z.coerce.number().int().min(1).default(500),
+  RATE_LIMIT_TENANT_BURST: z.coerce.number().int().min(0).default(10_000),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -142,6 +148,26 @@ export interface Config {
   /** Open WebSockets per user and per tenant on one instance; more are closed with 4429. */
   maxSocketsPerUser: number;
   maxSocketsPerTenant: number;
+  rateLimits: RateLimitConfig;
+}
+
+/** A steady rate per second plus a reserve for bursts (see auth/write-limits.ts). */
+export interface RateBudget {
+  perSecond: number;
+  burst: number;
+}
+
+/** Limits on writes (messages, edits, reactions, typing, uploads, group changes). */
+export interface RateLimitConfig {
+  /** RATE_LIMITS=off: no write limits at all (benchmarks, trusted backends). */
+  enabled: boolean;
+  /** Per user; the API key is exempt. */
+  user: RateBudget & {
+    /** Writes of one user in progress at once on one instance. */
+    concurrency: number;
+  };
+  /** Per tenant, all its users and its API key together. */
+  tenant: RateBudget;
 }
 
 export class ConfigError extends Error {
@@ -199,5 +225,14 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     maxSubscriptionsPerSocket: env.MAX_SUBSCRIPTIONS_PER_SOCKET,
     maxSocketsPerUser: env.MAX_SOCKETS_PER_USER,
     maxSocketsPerTenant: env.MAX_SOCKETS_PER_TENANT,
+    rateLimits: {
+      enabled: env.RATE_LIMITS === "on",
+      user: {
+        perSecond: env.RATE_LIMIT_USER_PER_SECOND,
+        burst: env.RATE_LIMIT_USER_BURST,
+        concurrency: env.RATE_LIMIT_USER_CONCURRENCY,
+      },
+      tenant: { perSecond: env.RATE_LIMIT_TENANT_PER_SECOND, burst: env.RATE_LIMIT_TENANT_BURST },
+    },
   };
 }

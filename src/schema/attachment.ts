@@ -28,6 +28,7 @@ builder.mutationField("uploadAttachment", (t) =>
       conversationId: t.arg.id({ required: true, description: "The conversation it will be sent to." }),
       file: t.arg({ type: "File", required: true, description: "The file." }),
     },
-    resolve: (_query, _root, args, ctx) => uploadAttachment(ctx, args.conversationId, args.file),
+    resolve: (_query, _root, args, ctx) =>
+      ctx.deps.writeLimits.run(ctx, () => uploadAttachment(ctx, args.conversationId, args.file)),
   }),
 );

@@ -161,7 +161,8 @@ builder.mutationFields((t) => ({
     description: "Creates a group; a user creating it becomes its owner.",
     authScopes: { permission: "groups:create" },
     args: { input: t.arg({ type: CreateGroupInput, required: true, description: "The new group." }) },
-    resolve: (_query, _root, { input }, ctx) => conversations.createGroup(ctx, input),
+    resolve: (_query, _root, { input }, ctx) =>
+      ctx.deps.writeLimits.run(ctx, () => conversations.createGroup(ctx, input)),
   }),
   updateGroup: t.prismaField({
     type: "Conversation",
@@ -171,13 +172,14 @@ builder.mutationFields((t) => ({
       id: t.arg.id({ required: true, description: "Conversation id." }),
       input: t.arg({ type: UpdateGroupInput, required: true, description: "The changes." }),
     },
-    resolve: (_query, _root, { id, input }, ctx) => conversations.updateGroup(ctx, id, input),
+    resolve: (_query, _root, { id, input }, ctx) =>
+      ctx.deps.writeLimits.run(ctx, () => conversations.updateGroup(ctx, id, input)),
   }),
   deleteGroup: t.id({
     description: "Deletes a group with its messages (owners, or groups:delete). Returns the id.",
     authScopes: { authenticated: true },
     args: { id: t.arg.id({ required: true, description: "Conversation id." }) },
-    resolve: (_root, { id }, ctx) => conversations.deleteGroup(ctx, id),
+    resolve: (_root, { id }, ctx) => ctx.deps.writeLimits.run(ctx, () => conversations.deleteGroup(ctx, id)),
   }),
   addMembers: t.prismaField({
     type: "Conversation",
@@ -187,7 +189,8 @@ builder.mutationFields((t) => ({
       conversationId: t.arg.id({ required: true, description: "Conversation id." }),
       userIds: t.arg.idList({ required: true, description: "Users to add (up to 500)." }),
     },
-    resolve: (_query, _root, args, ctx) => conversations.addMembers(ctx, args.conversationId, args.userIds),
+    resolve: (_query, _root, args, ctx) =>
+      ctx.deps.writeLimits.run(ctx, () => conversations.addMembers(ctx, args.conversationId, args.userIds)),
   }),
   removeMember: t.prismaField({
     type: "Conversation",
@@ -197,7 +200,8 @@ builder.mutationFields((t) => ({
       conversationId: t.arg.id({ required: true, description: "Conversation id." }),
       userId: t.arg.id({ required: true, description: "The member to remove." }),
     },
-    resolve: (_query, _root, args, ctx) => conversations.removeMember(ctx, args.conversationId, args.userId),
+    resolve: (_query, _root, args, ctx) =>
+      ctx.deps.writeLimits.run(ctx, () => conversations.removeMember(ctx, args.conversationId, args.userId)),
   }),
   setMemberRole: t.prismaField({
     type: "Conversation",
@@ -210,7 +214,9 @@ builder.mutationFields((t) => ({
       role: t.arg({ type: MemberRole, required: true, description: "The new role." }),
     },
     resolve: (_query, _root, args, ctx) =>
-      conversations.setMemberRole(ctx, args.conversationId, args.userId, args.role),
+      ctx.deps.writeLimits.run(ctx, () =>
+        conversations.setMemberRole(ctx, args.conversationId, args.userId, args.role),
+      ),
   }),
   openDirectConversation: t.prismaField({
     type: "Conversation",

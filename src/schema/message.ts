@@ -236,7 +236,7 @@ builder.mutationFields((t) => ({
       "Sends a message. It is stored with its sequence number before anyone is notified; a repeated clientMessageId returns the original.",
     authScopes: { permission: "chats:create" },
     args: { input: t.arg({ type: SendMessageInput, required: true, description: "The message and where it goes." }) },
-    resolve: (_query, _root, { input }, ctx) => messages.sendMessage(ctx, input),
+    resolve: (_query, _root, { input }, ctx) => ctx.deps.writeLimits.run(ctx, () => messages.sendMessage(ctx, input)),
   }),
   editMessage: t.prismaField({
     type: "Message",
@@ -246,7 +246,8 @@ builder.mutationFields((t) => ({
       id: t.arg.id({ required: true, description: "Message id." }),
       body: t.arg.string({ required: true, description: "The new text." }),
     },
-    resolve: (_query, _root, args, ctx) => messages.editMessage(ctx, args.id, args.body),
+    resolve: (_query, _root, args, ctx) =>
+      ctx.deps.writeLimits.run(ctx, () => messages.editMessage(ctx, args.id, args.body)),
   }),
   deleteMessage: t.prismaField({
     type: "Message",
@@ -277,7 +278,8 @@ builder.mutationFields((t) => ({
       messageId: t.arg.id({ required: true, description: "Message id." }),
       emoji: t.arg.string({ required: true, description: "A single emoji, e.g. 👍 or 👍🏽." }),
     },
-    resolve: (_query, _root, args, ctx) => messages.setReaction(ctx, args.messageId, args.emoji, true),
+    resolve: (_query, _root, args, ctx) =>
+      ctx.deps.writeLimits.run(ctx, () => messages.setReaction(ctx, args.messageId, args.emoji, true)),
   }),
   removeReaction: t.prismaField({
     type: "Message",
@@ -287,7 +289,8 @@ builder.mutationFields((t) => ({
       messageId: t.arg.id({ required: true, description: "Message id." }),
       emoji: t.arg.string({ required: true, description: "The emoji to take back." }),
     },
-    resolve: (_query, _root, args, ctx) => messages.setReaction(ctx, args.messageId, args.emoji, false),
+    resolve: (_query, _root, args, ctx) =>
+      ctx.deps.writeLimits.run(ctx, () => messages.setReaction(ctx, args.messageId, args.emoji, false)),
   }),
   markRead: t.field({
     type: ReadReceiptRef,
@@ -306,7 +309,8 @@ builder.mutationFields((t) => ({
       conversationId: t.arg.id({ required: true, description: "Conversation id." }),
       isTyping: t.arg.boolean({ required: true, description: "True while typing." }),
     },
-    resolve: (_root, args, ctx) => messages.setTyping(ctx, args.conversationId, args.isTyping),
+    resolve: (_root, args, ctx) =>
+      ctx.deps.writeLimits.run(ctx, () => messages.setTyping(ctx, args.conversationId, args.isTyping)),
   }),
 }));
 
