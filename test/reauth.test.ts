@@ -145,6 +145,18 @@ const MessageAdded = graphql(`
   }
 `);
 
+const MessageAddedWithEmail = graphql(`
+  subscription ReauthMessageAddedWithEmail($conversationId: ID) {
+    messageAdded(conversationId: $conversationId) {
+      body
+      sender {
+        id
+        email
+      }
+    }
+  }
+`);
+
 const Typing = graphql(`
   subscription ReauthTyping($conversationId: ID!) {
     typing(conversationId: $conversationId) {
@@ -858,6 +870,49 @@ describe.each(backends())("re-authorization of live subscriptions on %s", (backe
         }
       },
     );
+  });
+
+  describe("field permissions follow role changes event by event", () => {
+    it("losing users:read hides other users' emails from the next event of a live stream", async () => {
+      const team = await createTeam(server.url);
+      const key = { apiKey: team.apiKey };
+      const member = await roleId(server.url, team.apiKey, "member");
+      const bob = wsClient(server.wsUrl, { token: team.bob.token }, { keepOpen: true });
+      try {
+        const feed = subscribe(bob, MessageAddedWithEmail, { conversationId: team.group });
+        await whenLive(feed, () => activity(server.url, team, "probe"));
+        await activity(server.url, team, "with users:read");
+        const before = await feed.next();
+        expect(before.data?.messageAdded).toMatchObject({ body: "with users:read", sender: { id: team.alice.id } });
+        expect(before.data?.messageAdded.sender?.email).toMatch(/@/);
+
+        // Chats without the directory: Bob keeps reading the group but loses users:read.
+        const chatsOnly = MEMBER_PERMISSIONS.filter((permission) => permission !== "users:read");
+        const { createRole } = await ok(
+          server.url,
+          CreateRole,
+          { input: { name: "Chats only", permissions: chatsOnly } },
+          key,
+        );
+        await ok(server.url, AssignRole, { userId: team.bob.id, roleId: createRole.id }, key);
+        await ok(server.url, UnassignRole, { userId: team.bob.id, roleId: member }, key);
+        await sleep(200);
+        await activity(server.url, team, "without users:read");
+        const after = await feed.next();
+        expect(after.data?.messageAdded.body).toBe("without users:read");
+        expect(after.data?.messageAdded.sender?.email ?? null).toBeNull();
+        expect(after.errors?.[0]?.extensions?.code, JSON.stringify(after)).toBe("FORBIDDEN");
+
+        // And back: the next event shows it again.
+        await ok(server.url, AssignRole, { userId: team.bob.id, roleId: member }, key);
+        await sleep(200);
+        await activity(server.url, team, "users:read again");
+        const again = await feed.next();
+        expect(again.data?.messageAdded.sender?.email).toMatch(/@/);
+      } finally {
+        await bob.dispose();
+      }
+    });
   });
 
   describe("removing a member stops their events from the conversation at once", () => {

@@ -13,6 +13,7 @@ import { schema } from "../schema/index.ts";
 import { queryCostPlugin } from "./cost.ts";
 import { createErrorMasker, errorCodesPlugin } from "./errors.ts";
 import { inputGuardsPlugin } from "./input-guards.ts";
+import { perEventContextPlugin } from "./per-event-context.ts";
 
 export const GRAPHQL_ENDPOINT = "/graphql";
 
@@ -94,6 +95,7 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
       ...armorPlugins(),
       queryCostPlugin({ maxCost: config.maxQueryNodes }),
       inputGuardsPlugin,
+      perEventContextPlugin,
       errorCodesPlugin,
     ],
   });
