@@ -3,6 +3,7 @@ import DataLoader from "dataloader";
 import type { FailureLimiter } from "./auth/limits.ts";
 import { grants } from "./auth/permissions.ts";
 import { type Credentials, type Principal, resolvePrincipal } from "./auth/principal.ts";
+import type { ResyncSignal } from "./auth/resync-signal.ts";
 import { safeEqual } from "./auth/secrets.ts";
 import type { TokenService } from "./auth/tokens.ts";
 import type { WriteLimits } from "./auth/write-limits.ts";
@@ -31,6 +32,8 @@ export interface AppDeps {
   limits: { account: FailureLimiter; address: FailureLimiter; codes: FailureLimiter; mails: FailureLimiter };
   /** Rate limits on writes per user and per tenant (RATE_LIMITS). */
   writeLimits: WriteLimits;
+  /** Raised when a revocation could not be published: re-read credentials from storage now. */
+  credentialResync: ResyncSignal;
   /** Release what the parts above hold, in reverse order (see deps.ts closeDeps). */
   closers: (() => Promise<void> | void)[];
 }

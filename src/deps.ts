@@ -1,6 +1,7 @@
 import { createHmac } from "node:crypto";
 import { Redis } from "ioredis";
 import { FailureLimiter } from "./auth/limits.ts";
+import { ResyncSignal } from "./auth/resync-signal.ts";
 import { loadOrCreateJwtSecret } from "./auth/secrets.ts";
 import { TokenService } from "./auth/tokens.ts";
 import { WriteLimits } from "./auth/write-limits.ts";
@@ -80,6 +81,7 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     },
     // Embedded mode holds a user's burst of writes together (see WriteLimits).
     writeLimits: new WriteLimits(config.rateLimits, limitsRedis, log, !config.databaseUrl),
+    credentialResync: new ResyncSignal(),
     closers,
     attachments: new LocalDiskStore(config.attachmentsDir),
     // A key of its own for download links, derived so that no extra secret is needed.

@@ -81,6 +81,7 @@ const envSchema = z.object({
   GITHUB_AUTHORIZE_URL: z.string().url().default("https://github.com/login/oauth/authorize"),
   GITHUB_TOKEN_URL: z.string().url().default("https://github.com/login/oauth/access_token"),
   GITHUB_API_URL: z.string().url().default("https://api.github.com"),
+  CREDENTIAL_RESYNC_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   MAX_SUBSCRIPTIONS_PER_SOCKET: z.coerce.number().int().min(1).default(100),
   MAX_SOCKETS_PER_USER: z.coerce.number().int().min(1).default(50),
   MAX_SOCKETS_PER_TENANT: z.coerce.number().int().min(1).default(10_000),
@@ -143,6 +144,8 @@ export interface Config {
   google: { clientId?: string; clientSecret?: string; issuer: string };
   github: { clientId?: string; clientSecret?: string; authorizeUrl: string; tokenUrl: string; apiUrl: string };
   graphiql: boolean;
+  /** How often open sockets' credentials are re-read from storage (revocation news can be lost). */
+  credentialResyncSeconds: number;
   /** Operations one WebSocket may run at once; more get an error for that operation. */
   maxSubscriptionsPerSocket: number;
   /** Open WebSockets per user and per tenant on one instance; more are closed with 4429. */
@@ -222,6 +225,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       apiUrl: env.GITHUB_API_URL.replace(/\/+$/, ""),
     },
     graphiql: env.GRAPHIQL,
+    credentialResyncSeconds: env.CREDENTIAL_RESYNC_SECONDS,
     maxSubscriptionsPerSocket: env.MAX_SUBSCRIPTIONS_PER_SOCKET,
     maxSocketsPerUser: env.MAX_SOCKETS_PER_USER,
     maxSocketsPerTenant: env.MAX_SOCKETS_PER_TENANT,

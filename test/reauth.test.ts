@@ -872,6 +872,38 @@ describe.each(backends())("re-authorization of live subscriptions on %s", (backe
     );
   });
 
+  describe("revocations whose news was lost", () => {
+    it("a token revoked in storage alone closes its socket at the next resync; valid sockets stay", async () => {
+      const resyncing = await startServer(database, { credentialResyncSeconds: 1 });
+      const team = await createTeam(resyncing.url);
+      const bob = wsClient(resyncing.wsUrl, { token: team.bob.token }, { keepOpen: true });
+      const carol = wsClient(resyncing.wsUrl, { token: team.carol.token }, { keepOpen: true });
+      const key = wsClient(resyncing.wsUrl, { apiKey: team.apiKey }, { keepOpen: true });
+      try {
+        const feed = subscribe(bob, MessageAdded, { conversationId: team.group });
+        const carolFeed = subscribe(carol, MessageAdded, { conversationId: team.group });
+        const keyFeed = subscribe(key, MessageAdded, {});
+        await whenLive(feed, () => activity(resyncing.url, team, "probe"));
+        await whenLive(carolFeed, () => activity(resyncing.url, team, "probe"));
+        await whenLive(keyFeed, () => activity(resyncing.url, team, "probe"));
+        // As if the revocation's publish had been lost: only the database knows.
+        const jti = JSON.parse(Buffer.from(team.bob.token.split(".")[1] as string, "base64url").toString()).jti;
+        await resyncing.app.deps.db.sql.query(`UPDATE "UserToken" SET "revokedAt" = now() WHERE id = $1`, [jti]);
+        await expectClosed4403(bob, "the socket of a token revoked in storage");
+        await expectOpen(carol, "Carol's socket", 1500);
+        await expectOpen(key, "the API key's socket", 0);
+        await drain(carolFeed, 100);
+        await activity(resyncing.url, team, "after the resync");
+        expect(await nextBody(carolFeed)).toBe("after the resync");
+      } finally {
+        await bob.dispose();
+        await carol.dispose();
+        await key.dispose();
+        await resyncing.stop();
+      }
+    });
+  });
+
   describe("field permissions follow role changes event by event", () => {
     it("losing users:read hides other users' emails from the next event of a live stream", async () => {
       const team = await createTeam(server.url);

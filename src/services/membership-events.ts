@@ -36,6 +36,8 @@ async function publishAll(ctx: Context, targets: string[], event: UserEvent): Pr
     targets.map((topic) =>
       ctx.deps.pubsub.publish(topic, event).catch((error: unknown) => {
         ctx.deps.log.warn({ err: error, requestId: ctx.requestId }, "user event publish failed");
+        // Sockets here must not keep revoked credentials until the next timed resync.
+        if (event.type === "revoked") ctx.deps.credentialResync.request();
       }),
     ),
   );

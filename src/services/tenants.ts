@@ -88,6 +88,7 @@ export async function rotateApiKey(ctx: Context) {
   const event: ApiKeyEvent = { type: "revoked", keyIds: revoked };
   await ctx.deps.pubsub.publish(topics.apiKeys(tenantId), event).catch((error: unknown) => {
     ctx.deps.log.warn({ err: error, requestId: ctx.requestId }, "api key event publish failed");
+    ctx.deps.credentialResync.request();
   });
   ctx.deps.log.info({ tenantId, requestId: ctx.requestId }, "api key rotated");
   return { apiKey: key.key };

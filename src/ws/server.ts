@@ -9,6 +9,7 @@ import { classifyError, createErrorMasker, withCode } from "../graphql/errors.ts
 import { inspectOperationInput } from "../graphql/input-guards.ts";
 import type { ChatYoga } from "../graphql/yoga.ts";
 import { type ApiKeyEvent, topics, type UserEvent } from "../realtime/topics.ts";
+import { CredentialRegistry } from "./credentials.ts";
 
 /** Close code for a connection over the per-user or per-tenant socket cap (fatal for graphql-ws clients). */
 export const TOO_MANY_CONNECTIONS = 4429;
@@ -72,6 +73,8 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
   const perUser = new SocketCounts();
   const perTenant = new SocketCounts();
   const expiryTimers = new Set<NodeJS.Timeout>();
+  const credentials = new CredentialRegistry(deps);
+  credentials.start();
 
   /**
    * Closes a socket with 4403 when its credentials stop being valid: the token expires or
@@ -79,8 +82,17 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
    */
   const watchCredentials = async (socket: WebSocket, principal: Principal, cleanups: (() => void)[]) => {
     const close = (reason: string) => {
+      credentials.markRevoked(principal);
       if (socket.readyState === socket.OPEN) socket.close(CloseCode.Forbidden, reason);
     };
+    cleanups.push(
+      credentials.add(socket, {
+        principal,
+        close: (reason) => {
+          if (socket.readyState === socket.OPEN) socket.close(CloseCode.Forbidden, reason);
+        },
+      }),
+    );
     if (principal.kind === "user") {
       const delay = Math.max(0, principal.expiresAt.getTime() - Date.now());
       const timer = setTimeout(() => close("Token expired"), Math.min(delay, 2_147_000_000));
@@ -158,6 +170,11 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
           ];
         }
         const principal = ctx.extra.principal ?? null;
+        // Every operation re-checks the socket's credentials (revocations, expiry).
+        if (principal && !credentials.valid(principal)) {
+          ctx.extra.socket.close(CloseCode.Forbidden, "Credentials revoked");
+          return [appError("UNAUTHENTICATED", "These credentials are no longer valid")];
+        }
         const host = ctx.extra.request.headers.host;
         const chatContext = contextFor(deps, principal, {
           cacheLoaders: false,
@@ -269,6 +286,7 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
 
   return {
     async dispose() {
+      credentials.stop();
       for (const timer of expiryTimers) clearTimeout(timer);
       for (const client of wss.clients) client.close(1001, "Server shutting down");
       await new Promise<void>((resolve) => wss.close(() => resolve()));
