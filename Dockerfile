@@ -17,4 +17,4 @@ ENV NODE_ENV=production
 COPY --from=build /app /app
 EXPOSE 4000
 USER node
-CMD ["node_modules/.bin/tsx", "src/main.ts"]
+CMD ["node", "--import", "tsx", "src/main.ts"]

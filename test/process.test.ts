@@ -8,7 +8,6 @@ import { fails, ok, subscribe, wsClient } from "./helpers/client.ts";
 import { CreateTenant } from "./helpers/fixtures.ts";
 
 const root = new URL("..", import.meta.url).pathname;
-const tsx = join(root, "node_modules/.bin/tsx");
 
 interface Running {
   child: ChildProcess;
@@ -17,7 +16,9 @@ interface Running {
 }
 
 function run(env: Record<string, string>): Running {
-  const child = spawn(tsx, ["src/main.ts"], {
+  // As `npm start` runs it: Node itself receives the signals (tsx's CLI relays them with a
+  // 30 ms deadline and kills a busy child outright).
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
     cwd: root,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
