@@ -697,6 +697,8 @@ describe.each(backends())("re-authorization of live subscriptions on %s", (backe
             await expectSocketRefused(server.wsUrl, { token }, team.group);
           }
 
+          // Late probes under load must not stand in for the message that proves delivery.
+          await drain(carolFeed, 100);
           await send("after revocation");
           expect(await nextBody(carolFeed)).toBe("after revocation");
           await expectOpen(carol, "another user's socket", 200);

@@ -5,6 +5,7 @@ import { maxDirectivesPlugin } from "@escape.tech/graphql-armor-max-directives";
 import { maxTokensPlugin } from "@escape.tech/graphql-armor-max-tokens";
 import { GraphQLError } from "graphql";
 import { createYoga, type Plugin, type YogaServerInstance } from "graphql-yoga";
+import { credentialsFromHeaders } from "../auth/credentials.ts";
 import { type AppDeps, type Context, createContext } from "../context.ts";
 import { requestGuardPlugin } from "../http/request-guard.ts";
 import { clientInfo, type NodeServerContext } from "../http/respond.ts";
@@ -77,11 +78,7 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
       chatContext ??
       createContext(
         deps,
-        {
-          authorization: request.headers.get("authorization"),
-          apiKey: request.headers.get("x-api-key"),
-          platformAdminKey: request.headers.get("x-platform-admin-key"),
-        },
+        credentialsFromHeaders(request.headers),
         undefined,
         new URL(request.url).origin,
         clientInfo(config, request, { req }),

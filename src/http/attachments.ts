@@ -1,5 +1,6 @@
 import { Readable } from "node:stream";
 import { GraphQLError } from "graphql";
+import { credentialsFromHeaders } from "../auth/credentials.ts";
 import { type AppDeps, createContext } from "../context.ts";
 import { appError } from "../errors.ts";
 import { isClientError } from "../graphql/errors.ts";
@@ -28,10 +29,8 @@ async function authorize(deps: AppDeps, request: Request, url: URL, id: string):
     if (!row || row.message?.deletedAt) throw appError("NOT_FOUND", "Attachment not found");
     return row;
   }
-  const ctx = await createContext(deps, {
-    authorization: request.headers.get("authorization"),
-    apiKey: request.headers.get("x-api-key"),
-  });
+  const { authorization, apiKey } = credentialsFromHeaders(request.headers);
+  const ctx = await createContext(deps, { authorization, apiKey });
   if (!ctx.principal) throw appError("UNAUTHENTICATED", ctx.authError ?? "Authentication required");
   const attachment = await findDownloadable(ctx, id);
   await requireConversation(ctx, attachment.conversationId, "id");

@@ -1,4 +1,5 @@
 import type { Plugin } from "graphql-yoga";
+import { credentialsFromHeaders } from "../auth/credentials.ts";
 import { type Principal, resolvePrincipal } from "../auth/principal.ts";
 import type { AppDeps } from "../context.ts";
 import { jsonError, type NodeServerContext } from "./respond.ts";
@@ -24,11 +25,6 @@ async function readLimited(source: AsyncIterable<Uint8Array> | null, limit: numb
   return Buffer.concat(chunks);
 }
 
-/** Credentials in headers, the only place uploads may carry them. */
-function headerCredentials(headers: Headers) {
-  return { authorization: headers.get("authorization"), apiKey: headers.get("x-api-key") };
-}
-
 /**
  * The one gate every POST to the GraphQL endpoint passes, from a socket (Yoga's Node
  * adapter) or from `app.fetch`: media type, body limits, and for uploads verified
@@ -41,7 +37,8 @@ export function requestGuardPlugin(deps: AppDeps, endpoint: string): Plugin {
     async onRequest({ request, url, setRequest, endResponse, fetchAPI, serverContext }) {
       if (request.method !== "POST" || url.pathname !== endpoint) return;
       const type = (request.headers.get("content-type") ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
-      const credentials = headerCredentials(request.headers);
+      const { authorization, apiKey } = credentialsFromHeaders(request.headers);
+      const credentials = { authorization, apiKey };
       // Uploads must carry credentials in a header, which a browser only sends cross-site
       // after a CORS preflight: form posts cannot forge them.
       const multipart = type === "multipart/form-data" && !!(credentials.authorization || credentials.apiKey);

@@ -1,10 +1,11 @@
+import { revokesPrincipal, watchCredentialEnd } from "../auth/credential-end.ts";
 import { type Context, hasPermission } from "../context.ts";
 import { forbidden } from "../errors.ts";
 import type { Message } from "../generated/prisma/client.ts";
 import { messagesAfter, reviveMessage } from "../services/messages.ts";
 import type { Unsubscribe } from "./pubsub.ts";
 import { BoundedQueue, cancellable } from "./queue.ts";
-import { type ApiKeyEvent, type ReadPayload, type TypingPayload, topics, type UserEvent } from "./topics.ts";
+import { type ReadPayload, type TypingPayload, topics, type UserEvent } from "./topics.ts";
 
 const PAGE = 200;
 
@@ -79,7 +80,14 @@ async function* runFeed<T>(
 
   try {
     cleanups.push(pubsub.onResync(() => queue.push({ type: "resync" })));
-    cleanups.push(await watchCredentialEnd(ctx, () => queue.push({ type: "membership", event: { type: "revoked" } })));
+    cleanups.push(
+      await watchCredentialEnd(
+        ctx.deps.pubsub,
+        ctx.principal,
+        () => queue.push({ type: "membership", event: { type: "revoked" } }),
+        { userRevocations: false },
+      ),
+    );
     // Users follow their memberships; the API key follows every conversation of the tenant.
     const membershipTopic = userId ? topics.user(tenantId, userId) : topics.conversations(tenantId);
     cleanups.push(
@@ -127,7 +135,7 @@ async function* runFeed<T>(
         }
       } else if (signal.type === "membership") {
         const { event } = signal;
-        if (revokes(ctx, event)) return;
+        if (revokesPrincipal(ctx.principal, event)) return;
         if (event.type === "revoked") continue;
         if (event.type === "permissionsChanged") {
           await assertStillAllowed(ctx);
@@ -232,31 +240,6 @@ async function joinedAtSeq<T>(
   return source.seqBefore(ctx, conversationId, member.joinedAt);
 }
 
-/** Whether a revocation concerns this request's credentials (all of the user's, or its session). */
-function revokes(ctx: Context, event: UserEvent): boolean {
-  if (event.type !== "revoked") return false;
-  if (!event.sessionIds) return true;
-  const principal = ctx.principal;
-  return principal?.kind === "user" && !!principal.sessionId && event.sessionIds.includes(principal.sessionId);
-}
-
-/**
- * Ends a stream when its credentials end on their own: the API key is rotated away, or
- * the user token expires. (WebSockets are closed for this too; this covers streams over
- * HTTP, and every stream alike.)
- */
-async function watchCredentialEnd(ctx: Context, end: () => void): Promise<Unsubscribe> {
-  const principal = ctx.principal;
-  if (!principal) return () => {};
-  if (principal.kind === "service") {
-    return ctx.deps.pubsub.subscribe(topics.apiKeys(principal.tenantId), (payload) => {
-      if ((payload as ApiKeyEvent).keyIds.includes(principal.apiKeyId)) end();
-    });
-  }
-  const timer = setTimeout(end, Math.min(Math.max(0, principal.expiresAt.getTime() - Date.now()), 2_147_000_000));
-  return () => clearTimeout(timer);
-}
-
 /** A role change applies to open streams: re-read permissions, and stop when chats:read is gone. */
 async function assertStillAllowed(ctx: Context): Promise<void> {
   ctx.refreshPermissions();
@@ -278,7 +261,7 @@ async function watchMembership(
   if (principal?.kind !== "user") return () => {};
   return ctx.deps.pubsub.subscribe(topics.user(principal.tenantId, principal.userId), (payload) => {
     const event = payload as UserEvent;
-    if (revokes(ctx, event) || (event.type === "left" && event.conversationId === conversationId)) {
+    if (revokesPrincipal(ctx.principal, event) || (event.type === "left" && event.conversationId === conversationId)) {
       queue.end();
     } else if (event.type === "permissionsChanged") {
       assertStillAllowed(ctx).catch((error: unknown) => queue.fail(error));
@@ -306,7 +289,9 @@ function conversationTopicFeed<T>(
       accept(payload, push),
     );
     const unwatch = await watchMembership(ctx, conversationId, queue as BoundedQueue<unknown>);
-    const unwatchCredentials = await watchCredentialEnd(ctx, () => queue.end());
+    const unwatchCredentials = await watchCredentialEnd(ctx.deps.pubsub, ctx.principal, () => queue.end(), {
+      userRevocations: false,
+    });
     try {
       while (true) {
         const next = await queue.next();

@@ -2,13 +2,14 @@ import type { IncomingMessage, Server } from "node:http";
 import { GraphQLError } from "graphql";
 import { CloseCode, handleProtocols, makeServer } from "graphql-ws";
 import { type WebSocket, WebSocketServer } from "ws";
+import { watchCredentialEnd } from "../auth/credential-end.ts";
+import { credentialsFromConnectionParams } from "../auth/credentials.ts";
 import { type Principal, resolvePrincipal } from "../auth/principal.ts";
 import { type AppDeps, contextFor } from "../context.ts";
 import { appError } from "../errors.ts";
 import { classifyError, createErrorMasker, withCode } from "../graphql/errors.ts";
 import { inspectOperationInput } from "../graphql/input-guards.ts";
 import type { ChatYoga } from "../graphql/yoga.ts";
-import { type ApiKeyEvent, topics, type UserEvent } from "../realtime/topics.ts";
 import { CredentialRegistry } from "./credentials.ts";
 
 /** Close code for a connection over the per-user or per-tenant socket cap (fatal for graphql-ws clients). */
@@ -41,16 +42,6 @@ class SocketCounts {
   }
 }
 
-function credentialsOf(params: Record<string, unknown>) {
-  const authorization =
-    typeof params.authorization === "string"
-      ? params.authorization
-      : typeof params.Authorization === "string"
-        ? params.Authorization
-        : undefined;
-  return { authorization, apiKey: typeof params.apiKey === "string" ? params.apiKey : undefined };
-}
-
 /** Protocol violations graphql-ws reports by throwing: message types only a server may send. */
 const isProtocolViolation = (error: unknown) =>
   error instanceof Error && error.message.startsWith("Unexpected message of type");
@@ -72,7 +63,6 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
   const wss = new WebSocketServer({ server: httpServer, path, maxPayload: config.maxBodyBytes, handleProtocols });
   const perUser = new SocketCounts();
   const perTenant = new SocketCounts();
-  const expiryTimers = new Set<NodeJS.Timeout>();
   const credentials = new CredentialRegistry(deps);
   credentials.start();
 
@@ -82,53 +72,26 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
    */
   const watchCredentials = async (socket: WebSocket, principal: Principal, cleanups: (() => void)[]) => {
     const close = (reason: string) => {
-      credentials.markRevoked(principal);
       if (socket.readyState === socket.OPEN) socket.close(CloseCode.Forbidden, reason);
     };
+    cleanups.push(credentials.add(socket, { principal, close }));
     cleanups.push(
-      credentials.add(socket, {
-        principal,
-        close: (reason) => {
-          if (socket.readyState === socket.OPEN) socket.close(CloseCode.Forbidden, reason);
-        },
+      await watchCredentialEnd(deps.pubsub, principal, (reason) => {
+        credentials.markRevoked(principal);
+        close(reason);
       }),
     );
-    if (principal.kind === "user") {
-      const delay = Math.max(0, principal.expiresAt.getTime() - Date.now());
-      const timer = setTimeout(() => close("Token expired"), Math.min(delay, 2_147_000_000));
-      expiryTimers.add(timer);
-      cleanups.push(() => {
-        clearTimeout(timer);
-        expiryTimers.delete(timer);
-      });
-      cleanups.push(
-        await deps.pubsub.subscribe(topics.user(principal.tenantId, principal.userId), (payload) => {
-          const event = payload as UserEvent;
-          if (event.type !== "revoked") return;
-          // Session revocations name their sessions; other revocations end every socket.
-          if (!event.sessionIds || (principal.sessionId && event.sessionIds.includes(principal.sessionId))) {
-            close("Credentials revoked");
-          }
-        }),
-      );
-    } else {
-      cleanups.push(
-        await deps.pubsub.subscribe(topics.apiKeys(principal.tenantId), (payload) => {
-          if ((payload as ApiKeyEvent).keyIds.includes(principal.apiKeyId)) close("API key revoked");
-        }),
-      );
-    }
   };
 
   const cleanupsOf = new WeakMap<WebSocket, (() => void)[]>();
 
   const server = makeServer<Record<string, unknown> | undefined, Extra>({
     onConnect: async (ctx) => {
-      const credentials = credentialsOf(ctx.connectionParams ?? {});
+      const presented = credentialsFromConnectionParams(ctx.connectionParams ?? {});
       const { socket } = ctx.extra;
       let principal: Principal | null;
       try {
-        principal = await resolvePrincipal(deps.db.prisma, deps.tokens, credentials);
+        principal = await resolvePrincipal(deps.db.prisma, deps.tokens, presented);
       } catch {
         return false;
       }
@@ -154,7 +117,7 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
       }
       // Revoked between the check and the watch? Check once more now that nothing is missed.
       try {
-        if (!(await resolvePrincipal(deps.db.prisma, deps.tokens, credentials))) return false;
+        if (!(await resolvePrincipal(deps.db.prisma, deps.tokens, presented))) return false;
       } catch {
         return false;
       }
@@ -287,7 +250,6 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
   return {
     async dispose() {
       credentials.stop();
-      for (const timer of expiryTimers) clearTimeout(timer);
       for (const client of wss.clients) client.close(1001, "Server shutting down");
       await new Promise<void>((resolve) => wss.close(() => resolve()));
     },
