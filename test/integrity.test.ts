@@ -1,0 +1,300 @@
+/**
+ * Integrity under attack, through the real server on each backend: changes to one message
+ * racing each other (reactions against a delete or an edit).
+ */
+import { randomBytes } from "node:crypto";
+import type { ResultOf } from "@graphql-typed-document-node/core";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { graphql } from "./generated/gql.ts";
+import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
+import { type Auth, type GqlResult, ok, request, subscribe, wsClient } from "./helpers/client.ts";
+import { CreateGroup, createTenant, SendMessage, type TestUser } from "./helpers/fixtures.ts";
+
+// ---------------------------------------------------------------------------------------
+// Operations
+// ---------------------------------------------------------------------------------------
+
+const IntAddReaction = graphql(`
+  mutation IntAddReaction($messageId: ID!, $emoji: String!) {
+    addReaction(messageId: $messageId, emoji: $emoji) {
+      id
+    }
+  }
+`);
+
+const IntEdit = graphql(`
+  mutation IntEdit($id: ID!, $body: String!) {
+    editMessage(id: $id, body: $body) {
+      id
+      body
+    }
+  }
+`);
+
+const IntDelete = graphql(`
+  mutation IntDelete($id: ID!) {
+    deleteMessage(id: $id) {
+      id
+      body
+      deletedAt
+    }
+  }
+`);
+
+const IntSearch = graphql(`
+  query IntSearch($query: String!, $conversationId: ID) {
+    searchMessages(query: $query, conversationId: $conversationId, first: 50) {
+      edges {
+        node {
+          id
+        }
+      }
+    }
+  }
+`);
+
+const IntEvents = graphql(`
+  subscription IntEvents($conversationId: ID, $after: String) {
+    conversationEvents(conversationId: $conversationId, after: $after) {
+      __typename
+      ... on MessageAddedEvent {
+        seq
+        message {
+          id
+          body
+          deletedAt
+        }
+      }
+      ... on MessageEditedEvent {
+        seq
+        message {
+          id
+          body
+          deletedAt
+        }
+      }
+      ... on MessageDeletedEvent {
+        seq
+        message {
+          id
+          body
+          deletedAt
+        }
+      }
+      ... on ReactionChangedEvent {
+        seq
+        emoji
+        message {
+          id
+          body
+          deletedAt
+        }
+      }
+      ... on MemberAddedEvent {
+        seq
+        user {
+          id
+        }
+      }
+    }
+  }
+`);
+
+type IntEvent = ResultOf<typeof IntEvents>["conversationEvents"];
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+const as = (user: TestUser): Auth => ({ token: user.token });
+const hex = () => randomBytes(6).toString("hex");
+const EMOJIS = ["👍", "🎉", "❤️", "😂", "🔥"];
+
+/** The error code of the first error, or "OK". */
+function outcome(result: GqlResult<unknown>): string {
+  const error = result.errors?.[0];
+  return error ? String(error.extensions?.code ?? "NO_CODE") : "OK";
+}
+
+/** An event cursor as the server encodes it (base64url of its tuple): seq 0 replays everything. */
+const fromStart = (conversationId: string) =>
+  Buffer.from(JSON.stringify(["e1", conversationId, 0])).toString("base64url");
+
+interface StoredEvent {
+  seq: number;
+  type: string;
+  data: string;
+}
+
+describe.each(backends())("integrity under concurrency and tenant roles on %s", (backend) => {
+  let database: TestDatabase;
+  let server: TestServer;
+  let url: string;
+  let wsUrl: string;
+  let pool: pg.Pool | undefined;
+
+  beforeAll(async () => {
+    database = await createTestDatabase(backend);
+    server = await startServer(database);
+    ({ url, wsUrl } = server);
+    if (database.url) pool = new pg.Pool({ connectionString: database.url, max: 2 });
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await server?.stop();
+    await database?.drop();
+  });
+
+  async function sql<T>(text: string, params: unknown[] = []): Promise<T[]> {
+    if (pool) return (await pool.query(text, params)).rows as T[];
+    return (await database.db?.sql.query(text, params)) as T[];
+  }
+
+  function storedEvents(conversationId: string): Promise<StoredEvent[]> {
+    return sql<StoredEvent>(
+      `SELECT "seq", "type", "data" FROM "ConversationEvent" WHERE "conversationId" = $1 ORDER BY "seq"`,
+      [conversationId],
+    );
+  }
+
+  /** Every event of a conversation as a client replaying from the start receives it. */
+  async function replay(auth: Auth, conversationId: string): Promise<IntEvent[]> {
+    const [{ count }] = (await sql<{ count: number }>(
+      `SELECT "lastEventSeq" AS count FROM "Conversation" WHERE "id" = $1`,
+      [conversationId],
+    )) as [{ count: number }];
+    const client = wsClient(wsUrl, auth);
+    const sub = subscribe(client, IntEvents, { conversationId, after: fromStart(conversationId) });
+    try {
+      const results = await sub.take(count);
+      return results.map((result) => {
+        if (result.errors?.length || !result.data) return expect.fail(`event with errors: ${JSON.stringify(result)}`);
+        return result.data.conversationEvents;
+      });
+    } finally {
+      sub.unsubscribe();
+      await client.dispose();
+    }
+  }
+
+  async function group(owner: Auth, members: TestUser[], name = `Group ${hex()}`): Promise<string> {
+    const { createGroup } = await ok(url, CreateGroup, { input: { name, memberIds: members.map((m) => m.id) } }, owner);
+    return createGroup.id;
+  }
+
+  async function send(auth: Auth, conversationId: string, body: string) {
+    return (await ok(url, SendMessage, { input: { conversationId, body } }, auth)).sendMessage;
+  }
+
+  /** Every (reactor, emoji) pair adds its reaction, all at once; each answers OK or the given codes. */
+  function reactionStorm(reactors: TestUser[], messageId: string) {
+    return reactors.flatMap((reactor) =>
+      EMOJIS.map((emoji) => request(url, IntAddReaction, { messageId, emoji }, as(reactor))),
+    );
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Changes to one message apply one at a time
+  // -------------------------------------------------------------------------------------
+
+  describe("a message's changes apply one at a time, and a deleted message keeps no text", () => {
+    it("reactions racing a delete: nothing after the delete carries the text; the row, search and history keep none", async () => {
+      const tenant = await createTenant(url, ["Alice", "Bob", "Carol", "Dave", "Erin"]);
+      const [alice, ...reactors] = tenant.users as [TestUser, ...TestUser[]];
+      const conversationId = await group(as(alice), reactors);
+
+      for (let round = 0; round < 3; round++) {
+        const word = `secret${hex()}`;
+        const sent = await send(as(alice), conversationId, `the code is ${word}`);
+        const found = await ok(url, IntSearch, { query: word, conversationId }, as(alice));
+        expect(found.searchMessages.edges.map((e) => e.node.id)).toEqual([sent.id]);
+
+        const storm = reactionStorm(reactors, sent.id);
+        const half = Math.floor(storm.length / 2);
+        const results = await Promise.all([
+          ...storm.slice(0, half),
+          request(url, IntDelete, { id: sent.id }, as(alice)),
+          ...storm.slice(half),
+        ]);
+        const deletion = results[half] as GqlResult<ResultOf<typeof IntDelete>>;
+        expect(outcome(deletion), JSON.stringify(deletion)).toBe("OK");
+        expect(deletion.data?.deleteMessage.body).toBeNull();
+        // A reaction that lost the race is refused, not recorded on the tombstone.
+        for (const result of results) expect(["OK", "BAD_USER_INPUT"]).toContain(outcome(result));
+
+        // Stored history: no event anywhere keeps the text, and none about the message follows its deletion.
+        const stored = await storedEvents(conversationId);
+        expect.soft(stored.filter((event) => event.data.includes(word)).map((e) => `${e.seq} ${e.type}`)).toEqual([]);
+        const deletedAt = stored.find(
+          (event) => event.type === "MESSAGE_DELETED" && JSON.parse(event.data).message.id === sent.id,
+        )?.seq;
+        expect(deletedAt).toBeDefined();
+        const after = stored.filter(
+          (event) => event.seq > (deletedAt as number) && JSON.parse(event.data).message?.id === sent.id,
+        );
+        expect.soft(after.map((e) => `${e.seq} ${e.type}`)).toEqual([]);
+
+        // The row itself, its reactions and the search index.
+        const [row] = await sql<{ body: string | null; hit: boolean | null; reactions: number }>(
+          `SELECT m."body", m."searchVector" @@ to_tsquery('simple', $2) AS hit,
+                  (SELECT count(*)::int FROM "Reaction" r WHERE r."messageId" = m."id") AS reactions
+             FROM "Message" m WHERE m."id" = $1`,
+          [sent.id, word],
+        );
+        expect.soft(row?.body).toBeNull();
+        expect.soft(row?.hit ?? false).toBe(false);
+        expect.soft(row?.reactions).toBe(0);
+        for (const auth of [as(alice), { apiKey: tenant.apiKey }]) {
+          const search = await ok(url, IntSearch, { query: word }, auth);
+          expect(search.searchMessages.edges).toEqual([]);
+        }
+      }
+
+      // What a client replaying the whole history sees: the text nowhere, every tombstone without body.
+      const events = await replay(as(reactors[0] as TestUser), conversationId);
+      const withMessage = events.filter((event) => "message" in event);
+      expect(withMessage.length).toBeGreaterThan(0);
+      for (const event of withMessage) {
+        if (!("message" in event)) continue;
+        expect.soft(event.message.body, JSON.stringify(event)).toBeNull();
+        expect.soft(event.message.deletedAt, JSON.stringify(event)).not.toBeNull();
+      }
+    });
+
+    it("reactions racing an edit: no event after the edit's carries the text from before it", async () => {
+      const tenant = await createTenant(url, ["Alice", "Bob", "Carol", "Dave", "Erin"]);
+      const [alice, ...reactors] = tenant.users as [TestUser, ...TestUser[]];
+      const conversationId = await group(as(alice), reactors);
+
+      const messages: { id: string; before: string; after: string }[] = [];
+      for (let round = 0; round < 3; round++) {
+        const before = `before-${hex()}`;
+        const after = `after-${hex()}`;
+        const sent = await send(as(alice), conversationId, before);
+        messages.push({ id: sent.id, before, after });
+        const storm = reactionStorm(reactors, sent.id);
+        const half = Math.floor(storm.length / 2);
+        const results = await Promise.all([
+          ...storm.slice(0, half),
+          request(url, IntEdit, { id: sent.id, body: after }, as(alice)),
+          ...storm.slice(half),
+        ]);
+        for (const result of results) expect(outcome(result), JSON.stringify(result)).toBe("OK");
+      }
+
+      const events = await replay(as(reactors[0] as TestUser), conversationId);
+      for (const { id, before, after } of messages) {
+        const about = events.filter((event) => "message" in event && event.message.id === id);
+        const editedAt = about.findIndex((event) => event.__typename === "MessageEditedEvent");
+        expect(editedAt).toBeGreaterThan(0);
+        // Every event records the message as it was when the event committed.
+        const bodies = about.map((event) => ("message" in event ? event.message.body : undefined));
+        const expected = about.map((_, index) => (index < editedAt ? before : after));
+        expect(bodies).toEqual(expected);
+        const reactions = about.filter((event) => event.__typename === "ReactionChangedEvent");
+        expect(reactions).toHaveLength(EMOJIS.length * reactors.length);
+      }
+    });
+  });
+});
