@@ -1,6 +1,8 @@
 /**
  * Integrity under attack, through the real server on each backend: changes to one message
- * racing each other (reactions against a delete or an edit).
+ * racing each other (reactions against a delete or an edit), and tenant roles in mutations
+ * that used to ignore them (markRead, setTyping, group management by in-group owners and
+ * admins).
  */
 import { randomBytes } from "node:crypto";
 import type { ResultOf } from "@graphql-typed-document-node/core";
@@ -9,7 +11,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { type Auth, type GqlResult, ok, request, subscribe, wsClient } from "./helpers/client.ts";
-import { CreateGroup, createTenant, SendMessage, type TestUser } from "./helpers/fixtures.ts";
+import {
+  CreateGroup,
+  createTenant,
+  createUserWithToken,
+  MarkRead,
+  SendMessage,
+  type TestTenant,
+  type TestUser,
+} from "./helpers/fixtures.ts";
 
 // ---------------------------------------------------------------------------------------
 // Operations
@@ -97,6 +107,84 @@ const IntEvents = graphql(`
           id
         }
       }
+    }
+  }
+`);
+
+const IntSetTyping = graphql(`
+  mutation IntSetTyping($conversationId: ID!, $isTyping: Boolean!) {
+    setTyping(conversationId: $conversationId, isTyping: $isTyping)
+  }
+`);
+
+const IntRoles = graphql(`
+  query IntRoles {
+    roles {
+      id
+      name
+    }
+  }
+`);
+
+const IntCreateRole = graphql(`
+  mutation IntCreateRole($input: CreateRoleInput!) {
+    createRole(input: $input) {
+      id
+    }
+  }
+`);
+
+const IntAssignRole = graphql(`
+  mutation IntAssignRole($userId: ID!, $roleId: ID!) {
+    assignRole(userId: $userId, roleId: $roleId) {
+      id
+    }
+  }
+`);
+
+const IntUnassignRole = graphql(`
+  mutation IntUnassignRole($userId: ID!, $roleId: ID!) {
+    unassignRole(userId: $userId, roleId: $roleId) {
+      id
+    }
+  }
+`);
+
+const IntUpdateGroup = graphql(`
+  mutation IntUpdateGroup($id: ID!, $input: UpdateGroupInput!) {
+    updateGroup(id: $id, input: $input) {
+      id
+      name
+    }
+  }
+`);
+
+const IntDeleteGroup = graphql(`
+  mutation IntDeleteGroup($id: ID!) {
+    deleteGroup(id: $id)
+  }
+`);
+
+const IntAddMembers = graphql(`
+  mutation IntAddMembers($conversationId: ID!, $userIds: [ID!]!) {
+    addMembers(conversationId: $conversationId, userIds: $userIds) {
+      id
+    }
+  }
+`);
+
+const IntRemoveMember = graphql(`
+  mutation IntRemoveMember($conversationId: ID!, $userId: ID!) {
+    removeMember(conversationId: $conversationId, userId: $userId) {
+      id
+    }
+  }
+`);
+
+const IntSetMemberRole = graphql(`
+  mutation IntSetMemberRole($conversationId: ID!, $userId: ID!, $role: MemberRole!) {
+    setMemberRole(conversationId: $conversationId, userId: $userId, role: $role) {
+      id
     }
   }
 `);
@@ -295,6 +383,113 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
         const reactions = about.filter((event) => event.__typename === "ReactionChangedEvent");
         expect(reactions).toHaveLength(EMOJIS.length * reactors.length);
       }
+    });
+  });
+
+  // -------------------------------------------------------------------------------------
+  // Tenant roles in every mutation
+  // -------------------------------------------------------------------------------------
+
+  describe("tenant roles in mutations that used to ignore them", () => {
+    async function roleIds(apiKey: string): Promise<Record<string, string>> {
+      return Object.fromEntries((await ok(url, IntRoles, {}, { apiKey })).roles.map((r) => [r.name, r.id]));
+    }
+
+    /** Gives the user exactly one custom role holding `permissions` (the member role goes). */
+    async function onlyRole(tenant: TestTenant, user: TestUser, permissions: string[]): Promise<void> {
+      const apiKey = tenant.apiKey;
+      const { createRole } = await ok(
+        url,
+        IntCreateRole,
+        { input: { name: `role-${hex()}`, permissions } },
+        { apiKey },
+      );
+      await ok(url, IntAssignRole, { userId: user.id, roleId: createRole.id }, { apiKey });
+      const member = (await roleIds(apiKey)).member as string;
+      await ok(url, IntUnassignRole, { userId: user.id, roleId: member }, { apiKey });
+    }
+
+    it("markRead needs chats:read and setTyping needs chats:create", async () => {
+      const tenant = await createTenant(url, ["Alice", "Blind", "Mute"]);
+      const [alice, blind, mute] = tenant.users as [TestUser, TestUser, TestUser];
+      const conversationId = await group(as(alice), [blind, mute]);
+      const { id: messageId } = await send(as(alice), conversationId, "hello");
+      await onlyRole(tenant, blind, ["chats:create", "groups:create", "users:read"]);
+      await onlyRole(tenant, mute, ["chats:read", "groups:create", "users:read"]);
+
+      const read = (user: TestUser) => request(url, MarkRead, { conversationId, upToMessageId: messageId }, as(user));
+      const typing = (user: TestUser) => request(url, IntSetTyping, { conversationId, isTyping: true }, as(user));
+      expect(outcome(await read(blind))).toBe("FORBIDDEN");
+      expect(outcome(await typing(blind))).toBe("OK");
+      expect(outcome(await read(mute))).toBe("OK");
+      expect(outcome(await typing(mute))).toBe("FORBIDDEN");
+      // The member role holds both.
+      expect(outcome(await read(alice))).toBe("OK");
+      expect(outcome(await typing(alice))).toBe("OK");
+      // The refused receipt moved nothing.
+      const [horizon] = await sql<{ lastReadSeq: number }>(
+        `SELECT "lastReadSeq" FROM "Member" WHERE "conversationId" = $1 AND "userId" = $2`,
+        [conversationId, blind.id],
+      );
+      expect(horizon?.lastReadSeq).toBe(0);
+    });
+
+    it("in-group owners and admins manage their group only with groups:create; groups:update and groups:delete manage any", async () => {
+      const tenant = await createTenant(url, ["Owner", "Admin", "Mia", "Max", "Manager", "Remover"]);
+      const [owner, admin, mia, max, manager, remover] = tenant.users as [
+        TestUser,
+        TestUser,
+        TestUser,
+        TestUser,
+        TestUser,
+        TestUser,
+      ];
+      const apiKey = tenant.apiKey;
+      const groupId = await group(as(owner), [admin, mia, max, manager, remover]);
+      await ok(url, IntSetMemberRole, { conversationId: groupId, userId: admin.id, role: "ADMIN" }, as(owner));
+      // Owner and admin keep their places in the group but lose groups:create in the tenant.
+      const chatOnly = ["chats:read", "chats:create", "users:read"];
+      await onlyRole(tenant, owner, chatOnly);
+      await onlyRole(tenant, admin, chatOnly);
+      await onlyRole(tenant, manager, ["groups:update", ...chatOnly]);
+      await onlyRole(tenant, remover, ["groups:delete", ...chatOnly]);
+
+      const manage = (user: TestUser) => ({
+        rename: () => request(url, IntUpdateGroup, { id: groupId, input: { name: `By ${user.name}` } }, as(user)),
+        add: (userId: string) => request(url, IntAddMembers, { conversationId: groupId, userIds: [userId] }, as(user)),
+        remove: (userId: string) => request(url, IntRemoveMember, { conversationId: groupId, userId }, as(user)),
+        role: (userId: string, role: "OWNER" | "ADMIN" | "MEMBER") =>
+          request(url, IntSetMemberRole, { conversationId: groupId, userId, role }, as(user)),
+        delete: () => request(url, IntDeleteGroup, { id: groupId }, as(user)),
+      });
+      const joiner = (await createUserWithToken(url, apiKey, "Joiner")).id;
+
+      for (const user of [owner, admin]) {
+        const actor = manage(user);
+        expect(outcome(await actor.rename()), `${user.name} renames`).toBe("FORBIDDEN");
+        expect(outcome(await actor.add(joiner)), `${user.name} adds`).toBe("FORBIDDEN");
+        expect(outcome(await actor.remove(max.id)), `${user.name} removes`).toBe("FORBIDDEN");
+        expect(outcome(await actor.role(mia.id, "ADMIN")), `${user.name} promotes`).toBe("FORBIDDEN");
+      }
+      expect(outcome(await manage(owner).delete())).toBe("FORBIDDEN");
+      // Leaving is not managing: it needs no permission.
+      expect(outcome(await manage(max).remove(max.id))).toBe("OK");
+
+      // groups:update manages a group its holder is a plain member of.
+      const asManager = manage(manager);
+      expect(outcome(await asManager.rename())).toBe("OK");
+      expect(outcome(await asManager.add(joiner))).toBe("OK");
+      expect(outcome(await asManager.role(mia.id, "ADMIN"))).toBe("OK");
+      expect(outcome(await asManager.remove(joiner))).toBe("OK");
+      expect(outcome(await asManager.delete())).toBe("FORBIDDEN");
+
+      // With groups:create back, the owner manages again.
+      await ok(url, IntAssignRole, { userId: owner.id, roleId: (await roleIds(apiKey)).member as string }, { apiKey });
+      expect(outcome(await manage(owner).rename())).toBe("OK");
+      expect(outcome(await manage(admin).rename())).toBe("FORBIDDEN");
+
+      // groups:delete deletes a group its holder does not own.
+      expect(outcome(await manage(remover).delete())).toBe("OK");
     });
   });
 });

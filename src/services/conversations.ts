@@ -43,7 +43,12 @@ export async function requireConversation(ctx: Context, id: string, field = "id"
   return { conversation, membership };
 }
 
-/** Group management: the service principal, a group owner/admin, or a holder of the tenant permission. */
+/**
+ * Group management. The tenant-wide permission (`groups:update`, or `groups:delete` for
+ * deleting) manages any group, as does the API key. A group's owners (and admins, unless
+ * ownerOnly) manage their own group only while their tenant role lets them run groups at
+ * all (`groups:create`): a tenant role without it takes that power away inside groups too.
+ */
 async function assertCanManage(
   ctx: Context,
   access: ConversationAccess,
@@ -56,8 +61,12 @@ async function assertCanManage(
   }
   if (await hasPermission(ctx, permission)) return;
   const role = access.membership?.role;
-  if (role === "OWNER" || (!ownerOnly && role === "ADMIN")) return;
-  throw forbidden(`Only the group's ${ownerOnly ? "owners" : "owners or admins"} may do this`);
+  if (!(role === "OWNER" || (!ownerOnly && role === "ADMIN"))) {
+    throw forbidden(`Only the group's ${ownerOnly ? "owners" : "owners or admins"} may do this`);
+  }
+  if (!(await hasPermission(ctx, "groups:create"))) {
+    throw forbidden(`Managing a group as its ${role.toLowerCase()} needs the groups:create permission`);
+  }
 }
 
 async function requireUsersInTenant(ctx: Context, ids: string[]): Promise<void> {

@@ -307,8 +307,10 @@ export async function lastMessageOf(ctx: Context, conversationId: string, lastSe
   });
 }
 
+/** Read receipts follow the tenant role: moving the read horizon needs chats:read. */
 export async function markRead(ctx: Context, conversationId: string, upToMessageId: string) {
   const userId = requireUserPrincipal(ctx, "markRead");
+  if (!(await hasPermission(ctx, "chats:read"))) throw forbidden("Marking messages read needs chats:read");
   const { conversation } = await requireConversation(ctx, conversationId, "conversationId");
   const messageId = parseId("upToMessageId", upToMessageId);
   const message = await ctx.prisma.message.findFirst({
@@ -344,8 +346,10 @@ export async function markRead(ctx: Context, conversationId: string, upToMessage
   return payload;
 }
 
+/** Typing announces a message on its way, so it needs what sending does: chats:create. */
 export async function setTyping(ctx: Context, conversationId: string, isTyping: boolean): Promise<boolean> {
   const userId = requireUserPrincipal(ctx, "setTyping");
+  if (!(await hasPermission(ctx, "chats:create"))) throw forbidden("Typing indicators need chats:create");
   const { conversation } = await requireConversation(ctx, conversationId, "conversationId");
   const payload: TypingPayload = { conversationId: conversation.id, userId, isTyping };
   await ctx.deps.pubsub.publish(topics.typing(conversation.tenantId, conversation.id), payload);
