@@ -1,8 +1,9 @@
 /**
  * Integrity under attack, through the real server on each backend: changes to one message
- * racing each other (reactions against a delete or an edit), and tenant roles in mutations
- * that used to ignore them (markRead, setTyping, group management by in-group owners and
- * admins).
+ * racing each other (reactions against a delete or an edit), tenant roles in mutations that
+ * used to ignore them (markRead, setTyping, group management by in-group owners and admins),
+ * and idempotency under concurrency (addMembers of the same user, sender-less messages with
+ * the same clientMessageId).
  */
 import { randomBytes } from "node:crypto";
 import type { ResultOf } from "@graphql-typed-document-node/core";
@@ -490,6 +491,95 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
 
       // groups:delete deletes a group its holder does not own.
       expect(outcome(await manage(remover).delete())).toBe("OK");
+    });
+  });
+
+  // -------------------------------------------------------------------------------------
+  // Idempotency under concurrency
+  // -------------------------------------------------------------------------------------
+
+  describe("idempotent writes stay idempotent when they race", () => {
+    it("ten concurrent addMembers of the same user: one member, one MemberAdded event, one audit entry", async () => {
+      const tenant = await createTenant(url, ["Alice", "Bob", "Joiner"]);
+      const [alice, bob, joiner] = tenant.users as [TestUser, TestUser, TestUser];
+      const conversationId = await group(as(alice), [bob]);
+      const results = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          request(
+            url,
+            IntAddMembers,
+            { conversationId, userIds: [joiner.id] },
+            i % 2 ? as(alice) : { apiKey: tenant.apiKey },
+          ),
+        ),
+      );
+      for (const result of results) expect(outcome(result), JSON.stringify(result)).toBe("OK");
+
+      const members = await sql<{ userId: string }>(
+        `SELECT "userId" FROM "Member" WHERE "conversationId" = $1 AND "userId" = $2`,
+        [conversationId, joiner.id],
+      );
+      expect(members).toHaveLength(1);
+      const added = (await storedEvents(conversationId)).filter(
+        (event) => event.type === "MEMBER_ADDED" && JSON.parse(event.data).userId === joiner.id,
+      );
+      expect(added).toHaveLength(1);
+      const audits = await sql<{ details: string }>(
+        `SELECT "details" FROM "AuditEntry" WHERE "tenantId" = $1 AND "action" = 'member.added' AND "targetId" = $2`,
+        [tenant.id, conversationId],
+      );
+      expect(audits.map((a) => JSON.parse(a.details))).toEqual([{ userIds: [joiner.id] }]);
+      // What subscribers replay agrees.
+      const events = await replay(as(bob), conversationId);
+      expect(events.filter((e) => e.__typename === "MemberAddedEvent")).toEqual([
+        expect.objectContaining({ user: { id: joiner.id } }),
+      ]);
+    });
+
+    it("ten concurrent sender-less sends with one clientMessageId: one message, the same answer, one event", async () => {
+      const tenant = await createTenant(url, ["Alice"]);
+      const [alice] = tenant.users as [TestUser];
+      const conversationId = await group({ apiKey: tenant.apiKey }, [alice]);
+      const clientMessageId = `system-${hex()}`;
+      const results = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          request(
+            url,
+            SendMessage,
+            { input: { conversationId, body: `notice ${i}`, clientMessageId } },
+            { apiKey: tenant.apiKey },
+          ),
+        ),
+      );
+      for (const result of results) expect(outcome(result), JSON.stringify(result)).toBe("OK");
+      const ids = new Set(results.map((result) => result.data?.sendMessage.id));
+      expect(ids.size).toBe(1);
+      const [first] = results;
+      expect(first?.data?.sendMessage).toMatchObject({ type: "SYSTEM", sender: null, clientMessageId });
+
+      const rows = await sql<{ id: string }>(
+        `SELECT "id" FROM "Message" WHERE "conversationId" = $1 AND "clientMessageId" = $2`,
+        [conversationId, clientMessageId],
+      );
+      expect(rows.map((row) => row.id)).toEqual([...ids]);
+      const events = await storedEvents(conversationId);
+      expect(events.filter((event) => event.type === "MESSAGE_ADDED")).toHaveLength(1);
+      // A later repeat returns the original as well, and the same key in another conversation is another message.
+      const again = await ok(
+        url,
+        SendMessage,
+        { input: { conversationId, body: "later", clientMessageId } },
+        { apiKey: tenant.apiKey },
+      );
+      expect(again.sendMessage.id).toBe([...ids][0]);
+      const elsewhere = await group({ apiKey: tenant.apiKey }, [alice]);
+      const other = await ok(
+        url,
+        SendMessage,
+        { input: { conversationId: elsewhere, body: "other", clientMessageId } },
+        { apiKey: tenant.apiKey },
+      );
+      expect(other.sendMessage.id).not.toBe([...ids][0]);
     });
   });
 });

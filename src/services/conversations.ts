@@ -173,16 +173,15 @@ export async function addMembers(ctx: Context, conversationId: string, userIds: 
   await requireUsersInTenant(ctx, ids);
   const tenantId = access.conversation.tenantId;
   const { added, seq, eventSeq, events } = await ctx.prisma.$transaction(async (tx) => {
-    const existing = await tx.member.findMany({
-      where: { conversationId: access.conversation.id, userId: { in: ids } },
+    // Only rows this transaction inserted count: a concurrent addMembers of the same user
+    // inserts it once, and only that one records the join (event, audit, stream start).
+    const inserted = await tx.member.createManyAndReturn({
+      data: ids.map((userId) => ({ tenantId, conversationId: access.conversation.id, userId })),
+      skipDuplicates: true,
       select: { userId: true },
     });
-    const have = new Set(existing.map((m) => m.userId));
-    const fresh = ids.filter((id) => !have.has(id));
-    await tx.member.createMany({
-      data: fresh.map((userId) => ({ tenantId, conversationId: access.conversation.id, userId })),
-      skipDuplicates: true,
-    });
+    const insertedIds = new Set(inserted.map((m) => m.userId));
+    const fresh = ids.filter((id) => insertedIds.has(id));
     const conversation = await tx.conversation.findUniqueOrThrow({
       where: { id: access.conversation.id },
       select: { lastSeq: true, lastEventSeq: true },
