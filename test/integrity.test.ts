@@ -364,9 +364,15 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
         messages.push({ id: sent.id, before, after });
         const storm = reactionStorm(reactors, sent.id);
         const half = Math.floor(storm.length / 2);
+        // Replies lock the conversation and check their parent while the parent is being changed.
+        const replies = reactors.map((reactor) =>
+          request(url, SendMessage, { input: { conversationId, body: "re", replyToId: sent.id } }, as(reactor)),
+        );
         const results = await Promise.all([
           ...storm.slice(0, half),
+          ...replies.slice(0, 2),
           request(url, IntEdit, { id: sent.id, body: after }, as(alice)),
+          ...replies.slice(2),
           ...storm.slice(half),
         ]);
         for (const result of results) expect(outcome(result), JSON.stringify(result)).toBe("OK");
@@ -384,6 +390,40 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
         const reactions = about.filter((event) => event.__typename === "ReactionChangedEvent");
         expect(reactions).toHaveLength(EMOJIS.length * reactors.length);
       }
+    });
+
+    it("a group deleted while its messages change: every request ends cleanly and nothing of the group remains", async () => {
+      const tenant = await createTenant(url, ["Alice", "Bob", "Carol", "Dave", "Erin"]);
+      const [alice, ...reactors] = tenant.users as [TestUser, ...TestUser[]];
+      const conversationId = await group(as(alice), reactors);
+      const first = await send(as(alice), conversationId, "first");
+      const second = await send(as(alice), conversationId, "second");
+      const storm = reactionStorm(reactors, first.id);
+      const half = Math.floor(storm.length / 2);
+      const results = await Promise.all([
+        ...storm.slice(0, half),
+        request(url, IntEdit, { id: second.id, body: "second, edited" }, as(alice)),
+        request(
+          url,
+          SendMessage,
+          { input: { conversationId, body: "re", replyToId: first.id } },
+          as(reactors[0] as TestUser),
+        ),
+        request(url, IntDeleteGroup, { id: conversationId }, as(alice)),
+        request(url, IntDelete, { id: second.id }, as(alice)),
+        ...storm.slice(half),
+      ]);
+      expect(outcome(results[half + 2] as GqlResult<unknown>)).toBe("OK");
+      // Losing the race is a client error (the message or group is gone), never an internal one.
+      for (const result of results) {
+        expect(["OK", "NOT_FOUND", "BAD_USER_INPUT"], JSON.stringify(result)).toContain(outcome(result));
+      }
+      const left = await sql<{ messages: number; events: number }>(
+        `SELECT (SELECT count(*)::int FROM "Message" WHERE "conversationId" = $1) AS messages,
+                (SELECT count(*)::int FROM "ConversationEvent" WHERE "conversationId" = $1) AS events`,
+        [conversationId],
+      );
+      expect(left).toEqual([{ messages: 0, events: 0 }]);
     });
   });
 
