@@ -294,8 +294,9 @@ builder.mutationFields((t) => ({
   }),
   markRead: t.field({
     type: ReadReceiptRef,
-    description: "Moves the viewer's read horizon forward to a message (never backward) and notifies readers.",
-    authScopes: { user: true },
+    description:
+      "Moves the viewer's read horizon forward to a message (never backward) and notifies readers. Needs a user token and chats:read.",
+    authScopes: { $all: { user: true, permission: "chats:read" } },
     args: {
       conversationId: t.arg.id({ required: true, description: "Conversation id." }),
       upToMessageId: t.arg.id({ required: true, description: "The newest message read." }),
@@ -303,8 +304,8 @@ builder.mutationFields((t) => ({
     resolve: (_root, args, ctx) => messages.markRead(ctx, args.conversationId, args.upToMessageId),
   }),
   setTyping: t.boolean({
-    description: `Announces that the viewer is typing (refresh every few seconds) or stopped. Ephemeral: nothing is stored.`,
-    authScopes: { user: true },
+    description: `Announces that the viewer is typing (refresh every few seconds) or stopped. Ephemeral: nothing is stored. Needs a user token and chats:create.`,
+    authScopes: { $all: { user: true, permission: "chats:create" } },
     args: {
       conversationId: t.arg.id({ required: true, description: "Conversation id." }),
       isTyping: t.arg.boolean({ required: true, description: "True while typing." }),

@@ -43,7 +43,12 @@ export async function requireConversation(ctx: Context, id: string, field = "id"
   return { conversation, membership };
 }
 
-/** Group management: the service principal, a group owner/admin, or a holder of the tenant permission. */
+/**
+ * Group management. The tenant-wide permission (`groups:update`, or `groups:delete` for
+ * deleting) manages any group, as does the API key. A group's owners (and admins, unless
+ * ownerOnly) manage their own group only while their tenant role lets them run groups at
+ * all (`groups:create`): a tenant role without it takes that power away inside groups too.
+ */
 async function assertCanManage(
   ctx: Context,
   access: ConversationAccess,
@@ -56,8 +61,12 @@ async function assertCanManage(
   }
   if (await hasPermission(ctx, permission)) return;
   const role = access.membership?.role;
-  if (role === "OWNER" || (!ownerOnly && role === "ADMIN")) return;
-  throw forbidden(`Only the group's ${ownerOnly ? "owners" : "owners or admins"} may do this`);
+  if (!(role === "OWNER" || (!ownerOnly && role === "ADMIN"))) {
+    throw forbidden(`Only the group's ${ownerOnly ? "owners" : "owners or admins"} may do this`);
+  }
+  if (!(await hasPermission(ctx, "groups:create"))) {
+    throw forbidden(`Managing a group as its ${role.toLowerCase()} needs the groups:create permission`);
+  }
 }
 
 async function requireUsersInTenant(ctx: Context, ids: string[]): Promise<void> {
@@ -164,16 +173,15 @@ export async function addMembers(ctx: Context, conversationId: string, userIds: 
   await requireUsersInTenant(ctx, ids);
   const tenantId = access.conversation.tenantId;
   const { added, seq, eventSeq, events } = await ctx.prisma.$transaction(async (tx) => {
-    const existing = await tx.member.findMany({
-      where: { conversationId: access.conversation.id, userId: { in: ids } },
+    // Only rows this transaction inserted count: a concurrent addMembers of the same user
+    // inserts it once, and only that one records the join (event, audit, stream start).
+    const inserted = await tx.member.createManyAndReturn({
+      data: ids.map((userId) => ({ tenantId, conversationId: access.conversation.id, userId })),
+      skipDuplicates: true,
       select: { userId: true },
     });
-    const have = new Set(existing.map((m) => m.userId));
-    const fresh = ids.filter((id) => !have.has(id));
-    await tx.member.createMany({
-      data: fresh.map((userId) => ({ tenantId, conversationId: access.conversation.id, userId })),
-      skipDuplicates: true,
-    });
+    const insertedIds = new Set(inserted.map((m) => m.userId));
+    const fresh = ids.filter((id) => insertedIds.has(id));
     const conversation = await tx.conversation.findUniqueOrThrow({
       where: { id: access.conversation.id },
       select: { lastSeq: true, lastEventSeq: true },

@@ -307,8 +307,10 @@ export async function lastMessageOf(ctx: Context, conversationId: string, lastSe
   });
 }
 
+/** Read receipts follow the tenant role: moving the read horizon needs chats:read. */
 export async function markRead(ctx: Context, conversationId: string, upToMessageId: string) {
   const userId = requireUserPrincipal(ctx, "markRead");
+  if (!(await hasPermission(ctx, "chats:read"))) throw forbidden("Marking messages read needs chats:read");
   const { conversation } = await requireConversation(ctx, conversationId, "conversationId");
   const messageId = parseId("upToMessageId", upToMessageId);
   const message = await ctx.prisma.message.findFirst({
@@ -344,8 +346,10 @@ export async function markRead(ctx: Context, conversationId: string, upToMessage
   return payload;
 }
 
+/** Typing announces a message on its way, so it needs what sending does: chats:create. */
 export async function setTyping(ctx: Context, conversationId: string, isTyping: boolean): Promise<boolean> {
   const userId = requireUserPrincipal(ctx, "setTyping");
+  if (!(await hasPermission(ctx, "chats:create"))) throw forbidden("Typing indicators need chats:create");
   const { conversation } = await requireConversation(ctx, conversationId, "conversationId");
   const payload: TypingPayload = { conversationId: conversation.id, userId, isTyping };
   await ctx.deps.pubsub.publish(topics.typing(conversation.tenantId, conversation.id), payload);
@@ -365,40 +369,54 @@ async function requireMessage(ctx: Context, id: string, field = "id") {
 
 type Tx = Parameters<Parameters<Context["prisma"]["$transaction"]>[0]>[0];
 
-/** Applies a change to a message and records its event in one transaction, then announces it. */
+/**
+ * Locks a message until the transaction ends and reads it as it is now. Every change to a
+ * message (edit, delete, pin, reaction) takes this lock first, so changes to one message
+ * apply one at a time, each deciding on and recording the row the previous one committed:
+ * an event's snapshot is never older than the event before it.
+ *
+ * The conversation row is locked before the message row: the order sendMessage (a reply
+ * checks its parent) and deleteGroup (which deletes the messages) take them in, so these
+ * never wait on each other in a cycle. Both locks are FOR NO KEY UPDATE, the lock an
+ * UPDATE of those rows takes anyway: it serializes changes without blocking the key-share
+ * locks of foreign-key checks from rows that point at them (replies, reactions, events).
+ */
+async function lockMessage(tx: Tx, message: Pick<Message, "id" | "conversationId">): Promise<Message> {
+  await tx.$queryRaw`SELECT 1 FROM "Conversation" WHERE "id" = ${message.conversationId}::uuid FOR NO KEY UPDATE`;
+  const [locked] = await tx.$queryRaw<{ id: string }[]>`
+    SELECT "id" FROM "Message" WHERE "id" = ${message.id}::uuid FOR NO KEY UPDATE`;
+  if (!locked) throw notFound("Message");
+  return tx.message.findUniqueOrThrow({ where: { id: message.id } });
+}
+
+/** The message as events record it: a deleted message's snapshot never carries text. */
+function snapshotOf(message: Message): Message {
+  return message.deletedAt ? { ...message, body: null } : message;
+}
+
+/**
+ * Applies a change to a message and records its event in one transaction, then announces
+ * it. `change` gets the locked, current row and returns the row after the change, or null
+ * when there was nothing to change (a repeat); `extra` adds to the event's data.
+ */
 async function changeMessage(
   ctx: Context,
   message: Message,
   type: ConversationEventType,
-  /** Applies the change; null when it turns out there was nothing to change (a repeat). */
-  change: (tx: Tx) => Promise<Message | null>,
-  extra: (tx: Tx) => Promise<Record<string, unknown>> = async () => ({}),
+  change: (tx: Tx, current: Message) => Promise<Message | null>,
+  extra: (tx: Tx, changed: Message) => Promise<Record<string, unknown>> = async () => ({}),
 ): Promise<Message> {
   const [updated, events] = await ctx.prisma.$transaction(async (tx) => {
-    const next = await change(tx);
-    if (!next)
-      return [await tx.message.findUniqueOrThrow({ where: { id: message.id } }), [] as ConversationEvent[]] as const;
+    const current = await lockMessage(tx, message);
+    const next = await change(tx, current);
+    if (!next) return [current, [] as ConversationEvent[]] as const;
     const recorded = await appendEvents(tx, message.tenantId, message.conversationId, [
-      { type, actorId: actingUserId(ctx), data: { message: next, ...(await extra(tx)) } },
+      { type, actorId: actingUserId(ctx), data: { message: snapshotOf(next), ...(await extra(tx, next)) } },
     ]);
     return [next, recorded] as const;
   });
   await publishEvents(ctx, events);
   return updated;
-}
-
-/**
- * Changes a message only if it is still in the expected state, so that the same change
- * sent twice at once applies (and is announced) once. Returns null when nothing changed.
- */
-async function updateIf(
-  tx: Tx,
-  id: string,
-  expected: Prisma.MessageWhereInput,
-  data: Prisma.MessageUncheckedUpdateManyInput,
-): Promise<Message | null> {
-  const { count } = await tx.message.updateMany({ where: { id, ...expected }, data });
-  return count ? tx.message.findUniqueOrThrow({ where: { id } }) : null;
 }
 
 /** A deleted message's text must not survive in the event history either. */
@@ -409,7 +427,7 @@ async function eraseFromHistory(tx: Tx, message: Message, deletedAt: Date): Prom
   for (const event of events) {
     const data = JSON.parse(event.data) as { message?: { id?: string } & Record<string, unknown> };
     if (data.message?.id !== message.id) continue;
-    data.message = { ...data.message, body: "", deletedAt: deletedAt.toISOString() };
+    data.message = { ...data.message, body: null, deletedAt: deletedAt.toISOString() };
     await tx.conversationEvent.update({ where: { id: event.id }, data: { data: JSON.stringify(data) } });
   }
 }
@@ -421,15 +439,16 @@ export async function editMessage(ctx: Context, id: string, body: string): Promi
   const message = await requireMessage(ctx, id);
   const userId = actingUserId(ctx);
   if (userId && message.senderId !== userId) throw forbidden("Only the sender may edit a message");
-  if (message.deletedAt) throw badInput("id", "A deleted message cannot be edited");
-  return changeMessage(ctx, message, "MESSAGE_EDITED", (tx) =>
-    updateIf(tx, message.id, { deletedAt: null }, { body: text, editedAt: new Date() }),
-  );
+  return changeMessage(ctx, message, "MESSAGE_EDITED", async (tx, current) => {
+    if (current.deletedAt) throw badInput("id", "A deleted message cannot be edited");
+    return tx.message.update({ where: { id: current.id }, data: { body: text, editedAt: new Date() } });
+  });
 }
 
 /**
- * Deletes a message, leaving a tombstone (no body, who deleted it and when). Own
- * messages need chats:delete; others' need chats:moderate. Deleting twice is harmless.
+ * Deletes a message, leaving a tombstone: no body (in the row, the search index and every
+ * event that copied it), who deleted it and when. Own messages need chats:delete; others'
+ * need chats:moderate. Deleting twice is harmless.
  */
 export async function deleteMessage(ctx: Context, id: string): Promise<Message> {
   const message = await requireMessage(ctx, id);
@@ -440,21 +459,20 @@ export async function deleteMessage(ctx: Context, id: string): Promise<Message> 
   }
   if (message.deletedAt) return message;
   let discarded: string[] = [];
-  const deleted = await changeMessage(ctx, message, "MESSAGE_DELETED", async (tx) => {
+  const deleted = await changeMessage(ctx, message, "MESSAGE_DELETED", async (tx, current) => {
+    if (current.deletedAt) return null;
     const deletedAt = new Date();
-    const deleted = await updateIf(
-      tx,
-      message.id,
-      { deletedAt: null },
-      { deletedAt, deletedById: userId, pinned: false, pinnedAt: null, pinnedById: null },
-    );
-    if (!deleted) return null;
+    // The search trigger recomputes the search vector from the (now empty) body.
+    const deleted = await tx.message.update({
+      where: { id: current.id },
+      data: { body: null, deletedAt, deletedById: userId, pinned: false, pinnedAt: null, pinnedById: null },
+    });
     // A tombstone carries nothing: its text, attachments and reactions go, history included.
-    await tx.reaction.deleteMany({ where: { messageId: message.id } });
-    discarded = await discardAttachments(tx, { tenantId: message.tenantId, messageId: message.id });
-    await eraseFromHistory(tx, message, deletedAt);
+    await tx.reaction.deleteMany({ where: { messageId: current.id } });
+    discarded = await discardAttachments(tx, { tenantId: current.tenantId, messageId: current.id });
+    await eraseFromHistory(tx, current, deletedAt);
     if (!own) {
-      await audit(ctx, "message.moderated", { type: "Message", id: message.id }, { senderId: message.senderId }, tx);
+      await audit(ctx, "message.moderated", { type: "Message", id: current.id }, { senderId: current.senderId }, tx);
     }
     return deleted;
   });
@@ -468,16 +486,16 @@ export async function setPinned(ctx: Context, id: string, pinned: boolean): Prom
   const message = await requireMessage(ctx, id);
   if (message.deletedAt) throw badInput("id", "A deleted message cannot be pinned");
   if (message.pinned === pinned) return message;
-  return changeMessage(ctx, message, pinned ? "MESSAGE_PINNED" : "MESSAGE_UNPINNED", (tx) =>
-    updateIf(
-      tx,
-      message.id,
-      { pinned: !pinned, deletedAt: null },
-      pinned
+  return changeMessage(ctx, message, pinned ? "MESSAGE_PINNED" : "MESSAGE_UNPINNED", async (tx, current) => {
+    if (current.deletedAt) throw badInput("id", "A deleted message cannot be pinned");
+    if (current.pinned === pinned) return null;
+    return tx.message.update({
+      where: { id: current.id },
+      data: pinned
         ? { pinned: true, pinnedAt: new Date(), pinnedById: actingUserId(ctx) }
         : { pinned: false, pinnedAt: null, pinnedById: null },
-    ),
-  );
+    });
+  });
 }
 
 export function pinnedMessages(ctx: Context, conversationId: string, take: number) {
@@ -532,7 +550,9 @@ export async function setReaction(ctx: Context, messageId: string, emoji: string
     ctx,
     message,
     "REACTION_CHANGED",
-    async (tx) => {
+    async (tx, current) => {
+      // Checked again under the lock: a deletion may have committed since the read above.
+      if (current.deletedAt) throw badInput("messageId", "A deleted message cannot be reacted to");
       const { count } = add
         ? await tx.reaction.createMany({
             data: [{ tenantId: message.tenantId, messageId: message.id, userId, emoji: trimmed }],
@@ -540,7 +560,7 @@ export async function setReaction(ctx: Context, messageId: string, emoji: string
           })
         : await tx.reaction.deleteMany({ where: { messageId: message.id, userId, emoji: trimmed } });
       ctx.loaders.reactions.clear(message.id);
-      return count ? message : null;
+      return count ? current : null;
     },
     async (tx) => ({
       emoji: trimmed,
