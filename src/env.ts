@@ -61,6 +61,7 @@ const envSchema = z.object({
   LOGIN_MAX_FAILURES: z.coerce.number().int().min(1).default(5),
   LOGIN_WINDOW_SECONDS: z.coerce.number().int().min(1).default(600),
   EMAIL_CODE_TTL_SECONDS: z.coerce.number().int().min(60).max(86_400).default(600),
+  OAUTH_STARTS_PER_MINUTE: z.coerce.number().int().min(1).default(20),
   TRUST_PROXY: z
     .string()
     .trim()
@@ -134,6 +135,8 @@ export interface Config {
   loginMaxFailures: number;
   loginWindowSeconds: number;
   emailCodeTtlSeconds: number;
+  /** Provider sign-ins (/auth/:provider/start) one client address may start per minute. */
+  oauthStartsPerMinute: number;
   /**
    * Proxies in front of the server whose X-Forwarded-For entries are trusted (0: none).
    * The client address is the entry that many hops from the right.
@@ -212,6 +215,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     loginMaxFailures: env.LOGIN_MAX_FAILURES,
     loginWindowSeconds: env.LOGIN_WINDOW_SECONDS,
     emailCodeTtlSeconds: env.EMAIL_CODE_TTL_SECONDS,
+    oauthStartsPerMinute: env.OAUTH_STARTS_PER_MINUTE,
     trustProxy: env.TRUST_PROXY,
     google: { clientId: env.GOOGLE_CLIENT_ID, clientSecret: env.GOOGLE_CLIENT_SECRET, issuer: env.GOOGLE_ISSUER },
     github: {
