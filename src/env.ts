@@ -8,6 +8,7 @@ const optionalString = z
   .optional();
 
 const envSchema = z.object({
+  NODE_ENV: optionalString,
   PORT: z.coerce.number().int().min(0).max(65535).default(4000),
   HOST: z.string().min(1).default("0.0.0.0"),
   DATA_DIR: z.string().min(1).default("./data"),
@@ -100,6 +101,8 @@ const envSchema = z.object({
 export type Env = z.infer<typeof envSchema>;
 
 export interface Config {
+  /** NODE_ENV=production: settings that are only safe for development are refused (see loadConfig). */
+  production: boolean;
   port: number;
   host: string;
   dataDir: string;
@@ -187,7 +190,15 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(parsed.error.issues.map((issue) => `${issue.path.join(".") || "env"}: ${issue.message}`));
   }
   const env = parsed.data;
+  const production = env.NODE_ENV === "production";
+  // Fail safe: a production server that forgot the key would let anyone create tenants.
+  if (production && !env.PLATFORM_ADMIN_KEY) {
+    throw new ConfigError([
+      "PLATFORM_ADMIN_KEY: required in production mode (NODE_ENV=production); without it anyone could create tenants",
+    ]);
+  }
   return {
+    production,
     port: env.PORT,
     host: env.HOST,
     dataDir: env.DATA_DIR,
