@@ -1,4 +1,5 @@
-# One API instance. Configure it with DATABASE_URL, REDIS_URL and JWT_SECRET (see .env.example).
+# One API instance. Configure it with DATABASE_URL, REDIS_URL, JWT_SECRET and
+# PLATFORM_ADMIN_KEY (required: the image runs in production mode; see .env.example).
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./

@@ -60,6 +60,15 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
   if (limitsRedis) {
     limitsRedis.on("error", (error: Error) => log.warn({ err: error.message }, "redis limits error"));
     closers.push(() => limitsRedis.disconnect());
+    // Until it is connected every limiter counts in process only: wait for it (or its first
+    // failure, after which it keeps reconnecting), so instances share counts from the first request.
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        limitsRedis.off("ready", done).off("error", done);
+        resolve();
+      };
+      limitsRedis.once("ready", done).once("error", done);
+    });
   }
   const mailer = config.smtpUrl
     ? smtpMailer(config.smtpUrl, config.mailFrom)

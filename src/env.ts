@@ -8,6 +8,7 @@ const optionalString = z
   .optional();
 
 const envSchema = z.object({
+  NODE_ENV: optionalString,
   PORT: z.coerce.number().int().min(0).max(65535).default(4000),
   HOST: z.string().min(1).default("0.0.0.0"),
   DATA_DIR: z.string().min(1).default("./data"),
@@ -61,6 +62,7 @@ const envSchema = z.object({
   LOGIN_MAX_FAILURES: z.coerce.number().int().min(1).default(5),
   LOGIN_WINDOW_SECONDS: z.coerce.number().int().min(1).default(600),
   EMAIL_CODE_TTL_SECONDS: z.coerce.number().int().min(60).max(86_400).default(600),
+  OAUTH_STARTS_PER_MINUTE: z.coerce.number().int().min(1).default(20),
   TRUST_PROXY: z
     .string()
     .trim()
@@ -100,6 +102,8 @@ const envSchema = z.object({
 export type Env = z.infer<typeof envSchema>;
 
 export interface Config {
+  /** NODE_ENV=production: settings that are only safe for development are refused (see loadConfig). */
+  production: boolean;
   port: number;
   host: string;
   dataDir: string;
@@ -135,6 +139,8 @@ export interface Config {
   loginMaxFailures: number;
   loginWindowSeconds: number;
   emailCodeTtlSeconds: number;
+  /** Provider sign-ins (/auth/:provider/start) one client address may start per minute. */
+  oauthStartsPerMinute: number;
   /**
    * Proxies in front of the server whose X-Forwarded-For entries are trusted (0: none).
    * The client address is the entry that many hops from the right.
@@ -187,7 +193,15 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(parsed.error.issues.map((issue) => `${issue.path.join(".") || "env"}: ${issue.message}`));
   }
   const env = parsed.data;
+  const production = env.NODE_ENV === "production";
+  // Fail safe: a production server that forgot the key would let anyone create tenants.
+  if (production && !env.PLATFORM_ADMIN_KEY) {
+    throw new ConfigError([
+      "PLATFORM_ADMIN_KEY: required in production mode (NODE_ENV=production); without it anyone could create tenants",
+    ]);
+  }
   return {
+    production,
     port: env.PORT,
     host: env.HOST,
     dataDir: env.DATA_DIR,
@@ -215,6 +229,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     loginMaxFailures: env.LOGIN_MAX_FAILURES,
     loginWindowSeconds: env.LOGIN_WINDOW_SECONDS,
     emailCodeTtlSeconds: env.EMAIL_CODE_TTL_SECONDS,
+    oauthStartsPerMinute: env.OAUTH_STARTS_PER_MINUTE,
     trustProxy: env.TRUST_PROXY,
     google: { clientId: env.GOOGLE_CLIENT_ID, clientSecret: env.GOOGLE_CLIENT_SECRET, issuer: env.GOOGLE_ISSUER },
     github: {

@@ -26,7 +26,7 @@ import {
   whenLive,
   wsClient,
 } from "./helpers/client.ts";
-import { CreateGroup, createTenant, IssueUserToken, SendMessage } from "./helpers/fixtures.ts";
+import { CreateGroup, CreateTenant, createTenant, IssueUserToken, SendMessage } from "./helpers/fixtures.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Operations
@@ -223,19 +223,25 @@ interface ReceivedMail {
   to: string[];
   subject: string;
   text: string;
+  /** The names of its header fields, lower-cased, in order (folded lines joined). */
+  headerNames: string[];
+  raw: string;
 }
 
 function decodeHeader(value: string): string {
-  return value.replace(/=\?([^?]+)\?([BQ])\?([^?]*)\?=/gi, (_all, _charset, encoding: string, data: string) =>
-    encoding.toUpperCase() === "B"
-      ? Buffer.from(data, "base64").toString("utf8")
-      : Buffer.from(
-          data
-            .replace(/_/g, " ")
-            .replace(/=([0-9A-F]{2})/gi, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16))),
-          "latin1",
-        ).toString("utf8"),
-  );
+  // Whitespace between two encoded words is folding, not text (RFC 2047, 6.2).
+  return value
+    .replace(/\?=\s+=\?/g, "?==?")
+    .replace(/=\?([^?]+)\?([BQ])\?([^?]*)\?=/gi, (_all, _charset, encoding: string, data: string) =>
+      encoding.toUpperCase() === "B"
+        ? Buffer.from(data, "base64").toString("utf8")
+        : Buffer.from(
+            data
+              .replace(/_/g, " ")
+              .replace(/=([0-9A-F]{2})/gi, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16))),
+            "latin1",
+          ).toString("utf8"),
+    );
 }
 
 function parseMail(raw: string, to: string[]): ReceivedMail {
@@ -259,7 +265,8 @@ function parseMail(raw: string, to: string[]): ReceivedMail {
   } else if (encoding === "base64") {
     text = Buffer.from(text.replace(/\s+/g, ""), "base64").toString("utf8");
   }
-  return { to, subject: decodeHeader(header("Subject")), text };
+  const headerNames = head.split("\r\n").map((line) => line.slice(0, line.indexOf(":")).toLowerCase());
+  return { to, subject: decodeHeader(header("Subject")), text, headerNames, raw };
 }
 
 class Mailbox {
@@ -1554,6 +1561,83 @@ describe.each(backends())("accounts on %s", (backend) => {
         await devCurrent.client.dispose();
         await devOther.client.dispose();
       }
+    });
+  });
+
+  // -------------------------------------------------------------------------------------------
+  // Tenant-chosen text in mail
+  // -------------------------------------------------------------------------------------------
+
+  describe("tenant names in mail", () => {
+    const unsafeNames = [
+      "Evil\r\nBcc: victim@evil.test",
+      "Evil\nSecond line",
+      "Evil\rReturn",
+      "Tab\tbed",
+      "Bell\u0007",
+      "Next\u0085line",
+      "Line\u2028separator",
+      "Override\u202Eexe.txt",
+    ];
+
+    it("a tenant name must be one line without control or direction characters", async () => {
+      for (const name of unsafeNames) {
+        const error = await fails(server.url, CreateTenant, { input: { name } }, undefined, "BAD_USER_INPUT");
+        expect(error.extensions?.field).toBe("input.name");
+      }
+      const tenant = await authTenant();
+      for (const name of unsafeNames) {
+        await fails(server.url, UpdateTenantAuth, { input: { name } }, { apiKey: tenant.apiKey }, "BAD_USER_INPUT");
+      }
+      // Ordinary punctuation, accents and emoji remain welcome.
+      const fine = 'Ærø & Co. <EU> "Chat" 💬';
+      expect((await ok(server.url, CreateTenant, { input: { name: fine } })).createTenant.tenant.name).toBe(fine);
+    });
+
+    it("markup and links in a tenant name reach the mail as inert plain text", async () => {
+      const name = '<a href="https://evil.test/reset">Reset your password</a><img src=x onerror=alert(1)> Acme & Co';
+      const { createTenant: created } = await ok(server.url, CreateTenant, { input: { name } });
+      const tenant = { id: created.tenant.id, apiKey: created.apiKey };
+      await ok(
+        server.url,
+        UpdateTenantAuth,
+        { input: { auth: { selfSignUp: true, signInMethods: ["PASSWORD"] } } },
+        { apiKey: tenant.apiKey },
+      );
+      const account = await register(tenant);
+      const [mail] = mailbox.to(account.email);
+      if (!mail) expect.fail("no mail arrived");
+      for (const part of [mail.subject, mail.text]) {
+        expect(part).not.toMatch(/[<>]/);
+        expect(part).toContain("Acme & Co");
+        expect(part).toContain(account.verifyCode);
+      }
+      expect(mail.raw).not.toMatch(/<a |<img /i);
+      // One plain-text part: nothing in it is rendered as HTML.
+      expect(mail.raw).toMatch(/^Content-Type: text\/plain/im);
+      expect(mail.raw).not.toMatch(/text\/html/i);
+    });
+
+    it("even a stored name with CR/LF and controls gives a one-line subject and no injected header", async () => {
+      const tenant = await authTenant();
+      // As if stored before names were checked.
+      const name = "Evil\r\nBcc: victim@evil.test\r\nX-Injected: yes\u0007\u202Etxt.exe";
+      await server.app.deps.db.sql.query('UPDATE "Tenant" SET name = $1 WHERE id = $2', [name, tenant.id]);
+      const account = await register(tenant);
+      const [mail] = mailbox.to(account.email);
+      if (!mail) expect.fail("no mail arrived");
+      expect(mail.subject).toBe(
+        `Evil Bcc: victim@evil.test X-Injected: yes txt.exe: your code is ${account.verifyCode}`,
+      );
+      expect(mail.headerNames.filter((header) => header === "subject")).toHaveLength(1);
+      expect(mail.headerNames).not.toContain("bcc");
+      expect(mail.headerNames).not.toContain("x-injected");
+      expect(mail.to).toEqual([account.email]);
+      expect(mailbox.to("victim@evil.test")).toEqual([]);
+      // The body loses the controls and the name's CR/LF pairs too.
+      expect(mail.text).not.toContain("\u0007");
+      expect(mail.text).not.toContain("\u202E");
+      expect(mail.text).not.toMatch(/^Bcc:/m);
     });
   });
 

@@ -1,16 +1,16 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type MutableRedirectUri, type MutableResponse, type MutableToken, OAuth2Server } from "oauth2-mock-server";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { graphql } from "./generated/gql.ts";
 import type { SignInMethod } from "./generated/graphql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { fails, ok, subscribe, wsClient } from "./helpers/client.ts";
-import { CreateTenant, CreateUser } from "./helpers/fixtures.ts";
+import { CreateTenant, CreateUser, IssueUserToken } from "./helpers/fixtures.ts";
 
 // Sign-in with Google (OpenID Connect, discovered from a local issuer) and GitHub (plain
 // OAuth 2 against a local authorize/token server and a local stand-in for api.github.com),
@@ -96,6 +96,32 @@ const SignUp = graphql(`
       session {
         method
       }
+    }
+  }
+`);
+
+const SignIn = graphql(`
+  mutation OAuthPasswordSignIn($input: SignInInput!) {
+    signIn(input: $input) {
+      accessToken
+      user {
+        id
+      }
+    }
+  }
+`);
+
+const RequestEmailCode = graphql(`
+  mutation OAuthRequestEmailCode($input: RequestEmailCodeInput!) {
+    requestEmailCode(input: $input)
+  }
+`);
+
+const VerifyEmail = graphql(`
+  mutation OAuthVerifyEmail($code: String!) {
+    verifyEmail(code: $code) {
+      id
+      emailVerified
     }
   }
 `);
@@ -231,6 +257,85 @@ function clientCredentials(call: TokenCall): { id?: string; secret?: string } {
   return { id: call.body.client_id, secret: call.body.client_secret };
 }
 
+/** A cookie as a browser keeps it. */
+interface StoredCookie {
+  name: string;
+  value: string;
+  host: string;
+  path: string;
+  expiresAt: number;
+}
+
+/**
+ * The cookies of one browser: kept from Set-Cookie answers and sent back, as a browser
+ * would, to the same host under the cookie's path until they expire. Two instances are two
+ * browsers (an attacker's and a victim's).
+ */
+class Browser {
+  private readonly cookies: StoredCookie[] = [];
+
+  async get(target: string | URL, headers: Record<string, string> = {}): Promise<Response> {
+    const url = new URL(target);
+    const now = Date.now();
+    const sent = this.cookies
+      .filter((c) => c.host === url.host && c.expiresAt > now)
+      .filter((c) => url.pathname === c.path || url.pathname.startsWith(c.path.endsWith("/") ? c.path : `${c.path}/`))
+      .map((c) => `${c.name}=${c.value}`);
+    const response = await fetch(url, {
+      redirect: "manual",
+      headers: sent.length > 0 ? { ...headers, cookie: sent.join("; ") } : headers,
+    });
+    for (const line of response.headers.getSetCookie()) this.store(url, line);
+    return response;
+  }
+
+  /** The cookies this browser would send to `target`. */
+  cookiesFor(target: string | URL): StoredCookie[] {
+    const url = new URL(target);
+    return this.cookies.filter(
+      (c) => c.host === url.host && c.expiresAt > Date.now() && url.pathname.startsWith(c.path),
+    );
+  }
+
+  private store(url: URL, line: string): void {
+    const [pair = "", ...attributes] = line.split(";").map((part) => part.trim());
+    const name = pair.slice(0, pair.indexOf("="));
+    const value = pair.slice(pair.indexOf("=") + 1);
+    const cookie: StoredCookie = { name, value, host: url.host, path: "/", expiresAt: Number.POSITIVE_INFINITY };
+    for (const attribute of attributes) {
+      const [key = "", attributeValue = ""] = attribute.split("=");
+      if (key.toLowerCase() === "path") cookie.path = attributeValue;
+      if (key.toLowerCase() === "max-age") cookie.expiresAt = Date.now() + Number(attributeValue) * 1000;
+    }
+    const index = this.cookies.findIndex((c) => c.name === name && c.host === cookie.host && c.path === cookie.path);
+    if (index >= 0) this.cookies.splice(index, 1);
+    if (cookie.expiresAt > Date.now()) this.cookies.push(cookie);
+  }
+}
+
+/** A Set-Cookie line's attributes, names lower-cased ("" for flags). */
+function cookieAttributes(line: string): { name: string; value: string; attributes: Map<string, string> } {
+  const [pair = "", ...rest] = line.split(";").map((part) => part.trim());
+  const attributes = new Map<string, string>();
+  for (const attribute of rest) {
+    const [key = "", value = ""] = attribute.split("=");
+    attributes.set(key.toLowerCase(), value);
+  }
+  return { name: pair.slice(0, pair.indexOf("=")), value: pair.slice(pair.indexOf("=") + 1), attributes };
+}
+
+const usedIps = new Set<string>();
+/** A client address no other test (or concurrent run on the same Redis) uses. */
+function freshIp(): string {
+  while (true) {
+    const ip = `10.${randomBytes(1)[0]}.${randomBytes(1)[0]}.${1 + ((randomBytes(1)[0] ?? 0) % 254)}`;
+    if (!usedIps.has(ip)) {
+      usedIps.add(ip);
+      return ip;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------
@@ -311,16 +416,8 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
     githubApiUrl = `http://127.0.0.1:${(githubApi.address() as AddressInfo).port}`;
 
     database = await createTestDatabase(backend);
-    server = await startServer(database, {
-      dataDir,
-      google: { ...GOOGLE_CLIENT, issuer: googleIssuer },
-      github: {
-        ...GITHUB_CLIENT,
-        authorizeUrl: `${githubIssuer}/authorize`,
-        tokenUrl: `${githubIssuer}/token`,
-        apiUrl: githubApiUrl,
-      },
-    });
+    // Every test starts its sign-ins from 127.0.0.1: the start limit is tested on a server of its own.
+    server = await startServer(database, { ...providerSettings(), oauthStartsPerMinute: 100_000 });
     url = server.url;
     wsUrl = server.wsUrl;
     base = new URL(url).origin;
@@ -333,6 +430,26 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
     await github?.stop();
     await new Promise((resolve) => (githubApi ? githubApi.close(resolve) : resolve(undefined)));
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  /** The server settings that point both providers at the local ones. */
+  function providerSettings() {
+    return {
+      dataDir,
+      google: { ...GOOGLE_CLIENT, issuer: googleIssuer },
+      github: {
+        ...GITHUB_CLIENT,
+        authorizeUrl: `${githubIssuer}/authorize`,
+        tokenUrl: `${githubIssuer}/token`,
+        apiUrl: githubApiUrl,
+      },
+    };
+  }
+
+  /** The browser of the test's user; each test starts with a fresh one (no cookies). */
+  let browser = new Browser();
+  beforeEach(() => {
+    browser = new Browser();
   });
 
   // -------------------------------------------------------------------------------------------
@@ -377,8 +494,8 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
     };
   }
 
-  const get = (target: string | URL, headers: Record<string, string> = {}) =>
-    fetch(target, { redirect: "manual", headers });
+  const get = (target: string | URL, headers: Record<string, string> = {}, as: Browser = browser) =>
+    as.get(target, headers);
 
   function startUrl(provider: Provider, params: Record<string, string | undefined>, origin = base): string {
     const target = new URL(`/auth/${provider}/start`, origin);
@@ -387,16 +504,21 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
   }
 
   /** GET /auth/:provider/start; expects a redirect to the provider and returns its URL. */
-  async function toProvider(provider: Provider, tenant: AuthTenant, redirectUri = tenant.redirectUri): Promise<URL> {
-    const response = await get(startUrl(provider, { tenantId: tenant.id, redirectUri }));
+  async function toProvider(
+    provider: Provider,
+    tenant: AuthTenant,
+    redirectUri = tenant.redirectUri,
+    as: Browser = browser,
+  ): Promise<URL> {
+    const response = await get(startUrl(provider, { tenantId: tenant.id, redirectUri }), {}, as);
     if (response.status !== 302) expect.fail(`start answered ${response.status}: ${await response.text()}`);
     expect(response.headers.get("cache-control")).toContain("no-store");
     return new URL(response.headers.get("location") ?? "");
   }
 
   /** The provider's authorize endpoint; returns the callback URL it sends the browser to. */
-  async function throughProvider(provider: Provider, authorizeUrl: URL): Promise<URL> {
-    const response = await get(authorizeUrl);
+  async function throughProvider(provider: Provider, authorizeUrl: URL, as: Browser = browser): Promise<URL> {
+    const response = await get(authorizeUrl, {}, as);
     if (response.status !== 302) expect.fail(`authorize answered ${response.status}: ${await response.text()}`);
     const callbackUrl = new URL(response.headers.get("location") ?? "");
     expect(`${callbackUrl.origin}${callbackUrl.pathname}`).toBe(`${base}/auth/${provider}/callback`);
@@ -407,13 +529,15 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
     provider: Provider,
     tenant: AuthTenant,
     tamper?: (authorizeUrl: URL) => void,
+    as: Browser = browser,
   ): Promise<{ authorizeUrl: URL; callbackUrl: URL }> {
-    const authorizeUrl = await toProvider(provider, tenant);
+    const authorizeUrl = await toProvider(provider, tenant, tenant.redirectUri, as);
     tamper?.(authorizeUrl);
-    return { authorizeUrl, callbackUrl: await throughProvider(provider, authorizeUrl) };
+    return { authorizeUrl, callbackUrl: await throughProvider(provider, authorizeUrl, as) };
   }
 
-  const callback = (callbackUrl: URL | string) => get(callbackUrl, { "user-agent": USER_AGENT });
+  const callback = (callbackUrl: URL | string, as: Browser = browser) =>
+    get(callbackUrl, { "user-agent": USER_AGENT }, as);
 
   interface Landing {
     accessToken: string;
@@ -503,6 +627,33 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
 
   async function createUser(tenant: AuthTenant, email: string, name = "Existing User") {
     const { createUser: user } = await ok(url, CreateUser, { input: { name, email } }, { apiKey: tenant.apiKey });
+    return user;
+  }
+
+  /** The code of the last mail to `email` in the server's outbox (no SMTP server here). */
+  async function mailedCode(email: string): Promise<string> {
+    const lines = (await readFile(join(dataDir, "outbox", "mail.jsonl"), "utf8")).trim().split("\n");
+    const mail = lines
+      .map((line) => JSON.parse(line) as { to: string; subject: string })
+      .filter((entry) => entry.to === email)
+      .at(-1);
+    const code = /your code is (\d{6})/.exec(mail?.subject ?? "")?.[1];
+    if (!code) expect.fail(`no code mailed to ${email}`);
+    return code;
+  }
+
+  /** Proves the user receives mail at `email`: a VERIFY_EMAIL code, redeemed with a token of theirs. */
+  async function verifyAddress(tenant: AuthTenant, email: string, token: string): Promise<void> {
+    await ok(url, RequestEmailCode, { input: { tenantId: tenant.id, email, purpose: "VERIFY_EMAIL" } });
+    const { verifyEmail } = await ok(url, VerifyEmail, { code: await mailedCode(email) }, { token });
+    expect(verifyEmail.emailVerified).toBe(true);
+  }
+
+  /** A user created by the tenant's backend who has then proved their address. */
+  async function createVerifiedUser(tenant: AuthTenant, email: string, name = "Existing User") {
+    const user = await createUser(tenant, email, name);
+    const { issueUserToken } = await ok(url, IssueUserToken, { userId: user.id }, { apiKey: tenant.apiKey });
+    await verifyAddress(tenant, email.toLowerCase(), issueUserToken.token);
     return user;
   }
 
@@ -689,7 +840,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       // Sign-up closed: linking an existing account does not need it.
       const tenant = await createAuthTenant({ selfSignUp: false });
       const email = `linked-${suffix()}@example.com`;
-      const existing = await createUser(tenant, email, "Lin Ked");
+      const existing = await createVerifiedUser(tenant, email, "Lin Ked");
 
       const account = googleAccount({ email: email.toUpperCase(), name: "Someone Else" });
       googleClaims = account;
@@ -716,7 +867,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
     it("an unverified email at the provider is refused and links nothing", async () => {
       const tenant = await createAuthTenant({ selfSignUp: false });
       const email = `victim-${suffix()}@example.com`;
-      const existing = await createUser(tenant, email);
+      const existing = await createVerifiedUser(tenant, email);
 
       const account = googleAccount({ email, email_verified: false });
       googleClaims = account;
@@ -744,15 +895,15 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
 
       // Found by email.
       const email = `inactive-${suffix()}@example.com`;
-      const user = await createUser(tenant, email);
+      const user = await createVerifiedUser(tenant, email);
       await ok(url, UpdateUser, { id: user.id, input: { active: false } }, { apiKey: tenant.apiKey });
       googleClaims = googleAccount({ email });
-      await denied("google", tenant);
+      expect(await denied("google", tenant)).toMatch(/deactivated/i);
       expect((await usersWith(tenant, email)).map((u) => u.id)).toEqual([user.id]);
 
       // Found by a link made while it was active.
       const linkedEmail = `linked-${suffix()}@example.com`;
-      const linked = await createUser(tenant, linkedEmail);
+      const linked = await createVerifiedUser(tenant, linkedEmail);
       const account = googleAccount({ email: linkedEmail });
       googleClaims = account;
       expect((await viewerOf((await signIn("google", tenant)).accessToken)).user.id).toBe(linked.id);
@@ -838,11 +989,16 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       missing.searchParams.delete("state");
       await expectRefused(await callback(missing), 400, "BAD_USER_INPUT");
 
-      // A state changed on the way to the provider comes back unknown too.
-      const { callbackUrl: forged } = await toCallback("google", tenant, (authorizeUrl) =>
-        authorizeUrl.searchParams.set("state", randomBytes(32).toString("base64url")),
+      // A state changed on the way to the provider comes back unknown too (another browser's
+      // attempt: a new start in this browser would replace the attempt under test).
+      const other = new Browser();
+      const { callbackUrl: forged } = await toCallback(
+        "google",
+        tenant,
+        (authorizeUrl) => authorizeUrl.searchParams.set("state", randomBytes(32).toString("base64url")),
+        other,
       );
-      await expectRefused(await callback(forged), 400, "BAD_USER_INPUT");
+      await expectRefused(await callback(forged, other), 400, "BAD_USER_INPUT");
 
       await expectTokens(await callback(callbackUrl), tenant.redirectUri);
     });
@@ -862,6 +1018,160 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       // The attempt is over.
       await expectRefused(await callback(callbackUrl), 400, "BAD_USER_INPUT");
       expect(await usersWith(tenant, googleClaims.email ?? "")).toEqual([]);
+    });
+  });
+
+  // -------------------------------------------------------------------------------------------
+  // Browser binding (login CSRF)
+  // -------------------------------------------------------------------------------------------
+
+  describe("the attempt is bound to the browser that started it", () => {
+    it("start sets a short-lived HttpOnly, SameSite=Lax cookie for the provider's path", async () => {
+      const tenant = await createAuthTenant();
+      for (const provider of ["google", "github"] as const) {
+        const response = await get(startUrl(provider, { tenantId: tenant.id, redirectUri: tenant.redirectUri }));
+        expect(response.status).toBe(302);
+        const lines = response.headers.getSetCookie();
+        expect(lines).toHaveLength(1);
+        const cookie = cookieAttributes(lines[0] ?? "");
+        expect(cookie.value).toMatch(/^[A-Za-z0-9_-]{43,}$/);
+        expect(cookie.attributes.get("path")).toBe(`/auth/${provider}`);
+        expect(cookie.attributes.has("httponly")).toBe(true);
+        expect(cookie.attributes.get("samesite")?.toLowerCase()).toBe("lax");
+        const maxAge = Number(cookie.attributes.get("max-age"));
+        expect(maxAge).toBeGreaterThan(0);
+        expect(maxAge).toBeLessThanOrEqual(600);
+        // Plain http here: a Secure cookie would never come back.
+        expect(cookie.attributes.has("secure")).toBe(false);
+        // The value travels nowhere but in the cookie.
+        const location = response.headers.get("location") ?? "";
+        expect(location).not.toContain(cookie.value);
+      }
+    });
+
+    it("the cookie is Secure when the request came over https", async () => {
+      const tenant = await createAuthTenant();
+      const behindProxy = await startServer(database, { ...providerSettings(), trustProxy: 1 });
+      try {
+        const origin = new URL(behindProxy.url).origin;
+        const response = await get(
+          startUrl("google", { tenantId: tenant.id, redirectUri: tenant.redirectUri }, origin),
+          {
+            "x-forwarded-proto": "https",
+            "x-forwarded-for": freshIp(),
+          },
+        );
+        expect(response.status).toBe(302);
+        const cookie = cookieAttributes(response.headers.getSetCookie()[0] ?? "");
+        expect(cookie.attributes.has("secure")).toBe(true);
+        expect(cookie.attributes.has("httponly")).toBe(true);
+      } finally {
+        await behindProxy.stop();
+      }
+    });
+
+    it("a callback opened in a browser without the cookie is refused: nobody is signed in, nothing created", async () => {
+      const tenant = await createAuthTenant();
+      for (const provider of ["google", "github"] as const) {
+        googleClaims = googleAccount();
+        githubUser = githubAccount();
+        const email =
+          provider === "google" ? (googleClaims.email ?? "") : (githubUser.emails.find((e) => e.primary)?.email ?? "");
+        // The attacker signs in with their own provider account, stops at the callback URL...
+        const attacker = new Browser();
+        const { callbackUrl } = await toCallback(provider, tenant, undefined, attacker);
+        // ...and has the victim's browser open it.
+        const victim = new Browser();
+        const description = await expectDenied(await callback(callbackUrl, victim), tenant.redirectUri);
+        expect(description).toMatch(/browser/i);
+        // Sign-up is open, so a completed callback would have created the attacker's user.
+        expect(await usersWith(tenant, email)).toEqual([]);
+        // The attempt is spent: it cannot be finished afterwards, not even by its own browser.
+        await expectRefused(await callback(callbackUrl, attacker), 400, "BAD_USER_INPUT");
+      }
+    });
+
+    it("a callback carrying another attempt's cookie is refused, and the cookie is cleared", async () => {
+      const tenant = await createAuthTenant();
+      googleClaims = googleAccount();
+      const attacker = new Browser();
+      const { callbackUrl } = await toCallback("google", tenant, undefined, attacker);
+      // The victim's browser holds a cookie of its own, from a sign-in it started.
+      const victim = new Browser();
+      await toProvider("google", tenant, tenant.redirectUri, victim);
+      expect(victim.cookiesFor(callbackUrl)).toHaveLength(1);
+
+      const response = await callback(callbackUrl, victim);
+      const cleared = cookieAttributes(response.headers.getSetCookie()[0] ?? "");
+      expect(cleared.attributes.get("max-age")).toBe("0");
+      expect(cleared.attributes.get("path")).toBe("/auth/google");
+      await expectDenied(response, tenant.redirectUri);
+      expect(victim.cookiesFor(callbackUrl)).toEqual([]);
+      expect(await usersWith(tenant, googleClaims.email ?? "")).toEqual([]);
+    });
+
+    it("a forged or foreign cookie value does not match either", async () => {
+      const tenant = await createAuthTenant();
+      googleClaims = googleAccount();
+      const { callbackUrl } = await toCallback("google", tenant);
+      const [cookie] = browser.cookiesFor(callbackUrl);
+      if (!cookie) expect.fail("the start set no cookie");
+      for (const value of ["", "x", `${cookie.value}x`, randomBytes(32).toString("base64url")]) {
+        const response = await fetch(callbackUrl, {
+          redirect: "manual",
+          headers: { cookie: `${cookie.name}=${value}` },
+        });
+        await expectDenied(response, tenant.redirectUri);
+        // Each refusal spent the attempt: run a new one for the next value.
+        const next = await toCallback("google", tenant);
+        callbackUrl.search = next.callbackUrl.search;
+      }
+      // The genuine cookie of the last attempt still works.
+      await expectTokens(await callback(callbackUrl), tenant.redirectUri);
+    });
+
+    it("a newer start in the same browser replaces the older attempt", async () => {
+      const tenant = await createAuthTenant();
+      googleClaims = googleAccount();
+      const older = await toCallback("google", tenant);
+      const newer = await toCallback("google", tenant);
+      await expectDenied(await callback(older.callbackUrl), tenant.redirectUri);
+      // Refusing the older one cleared the cookie: the newer one needs a fresh start too.
+      await expectDenied(await callback(newer.callbackUrl), tenant.redirectUri);
+      await signIn("google", tenant);
+    });
+  });
+
+  // -------------------------------------------------------------------------------------------
+  // Start rate limit
+  // -------------------------------------------------------------------------------------------
+
+  describe("start rate limit", () => {
+    it("answers 429 RATE_LIMITED with Retry-After once a client address has used up its starts", async () => {
+      const tenant = await createAuthTenant();
+      const limited = await startServer(database, { ...providerSettings(), trustProxy: 1, oauthStartsPerMinute: 3 });
+      try {
+        const origin = new URL(limited.url).origin;
+        const start = (provider: Provider, ip: string) =>
+          fetch(startUrl(provider, { tenantId: tenant.id, redirectUri: tenant.redirectUri }, origin), {
+            redirect: "manual",
+            headers: { "x-forwarded-for": ip },
+          });
+        const ip = freshIp();
+        for (let i = 0; i < 3; i++) expect((await start(i % 2 ? "github" : "google", ip)).status).toBe(302);
+        for (const provider of ["google", "github"] as const) {
+          const response = await start(provider, ip);
+          const retryAfter = Number(response.headers.get("retry-after"));
+          await expectRefused(response, 429, "RATE_LIMITED");
+          expect(Number.isInteger(retryAfter)).toBe(true);
+          expect(retryAfter).toBeGreaterThan(0);
+          expect(retryAfter).toBeLessThanOrEqual(60);
+        }
+        // Other addresses are not affected.
+        expect((await start("google", freshIp())).status).toBe(302);
+      } finally {
+        await limited.stop();
+      }
     });
   });
 
@@ -958,7 +1268,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
     it("answers 403 when the provider is not configured on the server", async () => {
       const tenant = await createAuthTenant();
       // Same database, no provider credentials.
-      const bare = await startServer(database, { dataDir });
+      const bare = await startServer(database, { dataDir, oauthStartsPerMinute: 100_000 });
       try {
         const origin = new URL(bare.url).origin;
         for (const provider of ["google", "github"] as const) {
@@ -1042,7 +1352,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       const tenant = await createAuthTenant({ selfSignUp: false });
       githubUser = githubAccount();
       const primary = githubUser.emails.find((e) => e.primary)?.email ?? "";
-      const existing = await createUser(tenant, primary, "Hub User");
+      const existing = await createVerifiedUser(tenant, primary, "Hub User");
 
       const first = await signIn("github", tenant);
       expect((await viewerOf(first.accessToken)).user.id).toBe(existing.id);
@@ -1060,7 +1370,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       const id = suffix();
       const unverifiedPrimary = `primary-${id}@github.test`;
       const verifiedSecondary = `secondary-${id}@github.test`;
-      const existing = await createUser(tenant, unverifiedPrimary);
+      const existing = await createVerifiedUser(tenant, unverifiedPrimary);
       const account = githubAccount();
 
       const cases: GithubEmail[][] = [
@@ -1093,6 +1403,52 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       }
       const primary = githubUser.emails.find((e) => e.primary)?.email ?? "";
       expect(await usersWith(tenant, primary)).toEqual([]);
+    });
+  });
+
+  // -------------------------------------------------------------------------------------------
+  // Linking to an existing account
+  // -------------------------------------------------------------------------------------------
+
+  describe("linking to an account that already has the email", () => {
+    for (const provider of ["google", "github"] as const) {
+      it(`${provider}: an account whose address is unverified is not linked, and its password keeps working`, async () => {
+        const tenant = await createAuthTenant();
+        const email = `squatted-${suffix()}@example.com`;
+        // Someone registers the address first, without being able to receive its mail.
+        const password = `squatter password ${suffix()}`;
+        const { signUp } = await ok(url, SignUp, {
+          input: { tenantId: tenant.id, email, name: "Squatter", password },
+        });
+        const squatter = (await viewerOf(signUp.accessToken)).user;
+
+        // The address's owner signs in with a provider that has verified it.
+        if (provider === "google") googleClaims = googleAccount({ email });
+        else githubUser = githubAccount({ emails: [{ email, primary: true, verified: true }] });
+        expect(await denied(provider, tenant)).toMatch(/not verified/i);
+        // No link was stored: the next attempt is refused the same way.
+        expect(await denied(provider, tenant)).toMatch(/not verified/i);
+        expect((await usersWith(tenant, email)).map((u) => u.id)).toEqual([squatter.id]);
+        // The account was not taken over either: its password still signs in.
+        const { signIn: again } = await ok(url, SignIn, { input: { tenantId: tenant.id, email, password } });
+        expect(again.user.id).toBe(squatter.id);
+
+        // Once the address is proved (a code mailed to it), the provider account links to it.
+        await verifyAddress(tenant, email, signUp.accessToken);
+        const linked = await signIn(provider, tenant);
+        expect((await viewerOf(linked.accessToken)).user.id).toBe(squatter.id);
+      });
+    }
+
+    it("a user created by the tenant's backend links only once the address is verified", async () => {
+      const tenant = await createAuthTenant({ selfSignUp: false });
+      const email = `provisioned-${suffix()}@example.com`;
+      const user = await createUser(tenant, email);
+      googleClaims = googleAccount({ email });
+      expect(await denied("google", tenant)).toMatch(/not verified/i);
+      const { issueUserToken } = await ok(url, IssueUserToken, { userId: user.id }, { apiKey: tenant.apiKey });
+      await verifyAddress(tenant, email, issueUserToken.token);
+      expect((await viewerOf((await signIn("google", tenant)).accessToken)).user.id).toBe(user.id);
     });
   });
 

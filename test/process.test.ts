@@ -77,6 +77,23 @@ describe("the server process", () => {
     expect(output).toContain("LOG_LEVEL");
   });
 
+  it("refuses to start in production mode without PLATFORM_ADMIN_KEY", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "chat-process-"));
+    dirs.push(dataDir);
+    const running = run({ NODE_ENV: "production", DATA_DIR: dataDir, PORT: "0", HOST: "127.0.0.1" });
+    // A server that starts anyway is stopped rather than left behind.
+    const exited = await Promise.race([
+      running.exited,
+      waitFor(running, /chat API ready/).then(
+        () => "started",
+        () => "not started",
+      ),
+    ]);
+    running.child.kill("SIGTERM");
+    expect(exited).toBe(2);
+    expect(running.output()).toContain("PLATFORM_ADMIN_KEY: required in production mode (NODE_ENV=production)");
+  });
+
   it("needs JWT_SECRET when DATABASE_URL is set", async () => {
     const running = run({ DATABASE_URL: "postgres://127.0.0.1:1/none", PORT: "0" });
     expect(await running.exited).toBe(1);

@@ -17,7 +17,7 @@ export class FailureLimiter {
   constructor(
     readonly name: string,
     readonly settings: LimitSettings,
-    redis?: Redis,
+    private readonly redis?: Redis,
   ) {
     const options = { keyPrefix: `chat:limit:${name}`, points: settings.points, duration: settings.durationSeconds };
     // If Redis is unreachable, count in process rather than fail every sign-in.
@@ -46,6 +46,11 @@ export class FailureLimiter {
 
   async reset(key: string): Promise<void> {
     await this.limiter.delete(key);
+  }
+
+  /** Another counter with its own name and settings, kept in the same store as this one. */
+  sibling(name: string, settings: LimitSettings): FailureLimiter {
+    return new FailureLimiter(name, settings, this.redis);
   }
 }
 

@@ -70,7 +70,7 @@ builder.mutationFields((t) => ({
   createTenant: t.field({
     type: CreateTenantPayload,
     description:
-      "Creates a tenant and returns its API key once. Open to anyone unless the server sets PLATFORM_ADMIN_KEY; then the X-Platform-Admin-Key header must carry it.",
+      "Creates a tenant and returns its API key once. Open to anyone unless the server sets PLATFORM_ADMIN_KEY (required in production mode); then the X-Platform-Admin-Key header must carry it.",
     authScopes: { platformAdmin: true },
     args: { input: t.arg({ type: CreateTenantInput, required: true, description: "The new tenant." }) },
     resolve: (_root, { input }, ctx) => tenants.createTenant(ctx, input),

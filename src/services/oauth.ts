@@ -1,4 +1,6 @@
+import { createHash } from "node:crypto";
 import * as client from "openid-client";
+import { safeEqual } from "../auth/secrets.ts";
 import type { Context } from "../context.ts";
 import { appError } from "../errors.ts";
 import type { Tenant, User } from "../generated/prisma/client.ts";
@@ -7,7 +9,8 @@ import { parseId } from "./validation.ts";
 
 export type Provider = "google" | "github";
 const METHOD = { google: "GOOGLE", github: "GITHUB" } as const;
-const STATE_TTL_MS = 10 * 60 * 1000;
+/** How long a started sign-in may take; the browser cookie that binds it lives as long. */
+export const STATE_TTL_SECONDS = 10 * 60;
 
 interface ProviderSetup {
   config: client.Configuration;
@@ -61,17 +64,31 @@ function callbackUrl(ctx: Context, provider: Provider): string {
   return `${origin}/auth/${provider}/callback`;
 }
 
+/** The hash of a browser key, as stored with the attempt (and, for Google, sent as the nonce). */
+const browserKeyHash = (key: string) => createHash("sha256").update(key).digest("base64url");
+
+export interface StartedSignIn {
+  /** The provider's authorization URL to redirect the browser to. */
+  url: URL;
+  /**
+   * A secret for the browser that started the attempt only (the caller sets it as a
+   * cookie): the callback is refused unless the same browser presents it, so nobody can
+   * finish a sign-in of theirs in someone else's browser (login CSRF).
+   */
+  browserKey: string;
+}
+
 /**
  * Starts a sign-in with a provider: checks the tenant allows it and the app's return
- * address is registered, stores state, PKCE verifier and nonce, and returns the
- * provider's authorization URL to redirect the browser to.
+ * address is registered, stores state, PKCE verifier and the browser key's hash, and
+ * returns the provider's authorization URL with the key for the browser.
  */
 export async function startProviderSignIn(
   ctx: Context,
   provider: Provider,
   tenantId: string | null,
   redirectUri: string | null,
-): Promise<URL> {
+): Promise<StartedSignIn> {
   const tenant = await ctx.deps.db.prisma.tenant.findUnique({ where: { id: parseId("tenantId", tenantId ?? "") } });
   if (!tenant?.active || !tenant.signInMethods.includes(METHOD[provider])) {
     throw appError("FORBIDDEN", `Sign-in with ${provider} is not enabled for this tenant`);
@@ -84,7 +101,10 @@ export async function startProviderSignIn(
   await ctx.deps.db.prisma.oAuthState.deleteMany({ where: { expiresAt: { lt: new Date() } } });
   await ctx.deps.limits.address.check(ctx.client?.address ?? "unknown");
   const state = client.randomState();
-  const nonce = client.randomNonce();
+  const browserKey = client.randomState();
+  // The nonce is the hash of the browser's key (OpenID Connect Core 15.5.2): the row keeps
+  // only the hash, and Google's ID token must carry the same value back.
+  const nonce = browserKeyHash(browserKey);
   const codeVerifier = client.randomPKCECodeVerifier();
   await ctx.deps.db.prisma.oAuthState.create({
     data: {
@@ -94,10 +114,10 @@ export async function startProviderSignIn(
       codeVerifier,
       nonce,
       redirectUri,
-      expiresAt: new Date(Date.now() + STATE_TTL_MS),
+      expiresAt: new Date(Date.now() + STATE_TTL_SECONDS * 1000),
     },
   });
-  return client.buildAuthorizationUrl(setup.config, {
+  const url = client.buildAuthorizationUrl(setup.config, {
     redirect_uri: callbackUrl(ctx, provider),
     scope: setup.scope,
     state,
@@ -105,6 +125,7 @@ export async function startProviderSignIn(
     code_challenge_method: "S256",
     ...(setup.oidc ? { nonce } : {}),
   });
+  return { url, browserKey };
 }
 
 interface ProviderAccount {
@@ -137,28 +158,58 @@ async function githubAccount(ctx: Context, accessToken: string): Promise<Provide
 }
 
 /**
- * Completes a provider sign-in: exchanges the code (checking state, PKCE and nonce),
+ * What a failed callback tells the route: where to send the browser with the error (when
+ * the attempt named a registered address), and whether an attempt was found and so ended
+ * (the browser's cookie for it is then cleared; an unknown state leaves it alone).
+ */
+export interface CallbackFailure {
+  redirectUri?: string;
+  attemptEnded?: boolean;
+}
+
+function failure(error: unknown, details: CallbackFailure): Error & CallbackFailure {
+  return Object.assign(error instanceof Error ? error : new Error(String(error)), details);
+}
+
+/**
+ * Completes a provider sign-in: checks the attempt was started by this browser
+ * (`browserKey`, from its cookie), exchanges the code (checking state, PKCE and nonce),
  * then signs in the user linked to that provider account, or links the tenant's user
- * with the same verified email, or creates one where the tenant allows sign-up.
+ * with the same address where both the provider and this server have verified it, or
+ * creates one where the tenant allows sign-up.
  */
 export async function finishProviderSignIn(
   ctx: Context,
   provider: Provider,
   currentUrl: URL,
+  browserKey: string | null,
 ): Promise<{ redirectUri: string; payload: AuthPayload }> {
   const db = ctx.deps.db.prisma;
   const stateId = currentUrl.searchParams.get("state") ?? "";
   // Single use: the state row is deleted as it is read.
   const state = await db.oAuthState.delete({ where: { id: stateId } }).catch(() => null);
-  if (!state || state.provider !== provider || state.expiresAt < new Date()) {
+  if (!state) {
     throw appError("BAD_USER_INPUT", "Unknown or expired sign-in attempt; start again", { field: "state" });
+  }
+  if (state.provider !== provider || state.expiresAt < new Date()) {
+    throw failure(appError("BAD_USER_INPUT", "Unknown or expired sign-in attempt; start again", { field: "state" }), {
+      attemptEnded: true,
+    });
   }
   const tenant = await db.tenant.findUniqueOrThrow({ where: { id: state.tenantId } });
   // The tenant may have changed its mind since the start: check again before any token.
   if (!tenant.oauthRedirectUris.includes(state.redirectUri)) {
-    throw appError("BAD_USER_INPUT", "redirectUri is no longer registered for this tenant", { field: "redirectUri" });
+    throw failure(
+      appError("BAD_USER_INPUT", "redirectUri is no longer registered for this tenant", { field: "redirectUri" }),
+      { attemptEnded: true },
+    );
   }
   try {
+    // Before anything reaches the provider: a callback opened in another browser than the
+    // one that started the attempt is someone else's sign-in (login CSRF).
+    if (!browserKey || !safeEqual(browserKeyHash(browserKey), state.nonce)) {
+      throw appError("FORBIDDEN", "This sign-in was started in another browser; start again from this one");
+    }
     if (!tenant.active || !tenant.signInMethods.includes(METHOD[provider])) {
       throw appError("FORBIDDEN", `Sign-in with ${provider} is not enabled for this tenant`);
     }
@@ -187,9 +238,7 @@ export async function finishProviderSignIn(
     const user = await linkUser(ctx, tenant, provider, account);
     return { redirectUri: state.redirectUri, payload: await startSession(ctx, tenant, user, METHOD[provider]) };
   } catch (error) {
-    throw Object.assign(error instanceof Error ? error : new Error(String(error)), {
-      redirectUri: state.redirectUri,
-    });
+    throw failure(error, { redirectUri: state.redirectUri, attemptEnded: true });
   }
 }
 
@@ -206,6 +255,16 @@ async function linkUser(ctx: Context, tenant: Tenant, provider: Provider, accoun
   return db.$transaction(async (tx) => {
     let user = await tx.user.findFirst({ where: { tenantId: tenant.id, email: account.email, deletedAt: null } });
     if (user && !user.active) throw appError("FORBIDDEN", "This account is deactivated");
+    // Anyone may register an address they cannot read (sign-up mails a code, but does not
+    // wait for it). Linking such an account would hand the address's owner an account
+    // whose password someone else set, or let that someone keep a way in: link only an
+    // account that has proved the address itself; the provider's word is not enough.
+    if (user && !user.emailVerifiedAt) {
+      throw appError(
+        "FORBIDDEN",
+        "An account with this email exists but its address is not verified: sign in to it and verify the address first",
+      );
+    }
     if (!user) {
       if (!tenant.selfSignUp) throw appError("FORBIDDEN", "No account with this email, and sign-up is closed");
       user = await tx.user.create({
@@ -219,8 +278,6 @@ async function linkUser(ctx: Context, tenant: Tenant, provider: Provider, accoun
       if (tenant.defaultRoleId) {
         await tx.userRole.create({ data: { tenantId: tenant.id, userId: user.id, roleId: tenant.defaultRoleId } });
       }
-    } else if (!user.emailVerifiedAt) {
-      user = await tx.user.update({ where: { id: user.id }, data: { emailVerifiedAt: new Date() } });
     }
     await tx.identity.create({
       data: { tenantId: tenant.id, provider, subject: account.subject, userId: user.id, email: account.email },

@@ -7,11 +7,12 @@ import { tenantOf } from "./access.ts";
 import { parseAuthSettings } from "./accounts.ts";
 import { audit } from "./audit.ts";
 import { assertCanGrant, createSystemRoles, requireRole } from "./roles.ts";
-import { validate, zText } from "./validation.ts";
+import { validate, zLine } from "./validation.ts";
 
-const createTenantInput = z.object({ name: zText(200) });
+// Tenant names go into mail sent to end users: one line, no control or direction characters.
+const createTenantInput = z.object({ name: zLine(200) });
 const updateTenantInput = z.object({
-  name: zText(200).nullish(),
+  name: zLine(200).nullish(),
   defaultRoleId: z.string().nullish(),
   auth: z.unknown().optional(),
 });

@@ -18,6 +18,15 @@ export function parseIds(field: string, values: readonly string[], max = 500): s
 
 export const zText = (max: number) =>
   z.string().trim().min(1, "must not be empty").max(max, `must be at most ${max} characters`);
+/**
+ * Characters that break a line or what a reader sees: controls (C0, DEL, C1, which hold CR
+ * and LF), line and paragraph separators, and bidirectional overrides and isolates.
+ */
+export const UNSAFE_TEXT = /[\p{Cc}\u2028\u2029\u202A-\u202E\u2066-\u2069]/u;
+
+/** One line of display text (a name that also goes into mail subjects). */
+export const zLine = (max: number) =>
+  zText(max).refine((value) => !UNSAFE_TEXT.test(value), "must be a single line without control characters");
 export const zOptionalText = (max: number) => z.string().trim().max(max, `must be at most ${max} characters`);
 export const zEmail = z
   .string()

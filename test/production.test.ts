@@ -1,0 +1,89 @@
+import { randomBytes } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../src/env.ts";
+import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
+import { fails, ok } from "./helpers/client.ts";
+import { CreateTenant } from "./helpers/fixtures.ts";
+
+// Production mode (NODE_ENV=production) refuses what is only safe on a developer's machine:
+// today, a server on which anyone may create tenants.
+
+const ADMIN_KEY = `platform-admin-${randomBytes(16).toString("hex")}`;
+
+function configProblems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as ConfigError).problems;
+  }
+  return expect.fail(`expected a ConfigError for ${JSON.stringify(env)}`);
+}
+
+describe("production mode configuration", () => {
+  it("refuses to start without PLATFORM_ADMIN_KEY, naming it", () => {
+    const unset: Record<string, string>[] = [
+      { NODE_ENV: "production" },
+      { NODE_ENV: "production", PLATFORM_ADMIN_KEY: "  " },
+    ];
+    for (const env of unset) {
+      const problems = configProblems(env);
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatch(/^PLATFORM_ADMIN_KEY: required in production mode \(NODE_ENV=production\)/);
+    }
+    // A key too short to be a secret is refused as it is outside production mode.
+    expect(configProblems({ NODE_ENV: "production", PLATFORM_ADMIN_KEY: "short" })).toEqual([
+      "PLATFORM_ADMIN_KEY: must be at least 16 characters",
+    ]);
+  });
+
+  it("is on for NODE_ENV=production only", () => {
+    expect(loadConfig({ NODE_ENV: "production", PLATFORM_ADMIN_KEY: ADMIN_KEY })).toMatchObject({
+      production: true,
+      platformAdminKey: ADMIN_KEY,
+    });
+    for (const env of [{}, { NODE_ENV: "development" }, { NODE_ENV: "test" }, { NODE_ENV: "Production" }]) {
+      const config = loadConfig(env);
+      expect(config.production).toBe(false);
+      // Outside production an unset key still leaves tenant creation open (local development).
+      expect(config.platformAdminKey).toBeUndefined();
+    }
+  });
+});
+
+describe.each(backends())("production mode on %s", (backend) => {
+  let database: TestDatabase;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    database = await createTestDatabase(backend);
+    const { production, platformAdminKey } = loadConfig({ NODE_ENV: "production", PLATFORM_ADMIN_KEY: ADMIN_KEY });
+    server = await startServer(database, { production, platformAdminKey });
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  it("createTenant needs X-Platform-Admin-Key", async () => {
+    const input = { name: `Tenant ${randomBytes(4).toString("hex")}` };
+    // Without the key, or with a wrong one, the caller holds no credential that allows it.
+    const refused: Record<string, string>[] = [
+      {},
+      { "x-platform-admin-key": "" },
+      { "x-platform-admin-key": `${ADMIN_KEY}x` },
+    ];
+    for (const headers of refused) {
+      await fails(server.url, CreateTenant, { input }, { headers }, "UNAUTHENTICATED");
+    }
+    const { createTenant } = await ok(
+      server.url,
+      CreateTenant,
+      { input },
+      { headers: { "x-platform-admin-key": ADMIN_KEY } },
+    );
+    expect(createTenant.tenant.name).toBe(input.name);
+    // A tenant's API key is a credential, but not one that creates tenants.
+    await fails(server.url, CreateTenant, { input }, { apiKey: createTenant.apiKey }, "FORBIDDEN");
+  });
+});
