@@ -6,7 +6,6 @@ import pg from "pg";
 import { PrismaPGlite } from "pglite-prisma-adapter";
 import { PrismaClient } from "../generated/prisma/client.ts";
 import { applyMigrations } from "./migrate.ts";
-
 import { pgliteSql, pgPoolSql, type SqlDatabase } from "./sql.ts";
 
 /**
