@@ -52,6 +52,8 @@ function budget(name: string, settings: RateBudget, redis?: Redis): Budget {
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 /** Turns without another write of the same user after which a held write goes ahead. */
 const QUIET_TURNS = 8;
+/** And as long, at least, since that user's last write arrived (a loaded machine reads sockets late). */
+const QUIET_MS = 3;
 /** The longest a write is held while a burst goes on. */
 const HOLD_MAX_MS = 1000;
 
@@ -64,6 +66,8 @@ function limited(message: string, msBeforeNext: number) {
 interface UserWrites {
   running: number;
   attempts: number;
+  /** When the latest attempt arrived (ms since the epoch). */
+  lastArrival: number;
 }
 
 /**
@@ -108,8 +112,9 @@ export class WriteLimits {
 
   /** Counts a write of the user in progress, or throws RATE_LIMITED when the user has too many. */
   private enter(userId: string): UserWrites {
-    const mine = this.writes.get(userId) ?? { running: 0, attempts: 0 };
+    const mine = this.writes.get(userId) ?? { running: 0, attempts: 0, lastArrival: 0 };
     mine.attempts += 1;
+    mine.lastArrival = Date.now();
     // Writes take milliseconds: a second is a generous hint.
     if (mine.running >= this.config.user.concurrency) throw limited("Too many writes at once", 1000);
     mine.running += 1;
@@ -129,13 +134,13 @@ export class WriteLimits {
    * until a few turns of the event loop pass without another write of the same user
    * arriving (or HOLD_MAX_MS), so that writes sent together are in progress together, and
    * those beyond the cap are refused while the burst lasts. A lone write waits a few
-   * turns, microseconds on an idle server.
+   * turns and QUIET_MS, milliseconds on an idle server.
    */
   private async holdWhileArriving(mine: UserWrites): Promise<void> {
     const deadline = Date.now() + HOLD_MAX_MS;
     let seen = mine.attempts;
     let quiet = 0;
-    while (quiet < QUIET_TURNS && Date.now() < deadline) {
+    while ((quiet < QUIET_TURNS || Date.now() - mine.lastArrival < QUIET_MS) && Date.now() < deadline) {
       await turn();
       if (mine.attempts === seen) quiet += 1;
       else {
