@@ -212,10 +212,3 @@ export async function unassignRole(ctx: Context, userId: string, roleId: string)
   if (removed) await publishToUsers(ctx, [user.id], { type: "permissionsChanged" });
   return user;
 }
-
-export async function rolesOfUser(ctx: Context, userId: string): Promise<Role[]> {
-  return ctx.prisma.role.findMany({
-    where: { tenantId: tenantOf(ctx), assignments: { some: { userId } } },
-    orderBy: { name: "asc" },
-  });
-}
