@@ -1,5 +1,5 @@
 import type { PubSub, Unsubscribe } from "../realtime/pubsub.ts";
-import { type ApiKeyEvent, topics, type UserEvent } from "../realtime/topics.ts";
+import { topics, type UserEvent } from "../realtime/topics.ts";
 import type { Principal } from "./principal.ts";
 
 /** Whether a user event ends these credentials: a revocation of all the user's, or of its session. */
@@ -23,15 +23,15 @@ export async function watchCredentialEnd(
 ): Promise<Unsubscribe> {
   if (!principal) return () => {};
   if (principal.kind === "service") {
-    return pubsub.subscribe(topics.apiKeys(principal.tenantId), (payload) => {
-      if ((payload as ApiKeyEvent).keyIds.includes(principal.apiKeyId)) end("API key revoked");
+    return pubsub.subscribe(topics.apiKeys(principal.tenantId), (event) => {
+      if (event.keyIds.includes(principal.apiKeyId)) end("API key revoked");
     });
   }
   const delay = Math.min(Math.max(0, principal.expiresAt.getTime() - Date.now()), 2_147_000_000);
   const timer = setTimeout(() => end("Token expired"), delay);
   if (!(options.userRevocations ?? true)) return () => clearTimeout(timer);
-  const unsubscribe = await pubsub.subscribe(topics.user(principal.tenantId, principal.userId), (payload) => {
-    if (revokesPrincipal(principal, payload as UserEvent)) end("Credentials revoked");
+  const unsubscribe = await pubsub.subscribe(topics.user(principal.tenantId, principal.userId), (event) => {
+    if (revokesPrincipal(principal, event)) end("Credentials revoked");
   });
   return () => {
     clearTimeout(timer);

@@ -5,18 +5,26 @@ import type { Message } from "../generated/prisma/client.ts";
 import { messagesAfter, reviveMessage } from "../services/messages.ts";
 import type { Unsubscribe } from "./pubsub.ts";
 import { BoundedQueue, cancellable } from "./queue.ts";
-import { type ReadPayload, type TypingPayload, topics, type UserEvent } from "./topics.ts";
+import {
+  type ReadPayload,
+  type Topic,
+  type TypingPayload,
+  topics,
+  type UserEvent,
+  type WireMessage,
+} from "./topics.ts";
 
 const PAGE = 200;
 
 /**
  * A stream of rows numbered per conversation (messages by `seq`, conversation events by
- * their own `seq`), read from storage and announced on a pub/sub topic.
+ * their own `seq`), read from storage and announced on a pub/sub topic, where each row
+ * crosses in its wire form W.
  */
-export interface SequencedSource<T> {
-  topic(tenantId: string, conversationId: string): string;
+export interface SequencedSource<T, W> {
+  topic(tenantId: string, conversationId: string): Topic<W>;
   /** Rows cross pub/sub as JSON; revive dates and the like. */
-  revive(payload: unknown): T;
+  revive(payload: W): T;
   conversationOf(item: T): string;
   seqOf(item: T): number;
   /** Where a conversation stands now, from its row. */
@@ -44,15 +52,19 @@ export interface FeedOptions {
  * a pub/sub reconnect every tracked conversation is re-read from its last seq. Storage
  * stays the source of truth; pub/sub only says "something new".
  */
-export function sequencedFeed<T>(ctx: Context, options: FeedOptions, source: SequencedSource<T>): AsyncGenerator<T> {
+export function sequencedFeed<T, W>(
+  ctx: Context,
+  options: FeedOptions,
+  source: SequencedSource<T, W>,
+): AsyncGenerator<T> {
   const queue = new BoundedQueue<Signal<T>>(ctx.deps.config.subscriberBufferSize);
   return cancellable(runFeed(ctx, options, source, queue), queue as BoundedQueue<unknown>);
 }
 
-async function* runFeed<T>(
+async function* runFeed<T, W>(
   ctx: Context,
   options: FeedOptions,
-  source: SequencedSource<T>,
+  source: SequencedSource<T, W>,
   queue: BoundedQueue<Signal<T>>,
 ): AsyncGenerator<T> {
   const { pubsub } = ctx.deps;
@@ -65,7 +77,7 @@ async function* runFeed<T>(
   const unsubscribers = new Map<string, Unsubscribe>();
   const cleanups: Unsubscribe[] = [];
 
-  const onItem = (payload: unknown) => queue.push({ type: "item", item: source.revive(payload) });
+  const onItem = (payload: W) => queue.push({ type: "item", item: source.revive(payload) });
   const follow = async (conversationId: string) => {
     if (unsubscribers.has(conversationId)) return;
     unsubscribers.set(conversationId, () => {});
@@ -89,11 +101,11 @@ async function* runFeed<T>(
       ),
     );
     // Users follow their memberships; the API key follows every conversation of the tenant.
-    const membershipTopic = userId ? topics.user(tenantId, userId) : topics.conversations(tenantId);
+    const onMembership = (event: UserEvent) => queue.push({ type: "membership", event });
     cleanups.push(
-      await pubsub.subscribe(membershipTopic, (payload) =>
-        queue.push({ type: "membership", event: payload as UserEvent }),
-      ),
+      userId
+        ? await pubsub.subscribe(topics.user(tenantId, userId), onMembership)
+        : await pubsub.subscribe(topics.conversations(tenantId), onMembership),
     );
     // Subscribe before reading the starting point, so nothing falls between the two.
     if (options.conversationId) {
@@ -192,9 +204,9 @@ async function* runFeed<T>(
 }
 
 /** New messages: `messageAdded`. */
-export const messageSource: SequencedSource<Message> = {
+export const messageSource: SequencedSource<Message, WireMessage> = {
   topic: topics.messages,
-  revive: (payload) => reviveMessage(payload as Record<string, unknown>),
+  revive: reviveMessage,
   conversationOf: (message) => message.conversationId,
   seqOf: (message) => message.seq,
   currentSeq: (conversation) => conversation.lastSeq,
@@ -225,9 +237,9 @@ async function visibleConversationIds(ctx: Context, tenantId: string, userId: st
 }
 
 /** For a membership discovered after a reconnect: deliver what happened since the user joined. */
-async function joinedAtSeq<T>(
+async function joinedAtSeq<T, W>(
   ctx: Context,
-  source: SequencedSource<T>,
+  source: SequencedSource<T, W>,
   conversationId: string,
   userId: string | null,
 ): Promise<number> {
@@ -259,8 +271,7 @@ async function watchMembership(
 ): Promise<Unsubscribe> {
   const principal = ctx.principal;
   if (principal?.kind !== "user") return () => {};
-  return ctx.deps.pubsub.subscribe(topics.user(principal.tenantId, principal.userId), (payload) => {
-    const event = payload as UserEvent;
+  return ctx.deps.pubsub.subscribe(topics.user(principal.tenantId, principal.userId), (event) => {
     if (revokesPrincipal(ctx.principal, event) || (event.type === "left" && event.conversationId === conversationId)) {
       queue.end();
     } else if (event.type === "permissionsChanged") {
@@ -273,11 +284,11 @@ async function watchMembership(
  * A live-only feed of one conversation topic: events are handed to `accept`, which
  * pushes what the subscriber should see; the feed ends when the viewer leaves.
  */
-function conversationTopicFeed<T>(
+function conversationTopicFeed<P, T>(
   ctx: Context,
   conversationId: string,
-  topicOf: (tenantId: string, conversationId: string) => string,
-  accept: (payload: unknown, push: (event: T) => void) => void,
+  topicOf: (tenantId: string, conversationId: string) => Topic<P>,
+  accept: (payload: P, push: (event: T) => void) => void,
   dispose: () => void = () => {},
 ): AsyncGenerator<T> {
   const queue = new BoundedQueue<T>(ctx.deps.config.subscriberBufferSize);
@@ -317,12 +328,11 @@ export function typingFeed(ctx: Context, conversationId: string): AsyncGenerator
   const viewerId = ctx.principal?.kind === "user" ? ctx.principal.userId : null;
   const timeout = ctx.deps.config.typingTimeoutMs;
   const timers = new Map<string, NodeJS.Timeout>();
-  return conversationTopicFeed<TypingPayload>(
+  return conversationTopicFeed<TypingPayload, TypingPayload>(
     ctx,
     conversationId,
     topics.typing,
-    (payload, push) => {
-      const event = payload as TypingPayload;
+    (event, push) => {
       if (event.userId === viewerId) return;
       const stop = () => {
         clearTimeout(timers.get(event.userId));
@@ -346,7 +356,7 @@ export function typingFeed(ctx: Context, conversationId: string): AsyncGenerator
 
 /** Read receipts of the members of a conversation, as they happen. */
 export function readFeed(ctx: Context, conversationId: string): AsyncGenerator<ReadPayload> {
-  return conversationTopicFeed<ReadPayload>(ctx, conversationId, topics.reads, (payload, push) =>
-    push(payload as ReadPayload),
+  return conversationTopicFeed<ReadPayload, ReadPayload>(ctx, conversationId, topics.reads, (receipt, push) =>
+    push(receipt),
   );
 }

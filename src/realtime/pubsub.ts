@@ -1,48 +1,55 @@
 import { Redis } from "ioredis";
 import type { Logger } from "../logger.ts";
+import type { Topic } from "./topics.ts";
 
-export type Listener = (payload: unknown) => void;
+export type Listener<T> = (payload: T) => void;
 export type Unsubscribe = () => void;
 
 /**
  * Carries news between server instances. At most once: storage is the source of
  * truth, and `onResync` tells listeners when the transport may have dropped messages
  * (a Redis reconnect), so they re-read what they missed from the database.
+ * Each topic names its payload type (see topics.ts), so a publish is checked against it
+ * and a listener receives it typed.
  */
 export interface PubSub {
   readonly kind: "memory" | "redis";
-  publish(topic: string, payload: unknown): Promise<void>;
+  publish<T>(topic: Topic<T>, payload: NoInfer<T>): Promise<void>;
   /** Resolves once the subscription is live: anything published afterwards is delivered. */
-  subscribe(topic: string, listener: Listener): Promise<Unsubscribe>;
+  subscribe<T>(topic: Topic<T>, listener: Listener<NoInfer<T>>): Promise<Unsubscribe>;
   onResync(listener: () => void): Unsubscribe;
   isReady(): Promise<boolean>;
   close(): Promise<void>;
 }
 
-/** Keeps topic -> listeners locally so one backend subscription serves every local subscriber. */
+/**
+ * Keeps topic -> listeners locally so one backend subscription serves every local subscriber.
+ * Untyped inside: what a topic carries is settled by its Topic<T> at publish and subscribe.
+ */
 class LocalFanout {
-  readonly topics = new Map<string, Set<Listener>>();
+  readonly topics = new Map<string, Set<Listener<unknown>>>();
   private readonly resyncListeners = new Set<() => void>();
 
   constructor(private readonly log: Logger) {}
 
   /** Returns true when this is the first listener of the topic. */
-  add(topic: string, listener: Listener): boolean {
+  add<T>(topic: Topic<T>, listener: Listener<T>): boolean {
     let set = this.topics.get(topic);
     const first = !set;
     if (!set) {
       set = new Set();
       this.topics.set(topic, set);
     }
-    set.add(listener);
+    // Sound because only payloads published on this Topic<T> are dispatched to it.
+    set.add(listener as Listener<unknown>);
     return first;
   }
 
   /** Returns true when the topic has no listener left. */
-  remove(topic: string, listener: Listener): boolean {
+  remove<T>(topic: Topic<T>, listener: Listener<T>): boolean {
     const set = this.topics.get(topic);
     if (!set) return false;
-    set.delete(listener);
+    set.delete(listener as Listener<unknown>);
     if (set.size === 0) {
       this.topics.delete(topic);
       return true;

@@ -1,15 +1,51 @@
+import type { ConversationEvent, Message } from "../generated/prisma/client.ts";
+
+declare const carries: unique symbol;
+
+/**
+ * A pub/sub topic name that carries payloads of type T, exactly as a subscriber receives
+ * them. Publishing checks the payload against T and listeners receive T, on either
+ * backend. The type is invariant in T: a topic is written and read with the same type.
+ */
+export type Topic<T> = string & { readonly [carries]: (payload: T) => T };
+
+/** The one place a topic name is given its payload type. */
+const topic = <T>(name: string) => name as Topic<T>;
+
+/**
+ * A row as it crosses pub/sub: JSON, so its dates are ISO strings. Publishers send
+ * `toWire(row)` so both backends deliver the same shape, and subscribers revive it.
+ */
+export type Wire<T> = {
+  [K in keyof T]: T[K] extends Date ? string : T[K] extends Date | null ? string | null : T[K];
+};
+
+/** A row's wire form: its dates as ISO strings, what JSON.stringify makes of them. */
+export function toWire<T extends object>(row: T): Wire<T> {
+  const wire: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(row)) wire[key] = value instanceof Date ? value.toISOString() : value;
+  return wire as Wire<T>;
+}
+
+export type WireMessage = Wire<Message>;
+export type WireConversationEvent = Wire<ConversationEvent>;
+
 /** Every topic is namespaced by tenant, so one Redis serves all tenants without crosstalk. */
 export const topics = {
-  messages: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:messages`,
-  typing: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:typing`,
-  events: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:events`,
-  reads: (tenantId: string, conversationId: string) => `chat:${tenantId}:conversation:${conversationId}:reads`,
+  messages: (tenantId: string, conversationId: string) =>
+    topic<WireMessage>(`chat:${tenantId}:conversation:${conversationId}:messages`),
+  typing: (tenantId: string, conversationId: string) =>
+    topic<TypingPayload>(`chat:${tenantId}:conversation:${conversationId}:typing`),
+  events: (tenantId: string, conversationId: string) =>
+    topic<WireConversationEvent>(`chat:${tenantId}:conversation:${conversationId}:events`),
+  reads: (tenantId: string, conversationId: string) =>
+    topic<ReadPayload>(`chat:${tenantId}:conversation:${conversationId}:reads`),
   /** Conversations created or deleted in the tenant: the API key's all-conversations stream. */
-  conversations: (tenantId: string) => `chat:${tenantId}:conversations`,
+  conversations: (tenantId: string) => topic<MembershipEvent>(`chat:${tenantId}:conversations`),
   /** Changes that concern one user: memberships, permissions, revoked credentials. */
-  user: (tenantId: string, userId: string) => `chat:${tenantId}:user:${userId}`,
+  user: (tenantId: string, userId: string) => topic<UserEvent>(`chat:${tenantId}:user:${userId}`),
   /** Changes to the tenant's API keys. */
-  apiKeys: (tenantId: string) => `chat:${tenantId}:api-keys`,
+  apiKeys: (tenantId: string) => topic<ApiKeyEvent>(`chat:${tenantId}:api-keys`),
 };
 
 export type MembershipEvent =

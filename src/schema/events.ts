@@ -1,6 +1,7 @@
 import type { Context } from "../context.ts";
 import { badInput } from "../errors.ts";
 import { sequencedFeed } from "../realtime/feeds.ts";
+import type { WireMessage } from "../realtime/topics.ts";
 import { requireConversation } from "../services/conversations.ts";
 import {
   type ConversationEvent,
@@ -21,7 +22,8 @@ type EventFieldBuilder = PothosSchemaTypes.ObjectFieldBuilder<
 >;
 
 const data = (event: ConversationEvent) => eventData(event);
-const snapshot = (event: ConversationEvent): Message => reviveMessage(data(event).message as Record<string, unknown>);
+/** The message as the event stored it: JSON, so in its wire form. */
+const snapshot = (event: ConversationEvent): Message => reviveMessage(data(event).message as WireMessage);
 
 /** Fields every conversation event has. */
 function common(t: EventFieldBuilder) {
@@ -204,6 +206,6 @@ builder.subscriptionField("conversationEvents", (t) =>
       after: t.arg.string({ description: "An event cursor to replay from (needs conversationId)." }),
     },
     subscribe: (_root, args, ctx) => startEvents(ctx, args.conversationId, args.after),
-    resolve: (event) => event as ConversationEvent,
+    resolve: (event) => event,
   }),
 );

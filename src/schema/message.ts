@@ -338,7 +338,7 @@ builder.subscriptionFields((t) => ({
         conversationId && args.after ? messages.seqFromCursor("after", args.after, conversationId) : null;
       return messageFeed(ctx, { conversationId, afterSeq });
     },
-    resolve: (_query, message) => message as messages.Message,
+    resolve: (_query, message) => message,
   }),
   typing: t.field({
     type: TypingEventRef,
@@ -346,7 +346,7 @@ builder.subscriptionFields((t) => ({
     authScopes: { permission: "chats:read" },
     args: { conversationId: t.arg.id({ required: true, description: "Conversation id." }) },
     subscribe: async (_root, args, ctx) => typingFeed(ctx, await requireSubscribable(ctx, args.conversationId)),
-    resolve: (event) => event as TypingPayload,
+    resolve: (event) => event,
   }),
   readReceipt: t.field({
     type: ReadReceiptRef,
@@ -354,6 +354,6 @@ builder.subscriptionFields((t) => ({
     authScopes: { permission: "chats:read" },
     args: { conversationId: t.arg.id({ required: true, description: "Conversation id." }) },
     subscribe: async (_root, args, ctx) => readFeed(ctx, await requireSubscribable(ctx, args.conversationId)),
-    resolve: (event) => event as ReadPayload,
+    resolve: (receipt) => receipt,
   }),
 }));

@@ -3,7 +3,7 @@ import type { Context } from "../context.ts";
 import { badInput } from "../errors.ts";
 import type { ConversationEvent, PrismaClient } from "../generated/prisma/client.ts";
 import type { SequencedSource } from "../realtime/feeds.ts";
-import { topics } from "../realtime/topics.ts";
+import { topics, toWire, type WireConversationEvent } from "../realtime/topics.ts";
 import { decodeCursor, encodeCursor } from "./cursors.ts";
 
 export type { ConversationEvent };
@@ -74,7 +74,7 @@ export async function appendEvents(
 /** Announces committed events; subscribers fill any gap from storage, so a failed publish loses nothing. */
 export async function publishEvents(ctx: Context, events: ConversationEvent[]): Promise<void> {
   for (const event of events) {
-    await ctx.deps.pubsub.publish(topics.events(event.tenantId, event.conversationId), event).catch((error) => {
+    await ctx.deps.pubsub.publish(topics.events(event.tenantId, event.conversationId), toWire(event)).catch((error) => {
       ctx.deps.log.warn({ err: error, requestId: ctx.requestId }, "event publish failed");
     });
   }
@@ -94,12 +94,9 @@ export function eventData(event: ConversationEvent): Record<string, unknown> {
 }
 
 /** Conversation events: `conversationEvents`. */
-export const eventSource: SequencedSource<ConversationEvent> = {
+export const eventSource: SequencedSource<ConversationEvent, WireConversationEvent> = {
   topic: topics.events,
-  revive: (payload) => {
-    const raw = payload as ConversationEvent & { createdAt: string };
-    return { ...raw, createdAt: new Date(raw.createdAt) };
-  },
+  revive: (event) => ({ ...event, createdAt: new Date(event.createdAt) }),
   conversationOf: (event) => event.conversationId,
   seqOf: (event) => event.seq,
   currentSeq: (conversation) => conversation.lastEventSeq,

@@ -1,5 +1,5 @@
 import type { Context } from "../context.ts";
-import { type MembershipEvent, topics, type UserEvent } from "../realtime/topics.ts";
+import { type MembershipEvent, type Topic, topics, type UserEvent } from "../realtime/topics.ts";
 
 /**
  * Tells each user's live streams that a membership changed (follow a new conversation,
@@ -14,31 +14,24 @@ export async function publishMembership(
 ): Promise<void> {
   const tenantId = ctx.principal?.tenantId;
   if (!tenantId) return;
-  const targets = userIds.map((userId) => topics.user(tenantId, userId));
-  if (options.conversationLifecycle) targets.push(topics.conversations(tenantId));
-  await publishAll(ctx, targets, event);
+  await Promise.all([
+    ...userIds.map((userId) => announce(ctx, topics.user(tenantId, userId), event)),
+    ...(options.conversationLifecycle ? [announce(ctx, topics.conversations(tenantId), event)] : []),
+  ]);
 }
 
 /** Tells users' sockets and streams that their permissions or credentials changed. */
 export async function publishToUsers(ctx: Context, userIds: string[], event: UserEvent): Promise<void> {
   const tenantId = ctx.principal?.tenantId;
   if (!tenantId) return;
-  await publishAll(
-    ctx,
-    userIds.map((userId) => topics.user(tenantId, userId)),
-    event,
-  );
+  await Promise.all(userIds.map((userId) => announce(ctx, topics.user(tenantId, userId), event)));
 }
 
 /** News only: a failed publish is logged, never fatal (storage is the source of truth). */
-async function publishAll(ctx: Context, targets: string[], event: UserEvent): Promise<void> {
-  await Promise.all(
-    targets.map((topic) =>
-      ctx.deps.pubsub.publish(topic, event).catch((error: unknown) => {
-        ctx.deps.log.warn({ err: error, requestId: ctx.requestId }, "user event publish failed");
-        // Sockets here must not keep revoked credentials until the next timed resync.
-        if (event.type === "revoked") ctx.deps.credentialResync.request();
-      }),
-    ),
-  );
+async function announce<T extends UserEvent>(ctx: Context, topic: Topic<T>, event: NoInfer<T>): Promise<void> {
+  await ctx.deps.pubsub.publish(topic, event).catch((error: unknown) => {
+    ctx.deps.log.warn({ err: error, requestId: ctx.requestId }, "user event publish failed");
+    // Sockets here must not keep revoked credentials until the next timed resync.
+    if (event.type === "revoked") ctx.deps.credentialResync.request();
+  });
 }

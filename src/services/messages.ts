@@ -2,7 +2,7 @@ import { z } from "zod";
 import { type Context, hasPermission } from "../context.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import { type Message, Prisma, type PrismaClient } from "../generated/prisma/client.ts";
-import { type ReadPayload, type TypingPayload, topics } from "../realtime/topics.ts";
+import { type ReadPayload, type TypingPayload, topics, toWire, type WireMessage } from "../realtime/topics.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
 import { audit } from "./audit.ts";
@@ -38,12 +38,12 @@ const sendMessageInput = (maxLength: number) =>
     attachmentIds: z.array(z.string()).max(10, "accepts at most 10 attachments").nullish(),
   });
 
-/** Message rows cross pub/sub as JSON; dates come back as strings. */
-export function reviveMessage(raw: Record<string, unknown>): Message {
-  const date = (value: unknown) => (value ? new Date(value as string) : null);
+/** Message rows cross pub/sub (and sit in event snapshots) as JSON; dates come back as strings. */
+export function reviveMessage(raw: WireMessage): Message {
+  const date = (value: string | null) => (value ? new Date(value) : null);
   return {
-    ...(raw as unknown as Message),
-    createdAt: new Date(raw.createdAt as string),
+    ...raw,
+    createdAt: new Date(raw.createdAt),
     editedAt: date(raw.editedAt),
     deletedAt: date(raw.deletedAt),
     pinnedAt: date(raw.pinnedAt),
@@ -52,7 +52,7 @@ export function reviveMessage(raw: Record<string, unknown>): Message {
 
 async function publishMessage(ctx: Context, message: Message): Promise<void> {
   try {
-    await ctx.deps.pubsub.publish(topics.messages(message.tenantId, message.conversationId), message);
+    await ctx.deps.pubsub.publish(topics.messages(message.tenantId, message.conversationId), toWire(message));
   } catch (error) {
     // Stored is what counts: subscribers fill the gap from storage on the next event or resync.
     ctx.deps.log.warn({ err: error, requestId: ctx.requestId }, "message publish failed");
