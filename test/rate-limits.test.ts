@@ -224,7 +224,9 @@ describe.each(backends())("write rate limits (%s)", (backend) => {
     await database?.drop();
   });
 
-  it("defaults: a burst of 150 concurrent sends by one user is refused in part, and nothing refused is stored or published", async () => {
+  it("defaults: a burst of 150 concurrent sends by one user is refused in part, and nothing refused is stored or published", {
+    timeout: 90_000,
+  }, async () => {
     expect(testConfig().rateLimits.enabled).toBe(true);
     const tenant = await createTenant(server.url, ["Alice", "Bob"]);
     const [alice, bob] = tenant.users as [TestUser, TestUser];
