@@ -256,7 +256,7 @@ describe.each(backends())("write rate limits (%s)", (backend) => {
     await watcher.dispose();
   });
 
-  it("defaults: one user sending 300 messages one after another is never limited", async () => {
+  it("defaults: one user sending 300 messages one after another is never limited", { timeout: 90_000 }, async () => {
     const tenant = await createTenant(server.url, ["Alice"]);
     const [alice] = tenant.users as [TestUser];
     const conversationId = await groupOf(server.url, tenant);
