@@ -6,6 +6,7 @@ import { type Credentials, type Principal, resolvePrincipal } from "./auth/princ
 import { safeEqual } from "./auth/secrets.ts";
 import type { TokenService } from "./auth/tokens.ts";
 import type { WriteLimits } from "./auth/write-limits.ts";
+import type { BackgroundTasks } from "./background.ts";
 import type { Database, PrismaClient } from "./db/client.ts";
 import { tenantScoped } from "./db/scoped.ts";
 import type { Config } from "./env.ts";
@@ -31,6 +32,8 @@ export interface AppDeps {
   limits: { account: FailureLimiter; address: FailureLimiter; codes: FailureLimiter; mails: FailureLimiter };
   /** Rate limits on writes per user and per tenant (RATE_LIMITS). */
   writeLimits: WriteLimits;
+  /** Work that runs after the response (account mail); failures are logged. */
+  tasks: BackgroundTasks;
   /** Release what the parts above hold, in reverse order (see deps.ts closeDeps). */
   closers: (() => Promise<void> | void)[];
 }
