@@ -7,6 +7,7 @@ import type { ResyncSignal } from "./auth/resync-signal.ts";
 import { safeEqual } from "./auth/secrets.ts";
 import type { TokenService } from "./auth/tokens.ts";
 import type { WriteLimits } from "./auth/write-limits.ts";
+import type { BackgroundTasks } from "./background.ts";
 import type { Database, PrismaClient } from "./db/client.ts";
 import { tenantScoped } from "./db/scoped.ts";
 import type { Config } from "./env.ts";
@@ -34,6 +35,8 @@ export interface AppDeps {
   writeLimits: WriteLimits;
   /** Raised when a revocation could not be published: re-read credentials from storage now. */
   credentialResync: ResyncSignal;
+  /** Work that runs after the response (account mail); failures are logged. */
+  tasks: BackgroundTasks;
   /** Release what the parts above hold, in reverse order (see deps.ts closeDeps). */
   closers: (() => Promise<void> | void)[];
 }

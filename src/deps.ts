@@ -1,10 +1,11 @@
 import { createHmac } from "node:crypto";
 import { Redis } from "ioredis";
-import { FailureLimiter } from "./auth/limits.ts";
+import { EMAIL_CODE_MAX_ATTEMPTS, FailureLimiter } from "./auth/limits.ts";
 import { ResyncSignal } from "./auth/resync-signal.ts";
 import { loadOrCreateJwtSecret } from "./auth/secrets.ts";
 import { TokenService } from "./auth/tokens.ts";
 import { WriteLimits } from "./auth/write-limits.ts";
+import { BackgroundTasks } from "./background.ts";
 import type { AppDeps } from "./context.ts";
 import { type Database, embeddedDir, openMigratedDatabase } from "./db/client.ts";
 import type { Config } from "./env.ts";
@@ -75,6 +76,10 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     : outboxMailer(config.dataDir, config.mailFrom, log);
   closers.push(() => mailer.close());
   const window = { points: config.loginMaxFailures, durationSeconds: config.loginWindowSeconds };
+  // Work a request hands off to run after its response (account mail). Its closer comes
+  // last, so it runs first: pending mail goes out while the mailer and database are open.
+  const tasks = new BackgroundTasks(log);
+  closers.push(() => tasks.drain());
   return {
     config,
     db,
@@ -84,13 +89,22 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     mailer,
     limits: {
       account: new FailureLimiter("account", window, limitsRedis),
-      address: new FailureLimiter("address", window, limitsRedis),
-      codes: new FailureLimiter("codes", { points: 5, durationSeconds: config.emailCodeTtlSeconds }, limitsRedis),
+      address: new FailureLimiter(
+        "address",
+        { points: config.loginMaxFailuresPerAddress, durationSeconds: config.loginWindowSeconds },
+        limitsRedis,
+      ),
+      codes: new FailureLimiter(
+        "codes",
+        { points: EMAIL_CODE_MAX_ATTEMPTS, durationSeconds: config.emailCodeTtlSeconds },
+        limitsRedis,
+      ),
       mails: new FailureLimiter("mails", { points: 5, durationSeconds: config.loginWindowSeconds }, limitsRedis),
     },
     // Embedded mode holds a user's burst of writes together (see WriteLimits).
     writeLimits: new WriteLimits(config.rateLimits, limitsRedis, log, !config.databaseUrl),
     credentialResync: new ResyncSignal(),
+    tasks,
     closers,
     attachments: new LocalDiskStore(config.attachmentsDir),
     // A key of its own for download links, derived so that no extra secret is needed.

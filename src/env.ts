@@ -60,6 +60,7 @@ const envSchema = z.object({
   ),
   MAIL_FROM: z.string().min(3).default("Chat <no-reply@localhost>"),
   LOGIN_MAX_FAILURES: z.coerce.number().int().min(1).default(5),
+  LOGIN_MAX_FAILURES_PER_ADDRESS: optionalString.pipe(z.coerce.number<string | undefined>().int().min(2).optional()),
   LOGIN_WINDOW_SECONDS: z.coerce.number().int().min(1).default(600),
   EMAIL_CODE_TTL_SECONDS: z.coerce.number().int().min(60).max(86_400).default(600),
   OAUTH_STARTS_PER_MINUTE: z.coerce.number().int().min(1).default(20),
@@ -135,8 +136,14 @@ export interface Config {
   /** SMTP server for account mail; unset: mail goes to DATA_DIR/outbox. */
   smtpUrl?: string;
   mailFrom: string;
-  /** Failed sign-ins allowed per account and per client address within the window. */
+  /** Failed sign-ins allowed per account (tenant and email) within the window. */
   loginMaxFailures: number;
+  /**
+   * Failed sign-ins (and refused sign-ups and code sign-ins) allowed per client address
+   * within the window, across accounts: against credential stuffing. Above
+   * loginMaxFailures, so one account's failures never lock its address.
+   */
+  loginMaxFailuresPerAddress: number;
   loginWindowSeconds: number;
   emailCodeTtlSeconds: number;
   /** Provider sign-ins (/auth/:provider/start) one client address may start per minute. */
@@ -200,6 +207,13 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       "PLATFORM_ADMIN_KEY: required in production mode (NODE_ENV=production); without it anyone could create tenants",
     ]);
   }
+  // Unset: 100, or 20 accounts' worth where LOGIN_MAX_FAILURES is raised.
+  const loginMaxFailuresPerAddress = env.LOGIN_MAX_FAILURES_PER_ADDRESS ?? Math.max(100, 20 * env.LOGIN_MAX_FAILURES);
+  if (loginMaxFailuresPerAddress <= env.LOGIN_MAX_FAILURES) {
+    throw new ConfigError([
+      "LOGIN_MAX_FAILURES_PER_ADDRESS: must be greater than LOGIN_MAX_FAILURES (one account's failures must not lock its address)",
+    ]);
+  }
   return {
     production,
     port: env.PORT,
@@ -227,6 +241,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     smtpUrl: env.SMTP_URL,
     mailFrom: env.MAIL_FROM,
     loginMaxFailures: env.LOGIN_MAX_FAILURES,
+    loginMaxFailuresPerAddress,
     loginWindowSeconds: env.LOGIN_WINDOW_SECONDS,
     emailCodeTtlSeconds: env.EMAIL_CODE_TTL_SECONDS,
     oauthStartsPerMinute: env.OAUTH_STARTS_PER_MINUTE,

@@ -1683,6 +1683,10 @@ const anonymousCases: { field: string; form?: string; call: (url: string) => Pro
   { field: "revokeSession", call: (url) => request(url, RevokeSession, { id: anyId() }) },
   { field: "verifyEmail", call: (url) => request(url, 'mutation { verifyEmail(code: "123456") { id } }') },
   {
+    field: "requestEmailChange",
+    call: (url) => request(url, 'mutation { requestEmailChange(newEmail: "new@example.com") }'),
+  },
+  {
     field: "changePassword",
     call: (url) =>
       request(

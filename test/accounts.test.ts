@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { GraphQLFormattedError } from "graphql";
+import pg from "pg";
 import { SMTPServer } from "smtp-server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/env.ts";
@@ -204,6 +205,62 @@ const Viewer = graphql(`
   }
 `);
 
+const RequestEmailChange = graphql(`
+  mutation AcctRequestEmailChange($newEmail: String!) {
+    requestEmailChange(newEmail: $newEmail)
+  }
+`);
+
+const VerifiedViewer = graphql(`
+  query AcctVerifiedViewer {
+    viewer {
+      user {
+        id
+        email
+        emailVerified
+      }
+    }
+  }
+`);
+
+const UpdateUserEmail = graphql(`
+  mutation AcctUpdateUserEmail($id: ID!, $input: UpdateUserInput!) {
+    updateUser(id: $id, input: $input) {
+      id
+      name
+      email
+      emailVerified
+    }
+  }
+`);
+
+const CreateUserVerified = graphql(`
+  mutation AcctCreateUserVerified($input: CreateUserInput!) {
+    createUser(input: $input) {
+      id
+      email
+      emailVerified
+    }
+  }
+`);
+
+const RoleIds = graphql(`
+  query AcctRoleIds {
+    roles {
+      id
+      name
+    }
+  }
+`);
+
+const AssignRole = graphql(`
+  mutation AcctAssignRole($userId: ID!, $roleId: ID!) {
+    assignRole(userId: $userId, roleId: $roleId) {
+      id
+    }
+  }
+`);
+
 const MessageAdded = graphql(`
   subscription AcctMessageAdded {
     messageAdded {
@@ -273,6 +330,10 @@ class Mailbox {
   readonly mails: ReceivedMail[] = [];
   private wake: (() => void)[] = [];
   private smtp: SMTPServer | null = null;
+  /** Recipients refused with 550, as by a failing mail server. */
+  private readonly refused = new Set<string>();
+  /** Recipients whose mail is taken in but not acknowledged until released. */
+  private readonly holds = new Map<string, Promise<void>>();
   port = 0;
 
   async start(): Promise<void> {
@@ -280,14 +341,20 @@ class Mailbox {
       authOptional: true,
       disabledCommands: ["STARTTLS"],
       logger: false,
+      onRcptTo: (address, _session, callback) => {
+        if (!this.refused.has(address.address.toLowerCase())) return callback();
+        callback(Object.assign(new Error("Mailbox unavailable"), { responseCode: 550 }));
+      },
       onData: (stream, session, callback) => {
         const chunks: Buffer[] = [];
         stream.on("data", (chunk: Buffer) => chunks.push(chunk));
         stream.on("end", () => {
           const to = session.envelope.rcptTo.map((address) => address.address.toLowerCase());
-          this.mails.push(parseMail(Buffer.concat(chunks).toString("utf8"), to));
-          for (const wake of this.wake.splice(0)) wake();
-          callback();
+          void Promise.all(to.map((address) => this.holds.get(address))).then(() => {
+            this.mails.push(parseMail(Buffer.concat(chunks).toString("utf8"), to));
+            for (const wake of this.wake.splice(0)) wake();
+            callback();
+          });
         });
       },
     });
@@ -300,6 +367,24 @@ class Mailbox {
 
   get url(): string {
     return `smtp://127.0.0.1:${this.port}`;
+  }
+
+  /** Refuses mail to `address` until the returned function is called. */
+  refuse(address: string): () => void {
+    const key = address.toLowerCase();
+    this.refused.add(key);
+    return () => this.refused.delete(key);
+  }
+
+  /** Takes mail to `address` in without acknowledging it (the sender waits) until released. */
+  hold(address: string): () => void {
+    const key = address.toLowerCase();
+    let release = () => {};
+    this.holds.set(key, new Promise<void>((resolve) => (release = resolve)));
+    return () => {
+      this.holds.delete(key);
+      release();
+    };
   }
 
   to(address: string): ReceivedMail[] {
@@ -425,7 +510,8 @@ describe.each(backends())("accounts on %s", (backend) => {
   beforeAll(async () => {
     await mailbox.start();
     database = await createTestDatabase(backend);
-    server = await startServer(database, { smtpUrl: mailbox.url, trustProxy: 1 });
+    // A pool larger than the bursts below, so a burst's requests never wait for a connection.
+    server = await startServer(database, { smtpUrl: mailbox.url, trustProxy: 1, databasePoolSize: 30 });
   });
   afterAll(async () => {
     await server?.stop();
@@ -436,6 +522,54 @@ describe.each(backends())("accounts on %s", (backend) => {
   /** A server of its own on the same database (and Redis), e.g. with other limits. */
   function extraServer(overrides: Parameters<typeof startServer>[1] = {}): Promise<TestServer> {
     return startServer(database, { smtpUrl: mailbox.url, trustProxy: 1, ...overrides });
+  }
+
+  /**
+   * Sends a burst of requests at once, then (once the burst is in) the `late` ones, and
+   * returns the results of each. On PostgreSQL this happens while `table` is locked: the
+   * late requests go once every request of the burst is answered or waiting for the lock,
+   * and the lock is released once the late ones are too. So every request that got past the checks in front of
+   * that table is in before any of them does the work behind it: a limit that reads a
+   * count first and records failures after the work lets them all through. On PGlite (no
+   * second connection) each wave simply runs to its end.
+   */
+  async function burst<T>(
+    table: "User" | "EmailCode",
+    first: (() => Promise<T>)[],
+    late: (() => Promise<T>)[],
+  ): Promise<[T[], T[]]> {
+    const waves = [first, late];
+    if (!database.url) {
+      return [await Promise.all(first.map((send) => send())), await Promise.all(late.map((send) => send()))];
+    }
+    const lock = new pg.Client({ connectionString: database.url });
+    await lock.connect();
+    try {
+      await lock.query("BEGIN");
+      await lock.query(`LOCK TABLE "${table}" IN ACCESS EXCLUSIVE MODE`);
+      let answered = 0;
+      let sent = 0;
+      const pending: Promise<T>[][] = [];
+      for (const wave of waves) {
+        pending.push(wave.map((send) => send().finally(() => answered++)));
+        sent += wave.length;
+        const deadline = Date.now() + 20_000;
+        while (true) {
+          const { rows } = await lock.query<{ waiting: number }>(
+            `SELECT count(*)::int AS waiting FROM pg_locks WHERE NOT granted AND relation = '"${table}"'::regclass`,
+          );
+          const waiting = rows[0]?.waiting ?? 0;
+          if (waiting + answered >= sent) break;
+          if (Date.now() > deadline) expect.fail(`${answered} answered and ${waiting} waiting of ${sent}`);
+          await sleep(20);
+        }
+      }
+      await lock.query("COMMIT");
+      const [burstResults = [], lateResults = []] = await Promise.all(pending.map((wave) => Promise.all(wave)));
+      return [burstResults, lateResults];
+    } finally {
+      await lock.end();
+    }
   }
 
   /** A new tenant with the given end-user auth settings (self sign-up, password and code sign-in by default). */
@@ -801,6 +935,49 @@ describe.each(backends())("accounts on %s", (backend) => {
   // 3. Password sign-in
   // -------------------------------------------------------------------------------------------
 
+  describe("sign-up limits", () => {
+    it("counts CONFLICTs per client address: beyond LOGIN_MAX_FAILURES_PER_ADDRESS, parallel or not, RATE_LIMITED", async () => {
+      const strict = await extraServer({ loginMaxFailuresPerAddress: 6, databasePoolSize: 30 });
+      try {
+        const tenant = await authTenant();
+        const account = await register(tenant);
+        const ip = freshIp();
+        const attempt = (email: string, auth: Auth = from(ip)) =>
+          request(
+            strict.url,
+            SignUp,
+            { input: { tenantId: tenant.id, email, password: newPassword(), name: "Prober" } },
+            auth,
+          );
+        // Successful sign-ups from the address do not count.
+        for (let i = 0; i < 3; i++) expect((await attempt(newEmail("fresh"))).data?.signUp.user.id).toBeTruthy();
+        const [results, [late]] = await burst(
+          "User",
+          Array.from({ length: 12 }, () => () => attempt(account.email)),
+          [() => attempt(newEmail("late"))],
+        );
+        // A new address sent while the probes were in flight is refused too: a sign-up going
+        // through there would tell the prober which addresses are free.
+        expect(late?.data?.signUp, JSON.stringify(late)).toBeFalsy();
+        expect(late?.errors?.[0]?.extensions?.code).toBe("RATE_LIMITED");
+        const codes = results.map((result) => result.errors?.[0]?.extensions?.code);
+        const conflicts = codes.filter((code) => code === "CONFLICT").length;
+        expect(conflicts, JSON.stringify(codes)).toBeGreaterThanOrEqual(1);
+        expect(conflicts, JSON.stringify(codes)).toBeLessThanOrEqual(6);
+        expect(
+          codes.filter((code) => code === "RATE_LIMITED"),
+          JSON.stringify(codes),
+        ).toHaveLength(12 - conflicts);
+        // Now even a new address is refused from there, and not elsewhere.
+        const blocked = await attempt(newEmail("later"));
+        expect(blocked.errors?.[0]?.extensions?.code, JSON.stringify(blocked)).toBe("RATE_LIMITED");
+        expect((await attempt(newEmail("elsewhere"), from())).data?.signUp.user.id).toBeTruthy();
+      } finally {
+        await strict.stop();
+      }
+    });
+  });
+
   describe("sign-in", () => {
     it("gives an unknown email and a wrong password the same error, in similar time", async () => {
       const tenant = await authTenant();
@@ -1163,27 +1340,101 @@ describe.each(backends())("accounts on %s", (backend) => {
       expectRateLimited(await signInFails(ghost, "whatever password", "RATE_LIMITED"), 600);
     });
 
-    it("limits failures per client address across different accounts", async () => {
+    it("locks the account, not the address: other users' sign-in and sign-up from that address still work", async () => {
       const tenant = await authTenant();
       const account = await register(tenant);
+      const neighbour = await register(tenant);
       const ip = freshIp();
-      for (let i = 0; i < 5; i++) {
-        const target = i % 2 ? { tenant, email: newEmail("guess") } : { tenant, email: (await register(tenant)).email };
-        await signInFails(target, "not the password", "UNAUTHENTICATED", from(ip));
+      for (let i = 0; i < 5; i++) await signInFails(account, `wrong password ${i}`, "UNAUTHENTICATED", from(ip));
+      expectRateLimited(await signInFails(account, account.password, "RATE_LIMITED", from(ip)), 600);
+      // Attempts on the locked account are refused before they count against the address.
+      for (let i = 0; i < 10; i++) await signInFails(account, `still wrong ${i}`, "RATE_LIMITED", from(ip));
+
+      const session = await signIn(neighbour, from(ip));
+      expect(session.user.id).toBe(neighbour.userId);
+      const newcomer = await register(tenant, { auth: from(ip) });
+      expect(newcomer.userId).toBeTruthy();
+      // The same email in another tenant is another account, also from that address.
+      const otherTenant = await authTenant();
+      const twin = await register(otherTenant, { email: account.email, password: account.password });
+      expect((await signIn(twin, from(ip))).user.id).toBe(twin.userId);
+
+      // Even where the per-address limit is low, one account's failures alone never reach it.
+      const strict = await extraServer({ loginMaxFailuresPerAddress: 6 });
+      try {
+        const target = await register(tenant);
+        const bystander = await register(tenant);
+        const strictIp = freshIp();
+        for (let i = 0; i < 5; i++) {
+          await signInFails(target, `wrong ${i}`, "UNAUTHENTICATED", from(strictIp), strict.url);
+        }
+        for (let i = 0; i < 10; i++) {
+          await signInFails(target, `wrong again ${i}`, "RATE_LIMITED", from(strictIp), strict.url);
+        }
+        expect((await signIn(bystander, from(strictIp), strict.url)).user.id).toBe(bystander.userId);
+      } finally {
+        await strict.stop();
       }
-      const error = await signInFails(account, account.password, "RATE_LIMITED", from(ip));
-      expectRateLimited(error, 600);
-      // Sign-up from that address is refused too.
-      const signUpError = await fails(
-        server.url,
-        SignUp,
-        { input: { tenantId: tenant.id, email: newEmail(), password: newPassword(), name: "Blocked" } },
-        from(ip),
-        "RATE_LIMITED",
+    });
+
+    it("limits failures per client address across accounts at LOGIN_MAX_FAILURES_PER_ADDRESS", async () => {
+      const strict = await extraServer({ loginMaxFailuresPerAddress: 8 });
+      try {
+        const tenant = await authTenant();
+        const account = await register(tenant);
+        const ip = freshIp();
+        for (let i = 0; i < 8; i++) {
+          const target =
+            i % 2 ? { tenant, email: newEmail("guess") } : { tenant, email: (await register(tenant)).email };
+          await signInFails(target, "not the password", "UNAUTHENTICATED", from(ip), strict.url);
+        }
+        const error = await signInFails(account, account.password, "RATE_LIMITED", from(ip), strict.url);
+        expectRateLimited(error, 600);
+        // Sign-up from that address is refused too.
+        const signUpError = await fails(
+          strict.url,
+          SignUp,
+          { input: { tenantId: tenant.id, email: newEmail(), password: newPassword(), name: "Blocked" } },
+          from(ip),
+          "RATE_LIMITED",
+        );
+        expectRateLimited(signUpError, 600);
+        // The account itself is fine from elsewhere, and its own failure count was not touched.
+        await signIn(account, from(freshIp()), strict.url);
+      } finally {
+        await strict.stop();
+      }
+      expect(loadConfig({}).loginMaxFailuresPerAddress).toBe(100);
+      expect(loadConfig({ LOGIN_MAX_FAILURES: "10" }).loginMaxFailuresPerAddress).toBe(200);
+      expect(loadConfig({ LOGIN_MAX_FAILURES_PER_ADDRESS: "30" }).loginMaxFailuresPerAddress).toBe(30);
+      expect(() => loadConfig({ LOGIN_MAX_FAILURES: "10", LOGIN_MAX_FAILURES_PER_ADDRESS: "10" })).toThrow(
+        /LOGIN_MAX_FAILURES_PER_ADDRESS/,
       );
-      expectRateLimited(signUpError, 600);
-      // The account itself is fine from elsewhere.
-      await signIn(account, from(freshIp()));
+    });
+
+    it("counts each attempt before checking the password: in a burst, the right one past 5 is refused", async () => {
+      const tenant = await authTenant();
+      const account = await register(tenant);
+      const attempt = (password: string) => () =>
+        request(server.url, SignIn, { input: { tenantId: tenant.id, email: account.email, password } }, from());
+      // Each from its own address: only the account's limit is in play.
+      const [wrong, [right]] = await burst(
+        "User",
+        Array.from({ length: 20 }, (_, i) => attempt(`wrong password ${i}`)),
+        [attempt(account.password)],
+      );
+      const codes = wrong.map((result) => result.errors?.[0]?.extensions?.code);
+      const checked = codes.filter((code) => code === "UNAUTHENTICATED").length;
+      expect(checked, JSON.stringify(codes)).toBeGreaterThanOrEqual(1);
+      expect(checked, JSON.stringify(codes)).toBeLessThanOrEqual(5);
+      expect(
+        codes.filter((code) => code === "RATE_LIMITED"),
+        JSON.stringify(codes),
+      ).toHaveLength(20 - checked);
+      // The right password, sent while the wrong ones were in flight, was never checked.
+      expect(right?.data?.signIn, JSON.stringify(right)).toBeFalsy();
+      expect(right?.errors?.[0]?.extensions?.code).toBe("RATE_LIMITED");
+      expectRateLimited(await signInFails(account, account.password, "RATE_LIMITED"), 600);
     });
 
     it("resets an account's failure count on a successful sign-in", async () => {
@@ -1229,19 +1480,31 @@ describe.each(backends())("accounts on %s", (backend) => {
           expectRateLimited(await signInFails(account, account.password, "RATE_LIMITED"), 600);
           expectRateLimited(await signInFails(account, account.password, "RATE_LIMITED", from(), second.url), 600);
 
-          // The per-address count too: one address, different accounts, across both instances.
+          // The per-address count too: one address, different accounts, across two instances.
           const ip = freshIp();
           const neighbour = await register(tenant);
-          for (let i = 0; i < 5; i++) {
-            const target = { tenant, email: newEmail("guess") };
-            await signInFails(target, "not the password", "UNAUTHENTICATED", from(ip), i < 3 ? server.url : second.url);
+          const strictA = await extraServer({ loginMaxFailuresPerAddress: 6 });
+          const strictB = await extraServer({ loginMaxFailuresPerAddress: 6 });
+          try {
+            for (let i = 0; i < 6; i++) {
+              const target = { tenant, email: newEmail("guess") };
+              await signInFails(
+                target,
+                "not the password",
+                "UNAUTHENTICATED",
+                from(ip),
+                (i < 3 ? strictA : strictB).url,
+              );
+            }
+            for (const instance of [strictA, strictB]) {
+              const error = await signInFails(neighbour, neighbour.password, "RATE_LIMITED", from(ip), instance.url);
+              expectRateLimited(error, 600);
+            }
+            await signIn(neighbour, from(), strictB.url);
+          } finally {
+            await strictA.stop();
+            await strictB.stop();
           }
-          expectRateLimited(await signInFails(neighbour, neighbour.password, "RATE_LIMITED", from(ip)), 600);
-          expectRateLimited(
-            await signInFails(neighbour, neighbour.password, "RATE_LIMITED", from(ip), second.url),
-            600,
-          );
-          await signIn(neighbour, from(), second.url);
         } finally {
           await second.stop();
         }
@@ -1353,6 +1616,122 @@ describe.each(backends())("accounts on %s", (backend) => {
       expectRateLimited(error, 600);
     });
 
+    it("takes each guess from the code before comparing it: 20 parallel wrong codes are at most 5 guesses", async () => {
+      const tenant = await authTenant();
+      const account = await register(tenant);
+      const code = await requestCode(account, "SIGN_IN");
+      const guesses = Array.from({ length: 20 }, (_, i) => String((Number(code) + 1 + i) % 1_000_000).padStart(6, "0"));
+      const attempt = (guess: string) => () =>
+        request(
+          server.url,
+          SignInWithEmailCode,
+          { input: { tenantId: tenant.id, email: account.email, code: guess } },
+          from(),
+        );
+      const [results, [right]] = await burst("EmailCode", guesses.map(attempt), [attempt(code)]);
+      // The right code, sent while the wrong ones were in flight, got nothing.
+      expect(right?.data?.signInWithEmailCode, JSON.stringify(right)).toBeFalsy();
+      expect(right?.errors?.[0]?.extensions?.code).toBe("RATE_LIMITED");
+      const codes = results.map((result) => result.errors?.[0]?.extensions?.code);
+      const compared = codes.filter((c) => c === "BAD_USER_INPUT").length;
+      expect(compared, JSON.stringify(codes)).toBeLessThanOrEqual(5);
+      expect(
+        codes.filter((c) => c === "RATE_LIMITED"),
+        JSON.stringify(codes),
+      ).toHaveLength(20 - compared);
+      const row = await server.app.deps.db.prisma.emailCode.findFirstOrThrow({
+        where: { tenantId: tenant.id, email: account.email, purpose: "SIGN_IN" },
+        orderBy: { createdAt: "desc" },
+      });
+      expect(row.attempts).toBeLessThanOrEqual(5);
+      // The right code afterwards gets nothing.
+      expectRateLimited(await codeSignInFails(account, code, "RATE_LIMITED"), 600);
+    });
+
+    it("spends a code after 5 wrong guesses in the database, whichever instance counted them", async () => {
+      // Two instances count guesses in process without Redis (and with it, when it is down):
+      // the code's own attempts, counted by the database, still stop at 5.
+      const second = await extraServer();
+      try {
+        const tenant = await authTenant();
+        const account = await register(tenant);
+        const code = await requestCode(account, "SIGN_IN");
+        const refused = ["BAD_USER_INPUT", "RATE_LIMITED"];
+        for (let i = 0; i < 6; i++) {
+          const guess = String((Number(code) + 1 + i) % 1_000_000).padStart(6, "0");
+          const input = { tenantId: tenant.id, email: account.email, code: guess };
+          const result = await request(i % 2 ? second.url : server.url, SignInWithEmailCode, { input }, from());
+          expect(refused, JSON.stringify(result)).toContain(result.errors?.[0]?.extensions?.code);
+        }
+        for (const url of [server.url, second.url]) {
+          const input = { tenantId: tenant.id, email: account.email, code };
+          const result = await request(url, SignInWithEmailCode, { input }, from());
+          expect(result.data?.signInWithEmailCode, JSON.stringify(result)).toBeFalsy();
+          expect(refused, JSON.stringify(result)).toContain(result.errors?.[0]?.extensions?.code);
+        }
+        const row = await server.app.deps.db.prisma.emailCode.findFirstOrThrow({
+          where: { tenantId: tenant.id, email: account.email, purpose: "SIGN_IN" },
+          orderBy: { createdAt: "desc" },
+        });
+        expect(row.attempts).toBe(5);
+      } finally {
+        await second.stop();
+      }
+    });
+
+    it("answers requestEmailCode the same for every address, also when the mail server refuses the mail", async () => {
+      const tenant = await authTenant();
+      const account = await register(tenant);
+      const unknown = newEmail("nobody");
+      const unrefuse = mailbox.refuse(account.email);
+      try {
+        for (const purpose of ["SIGN_IN", "RESET_PASSWORD"] as const) {
+          const ask = (email: string) =>
+            request(server.url, RequestEmailCode, { input: { tenantId: tenant.id, email, purpose } }, from());
+          const known = await ask(account.email);
+          const missing = await ask(unknown);
+          expect(known).toEqual({ status: 200, data: { requestEmailCode: true } });
+          expect(missing).toEqual(known);
+        }
+        // The failed deliveries are the server's business (logged), not the client's.
+        await server.app.deps.tasks.drain();
+      } finally {
+        unrefuse();
+      }
+      const code = await requestCode(account, "SIGN_IN");
+      const input = { tenantId: tenant.id, email: account.email, code };
+      expect((await ok(server.url, SignInWithEmailCode, { input }, from())).signInWithEmailCode.user.id).toBe(
+        account.userId,
+      );
+    });
+
+    it("answers requestEmailCode before the mail goes out; the code arrives afterwards and works", async () => {
+      const tenant = await authTenant();
+      const account = await register(tenant);
+      const before = mailbox.to(account.email).length;
+      const release = mailbox.hold(account.email);
+      let answer: Awaited<ReturnType<typeof request>>;
+      try {
+        // The mail server does not acknowledge the mail until released: a server that
+        // mailed before answering would never answer here.
+        answer = await request(
+          server.url,
+          RequestEmailCode,
+          { input: { tenantId: tenant.id, email: account.email, purpose: "SIGN_IN" } },
+          from(),
+        );
+        expect(mailbox.to(account.email)).toHaveLength(before);
+      } finally {
+        release();
+      }
+      expect(answer).toEqual({ status: 200, data: { requestEmailCode: true } });
+      const code = codeOf(await mailbox.mail(account.email, before));
+      const input = { tenantId: tenant.id, email: account.email, code };
+      expect((await ok(server.url, SignInWithEmailCode, { input }, from())).signInWithEmailCode.user.id).toBe(
+        account.userId,
+      );
+    });
+
     it("answers true for unknown addresses and sends them nothing", async () => {
       const tenant = await authTenant();
       const account = await register(tenant);
@@ -1368,6 +1747,8 @@ describe.each(backends())("accounts on %s", (backend) => {
       }
       // A request for a real account afterwards is delivered; by then the others would have been too.
       await requestCode(account, "RESET_PASSWORD");
+      // Mail goes out after the answer: wait for all of it.
+      await server.app.deps.tasks.drain();
       await sleep(200);
       expect(mailbox.to(unknown)).toEqual([]);
     });
@@ -1642,6 +2023,300 @@ describe.each(backends())("accounts on %s", (backend) => {
   });
 
   // -------------------------------------------------------------------------------------------
+  // 8. Changing the email address
+  // -------------------------------------------------------------------------------------------
+
+  describe("email change", () => {
+    async function verified(account: Account, token = account.signUp.accessToken) {
+      return (await ok(server.url, VerifiedViewer, {}, bearer(token))).viewer.user;
+    }
+
+    /** Asks to move `account` to `newAddress`; returns the code mailed there and the notice to the old address. */
+    async function changeCode(account: Account, newAddress: string, token = account.signUp.accessToken) {
+      const noticesBefore = mailbox.to(account.email).length;
+      const code = await codeAfter(newAddress.toLowerCase(), async () => {
+        const { requestEmailChange } = await ok(
+          server.url,
+          RequestEmailChange,
+          { newEmail: newAddress },
+          bearer(token),
+        );
+        expect(requestEmailChange).toBe(true);
+      });
+      const notice = await mailbox.mail(account.email, noticesBefore);
+      return { code, notice };
+    }
+
+    it("keeps a user's own updateUser from changing their email (BAD_USER_INPUT naming requestEmailChange)", async () => {
+      const tenant = await authTenant();
+      const account = await register(tenant);
+      const token = account.signUp.accessToken;
+      await ok(server.url, VerifyEmail, { code: account.verifyCode }, bearer(token));
+      const target = newEmail("takeover");
+      const error = await fails(
+        server.url,
+        UpdateUserEmail,
+        { id: account.userId, input: { email: target } },
+        bearer(token),
+        "BAD_USER_INPUT",
+      );
+      expect(error.extensions?.field).toBe("input.email");
+      expect(error.message).toContain("requestEmailChange");
+      await fails(
+        server.url,
+        UpdateUserEmail,
+        { id: account.userId, input: { email: null } },
+        bearer(token),
+        "BAD_USER_INPUT",
+      );
+      await fails(
+        server.url,
+        UpdateUserEmail,
+        { id: account.userId, input: { emailVerified: true } },
+        bearer(token),
+        "FORBIDDEN",
+      );
+      // updateProfile has no email to set at all.
+      const profile = await request(
+        server.url,
+        `mutation { updateProfile(input: { email: "${target}" }) { id } }`,
+        undefined,
+        bearer(token),
+      );
+      expect(profile.errors?.[0]?.extensions?.code, JSON.stringify(profile)).toBe("GRAPHQL_VALIDATION_FAILED");
+      expect(await verified(account)).toEqual({ id: account.userId, email: account.email, emailVerified: true });
+      // The same address (in any case) with other changes is no change of email.
+      const { updateUser } = await ok(
+        server.url,
+        UpdateUserEmail,
+        { id: account.userId, input: { email: account.email.toUpperCase(), name: "Same Mail" } },
+        bearer(token),
+      );
+      expect(updateUser).toMatchObject({ name: "Same Mail", email: account.email, emailVerified: true });
+    });
+
+    it("mails a code to the new address and a notice to the old one; verifyEmail moves the account there", async () => {
+      const tenant = await authTenant();
+      const account = await register(tenant);
+      const stranger = await register(tenant);
+      const token = account.signUp.accessToken;
+      await ok(server.url, VerifyEmail, { code: account.verifyCode }, bearer(token));
+      const oldSignInCode = await requestCode(account, "SIGN_IN");
+      const target = newEmail("moved");
+      const { code, notice } = await changeCode(account, target.toUpperCase());
+      expect(notice.text).toContain(target);
+      expect(`${notice.subject} ${notice.text}`).not.toContain(code);
+
+      // Nothing changes until the code comes back.
+      expect(await verified(account)).toEqual({ id: account.userId, email: account.email, emailVerified: true });
+      await signIn(account);
+      // Only the user who asked can redeem it.
+      const theirs = await fails(
+        server.url,
+        VerifyEmail,
+        { code },
+        bearer(stranger.signUp.accessToken),
+        "BAD_USER_INPUT",
+      );
+      expect(theirs.extensions?.field).toBe("code");
+      const wrong = await fails(server.url, VerifyEmail, { code: wrongCode(code) }, bearer(token), "BAD_USER_INPUT");
+      expect(wrong.extensions?.field).toBe("code");
+
+      const { verifyEmail } = await ok(server.url, VerifyEmail, { code }, bearer(token));
+      expect(verifyEmail).toEqual({ id: account.userId, email: target });
+      expect(await verified(account)).toEqual({ id: account.userId, email: target, emailVerified: true });
+      await fails(server.url, VerifyEmail, { code }, bearer(token), "BAD_USER_INPUT");
+      await signInFails(account, account.password, "UNAUTHENTICATED");
+      expect((await signIn({ ...account, email: target })).user.id).toBe(account.userId);
+      // Codes mailed to the old address went with it: they do not open an account registered there later.
+      const successor = await register(tenant, { email: account.email });
+      const input = { tenantId: tenant.id, email: successor.email, code: oldSignInCode };
+      const stale = await fails(server.url, SignInWithEmailCode, { input }, from(), "BAD_USER_INPUT");
+      expect(stale.extensions?.field).toBe("code");
+    });
+
+    it("binds the code to the address it was sent to: a later request supersedes it", async () => {
+      const tenant = await authTenant();
+      const account = await register(tenant);
+      const first = newEmail("first");
+      const second = newEmail("second");
+      const { code: firstCode } = await changeCode(account, first);
+      const { code: secondCode } = await changeCode(account, second);
+      if (firstCode !== secondCode) {
+        await fails(server.url, VerifyEmail, { code: firstCode }, bearer(account.signUp.accessToken), "BAD_USER_INPUT");
+      }
+      const { verifyEmail } = await ok(
+        server.url,
+        VerifyEmail,
+        { code: secondCode },
+        bearer(account.signUp.accessToken),
+      );
+      expect(verifyEmail.email).toBe(second);
+      // The unverified sign-up address's own code still verifies nothing now: it was for the old address.
+      await fails(
+        server.url,
+        VerifyEmail,
+        { code: account.verifyCode },
+        bearer(account.signUp.accessToken),
+        "BAD_USER_INPUT",
+      );
+      expect(await verified(account)).toEqual({ id: account.userId, email: second, emailVerified: true });
+    });
+
+    it("answers the same for an address another user has, sends it no code and changes nothing", async () => {
+      const tenant = await authTenant();
+      const account = await register(tenant);
+      const owner = await register(tenant);
+      const ownerMailsBefore = mailbox.to(owner.email).length;
+      const noticesBefore = mailbox.to(account.email).length;
+      const { requestEmailChange } = await ok(
+        server.url,
+        RequestEmailChange,
+        { newEmail: owner.email },
+        bearer(account.signUp.accessToken),
+      );
+      expect(requestEmailChange).toBe(true);
+      // The inbox of that address learns someone tried, without a code; the requester learns nothing.
+      const told = await mailbox.mail(owner.email, ownerMailsBefore);
+      expect(`${told.subject}\n${told.text}`).not.toMatch(/\b\d{6}\b/);
+      expect(told.text).toContain("already exists");
+      await mailbox.mail(account.email, noticesBefore);
+      await server.app.deps.tasks.drain();
+      const row = await server.app.deps.db.prisma.emailCode.findFirst({
+        where: { tenantId: tenant.id, userId: account.userId, purpose: "CHANGE_EMAIL" },
+      });
+      expect(row).toBeNull();
+      expect(await verified(account)).toMatchObject({ email: account.email });
+      expect(await verified(owner, owner.signUp.accessToken)).toMatchObject({ email: owner.email });
+    });
+
+    it("refuses with CONFLICT when another user took the address between the request and the code", async () => {
+      const tenant = await authTenant();
+      const account = await register(tenant);
+      const target = newEmail("contested");
+      const { code } = await changeCode(account, target);
+      await register(tenant, { email: target });
+      await fails(server.url, VerifyEmail, { code }, bearer(account.signUp.accessToken), "CONFLICT");
+      expect(await verified(account)).toMatchObject({ email: account.email, emailVerified: false });
+    });
+
+    it("lets only the API key set another user's email and emailVerified; users:update is not enough", async () => {
+      const tenant = await authTenant();
+      const admin = await register(tenant);
+      const account = await register(tenant);
+      await ok(server.url, VerifyEmail, { code: account.verifyCode }, bearer(account.signUp.accessToken));
+      const { roles } = await ok(server.url, RoleIds, {}, { apiKey: tenant.apiKey });
+      const adminRole = roles.find((role) => role.name === "admin");
+      if (!adminRole) expect.fail("no admin role");
+      await ok(server.url, AssignRole, { userId: admin.userId, roleId: adminRole.id }, { apiKey: tenant.apiKey });
+      const adminAuth = bearer(admin.signUp.accessToken);
+
+      const forbiddenChange = await fails(
+        server.url,
+        UpdateUserEmail,
+        { id: account.userId, input: { email: newEmail("hijack") } },
+        adminAuth,
+        "FORBIDDEN",
+      );
+      expect(forbiddenChange.message).toContain("requestEmailChange");
+      await fails(server.url, UpdateUserEmail, { id: account.userId, input: { email: null } }, adminAuth, "FORBIDDEN");
+      await fails(
+        server.url,
+        UpdateUserEmail,
+        { id: account.userId, input: { emailVerified: false } },
+        adminAuth,
+        "FORBIDDEN",
+      );
+      await fails(
+        server.url,
+        CreateUserVerified,
+        { input: { name: "Pre-verified", email: newEmail("pre"), emailVerified: true } },
+        adminAuth,
+        "FORBIDDEN",
+      );
+      // Other fields are still theirs to change.
+      const { updateUser: renamed } = await ok(
+        server.url,
+        UpdateUserEmail,
+        { id: account.userId, input: { name: "Renamed by admin" } },
+        adminAuth,
+      );
+      expect(renamed).toMatchObject({ name: "Renamed by admin", email: account.email, emailVerified: true });
+
+      // The API key: a new address is unverified unless it vouches for it.
+      const apiKey = { apiKey: tenant.apiKey };
+      const backendSet = newEmail("backend");
+      const { updateUser: moved } = await ok(
+        server.url,
+        UpdateUserEmail,
+        { id: account.userId, input: { email: backendSet } },
+        apiKey,
+      );
+      expect(moved).toMatchObject({ email: backendSet, emailVerified: false });
+      const { updateUser: vouched } = await ok(
+        server.url,
+        UpdateUserEmail,
+        { id: account.userId, input: { emailVerified: true } },
+        apiKey,
+      );
+      expect(vouched).toMatchObject({ email: backendSet, emailVerified: true });
+      const alsoVerified = newEmail("vouched");
+      const { updateUser: both } = await ok(
+        server.url,
+        UpdateUserEmail,
+        { id: account.userId, input: { email: alsoVerified, emailVerified: true } },
+        apiKey,
+      );
+      expect(both).toMatchObject({ email: alsoVerified, emailVerified: true });
+      const { createUser } = await ok(
+        server.url,
+        CreateUserVerified,
+        { input: { name: "Imported", email: newEmail("imported"), emailVerified: true } },
+        apiKey,
+      );
+      expect(createUser.emailVerified).toBe(true);
+      const noEmail = await fails(
+        server.url,
+        CreateUserVerified,
+        { input: { name: "No mail", emailVerified: true } },
+        apiKey,
+        "BAD_USER_INPUT",
+      );
+      expect(noEmail.extensions?.field).toBe("input.emailVerified");
+    });
+
+    it("limits requestEmailChange per new address and per user; an API key cannot use it", async () => {
+      const tenant = await authTenant();
+      const account = await register(tenant);
+      const token = account.signUp.accessToken;
+      await fails(server.url, RequestEmailChange, { newEmail: newEmail() }, { apiKey: tenant.apiKey }, "FORBIDDEN");
+      const bad = await fails(
+        server.url,
+        RequestEmailChange,
+        { newEmail: "not an address" },
+        bearer(token),
+        "BAD_USER_INPUT",
+      );
+      expect(bad.extensions?.field).toBe("newEmail");
+      const same = await fails(
+        server.url,
+        RequestEmailChange,
+        { newEmail: account.email },
+        bearer(token),
+        "BAD_USER_INPUT",
+      );
+      expect(same.extensions?.field).toBe("newEmail");
+      for (let i = 0; i < 5; i++)
+        await ok(server.url, RequestEmailChange, { newEmail: newEmail("many") }, bearer(token));
+      expectRateLimited(
+        await fails(server.url, RequestEmailChange, { newEmail: newEmail("more") }, bearer(token), "RATE_LIMITED"),
+        600,
+      );
+      await server.app.deps.tasks.drain();
+    });
+  });
+
+  // -------------------------------------------------------------------------------------------
   // Mail without an SMTP server
   // -------------------------------------------------------------------------------------------
 
@@ -1658,6 +2333,8 @@ describe.each(backends())("accounts on %s", (backend) => {
           { input: { tenantId: tenant.id, email, password: newPassword(), name: "Offline" } },
           from(),
         );
+        // Account mail goes out after the answer.
+        await local.app.deps.tasks.drain();
         const lines = (await readFile(join(dataDir, "outbox", "mail.jsonl"), "utf8")).trim().split("\n");
         const entries = lines.map((line) => JSON.parse(line) as { to: string; subject: string; text: string });
         const mine = entries.filter((entry) => entry.to === email);

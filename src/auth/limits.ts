@@ -7,9 +7,17 @@ export interface LimitSettings {
   durationSeconds: number;
 }
 
+/** Wrong guesses one emailed code survives; the code is spent after that many. */
+export const EMAIL_CODE_MAX_ATTEMPTS = 5;
+
 /**
- * Counts failures (sign-in attempts, code guesses, mails sent) per key within a window:
- * in Redis when configured, so every instance shares the counts; in process otherwise.
+ * Counts attempts (sign-ins, code guesses, mails sent) per key within a window: in Redis
+ * when configured, so every instance shares the counts; in process otherwise.
+ *
+ * An attempt is taken (`consume`) before the work it guards, in one atomic increment, and
+ * given back (`refund`, `reset`) once the work turned out not to be a failure. Reading
+ * the count first and recording the failure after the slow work would let every request
+ * of a parallel burst pass the read before any of them is recorded.
  */
 export class FailureLimiter {
   private readonly limiter: RateLimiterMemory | RateLimiterRedis;
@@ -26,7 +34,10 @@ export class FailureLimiter {
       : new RateLimiterMemory(options);
   }
 
-  /** Throws RATE_LIMITED with a retry hint when a key has used up its failures. */
+  /**
+   * Throws RATE_LIMITED when a key has used up its attempts. Only for a guard in front of
+   * work that is not itself counted here (a read, then no increment): it is not atomic.
+   */
   async check(key: string): Promise<void> {
     const state = await this.limiter.get(key);
     if (state && state.consumedPoints >= this.settings.points) {
@@ -34,8 +45,8 @@ export class FailureLimiter {
     }
   }
 
-  /** Records one failure; throws RATE_LIMITED when it was one too many. */
-  async fail(key: string): Promise<void> {
+  /** Takes one attempt, atomically; throws RATE_LIMITED when none was left. */
+  async consume(key: string): Promise<void> {
     try {
       await this.limiter.consume(key, 1);
     } catch (error) {
@@ -44,6 +55,14 @@ export class FailureLimiter {
     }
   }
 
+  /** Gives back one attempt taken by `consume` (the attempt succeeded, or was never evaluated). */
+  async refund(key: string): Promise<void> {
+    // A window that ended meanwhile has nothing to give back (a reward would open the next one below zero).
+    const state = await this.limiter.get(key);
+    if (state && state.consumedPoints > 0) await this.limiter.reward(key, 1);
+  }
+
+  /** Forgets every attempt of the key. */
   async reset(key: string): Promise<void> {
     await this.limiter.delete(key);
   }

@@ -69,7 +69,7 @@ export function providerSignInRoute(deps: AppDeps): Route {
       const ctx = contextFor(deps, null, { origin, client: clientInfo(deps.config, request, serverContext) });
       try {
         if (step === "start") {
-          await starts.fail(ctx.client?.address ?? "unknown");
+          await starts.consume(ctx.client?.address ?? "unknown");
           const started = await startProviderSignIn(
             ctx,
             provider,

@@ -225,14 +225,22 @@ builder.mutationFields((t) => ({
   }),
   requestEmailCode: t.boolean({
     description:
-      "Emails a one-time code. Always true, whether or not the address has an account. Codes expire after EMAIL_CODE_TTL_SECONDS and work once.",
+      "Emails a one-time code. Always true, after the same work, whether or not the address has an account (the mail is sent after answering). Codes expire after EMAIL_CODE_TTL_SECONDS, work once and allow 5 wrong guesses.",
     authScopes: { public: true },
     args: { input: t.arg({ type: RequestEmailCodeInput, required: true, description: "Address and purpose." }) },
     resolve: (_root, { input }, ctx) => accounts.requestEmailCode(ctx, input),
   }),
+  requestEmailChange: t.boolean({
+    description:
+      "Starts changing the viewer's email address: mails a code to the new address (verifyEmail applies it) and a notice to the current one. Always true, also when another account has the address (that inbox then gets a notice, no code). RATE_LIMITED after a few requests per address or per user.",
+    authScopes: { user: true },
+    args: { newEmail: t.arg.string({ required: true, description: "The new email address." }) },
+    resolve: (_root, args, ctx) => accounts.requestEmailChange(ctx, args.newEmail),
+  }),
   verifyEmail: t.prismaField({
     type: "User",
-    description: "Confirms the viewer's email address with a VERIFY_EMAIL code.",
+    description:
+      "Redeems a code mailed to the viewer: the code of a pending requestEmailChange moves the account to the new address; a VERIFY_EMAIL code confirms the current one. Either way the address is then verified. CONFLICT when another account took the new address meanwhile.",
     authScopes: { user: true },
     args: { code: t.arg.string({ required: true, description: "The 6-digit code." }) },
     resolve: (_query, _root, args, ctx) => accounts.verifyEmail(ctx, args.code),

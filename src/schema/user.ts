@@ -55,6 +55,9 @@ const CreateUserInput = builder.inputType("CreateUserInput", {
   fields: (t) => ({
     name: t.string({ required: true, description: "Display name, 1-200 characters." }),
     email: t.string({ description: "Email address; unique in the tenant." }),
+    emailVerified: t.boolean({
+      description: "Whether the address is already verified (API key only; default false). Needs email.",
+    }),
     phone: t.string({ description: "Phone number, digits with optional +, spaces, dashes, parentheses." }),
     avatarUrl: t.string({ description: "http(s) URL of the avatar image." }),
   }),
@@ -64,7 +67,13 @@ const UpdateUserInput = builder.inputType("UpdateUserInput", {
   description: "Changes to a user; omitted fields stay as they are, null clears optional ones.",
   fields: (t) => ({
     name: t.string({ description: "Display name, 1-200 characters." }),
-    email: t.string({ description: "Email address; unique in the tenant." }),
+    email: t.string({
+      description:
+        "Email address; unique in the tenant. Only the API key changes it (a new address is unverified unless emailVerified is true); users change their own with requestEmailChange.",
+    }),
+    emailVerified: t.boolean({
+      description: "Mark the address verified or not (API key only).",
+    }),
     phone: t.string({ description: "Phone number." }),
     avatarUrl: t.string({ description: "http(s) URL of the avatar image." }),
     active: t.boolean({ description: "Deactivate or reactivate the user (needs users:update)." }),
@@ -103,7 +112,8 @@ builder.mutationFields((t) => ({
   }),
   updateUser: t.prismaField({
     type: "User",
-    description: "Updates a user. Users may update their own profile; others need users:update.",
+    description:
+      "Updates a user. Users may update their own profile; others need users:update. The email address changes only by the API key (or requestEmailChange).",
     authScopes: { authenticated: true },
     args: {
       id: t.arg.id({ required: true, description: "User id." }),

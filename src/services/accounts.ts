@@ -1,9 +1,11 @@
 import { createHash, randomBytes, randomInt } from "node:crypto";
 import argon2 from "argon2";
 import { z } from "zod";
+import { EMAIL_CODE_MAX_ATTEMPTS } from "../auth/limits.ts";
+import { safeEqual } from "../auth/secrets.ts";
 import type { Context } from "../context.ts";
 import { appError, badInput, forbidden, notFound, unauthenticated } from "../errors.ts";
-import type { PrismaClient, Session, Tenant, User } from "../generated/prisma/client.ts";
+import type { EmailCode, PrismaClient, Session, Tenant, User } from "../generated/prisma/client.ts";
 import { topics, type UserEvent } from "../realtime/topics.ts";
 import { requireUserPrincipal } from "./access.ts";
 import { audit } from "./audit.ts";
@@ -11,6 +13,8 @@ import { parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts"
 
 export type SignInMethod = "PASSWORD" | "EMAIL_CODE" | "GOOGLE" | "GITHUB";
 export type CodePurpose = "VERIFY_EMAIL" | "SIGN_IN" | "RESET_PASSWORD";
+/** Purposes of stored codes: the ones a client requests, and CHANGE_EMAIL (requestEmailChange). */
+type StoredPurpose = CodePurpose | "CHANGE_EMAIL";
 
 const zPassword = z.string().min(10, "must be at least 10 characters").max(256, "must be at most 256 characters");
 
@@ -132,7 +136,11 @@ export async function signUp(ctx: Context, rawInput: unknown): Promise<AuthPaylo
   const input = validate(signUpInput, rawInput, "input");
   const tenant = await openTenant(ctx, input.tenantId, "PASSWORD");
   if (!tenant.selfSignUp) throw forbidden("Sign-up is not enabled for this tenant");
-  await ctx.deps.limits.address.check(clientKey(ctx));
+  // An attempt from this address is taken first and given back once the account exists:
+  // refused sign-ups (CONFLICT: the email is registered) count like failed sign-ins, so
+  // sign-up cannot be used to enumerate accounts quickly, even by parallel requests.
+  const address = clientKey(ctx);
+  await ctx.deps.limits.address.consume(address);
   const passwordHash = await hashPassword(input.password);
   const db = ctx.deps.db.prisma;
   let user: User;
@@ -148,37 +156,57 @@ export async function signUp(ctx: Context, rawInput: unknown): Promise<AuthPaylo
     });
   } catch (error) {
     if ((error as { code?: string }).code === "P2002") {
-      // Counted like a failed sign-in, so sign-up cannot be used to enumerate accounts quickly.
-      await ctx.deps.limits.address.fail(clientKey(ctx));
       throw appError("CONFLICT", "An account with this email already exists", { field: "input.email" });
     }
+    await ctx.deps.limits.address.refund(address);
     throw error;
   }
-  await sendCode(ctx, tenant, input.email, "VERIFY_EMAIL");
+  await ctx.deps.limits.address.refund(address);
+  const email = input.email;
+  ctx.deps.tasks.run("sign-up code mail", ctx.requestId, () => sendCode(ctx, tenant, email, "VERIFY_EMAIL"));
   return startSession(ctx, tenant, user, "PASSWORD");
 }
 
 const INVALID_CREDENTIALS = "Invalid email or password";
 
 /**
+ * Takes one sign-in attempt for an account (tenant and email) from the client's address,
+ * before any password is checked. The account is taken first: attempts on a locked
+ * account are refused without counting against the address, so one account's failures
+ * (at most LOGIN_MAX_FAILURES) can never lock its address for other users.
+ */
+async function takeSignInAttempt(ctx: Context, account: string, address: string): Promise<void> {
+  await ctx.deps.limits.account.consume(account);
+  try {
+    await ctx.deps.limits.address.consume(address);
+  } catch (error) {
+    // Refused by the address: nothing was tried against the account.
+    await ctx.deps.limits.account.refund(account);
+    throw error;
+  }
+}
+
+/**
  * Password sign-in. An unknown email and a wrong password get the same error after the
- * same work; failures are limited per account and per client address.
+ * same work. Failures are limited per account (LOGIN_MAX_FAILURES) and, much higher,
+ * per client address (LOGIN_MAX_FAILURES_PER_ADDRESS); each attempt is counted before
+ * the password is checked, so a parallel burst gets no more guesses than a sequence.
  */
 export async function signIn(ctx: Context, rawInput: unknown): Promise<AuthPayload> {
   const input = validate(signInInput, rawInput, "input");
   const tenant = await openTenant(ctx, input.tenantId, "PASSWORD");
   const email = input.email.trim().toLowerCase();
   const account = accountKey(tenant.id, email);
-  await Promise.all([ctx.deps.limits.account.check(account), ctx.deps.limits.address.check(clientKey(ctx))]);
+  const address = clientKey(ctx);
+  await takeSignInAttempt(ctx, account, address);
   const user = await ctx.deps.db.prisma.user.findFirst({
     where: { tenantId: tenant.id, email, deletedAt: null },
   });
   const valid = await verifyPassword(user?.passwordHash, input.password);
-  if (!valid || !user?.active) {
-    await Promise.all([ctx.deps.limits.account.fail(account), ctx.deps.limits.address.fail(clientKey(ctx))]);
-    throw unauthenticated(INVALID_CREDENTIALS);
-  }
-  await ctx.deps.limits.account.reset(account);
+  if (!valid || !user?.active) throw unauthenticated(INVALID_CREDENTIALS);
+  // The account's earlier failures are forgotten; the address only gets this attempt back
+  // (a success of one account must not wipe failures against others).
+  await Promise.all([ctx.deps.limits.account.reset(account), ctx.deps.limits.address.refund(address)]);
   return startSession(ctx, tenant, user, "PASSWORD");
 }
 
@@ -295,14 +323,28 @@ export function listSessions(ctx: Context) {
   });
 }
 
-/** Sends a fresh one-time code; earlier unused codes for the same purpose stop working. */
-async function sendCode(ctx: Context, tenant: Tenant, email: string, purpose: CodePurpose): Promise<void> {
+const codeHash = (tenantId: string, email: string, purpose: StoredPurpose, code: string) =>
+  sha256(`${tenantId}:${email}:${purpose}:${code}`);
+
+/**
+ * Sends a fresh one-time code to `email`; earlier unused codes for the same purpose stop
+ * working. A CHANGE_EMAIL code belongs to the account moving to `email` (`userId`), and
+ * supersedes that account's earlier requests, whatever address they named.
+ */
+async function sendCode(
+  ctx: Context,
+  tenant: Tenant,
+  email: string,
+  purpose: StoredPurpose,
+  userId: string | null = null,
+): Promise<void> {
   const db = ctx.deps.db.prisma;
   const code = String(randomInt(0, 1_000_000)).padStart(6, "0");
   const ttl = ctx.deps.config.emailCodeTtlSeconds;
+  const superseded = userId ? { userId } : { email, userId: null };
   await db.$transaction([
     db.emailCode.updateMany({
-      where: { tenantId: tenant.id, email, purpose, usedAt: null },
+      where: { tenantId: tenant.id, purpose, usedAt: null, ...superseded },
       data: { usedAt: new Date() },
     }),
     db.emailCode.create({
@@ -310,7 +352,8 @@ async function sendCode(ctx: Context, tenant: Tenant, email: string, purpose: Co
         tenantId: tenant.id,
         email,
         purpose,
-        codeHash: sha256(`${tenant.id}:${email}:${purpose}:${code}`),
+        userId,
+        codeHash: codeHash(tenant.id, email, purpose, code),
         expiresAt: new Date(Date.now() + ttl * 1000),
       },
     }),
@@ -319,6 +362,7 @@ async function sendCode(ctx: Context, tenant: Tenant, email: string, purpose: Co
     VERIFY_EMAIL: "confirm your email address",
     SIGN_IN: "sign in",
     RESET_PASSWORD: "reset your password",
+    CHANGE_EMAIL: `make ${email} the email address of your account`,
   }[purpose];
   await ctx.deps.mailer.send({
     to: email,
@@ -328,8 +372,10 @@ async function sendCode(ctx: Context, tenant: Tenant, email: string, purpose: Co
 }
 
 /**
- * Asks for a code by email. Always answers true, whether or not the address has an
- * account, so it cannot be used to find out who is registered.
+ * Asks for a code by email. The answer is true whatever the address, and takes the same
+ * work: whether it has an account is looked up after answering, where the code is stored
+ * and mailed (a failure is logged). So neither the answer, nor its timing, nor a failing
+ * mail server tells who is registered.
  */
 export async function requestEmailCode(ctx: Context, rawInput: unknown): Promise<boolean> {
   const input = validate(codeRequestInput, rawInput, "input");
@@ -337,55 +383,169 @@ export async function requestEmailCode(ctx: Context, rawInput: unknown): Promise
   const method: SignInMethod = purpose === "SIGN_IN" ? "EMAIL_CODE" : "PASSWORD";
   const tenant = await openTenant(ctx, input.tenantId, purpose === "VERIFY_EMAIL" ? "PASSWORD" : method);
   const email = input.email.trim().toLowerCase();
-  await ctx.deps.limits.mails.fail(`${tenant.id}:${email}`);
-  const user = await ctx.deps.db.prisma.user.findFirst({
-    where: { tenantId: tenant.id, email, deletedAt: null, active: true },
+  // Per address, account or not: at most a few mails to one inbox per window.
+  await ctx.deps.limits.mails.consume(`${tenant.id}:${email}`);
+  ctx.deps.tasks.run("email code mail", ctx.requestId, async () => {
+    const user = await ctx.deps.db.prisma.user.findFirst({
+      where: { tenantId: tenant.id, email, deletedAt: null, active: true },
+    });
+    if (user && !(purpose === "VERIFY_EMAIL" && user.emailVerifiedAt)) await sendCode(ctx, tenant, email, purpose);
   });
-  if (user && !(purpose === "VERIFY_EMAIL" && user.emailVerifiedAt)) await sendCode(ctx, tenant, email, purpose);
   return true;
 }
 
-/** Spends a code: single use, expiring, and limited in wrong guesses. */
-async function redeemCode(ctx: Context, tenantId: string, email: string, purpose: CodePurpose, code: string) {
+/**
+ * Starts moving the viewer to another email address. The answer is true whatever the
+ * address; the rest happens after answering. The current address (if any) gets a notice.
+ * The new address gets a CHANGE_EMAIL code bound to it and to the viewer, which
+ * verifyEmail redeems, or, when another user of the tenant already has that address,
+ * a notice saying so and no code: the requester learns nothing about other accounts,
+ * only the owner of the inbox does.
+ */
+export async function requestEmailChange(ctx: Context, rawNewEmail: string): Promise<boolean> {
+  const userId = requireUserPrincipal(ctx, "requestEmailChange");
+  const newEmail = validate(zEmail, rawNewEmail, "newEmail");
+  const user = await ctx.prisma.user.findFirstOrThrow({ where: { id: userId } });
+  if (user.email === newEmail) throw badInput("newEmail", "newEmail is already the account's email address");
   const db = ctx.deps.db.prisma;
-  const key = `${tenantId}:${email}:${purpose}`;
-  await ctx.deps.limits.codes.check(key);
-  const record = await db.emailCode.findFirst({
-    where: { tenantId, email, purpose, usedAt: null, expiresAt: { gt: new Date() } },
-    orderBy: { createdAt: "desc" },
-  });
-  const matches = record && record.codeHash === sha256(`${tenantId}:${email}:${purpose}:${code.trim()}`);
-  if (!record || !matches) {
-    if (record) await db.emailCode.update({ where: { id: record.id }, data: { attempts: { increment: 1 } } });
-    await ctx.deps.limits.codes.fail(key);
-    throw badInput("code", "The code is wrong, expired or already used");
+  const tenant = await db.tenant.findUniqueOrThrow({ where: { id: user.tenantId } });
+  // At most a few mails to one inbox, and a few requests per user, per window.
+  await ctx.deps.limits.mails.consume(`${tenant.id}:${newEmail}`);
+  await ctx.deps.limits.mails.consume(`${tenant.id}:change:${userId}`);
+  const oldEmail = user.email;
+  if (oldEmail) {
+    ctx.deps.tasks.run("email change notice", ctx.requestId, () =>
+      ctx.deps.mailer.send({
+        to: oldEmail,
+        subject: `${tenant.name}: a change of your email address was requested`,
+        text:
+          `Someone signed in to your account at ${tenant.name} asked to change its email address to ${newEmail}.\n` +
+          "Nothing changes unless the code sent to that address is entered. If this was not you, change your " +
+          "password and sign out everywhere.\n",
+      }),
+    );
   }
-  const spent = await db.emailCode.updateMany({ where: { id: record.id, usedAt: null }, data: { usedAt: new Date() } });
-  if (spent.count === 0) throw badInput("code", "The code is wrong, expired or already used");
-  await ctx.deps.limits.codes.reset(key);
+  ctx.deps.tasks.run("email change code mail", ctx.requestId, async () => {
+    const owner = await db.user.findFirst({ where: { tenantId: tenant.id, email: newEmail, deletedAt: null } });
+    if (!owner) return sendCode(ctx, tenant, newEmail, "CHANGE_EMAIL", userId);
+    await ctx.deps.mailer.send({
+      to: newEmail,
+      subject: `${tenant.name}: this address already has an account`,
+      text:
+        `Someone asked to move an account at ${tenant.name} to this email address, but an account with this ` +
+        "address already exists, so nothing was changed. If that was you, sign in to that account instead " +
+        "(or reset its password).\n",
+    });
+  });
+  return true;
 }
 
+const WRONG_CODE = "The code is wrong, expired or already used";
+
+/** Which live code a guess is compared with: the newest one of a purpose, for an address or an account. */
+type CodeTarget = { purpose: StoredPurpose } & ({ email: string; userId: null } | { userId: string });
+
+/**
+ * Spends a code: single use, expiring, and limited in wrong guesses twice over. Each
+ * guess first takes an attempt from the limiter under `limitKey` (shared by every code of
+ * that key, and every instance when Redis is there), then one of the code's own
+ * EMAIL_CODE_MAX_ATTEMPTS in the database, by a conditional update; only then is it
+ * compared. Parallel guesses cannot go past either count, and the database count holds
+ * whatever the limiter saw (another instance counting in process, a new window).
+ */
+async function redeemCode(
+  ctx: Context,
+  tenantId: string,
+  limitKey: string,
+  targets: CodeTarget[],
+  code: string,
+): Promise<EmailCode> {
+  const db = ctx.deps.db.prisma;
+  await ctx.deps.limits.codes.consume(limitKey);
+  const guess = code.trim();
+  for (const target of targets) {
+    const live = { usedAt: null, expiresAt: { gt: new Date() }, attempts: { lt: EMAIL_CODE_MAX_ATTEMPTS } };
+    const record = await db.emailCode.findFirst({
+      where: { tenantId, ...target, ...live },
+      orderBy: { createdAt: "desc" },
+    });
+    if (!record) continue;
+    const claimed = await db.emailCode.updateMany({
+      where: { id: record.id, ...live },
+      data: { attempts: { increment: 1 } },
+    });
+    if (claimed.count === 0) continue;
+    if (!safeEqual(record.codeHash, codeHash(tenantId, record.email, target.purpose, guess))) continue;
+    const spent = await db.emailCode.updateMany({
+      where: { id: record.id, usedAt: null },
+      data: { usedAt: new Date() },
+    });
+    if (spent.count === 0) continue;
+    await ctx.deps.limits.codes.reset(limitKey);
+    return record;
+  }
+  throw badInput("code", WRONG_CODE);
+}
+
+/**
+ * Redeems a code mailed to the viewer: a CHANGE_EMAIL code moves the account to the
+ * address it was sent to; a VERIFY_EMAIL code confirms the current address. Either way
+ * the address is then verified.
+ */
 export async function verifyEmail(ctx: Context, code: string): Promise<User> {
   const userId = requireUserPrincipal(ctx, "verifyEmail");
   const user = await ctx.prisma.user.findFirstOrThrow({ where: { id: userId } });
-  if (!user.email) throw badInput("code", "The account has no email address");
-  await redeemCode(ctx, user.tenantId, user.email, "VERIFY_EMAIL", code);
-  return ctx.prisma.user.update({ where: { id: user.id }, data: { emailVerifiedAt: new Date() } });
+  const targets: CodeTarget[] = [{ purpose: "CHANGE_EMAIL", userId }];
+  if (user.email) targets.push({ purpose: "VERIFY_EMAIL", email: user.email, userId: null });
+  const record = await redeemCode(ctx, user.tenantId, `${user.tenantId}:${userId}:verify`, targets, code);
+  if (record.purpose !== "CHANGE_EMAIL") {
+    return ctx.prisma.user.update({ where: { id: user.id }, data: { emailVerifiedAt: new Date() } });
+  }
+  try {
+    return await ctx.prisma.$transaction(async (tx) => {
+      const moved = await tx.user.update({
+        where: { id: user.id },
+        data: { email: record.email, emailVerifiedAt: new Date() },
+      });
+      // Codes mailed to the old address, and other pending changes, stop working.
+      const stale = [
+        ...(user.email ? [{ email: user.email, userId: null }] : []),
+        { userId: user.id, purpose: "CHANGE_EMAIL" },
+      ];
+      await tx.emailCode.updateMany({ where: { usedAt: null, OR: stale }, data: { usedAt: new Date() } });
+      await audit(ctx, "user.emailChanged", { type: "User", id: user.id }, undefined, tx);
+      return moved;
+    });
+  } catch (error) {
+    // Another user took the address between the request and now.
+    if ((error as { code?: string }).code === "P2002") {
+      throw appError("CONFLICT", "Another account has this email address now; nothing was changed", {
+        field: "code",
+      });
+    }
+    throw error;
+  }
 }
 
 export async function signInWithEmailCode(ctx: Context, rawInput: unknown): Promise<AuthPayload> {
   const input = validate(codeSignInInput, rawInput, "input");
   const tenant = await openTenant(ctx, input.tenantId, "EMAIL_CODE");
   const email = input.email.trim().toLowerCase();
-  await ctx.deps.limits.address.check(clientKey(ctx));
-  await redeemCode(ctx, tenant.id, email, "SIGN_IN", input.code).catch(async (error: unknown) => {
-    await ctx.deps.limits.address.fail(clientKey(ctx)).catch(() => {});
-    throw error;
-  });
+  // Wrong codes count against the client address like wrong passwords (taken first, given back on success).
+  const address = clientKey(ctx);
+  await ctx.deps.limits.address.consume(address);
+  await redeemCode(
+    ctx,
+    tenant.id,
+    `${tenant.id}:${email}:SIGN_IN`,
+    [{ purpose: "SIGN_IN", email, userId: null }],
+    input.code,
+  );
   const user = await ctx.deps.db.prisma.user.findFirst({
     where: { tenantId: tenant.id, email, deletedAt: null, active: true },
   });
-  if (!user) throw badInput("code", "The code is wrong, expired or already used");
+  if (!user) throw badInput("code", WRONG_CODE);
+  await ctx.deps.limits.address.refund(address);
   // Receiving the code proves the address.
   const verified = user.emailVerifiedAt
     ? user
@@ -398,9 +558,15 @@ export async function resetPassword(ctx: Context, rawInput: unknown): Promise<bo
   const input = validate(resetInput, rawInput, "input");
   const tenant = await openTenant(ctx, input.tenantId, "PASSWORD");
   const email = input.email.trim().toLowerCase();
-  await redeemCode(ctx, tenant.id, email, "RESET_PASSWORD", input.code);
+  await redeemCode(
+    ctx,
+    tenant.id,
+    `${tenant.id}:${email}:RESET_PASSWORD`,
+    [{ purpose: "RESET_PASSWORD", email, userId: null }],
+    input.code,
+  );
   const user = await ctx.deps.db.prisma.user.findFirst({ where: { tenantId: tenant.id, email, deletedAt: null } });
-  if (!user) throw badInput("code", "The code is wrong, expired or already used");
+  if (!user) throw badInput("code", WRONG_CODE);
   await ctx.deps.db.prisma.user.update({
     where: { id: user.id },
     data: { passwordHash: await hashPassword(input.newPassword), emailVerifiedAt: user.emailVerifiedAt ?? new Date() },
@@ -416,11 +582,12 @@ export async function changePassword(ctx: Context, rawInput: unknown): Promise<b
   const { userId, tenantId, sessionId } = currentSession(ctx);
   const user = await ctx.prisma.user.findFirstOrThrow({ where: { id: userId } });
   const account = accountKey(tenantId, user.email ?? user.id);
-  await ctx.deps.limits.account.check(account);
+  // Taken before the check (so parallel guesses get no more tries), forgotten on success.
+  await ctx.deps.limits.account.consume(account);
   if (!(await verifyPassword(user.passwordHash, input.currentPassword))) {
-    await ctx.deps.limits.account.fail(account);
     throw badInput("input.currentPassword", "The current password is wrong");
   }
+  await ctx.deps.limits.account.reset(account);
   await ctx.prisma.user.update({
     where: { id: userId },
     data: { passwordHash: await hashPassword(input.newPassword) },

@@ -17,6 +17,7 @@ export type AuditAction =
   | "user.deleted"
   | "user.tokensRevoked"
   | "user.passwordChanged"
+  | "user.emailChanged"
   | "group.deleted"
   | "member.added"
   | "member.removed"

@@ -13,6 +13,7 @@ import { pageSize, parseId, validate, zEmail, zPhone, zText, zUrl } from "./vali
 const createUserInput = z.object({
   name: zText(200),
   email: zEmail.nullish(),
+  emailVerified: z.boolean().nullish(),
   phone: zPhone.nullish(),
   avatarUrl: zUrl.nullish(),
 });
@@ -20,10 +21,35 @@ const createUserInput = z.object({
 const updateUserInput = z.object({
   name: zText(200).nullish(),
   email: zEmail.nullish(),
+  emailVerified: z.boolean().nullish(),
   phone: zPhone.nullish(),
   avatarUrl: zUrl.nullish(),
   active: z.boolean().nullish(),
 });
+
+const isService = (ctx: Context) => ctx.principal?.kind === "service";
+
+/**
+ * An email address signs its user in (codes, password resets, provider accounts with the
+ * same verified address), so only the API key, the tenant's trusted backend, sets it or
+ * vouches for it directly. Users move to another address with requestEmailChange, which
+ * proves it; nobody else, whatever their permissions, can point an account at an inbox.
+ */
+function assertMaySetEmail(ctx: Context, self: boolean, changesEmail: boolean, setsVerified: boolean): void {
+  if (isService(ctx)) return;
+  if (changesEmail && self) {
+    throw badInput(
+      "input.email",
+      "Your email address changes with requestEmailChange(newEmail), which mails a code to the new address",
+    );
+  }
+  if (changesEmail) {
+    throw forbidden(
+      "Only the API key changes another user's email address; users change theirs with requestEmailChange",
+    );
+  }
+  if (setsVerified) throw forbidden("Only the API key may set emailVerified");
+}
 
 function isUniqueViolation(error: unknown): boolean {
   return error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2002";
@@ -44,11 +70,15 @@ export async function requireUser(ctx: Context, id: string, field = "id") {
 }
 
 export async function createUser(ctx: Context, input: unknown) {
-  const data = validate(createUserInput, input, "input");
+  const { emailVerified, ...data } = validate(createUserInput, input, "input");
   const tenantId = tenantOf(ctx);
+  assertMaySetEmail(ctx, false, false, emailVerified !== undefined && emailVerified !== null);
+  if (emailVerified && !data.email) throw badInput("input.emailVerified", "input.emailVerified needs input.email");
   try {
     return await ctx.prisma.$transaction(async (tx) => {
-      const user = await tx.user.create({ data: { ...data, tenantId } });
+      const user = await tx.user.create({
+        data: { ...data, tenantId, emailVerifiedAt: emailVerified ? new Date() : null },
+      });
       // New users get the tenant's default role (the `member` system role unless changed).
       const tenant = await tx.tenant.findUniqueOrThrow({ where: { id: tenantId }, select: { defaultRoleId: true } });
       if (tenant.defaultRoleId) {
@@ -70,10 +100,18 @@ export async function updateUser(ctx: Context, id: string, input: unknown) {
   const canManage = await hasPermission(ctx, "users:update");
   if (!self && !canManage) throw forbidden("You may only update your own profile");
   if (!self) await assertCanActOn(ctx, user.id);
-  const { active, ...rest } = data;
+  const { active, emailVerified, ...rest } = data;
   const changesActive = active !== undefined && active !== null && active !== user.active;
   if (changesActive && !canManage) throw forbidden("Changing `active` needs the users:update permission");
   if (data.name === null) throw badInput("input.name", "input.name must not be null");
+  const changesEmail = rest.email !== undefined && rest.email !== user.email;
+  assertMaySetEmail(ctx, self, changesEmail, emailVerified !== undefined && emailVerified !== null);
+  const email = rest.email === undefined ? user.email : rest.email;
+  if (emailVerified && !email) throw badInput("input.emailVerified", "input.emailVerified needs an email address");
+  // A new address is unproven unless the API key vouches for it; emailVerified sets it either way.
+  let emailVerifiedAt: Date | null | undefined;
+  if (emailVerified === true) emailVerifiedAt = changesEmail || !user.emailVerifiedAt ? new Date() : undefined;
+  else if (emailVerified === false || changesEmail) emailVerifiedAt = null;
   let updated: User;
   try {
     updated = await ctx.prisma.$transaction(async (tx) => {
@@ -82,8 +120,20 @@ export async function updateUser(ctx: Context, id: string, input: unknown) {
       }
       const next = await tx.user.update({
         where: { id: user.id },
-        data: { ...rest, name: rest.name ?? undefined, ...(changesActive ? { active: !!active } : {}) },
+        data: {
+          ...rest,
+          name: rest.name ?? undefined,
+          emailVerifiedAt,
+          ...(changesActive ? { active: !!active } : {}),
+        },
       });
+      if (changesEmail && user.email) {
+        // Codes mailed to the old address stop working.
+        await tx.emailCode.updateMany({
+          where: { email: user.email, userId: null, usedAt: null },
+          data: { usedAt: new Date() },
+        });
+      }
       if (changesActive && !active) {
         // Deactivation ends every token and session: reactivating does not bring them back.
         const now = new Date();
