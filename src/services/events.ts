@@ -59,8 +59,8 @@ export const newEvent = <K extends ConversationEventType>(
  * holding `{ actorId, ...data }` (dates as ISO strings), `type` is the discriminant.
  */
 export const eventCodec = {
-  encode(event: Pick<NewEvent, "actorId" | "data">): Prisma.InputJsonObject {
-    return JSON.parse(JSON.stringify({ actorId: event.actorId, ...event.data })) as Prisma.InputJsonObject;
+  encode(event: Pick<NewEvent, "actorId" | "data">): Prisma.JsonObject {
+    return JSON.parse(JSON.stringify({ actorId: event.actorId, ...event.data })) as Prisma.JsonObject;
   },
   decode(row: Pick<ConversationEvent, "type" | "data">): NewEvent {
     const { actorId, ...data } = (row.data ?? {}) as Record<string, unknown>;
@@ -98,7 +98,7 @@ export async function insertEvents(
     conversationId,
     seq: firstSeq + index,
     type: event.type,
-    data: eventCodec.encode(event) as Prisma.JsonObject,
+    data: eventCodec.encode(event),
     createdAt,
   }));
   await tx.conversationEvent.createMany({ data: rows });
@@ -171,7 +171,7 @@ export const eventSource: SequencedSource<ConversationEvent> = {
     conversationId,
     seq: Number.MAX_SAFE_INTEGER,
     type: "CONVERSATION_DELETED",
-    data: eventCodec.encode(newEvent("CONVERSATION_DELETED", null, {})) as Prisma.JsonObject,
+    data: eventCodec.encode(newEvent("CONVERSATION_DELETED", null, {})),
     createdAt: new Date(),
   }),
 };
