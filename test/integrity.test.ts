@@ -242,7 +242,7 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
 
   function storedEvents(conversationId: string): Promise<StoredEvent[]> {
     return sql<StoredEvent>(
-      `SELECT "seq", "type", "data" FROM "ConversationEvent" WHERE "conversationId" = $1 ORDER BY "seq"`,
+      `SELECT "seq", "type", "data"::text AS "data" FROM "ConversationEvent" WHERE "conversationId" = $1 ORDER BY "seq"`,
       [conversationId],
     );
   }

@@ -391,7 +391,9 @@ describe("committed migrations", () => {
           { id: dupA, body: "first notice", clientMessageId: "notice-1", hit: false },
           { id: dupB, body: "second notice", clientMessageId: null, hit: false },
         ]);
-        const events = await db.query<{ data: string }>(`SELECT "data" FROM "ConversationEvent" ORDER BY "seq"`);
+        const events = await db.query<{ data: string }>(
+          `SELECT "data"::text AS "data" FROM "ConversationEvent" ORDER BY "seq"`,
+        );
         const [erased, untouched] = events.map((e) => JSON.parse(e.data) as { message: Record<string, unknown> });
         expect(erased?.message).toMatchObject({ id: gone, body: null });
         expect(erased?.message.deletedAt).toEqual(expect.any(String));
@@ -401,6 +403,82 @@ describe("committed migrations", () => {
         await expect(message("00000000-0000-4000-8000-000000000007", 5, "third", false, "notice-1")).rejects.toThrow(
           /unique/i,
         );
+      } finally {
+        await pglite.close();
+      }
+    },
+    SLOW,
+  );
+
+  it(
+    "converts stored event data to jsonb in place: an event written before reads back identically",
+    async () => {
+      const migration = realMigrations.find((m) => m.name.endsWith("_event_data_jsonb"))?.name;
+      expect(migration).toBeDefined();
+      const pglite = new PGlite();
+      try {
+        await pglite.waitReady;
+        const db = pgliteSql(pglite);
+        await applyMigrations(db, { migrationsDir: await migrationsDirWith({}, migration) });
+        const tenant = "00000000-0000-4000-8000-000000000011";
+        const conversation = "00000000-0000-4000-8000-000000000012";
+        await db.query(`INSERT INTO "Tenant" ("id", "name", "updatedAt") VALUES ($1, 'T', now())`, [tenant]);
+        await db.query(
+          `INSERT INTO "Conversation" ("id", "tenantId", "kind", "updatedAt") VALUES ($1, $2, 'GROUP', now())`,
+          [conversation, tenant],
+        );
+        // As the text column held them: JSON.stringify of { actorId, ...data }.
+        const before = [
+          {
+            type: "MESSAGE_ADDED",
+            data: {
+              actorId: "00000000-0000-4000-8000-000000000013",
+              message: {
+                id: "00000000-0000-4000-8000-000000000014",
+                body: 'héllo "quoted" ✓ 🎉',
+                createdAt: "2026-11-30T06:00:00.123Z",
+                deletedAt: null,
+                seq: 1,
+                pinned: false,
+              },
+            },
+          },
+          {
+            type: "REACTION_CHANGED",
+            data: {
+              actorId: null,
+              message: { id: "00000000-0000-4000-8000-000000000014", body: "x" },
+              emoji: "👍🏽",
+              added: true,
+              reactions: [{ emoji: "👍🏽", count: 1, userIds: ["00000000-0000-4000-8000-000000000013"] }],
+            },
+          },
+          { type: "CONVERSATION_UPDATED", data: { actorId: null, name: "Team", description: null } },
+        ];
+        for (const [index, event] of before.entries()) {
+          await db.query(
+            `INSERT INTO "ConversationEvent" ("id", "tenantId", "conversationId", "seq", "type", "data", "createdAt")
+             VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, '2026-11-30T06:00:00Z')`,
+            [tenant, conversation, index + 1, event.type, JSON.stringify(event.data)],
+          );
+        }
+
+        await applyMigrations(db);
+
+        const [column] = await db.query<{ data_type: string }>(
+          `SELECT data_type FROM information_schema.columns WHERE table_name = 'ConversationEvent' AND column_name = 'data'`,
+        );
+        expect(column?.data_type).toBe("jsonb");
+        const after = await db.query<{ type: string; data: unknown }>(
+          `SELECT "type", "data" FROM "ConversationEvent" ORDER BY "seq"`,
+        );
+        expect(after).toEqual(before);
+        // Now queryable by path, as erasing a deleted message's text does.
+        const [hits] = await db.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM "ConversationEvent" WHERE "data"->'message'->>'id' = $1`,
+          ["00000000-0000-4000-8000-000000000014"],
+        );
+        expect(hits?.n).toBe(2);
       } finally {
         await pglite.close();
       }

@@ -6,12 +6,14 @@ import { requireConversation } from "../services/conversations.ts";
 import {
   type ConversationEvent,
   type ConversationEventType,
+  eventCodec,
   eventCursor,
-  eventData,
+  eventOf,
   eventSeqFromCursor,
   eventSource,
+  type MessageEventType,
 } from "../services/events.ts";
-import { type Message, type ReactionGroup, reviveMessage } from "../services/messages.ts";
+import type { Message } from "../services/messages.ts";
 import { builder } from "./builder.ts";
 import { MemberRole } from "./conversation.ts";
 import { MessageRef, ReactionGroupRef } from "./message.ts";
@@ -21,9 +23,20 @@ type EventFieldBuilder = PothosSchemaTypes.ObjectFieldBuilder<
   ConversationEvent
 >;
 
-const data = (event: ConversationEvent) => eventData(event);
-/** The message as the event stored it: JSON, so in its wire form. */
-const snapshot = (event: ConversationEvent): Message => reviveMessage(data(event).message as WireMessage);
+const MESSAGE_EVENTS: MessageEventType[] = [
+  "MESSAGE_ADDED",
+  "MESSAGE_EDITED",
+  "MESSAGE_DELETED",
+  "MESSAGE_PINNED",
+  "MESSAGE_UNPINNED",
+  "REACTION_CHANGED",
+];
+const snapshot = (event: ConversationEvent): Message => eventOf(event, ...MESSAGE_EVENTS).data.message;
+const member = (event: ConversationEvent) =>
+  eventOf(event, "REACTION_CHANGED", "MEMBER_ADDED", "MEMBER_REMOVED", "MEMBER_ROLE_CHANGED").data;
+const reaction = (event: ConversationEvent) => eventOf(event, "REACTION_CHANGED").data;
+const roleOf = (event: ConversationEvent) => eventOf(event, "MEMBER_ADDED", "MEMBER_ROLE_CHANGED").data.role;
+const groupChange = (event: ConversationEvent) => eventOf(event, "CONVERSATION_UPDATED").data;
 
 /** Fields every conversation event has. */
 function common(t: EventFieldBuilder) {
@@ -39,7 +52,7 @@ function common(t: EventFieldBuilder) {
       nullable: true,
       description: "Who caused it (null for the API key).",
       resolve: (query, event, _args, ctx) => {
-        const actorId = data(event).actorId;
+        const { actorId } = eventCodec.decode(event);
         return typeof actorId === "string" ? ctx.prisma.user.findFirst({ ...query, where: { id: actorId } }) : null;
       },
     }),
@@ -67,8 +80,7 @@ function memberUser(t: EventFieldBuilder) {
     type: "User",
     nullable: true,
     description: "The member concerned (null if since deleted).",
-    resolve: (query, event, _args, ctx) =>
-      ctx.prisma.user.findFirst({ ...query, where: { id: String(data(event).userId) } }),
+    resolve: (query, event, _args, ctx) => ctx.prisma.user.findFirst({ ...query, where: { id: member(event).userId } }),
   });
 }
 
@@ -76,7 +88,7 @@ function memberRole(t: EventFieldBuilder, description: string) {
   return t.field({
     type: MemberRole,
     description,
-    resolve: (event) => data(event).role as "OWNER" | "ADMIN" | "MEMBER",
+    resolve: (event) => roleOf(event),
   });
 }
 
@@ -92,13 +104,16 @@ const ReactionChangedEvent = builder.objectRef<ConversationEvent>("ReactionChang
   fields: (t) => ({
     ...common(t),
     message: t.field({ type: MessageRef, description: "The message.", resolve: (event) => snapshot(event) }),
-    emoji: t.string({ description: "The emoji concerned.", resolve: (event) => String(data(event).emoji) }),
-    added: t.boolean({ description: "True when added, false when removed.", resolve: (event) => !!data(event).added }),
+    emoji: t.string({ description: "The emoji concerned.", resolve: (event) => reaction(event).emoji }),
+    added: t.boolean({
+      description: "True when added, false when removed.",
+      resolve: (event) => reaction(event).added,
+    }),
     user: memberUser(t),
     reactions: t.field({
       type: [ReactionGroupRef],
       description: "All reactions of the message after this change.",
-      resolve: (event) => (data(event).reactions ?? []) as ReactionGroup[],
+      resolve: (event) => reaction(event).reactions ?? [],
     }),
   }),
 });
@@ -137,12 +152,12 @@ const ConversationUpdatedEvent = builder.objectRef<ConversationEvent>("Conversat
     name: t.string({
       nullable: true,
       description: "The new name.",
-      resolve: (event) => data(event).name as string | null,
+      resolve: (event) => groupChange(event).name,
     }),
     description: t.string({
       nullable: true,
       description: "The new description.",
-      resolve: (event) => data(event).description as string | null,
+      resolve: (event) => groupChange(event).description,
     }),
   }),
 });

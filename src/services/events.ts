@@ -1,31 +1,81 @@
 import { randomUUID } from "node:crypto";
 import type { Context } from "../context.ts";
 import { badInput } from "../errors.ts";
-import type { ConversationEvent, PrismaClient } from "../generated/prisma/client.ts";
+import type { ConversationEvent, Message, Prisma, PrismaClient } from "../generated/prisma/client.ts";
 import type { SequencedSource } from "../realtime/feeds.ts";
-import { topics, toWire, type WireConversationEvent } from "../realtime/topics.ts";
+import { topics, toWire, type WireConversationEvent, type WireMessage } from "../realtime/topics.ts";
 import { decodeCursor, encodeCursor } from "./cursors.ts";
+import { reviveMessage } from "./message-snapshot.ts";
+import type { ReactionGroup } from "./messages.ts";
 
 export type { ConversationEvent };
 
-export type ConversationEventType =
-  | "MESSAGE_ADDED"
-  | "MESSAGE_EDITED"
-  | "MESSAGE_DELETED"
-  | "REACTION_CHANGED"
-  | "MESSAGE_PINNED"
-  | "MESSAGE_UNPINNED"
-  | "MEMBER_ADDED"
-  | "MEMBER_REMOVED"
-  | "MEMBER_ROLE_CHANGED"
-  | "CONVERSATION_UPDATED"
-  | "CONVERSATION_DELETED";
+/** A member's role in a conversation, as events record it. */
+export type EventMemberRole = "OWNER" | "ADMIN" | "MEMBER";
 
-export interface NewEvent {
-  type: ConversationEventType;
-  /** Who caused it: a user id, or null for the API key. */
-  actorId: string | null;
-  data: Record<string, unknown>;
+/** What each kind of event records, keyed by its type. Messages are snapshots as of the event. */
+export interface EventDataByType {
+  MESSAGE_ADDED: { message: Message };
+  MESSAGE_EDITED: { message: Message };
+  MESSAGE_DELETED: { message: Message };
+  MESSAGE_PINNED: { message: Message };
+  MESSAGE_UNPINNED: { message: Message };
+  REACTION_CHANGED: { message: Message; emoji: string; userId: string; added: boolean; reactions: ReactionGroup[] };
+  MEMBER_ADDED: { userId: string; role: EventMemberRole };
+  MEMBER_REMOVED: { userId: string };
+  MEMBER_ROLE_CHANGED: { userId: string; role: EventMemberRole };
+  CONVERSATION_UPDATED: { name: string | null; description: string | null };
+  CONVERSATION_DELETED: Record<string, never>;
+}
+
+export type ConversationEventType = keyof EventDataByType;
+
+/** Event types whose data carries a message snapshot. */
+export type MessageEventType = {
+  [K in ConversationEventType]: EventDataByType[K] extends { message: Message } ? K : never;
+}[ConversationEventType];
+
+/** An event as written and read: its type decides the shape of its data. */
+export type NewEvent = {
+  [K in ConversationEventType]: {
+    type: K;
+    /** Who caused it: a user id, or null for the API key. */
+    actorId: string | null;
+    data: EventDataByType[K];
+  };
+}[ConversationEventType];
+
+/** An event of the given type; `data` typed by it. */
+export type EventOf<K extends ConversationEventType> = Extract<NewEvent, { type: K }>;
+
+export const newEvent = <K extends ConversationEventType>(
+  type: K,
+  actorId: string | null,
+  data: EventDataByType[K],
+): EventOf<K> => ({ type, actorId, data }) as EventOf<K>;
+
+/**
+ * The one place event data crosses to and from its stored form: the `data` column is jsonb
+ * holding `{ actorId, ...data }` (dates as ISO strings), `type` is the discriminant.
+ */
+export const eventCodec = {
+  encode(event: Pick<NewEvent, "actorId" | "data">): Prisma.JsonObject {
+    return JSON.parse(JSON.stringify({ actorId: event.actorId, ...event.data })) as Prisma.JsonObject;
+  },
+  decode(row: Pick<ConversationEvent, "type" | "data">): NewEvent {
+    const { actorId, ...data } = (row.data ?? {}) as Record<string, unknown>;
+    if (data.message && typeof data.message === "object") {
+      data.message = reviveMessage(data.message as WireMessage);
+    }
+    return { type: row.type, actorId: typeof actorId === "string" ? actorId : null, data } as NewEvent;
+  },
+};
+
+/** The decoded event of a row, narrowed to the given types (the GraphQL union routes each type to its object). */
+export function eventOf<K extends ConversationEventType>(row: ConversationEvent, ...types: K[]): EventOf<K> {
+  const event = eventCodec.decode(row);
+  if (!(types as string[]).includes(event.type)) throw new Error(`event ${row.id} is ${row.type}, not ${types}`);
+  return event as EventOf<K>;
 }
 
 type Tx = Pick<PrismaClient, "$queryRaw" | "conversationEvent">;
@@ -48,7 +98,7 @@ export async function insertEvents(
     conversationId,
     seq: firstSeq + index,
     type: event.type,
-    data: JSON.stringify({ actorId: event.actorId, ...event.data }),
+    data: eventCodec.encode(event),
     createdAt,
   }));
   await tx.conversationEvent.createMany({ data: rows });
@@ -89,10 +139,6 @@ export function eventSeqFromCursor(field: string, cursor: string, conversationId
   return seq;
 }
 
-export function eventData(event: ConversationEvent): Record<string, unknown> {
-  return JSON.parse(event.data) as Record<string, unknown>;
-}
-
 /** Conversation events: `conversationEvents`. */
 export const eventSource: SequencedSource<ConversationEvent, WireConversationEvent> = {
   topic: topics.events,
@@ -122,7 +168,7 @@ export const eventSource: SequencedSource<ConversationEvent, WireConversationEve
     conversationId,
     seq: Number.MAX_SAFE_INTEGER,
     type: "CONVERSATION_DELETED",
-    data: JSON.stringify({ actorId: null }),
+    data: eventCodec.encode(newEvent("CONVERSATION_DELETED", null, {})),
     createdAt: new Date(),
   }),
 };

@@ -18,12 +18,16 @@ import {
 import {
   appendEvents,
   type ConversationEvent,
-  type ConversationEventType,
+  type EventDataByType,
+  eventCodec,
   insertEvents,
+  type MessageEventType,
+  newEvent,
   publishEvents,
 } from "./events.ts";
 import { pageSize, parseId, parseIds, validate } from "./validation.ts";
 
+export { reviveMessage } from "./message-snapshot.ts";
 export type { Message };
 
 const sendMessageInput = (maxLength: number) =>
@@ -37,18 +41,6 @@ const sendMessageInput = (maxLength: number) =>
     mentionedUserIds: z.array(z.string()).max(100, "accepts at most 100 users").nullish(),
     attachmentIds: z.array(z.string()).max(10, "accepts at most 10 attachments").nullish(),
   });
-
-/** Message rows cross pub/sub (and sit in event snapshots) as JSON; dates come back as strings. */
-export function reviveMessage(raw: WireMessage): Message {
-  const date = (value: string | null) => (value ? new Date(value) : null);
-  return {
-    ...raw,
-    createdAt: new Date(raw.createdAt),
-    editedAt: date(raw.editedAt),
-    deletedAt: date(raw.deletedAt),
-    pinnedAt: date(raw.pinnedAt),
-  };
-}
 
 async function publishMessage(ctx: Context, message: Message): Promise<void> {
   try {
@@ -160,7 +152,7 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
         });
       }
       const [added] = await insertEvents(tx, tenantId, conversationId, bumped.lastEventSeq, [
-        { type: "MESSAGE_ADDED", actorId: principalUserId, data: { message: created } },
+        newEvent("MESSAGE_ADDED", principalUserId, { message: created }),
       ]);
       return [created, added as ConversationEvent] as const;
     });
@@ -399,19 +391,22 @@ function snapshotOf(message: Message): Message {
  * it. `change` gets the locked, current row and returns the row after the change, or null
  * when there was nothing to change (a repeat); `extra` adds to the event's data.
  */
-async function changeMessage(
+async function changeMessage<K extends MessageEventType>(
   ctx: Context,
   message: Message,
-  type: ConversationEventType,
+  type: K,
   change: (tx: Tx, current: Message) => Promise<Message | null>,
-  extra: (tx: Tx, changed: Message) => Promise<Record<string, unknown>> = async () => ({}),
+  extra?: (tx: Tx, changed: Message) => Promise<Omit<EventDataByType[K], "message">>,
 ): Promise<Message> {
   const [updated, events] = await ctx.prisma.$transaction(async (tx) => {
     const current = await lockMessage(tx, message);
     const next = await change(tx, current);
     if (!next) return [current, [] as ConversationEvent[]] as const;
     const recorded = await appendEvents(tx, message.tenantId, message.conversationId, [
-      { type, actorId: actingUserId(ctx), data: { message: snapshotOf(next), ...(await extra(tx, next)) } },
+      newEvent(type, actingUserId(ctx), {
+        message: snapshotOf(next),
+        ...(extra ? await extra(tx, next) : {}),
+      } as EventDataByType[K]),
     ]);
     return [next, recorded] as const;
   });
@@ -421,14 +416,15 @@ async function changeMessage(
 
 /** A deleted message's text must not survive in the event history either. */
 async function eraseFromHistory(tx: Tx, message: Message, deletedAt: Date): Promise<void> {
-  const events = await tx.conversationEvent.findMany({
-    where: { conversationId: message.conversationId, data: { contains: message.id } },
+  // Every event whose snapshot is this message: `data->'message'->>'id'`, inside its conversation.
+  const rows = await tx.conversationEvent.findMany({
+    where: { conversationId: message.conversationId, data: { path: ["message", "id"], equals: message.id } },
   });
-  for (const event of events) {
-    const data = JSON.parse(event.data) as { message?: { id?: string } & Record<string, unknown> };
-    if (data.message?.id !== message.id) continue;
-    data.message = { ...data.message, body: null, deletedAt: deletedAt.toISOString() };
-    await tx.conversationEvent.update({ where: { id: event.id }, data: { data: JSON.stringify(data) } });
+  for (const row of rows) {
+    const event = eventCodec.decode(row);
+    if (!("message" in event.data)) continue;
+    const erased = { ...event, data: { ...event.data, message: { ...event.data.message, body: null, deletedAt } } };
+    await tx.conversationEvent.update({ where: { id: row.id }, data: { data: eventCodec.encode(erased) } });
   }
 }
 
