@@ -1,7 +1,6 @@
 import type { Context } from "../context.ts";
 import { badInput } from "../errors.ts";
 import { sequencedFeed } from "../realtime/feeds.ts";
-import type { WireMessage } from "../realtime/topics.ts";
 import { requireConversation } from "../services/conversations.ts";
 import {
   type ConversationEvent,
