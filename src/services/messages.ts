@@ -2,7 +2,7 @@ import { z } from "zod";
 import { type Context, hasPermission } from "../context.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import { type Message, Prisma, type PrismaClient } from "../generated/prisma/client.ts";
-import { type ReadPayload, type TypingPayload, topics, toWire, } from "../realtime/topics.ts";
+import { type ReadPayload, type TypingPayload, topics, toWire } from "../realtime/topics.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
 import { audit } from "./audit.ts";
