@@ -7,6 +7,10 @@ const optionalString = z
   .transform((value) => (value === "" ? undefined : value))
   .optional();
 
+/**
+ * Every environment variable, one entry each, as it is read and validated; a bad value is reported
+ * under the variable's name. configSchema below turns the result into the Config object.
+ */
 const envSchema = z.object({
   NODE_ENV: optionalString,
   PORT: z.coerce.number().int().min(0).max(65535).default(4000),
@@ -100,91 +104,136 @@ const envSchema = z.object({
   RATE_LIMIT_TENANT_BURST: z.coerce.number().int().min(0).default(10_000),
 });
 
-export type Env = z.infer<typeof envSchema>;
+/**
+ * The configuration: the variables above, shaped into the object the code uses; Config is its output type.
+ * Adding a variable: one entry in envSchema and one field (with its doc comment) in the object below.
+ */
+const configSchema = envSchema.transform((env, ctx) => {
+  const production = env.NODE_ENV === "production";
+  // Fail safe: a production server that forgot the key would let anyone create tenants.
+  if (production && !env.PLATFORM_ADMIN_KEY) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["PLATFORM_ADMIN_KEY"],
+      message: "required in production mode (NODE_ENV=production); without it anyone could create tenants",
+    });
+    return z.NEVER;
+  }
+  // Unset: 100, or 20 accounts' worth where LOGIN_MAX_FAILURES is raised.
+  const loginMaxFailuresPerAddress = env.LOGIN_MAX_FAILURES_PER_ADDRESS ?? Math.max(100, 20 * env.LOGIN_MAX_FAILURES);
+  if (loginMaxFailuresPerAddress <= env.LOGIN_MAX_FAILURES) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["LOGIN_MAX_FAILURES_PER_ADDRESS"],
+      message: "must be greater than LOGIN_MAX_FAILURES (one account's failures must not lock its address)",
+    });
+    return z.NEVER;
+  }
+  return {
+    /** NODE_ENV=production: settings that are only safe for development are refused (see the check above). */
+    production,
+    port: env.PORT,
+    host: env.HOST,
+    dataDir: env.DATA_DIR,
+    databaseUrl: env.DATABASE_URL,
+    databasePoolSize: env.DATABASE_POOL_SIZE,
+    redisUrl: env.REDIS_URL,
+    /** Absent in embedded mode: a secret is then generated and kept in the data dir. */
+    jwtSecret: env.JWT_SECRET,
+    platformAdminKey: env.PLATFORM_ADMIN_KEY,
+    logLevel: env.LOG_LEVEL,
+    maxBodyBytes: env.MAX_BODY_BYTES,
+    maxMessageLength: env.MAX_MESSAGE_LENGTH,
+    /** Most fields an operation may resolve, lists counted at their full page size (QUERY_TOO_COMPLEX above). */
+    maxQueryNodes: env.MAX_QUERY_NODES,
+    subscriberBufferSize: env.SUBSCRIBER_BUFFER_SIZE,
+    userTokenTtlSeconds: env.USER_TOKEN_TTL_SECONDS,
+    typingTimeoutMs: env.TYPING_TIMEOUT_MS,
+    /** Where uploaded files are kept (local disk); by default DATA_DIR/attachments. */
+    attachmentsDir: env.ATTACHMENTS_DIR ?? join(env.DATA_DIR, "attachments"),
+    maxUploadBytes: env.MAX_UPLOAD_BYTES,
+    attachmentTypes: env.ATTACHMENT_TYPES,
+    attachmentUrlTtlSeconds: env.ATTACHMENT_URL_TTL_SECONDS,
+    /** Uploads not sent within this many seconds, and stored files without a row this old, are removed. */
+    uploadOrphanTtlSeconds: env.UPLOAD_ORPHAN_TTL_SECONDS,
+    /** Total bytes of attachments a tenant may keep stored; 0: no limit. */
+    tenantUploadQuotaBytes: env.TENANT_UPLOAD_QUOTA_BYTES,
+    /** Origin used in attachment URLs (no trailing slash); by default the origin the request came to. */
+    publicUrl: env.PUBLIC_URL?.replace(/\/+$/, ""),
+    /** SMTP server for account mail; unset: mail goes to DATA_DIR/outbox. */
+    smtpUrl: env.SMTP_URL,
+    mailFrom: env.MAIL_FROM,
+    /** Failed sign-ins allowed per account (tenant and email) within the window. */
+    loginMaxFailures: env.LOGIN_MAX_FAILURES,
+    /**
+     * Failed sign-ins (and refused sign-ups and code sign-ins) allowed per client address
+     * within the window, across accounts: against credential stuffing. Above
+     * loginMaxFailures, so one account's failures never lock its address.
+     */
+    loginMaxFailuresPerAddress,
+    loginWindowSeconds: env.LOGIN_WINDOW_SECONDS,
+    emailCodeTtlSeconds: env.EMAIL_CODE_TTL_SECONDS,
+    /** Provider sign-ins (/auth/:provider/start) one client address may start per minute. */
+    oauthStartsPerMinute: env.OAUTH_STARTS_PER_MINUTE,
+    /**
+     * Proxies in front of the server whose X-Forwarded-For entries are trusted (0: none).
+     * The client address is the entry that many hops from the right.
+     */
+    trustProxy: env.TRUST_PROXY,
+    /** Sign-in providers; a provider without a client id is off. */
+    google: {
+      clientId: env.GOOGLE_CLIENT_ID,
+      clientSecret: env.GOOGLE_CLIENT_SECRET,
+      issuer: env.GOOGLE_ISSUER,
+    },
+    github: {
+      clientId: env.GITHUB_CLIENT_ID,
+      clientSecret: env.GITHUB_CLIENT_SECRET,
+      authorizeUrl: env.GITHUB_AUTHORIZE_URL,
+      tokenUrl: env.GITHUB_TOKEN_URL,
+      /** No trailing slash. */
+      apiUrl: env.GITHUB_API_URL.replace(/\/+$/, ""),
+    },
+    graphiql: env.GRAPHIQL,
+    /** How often open sockets' credentials are re-read from storage (revocation news can be lost). */
+    credentialResyncSeconds: env.CREDENTIAL_RESYNC_SECONDS,
+    /** Operations one WebSocket may run at once; more get an error for that operation. */
+    maxSubscriptionsPerSocket: env.MAX_SUBSCRIPTIONS_PER_SOCKET,
+    /** Open WebSockets per user and per tenant on one instance; more are closed with 4429. */
+    maxSocketsPerUser: env.MAX_SOCKETS_PER_USER,
+    maxSocketsPerTenant: env.MAX_SOCKETS_PER_TENANT,
+    /** Limits on writes (messages, edits, reactions, typing, uploads, group changes). */
+    rateLimits: {
+      /** RATE_LIMITS=off: no write limits at all (benchmarks, trusted backends). */
+      enabled: env.RATE_LIMITS === "on",
+      /** Per user; the API key is exempt. */
+      user: {
+        /** Steady writes per second (see auth/write-limits.ts). */
+        perSecond: env.RATE_LIMIT_USER_PER_SECOND,
+        /** Reserve for bursts above the steady rate. */
+        burst: env.RATE_LIMIT_USER_BURST,
+        /** Writes of one user in progress at once on one instance. */
+        concurrency: env.RATE_LIMIT_USER_CONCURRENCY,
+      },
+      /** Per tenant, all its users and its API key together. */
+      tenant: {
+        /** Steady writes per second (see auth/write-limits.ts). */
+        perSecond: env.RATE_LIMIT_TENANT_PER_SECOND,
+        /** Reserve for bursts above the steady rate. */
+        burst: env.RATE_LIMIT_TENANT_BURST,
+      },
+    },
+  };
+});
 
-export interface Config {
-  /** NODE_ENV=production: settings that are only safe for development are refused (see loadConfig). */
-  production: boolean;
-  port: number;
-  host: string;
-  dataDir: string;
-  databaseUrl?: string;
-  databasePoolSize: number;
-  redisUrl?: string;
-  /** Absent in embedded mode: a secret is then generated and kept in the data dir. */
-  jwtSecret?: string;
-  platformAdminKey?: string;
-  logLevel: Env["LOG_LEVEL"];
-  maxBodyBytes: number;
-  maxMessageLength: number;
-  /** Most fields an operation may resolve, lists counted at their full page size (QUERY_TOO_COMPLEX above). */
-  maxQueryNodes: number;
-  subscriberBufferSize: number;
-  userTokenTtlSeconds: number;
-  typingTimeoutMs: number;
-  /** Where uploaded files are kept (local disk). */
-  attachmentsDir: string;
-  maxUploadBytes: number;
-  attachmentTypes: string[];
-  attachmentUrlTtlSeconds: number;
-  /** Uploads not sent within this many seconds, and stored files without a row this old, are removed. */
-  uploadOrphanTtlSeconds: number;
-  /** Total bytes of attachments a tenant may keep stored; 0: no limit. */
-  tenantUploadQuotaBytes: number;
-  /** Origin used in attachment URLs; by default the origin the request came to. */
-  publicUrl?: string;
-  /** SMTP server for account mail; unset: mail goes to DATA_DIR/outbox. */
-  smtpUrl?: string;
-  mailFrom: string;
-  /** Failed sign-ins allowed per account (tenant and email) within the window. */
-  loginMaxFailures: number;
-  /**
-   * Failed sign-ins (and refused sign-ups and code sign-ins) allowed per client address
-   * within the window, across accounts: against credential stuffing. Above
-   * loginMaxFailures, so one account's failures never lock its address.
-   */
-  loginMaxFailuresPerAddress: number;
-  loginWindowSeconds: number;
-  emailCodeTtlSeconds: number;
-  /** Provider sign-ins (/auth/:provider/start) one client address may start per minute. */
-  oauthStartsPerMinute: number;
-  /**
-   * Proxies in front of the server whose X-Forwarded-For entries are trusted (0: none).
-   * The client address is the entry that many hops from the right.
-   */
-  trustProxy: number;
-  /** Sign-in providers; a provider without a client id is off. */
-  google: { clientId?: string; clientSecret?: string; issuer: string };
-  github: { clientId?: string; clientSecret?: string; authorizeUrl: string; tokenUrl: string; apiUrl: string };
-  graphiql: boolean;
-  /** How often open sockets' credentials are re-read from storage (revocation news can be lost). */
-  credentialResyncSeconds: number;
-  /** Operations one WebSocket may run at once; more get an error for that operation. */
-  maxSubscriptionsPerSocket: number;
-  /** Open WebSockets per user and per tenant on one instance; more are closed with 4429. */
-  maxSocketsPerUser: number;
-  maxSocketsPerTenant: number;
-  rateLimits: RateLimitConfig;
-}
-
-/** A steady rate per second plus a reserve for bursts (see auth/write-limits.ts). */
-export interface RateBudget {
-  perSecond: number;
-  burst: number;
-}
+/** The parsed configuration, as loadConfig returns it: the output type of the schema above. */
+export type Config = z.output<typeof configSchema>;
 
 /** Limits on writes (messages, edits, reactions, typing, uploads, group changes). */
-export interface RateLimitConfig {
-  /** RATE_LIMITS=off: no write limits at all (benchmarks, trusted backends). */
-  enabled: boolean;
-  /** Per user; the API key is exempt. */
-  user: RateBudget & {
-    /** Writes of one user in progress at once on one instance. */
-    concurrency: number;
-  };
-  /** Per tenant, all its users and its API key together. */
-  tenant: RateBudget;
-}
+export type RateLimitConfig = Config["rateLimits"];
+
+/** A steady rate per second plus a reserve for bursts (see auth/write-limits.ts). */
+export type RateBudget = RateLimitConfig["tenant"];
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -195,78 +244,9 @@ export class ConfigError extends Error {
 
 /** Parses and validates every environment variable once; throws ConfigError listing each bad value. */
 export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
-  const parsed = envSchema.safeParse(source);
+  const parsed = configSchema.safeParse(source);
   if (!parsed.success) {
     throw new ConfigError(parsed.error.issues.map((issue) => `${issue.path.join(".") || "env"}: ${issue.message}`));
   }
-  const env = parsed.data;
-  const production = env.NODE_ENV === "production";
-  // Fail safe: a production server that forgot the key would let anyone create tenants.
-  if (production && !env.PLATFORM_ADMIN_KEY) {
-    throw new ConfigError([
-      "PLATFORM_ADMIN_KEY: required in production mode (NODE_ENV=production); without it anyone could create tenants",
-    ]);
-  }
-  // Unset: 100, or 20 accounts' worth where LOGIN_MAX_FAILURES is raised.
-  const loginMaxFailuresPerAddress = env.LOGIN_MAX_FAILURES_PER_ADDRESS ?? Math.max(100, 20 * env.LOGIN_MAX_FAILURES);
-  if (loginMaxFailuresPerAddress <= env.LOGIN_MAX_FAILURES) {
-    throw new ConfigError([
-      "LOGIN_MAX_FAILURES_PER_ADDRESS: must be greater than LOGIN_MAX_FAILURES (one account's failures must not lock its address)",
-    ]);
-  }
-  return {
-    production,
-    port: env.PORT,
-    host: env.HOST,
-    dataDir: env.DATA_DIR,
-    databaseUrl: env.DATABASE_URL,
-    databasePoolSize: env.DATABASE_POOL_SIZE,
-    redisUrl: env.REDIS_URL,
-    jwtSecret: env.JWT_SECRET,
-    platformAdminKey: env.PLATFORM_ADMIN_KEY,
-    logLevel: env.LOG_LEVEL,
-    maxBodyBytes: env.MAX_BODY_BYTES,
-    maxMessageLength: env.MAX_MESSAGE_LENGTH,
-    maxQueryNodes: env.MAX_QUERY_NODES,
-    subscriberBufferSize: env.SUBSCRIBER_BUFFER_SIZE,
-    userTokenTtlSeconds: env.USER_TOKEN_TTL_SECONDS,
-    typingTimeoutMs: env.TYPING_TIMEOUT_MS,
-    attachmentsDir: env.ATTACHMENTS_DIR ?? join(env.DATA_DIR, "attachments"),
-    maxUploadBytes: env.MAX_UPLOAD_BYTES,
-    attachmentTypes: env.ATTACHMENT_TYPES,
-    attachmentUrlTtlSeconds: env.ATTACHMENT_URL_TTL_SECONDS,
-    uploadOrphanTtlSeconds: env.UPLOAD_ORPHAN_TTL_SECONDS,
-    tenantUploadQuotaBytes: env.TENANT_UPLOAD_QUOTA_BYTES,
-    publicUrl: env.PUBLIC_URL?.replace(/\/+$/, ""),
-    smtpUrl: env.SMTP_URL,
-    mailFrom: env.MAIL_FROM,
-    loginMaxFailures: env.LOGIN_MAX_FAILURES,
-    loginMaxFailuresPerAddress,
-    loginWindowSeconds: env.LOGIN_WINDOW_SECONDS,
-    emailCodeTtlSeconds: env.EMAIL_CODE_TTL_SECONDS,
-    oauthStartsPerMinute: env.OAUTH_STARTS_PER_MINUTE,
-    trustProxy: env.TRUST_PROXY,
-    google: { clientId: env.GOOGLE_CLIENT_ID, clientSecret: env.GOOGLE_CLIENT_SECRET, issuer: env.GOOGLE_ISSUER },
-    github: {
-      clientId: env.GITHUB_CLIENT_ID,
-      clientSecret: env.GITHUB_CLIENT_SECRET,
-      authorizeUrl: env.GITHUB_AUTHORIZE_URL,
-      tokenUrl: env.GITHUB_TOKEN_URL,
-      apiUrl: env.GITHUB_API_URL.replace(/\/+$/, ""),
-    },
-    graphiql: env.GRAPHIQL,
-    credentialResyncSeconds: env.CREDENTIAL_RESYNC_SECONDS,
-    maxSubscriptionsPerSocket: env.MAX_SUBSCRIPTIONS_PER_SOCKET,
-    maxSocketsPerUser: env.MAX_SOCKETS_PER_USER,
-    maxSocketsPerTenant: env.MAX_SOCKETS_PER_TENANT,
-    rateLimits: {
-      enabled: env.RATE_LIMITS === "on",
-      user: {
-        perSecond: env.RATE_LIMIT_USER_PER_SECOND,
-        burst: env.RATE_LIMIT_USER_BURST,
-        concurrency: env.RATE_LIMIT_USER_CONCURRENCY,
-      },
-      tenant: { perSecond: env.RATE_LIMIT_TENANT_PER_SECOND, burst: env.RATE_LIMIT_TENANT_BURST },
-    },
-  };
+  return parsed.data;
 }
