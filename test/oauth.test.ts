@@ -632,6 +632,8 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
 
   /** The code of the last mail to `email` in the server's outbox (no SMTP server here). */
   async function mailedCode(email: string): Promise<string> {
+    // Code mail is sent after the answer (the same work whatever the address): wait for it.
+    await server.app.deps.tasks.drain();
     const lines = (await readFile(join(dataDir, "outbox", "mail.jsonl"), "utf8")).trim().split("\n");
     const mail = lines
       .map((line) => JSON.parse(line) as { to: string; subject: string })
