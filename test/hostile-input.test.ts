@@ -4,7 +4,9 @@
  * what clients can make the server log. Each case once broke or burdened the server.
  */
 import { request as httpRequest } from "node:http";
+import { GraphQLError } from "graphql";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { createErrorMasker } from "../src/graphql/errors.ts";
 import {
   backends,
   capturingLogger,
@@ -382,6 +384,33 @@ function abortedBody(url: string): Promise<void> {
     }, 100);
   });
 }
+
+describe("a record deleted by a concurrent request", () => {
+  it("is NOT_FOUND for the client, not an internal error", async () => {
+    const database = await createTestDatabase("pglite");
+    const logged = capturingLogger();
+    const server = await startServer(database, {}, { log: logged.log });
+    try {
+      // What Prisma raises when a row found a moment ago is gone (P2025).
+      const gone = await server.app.deps.db.prisma.tenant
+        .update({ where: { id: "00000000-0000-4000-8000-000000000000" }, data: { name: "x" } })
+        .then(
+          () => null,
+          (error: unknown) => error,
+        );
+      expect(gone).toBeTruthy();
+      const masked = createErrorMasker(logged.log)(
+        new GraphQLError("Record not found", { originalError: gone as Error, path: ["sendMessage", "sender"] }),
+      );
+      expect(masked.extensions.code).toBe("NOT_FOUND");
+      expect(masked.path).toEqual(["sendMessage", "sender"]);
+      expect(logged.lines.filter((line) => Number(line.level) >= 50)).toEqual([]);
+    } finally {
+      await server.stop();
+      await database.drop();
+    }
+  });
+});
 
 describe("a masked error", () => {
   it("is logged once, with the id the client sees", async () => {

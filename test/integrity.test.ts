@@ -414,8 +414,8 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
         ...storm.slice(half),
       ]);
       expect(outcome(results[half + 2] as GqlResult<unknown>)).toBe("OK");
-      // Losing the race is a client error (the message, the group or the membership is gone),
-      // never an internal one.
+      // Losing the race is a client error (the message, the group or the membership is gone,
+      // even while the answer of a committed reply is being resolved), never an internal one.
       for (const result of results) {
         expect(["OK", "NOT_FOUND", "BAD_USER_INPUT", "FORBIDDEN"], JSON.stringify(result)).toContain(outcome(result));
       }

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { GraphQLError } from "graphql";
 import type { Plugin } from "graphql-yoga";
 import { CLIENT_ERROR_CODES } from "../errors.ts";
+import { Prisma } from "../generated/prisma/client.ts";
 import type { Logger } from "../logger.ts";
 
 /** Codes graphql-yoga uses for malformed requests; clients see BAD_USER_INPUT. */
@@ -65,6 +66,14 @@ export function isClientError(error: unknown): error is GraphQLError {
 export function createErrorMasker(log: Logger): (error: unknown) => GraphQLError {
   return (error) => {
     if (isClientError(error)) return error;
+    if (isRecordGone(error)) {
+      // Deleted by a concurrent request after this one found it (a message whose group was
+      // just deleted, say): the client's view is out of date, nothing failed on our side.
+      return new GraphQLError("This record no longer exists", {
+        path: error instanceof GraphQLError ? error.path : undefined,
+        extensions: { code: "NOT_FOUND" },
+      });
+    }
     if (
       error instanceof GraphQLError &&
       error.extensions?.code === "INTERNAL_SERVER_ERROR" &&
@@ -80,6 +89,12 @@ export function createErrorMasker(log: Logger): (error: unknown) => GraphQLError
       extensions: { code: "INTERNAL_SERVER_ERROR", errorId },
     });
   };
+}
+
+/** Prisma's "record to read or change was not found" (P2025), however it was wrapped. */
+function isRecordGone(error: unknown): boolean {
+  const original = error instanceof GraphQLError ? error.originalError : error;
+  return original instanceof Prisma.PrismaClientKnownRequestError && original.code === "P2025";
 }
 
 /** Codes every error of a result (see classifyError). */
