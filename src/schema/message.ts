@@ -1,6 +1,6 @@
 import type { Context } from "../context.ts";
 import { badInput } from "../errors.ts";
-import { messageFeed, readFeed, typingFeed } from "../realtime/feeds.ts";
+import { readFeed, typingFeed } from "../realtime/feeds.ts";
 import type { ReadPayload, TypingPayload } from "../realtime/topics.ts";
 import { requireConversation } from "../services/conversations.ts";
 import type { ReactionGroup } from "../services/messages.ts";
@@ -336,7 +336,7 @@ builder.subscriptionFields((t) => ({
       const conversationId = args.conversationId ? await requireSubscribable(ctx, args.conversationId) : null;
       const afterSeq =
         conversationId && args.after ? messages.seqFromCursor("after", args.after, conversationId) : null;
-      return messageFeed(ctx, { conversationId, afterSeq });
+      return messages.messageFeed(ctx, { conversationId, afterSeq });
     },
     resolve: (_query, message) => message,
   }),

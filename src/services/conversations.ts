@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { type Context, hasPermission } from "../context.ts";
+import { hasPermission } from "../auth/permissions.ts";
+import type { Context } from "../context.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import { type Conversation, type Member, Prisma } from "../generated/prisma/client.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";

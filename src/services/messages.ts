@@ -1,8 +1,10 @@
 import { z } from "zod";
-import { type Context, hasPermission } from "../context.ts";
+import { hasPermission } from "../auth/permissions.ts";
+import type { Context } from "../context.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import { type Message, Prisma, type PrismaClient } from "../generated/prisma/client.ts";
-import { type ReadPayload, type TypingPayload, topics, toWire } from "../realtime/topics.ts";
+import { type FeedOptions, type SequencedSource, sequencedFeed } from "../realtime/feeds.ts";
+import { type ReadPayload, type TypingPayload, topics, toWire, type WireMessage } from "../realtime/topics.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
 import { audit } from "./audit.ts";
@@ -25,10 +27,11 @@ import {
   newEvent,
   publishEvents,
 } from "./events.ts";
+import { reviveMessage } from "./message-snapshot.ts";
 import { pageSize, parseId, parseIds, validate } from "./validation.ts";
 
-export { reviveMessage } from "./message-snapshot.ts";
 export type { Message };
+export { reviveMessage };
 
 const sendMessageInput = (maxLength: number) =>
   z.object({
@@ -641,4 +644,28 @@ export async function searchMessages(
       endCursor: nodes.length ? encodeCursor("s1", [offset + nodes.length]) : null,
     },
   };
+}
+
+/** New messages: `messageAdded`. */
+export const messageSource: SequencedSource<Message, WireMessage> = {
+  topic: topics.messages,
+  revive: reviveMessage,
+  conversationOf: (message) => message.conversationId,
+  seqOf: (message) => message.seq,
+  currentSeq: (conversation) => conversation.lastSeq,
+  joinedSeq: (event) => event.seq,
+  fetchAfter: (ctx, tenantId, conversationId, afterSeq, limit) =>
+    messagesAfter(ctx.prisma, tenantId, conversationId, afterSeq, limit),
+  async seqBefore(ctx, conversationId, joinedAt) {
+    const before = await ctx.prisma.message.findFirst({
+      where: { conversationId, createdAt: { lt: joinedAt } },
+      orderBy: { seq: "desc" },
+      select: { seq: true },
+    });
+    return before?.seq ?? 0;
+  },
+};
+
+export function messageFeed(ctx: Context, options: FeedOptions): AsyncGenerator<Message> {
+  return sequencedFeed(ctx, options, messageSource);
 }

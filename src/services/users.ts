@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { type Context, hasPermission } from "../context.ts";
+import { hasPermission } from "../auth/permissions.ts";
+import type { Context } from "../context.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import { Prisma, type User } from "../generated/prisma/client.ts";
 import { actingUserId, tenantOf } from "./access.ts";
@@ -7,7 +8,7 @@ import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
 import { appendEvents, type ConversationEvent, publishEvents } from "./events.ts";
 import { publishMembership, publishToUsers } from "./membership-events.ts";
-import { assertCanActOn, assertNotLastOwner } from "./roles.ts";
+import { assertCanActOn, assertNotLastOwner } from "./policies.ts";
 import { pageSize, parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts";
 
 const createUserInput = z.object({
