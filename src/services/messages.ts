@@ -1,8 +1,10 @@
 import { z } from "zod";
 import { hasPermission } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
+import type { TransactionClient } from "../db/client.ts";
+import { isUniqueViolation } from "../db/errors.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
-import { type Message, Prisma, type PrismaClient } from "../generated/prisma/client.ts";
+import type { Message, Prisma, PrismaClient } from "../generated/prisma/client.ts";
 import { type FeedOptions, type SequencedSource, sequencedFeed } from "../realtime/feeds.ts";
 import { type ReadPayload, type TypingPayload, topics, toWire, type WireMessage } from "../realtime/topics.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
@@ -160,7 +162,7 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
       return [created, added as ConversationEvent] as const;
     });
   } catch (error) {
-    if (clientMessageId && error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2002") {
+    if (clientMessageId && isUniqueViolation(error)) {
       const original = await findByClientId(ctx.prisma, conversationId, senderId, clientMessageId);
       if (original) return original;
     }
@@ -362,8 +364,6 @@ async function requireMessage(ctx: Context, id: string, field = "id") {
   return message;
 }
 
-type Tx = Parameters<Parameters<Context["prisma"]["$transaction"]>[0]>[0];
-
 /**
  * Locks a message until the transaction ends and reads it as it is now. Every change to a
  * message (edit, delete, pin, reaction) takes this lock first, so changes to one message
@@ -376,7 +376,7 @@ type Tx = Parameters<Parameters<Context["prisma"]["$transaction"]>[0]>[0];
  * UPDATE of those rows takes anyway: it serializes changes without blocking the key-share
  * locks of foreign-key checks from rows that point at them (replies, reactions, events).
  */
-async function lockMessage(tx: Tx, message: Pick<Message, "id" | "conversationId">): Promise<Message> {
+async function lockMessage(tx: TransactionClient, message: Pick<Message, "id" | "conversationId">): Promise<Message> {
   await tx.$queryRaw`SELECT 1 FROM "Conversation" WHERE "id" = ${message.conversationId}::uuid FOR NO KEY UPDATE`;
   const [locked] = await tx.$queryRaw<{ id: string }[]>`
     SELECT "id" FROM "Message" WHERE "id" = ${message.id}::uuid FOR NO KEY UPDATE`;
@@ -398,8 +398,8 @@ async function changeMessage<K extends MessageEventType>(
   ctx: Context,
   message: Message,
   type: K,
-  change: (tx: Tx, current: Message) => Promise<Message | null>,
-  extra?: (tx: Tx, changed: Message) => Promise<Omit<EventDataByType[K], "message">>,
+  change: (tx: TransactionClient, current: Message) => Promise<Message | null>,
+  extra?: (tx: TransactionClient, changed: Message) => Promise<Omit<EventDataByType[K], "message">>,
 ): Promise<Message> {
   const [updated, events] = await ctx.prisma.$transaction(async (tx) => {
     const current = await lockMessage(tx, message);
@@ -418,7 +418,7 @@ async function changeMessage<K extends MessageEventType>(
 }
 
 /** A deleted message's text must not survive in the event history either. */
-async function eraseFromHistory(tx: Tx, message: Message, deletedAt: Date): Promise<void> {
+async function eraseFromHistory(tx: TransactionClient, message: Message, deletedAt: Date): Promise<void> {
   // Every event whose snapshot is this message: `data->'message'->>'id'`, inside its conversation.
   const rows = await tx.conversationEvent.findMany({
     where: { conversationId: message.conversationId, data: { path: ["message", "id"], equals: message.id } },

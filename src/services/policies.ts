@@ -4,11 +4,9 @@
  */
 import { covers } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
+import type { TransactionClient } from "../db/client.ts";
 import { conflict, forbidden } from "../errors.ts";
-import type { PrismaClient } from "../generated/prisma/client.ts";
 import { tenantOf } from "./access.ts";
-
-type Tx = Omit<PrismaClient, "$connect" | "$disconnect" | "$on" | "$transaction" | "$extends">;
 
 /** Nobody grants (or takes away) a permission they do not hold themselves. */
 export async function assertCanGrant(ctx: Context, permissions: readonly string[]): Promise<void> {
@@ -33,7 +31,12 @@ export async function assertCanActOn(ctx: Context, userId: string): Promise<void
 }
 
 /** Serializes changes that could leave the tenant without an owner, and refuses the last one. */
-export async function assertNotLastOwner(ctx: Context, tx: Tx, userId: string, message: string): Promise<void> {
+export async function assertNotLastOwner(
+  ctx: Context,
+  tx: TransactionClient,
+  userId: string,
+  message: string,
+): Promise<void> {
   const owner = await tx.role.findFirst({ where: { tenantId: tenantOf(ctx), systemKey: "owner" } });
   if (!owner) return;
   await tx.$queryRaw`SELECT "id" FROM "Role" WHERE "id" = ${owner.id}::uuid AND "tenantId" = ${owner.tenantId}::uuid FOR UPDATE`;

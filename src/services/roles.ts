@@ -1,8 +1,10 @@
 import { z } from "zod";
 import { GRANTABLE, SYSTEM_ROLES } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
+import type { TransactionClient } from "../db/client.ts";
+import { isUniqueViolation } from "../db/errors.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
-import { Prisma, type PrismaClient, type Role } from "../generated/prisma/client.ts";
+import type { Role } from "../generated/prisma/client.ts";
 import { tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
 import { publishToUsers } from "./membership-events.ts";
@@ -21,10 +23,8 @@ const updateRoleInput = z.object({
   permissions: z.array(z.string()).max(100, "accepts at most 100 permissions").nullish(),
 });
 
-type Tx = Omit<PrismaClient, "$connect" | "$disconnect" | "$on" | "$transaction" | "$extends">;
-
 /** Creates the system roles of a new tenant; returns the member role (the default). */
-export async function createSystemRoles(tx: Tx, tenantId: string): Promise<Role> {
+export async function createSystemRoles(tx: TransactionClient, tenantId: string): Promise<Role> {
   let member: Role | null = null;
   for (const role of SYSTEM_ROLES) {
     const created = await tx.role.create({
@@ -75,7 +75,7 @@ async function holdersOf(ctx: Context, roleId: string): Promise<string[]> {
 
 function uniqueName<T>(work: Promise<T>): Promise<T> {
   return work.catch((error: unknown) => {
-    if (error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2002") {
+    if (isUniqueViolation(error)) {
       throw conflict("A role with this name already exists", "input.name");
     }
     throw error;

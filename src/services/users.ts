@@ -1,8 +1,9 @@
 import { z } from "zod";
 import { hasPermission } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
+import { isUniqueViolation } from "../db/errors.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
-import { Prisma, type User } from "../generated/prisma/client.ts";
+import type { Prisma, User } from "../generated/prisma/client.ts";
 import { actingUserId, tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
@@ -52,10 +53,6 @@ function assertMaySetEmail(ctx: Context, self: boolean, changesEmail: boolean, s
   if (setsVerified) throw forbidden("Only the API key may set emailVerified");
 }
 
-function isUniqueViolation(error: unknown): boolean {
-  return error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2002";
-}
-
 export async function findUser(ctx: Context, id: string) {
   return ctx.prisma.user.findFirst({
     where: { id: parseId("id", id), tenantId: tenantOf(ctx), deletedAt: null },
@@ -88,7 +85,7 @@ export async function createUser(ctx: Context, input: unknown) {
       return user;
     });
   } catch (error) {
-    if (isUniqueViolation(error)) throw conflict("A user with this email already exists", "input.email");
+    if (isUniqueViolation(error, "email")) throw conflict("A user with this email already exists", "input.email");
     throw error;
   }
 }
@@ -156,7 +153,7 @@ export async function updateUser(ctx: Context, id: string, input: unknown) {
       return next;
     });
   } catch (error) {
-    if (isUniqueViolation(error)) throw conflict("A user with this email already exists", "input.email");
+    if (isUniqueViolation(error, "email")) throw conflict("A user with this email already exists", "input.email");
     throw error;
   }
   // A deactivated user's sockets close at once; their tokens are refused from now on.
