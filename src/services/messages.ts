@@ -33,7 +33,6 @@ import { reviveMessage } from "./message-snapshot.ts";
 import { pageSize, parseId, parseIds, validate } from "./validation.ts";
 
 export type { Message };
-export { reviveMessage };
 
 const sendMessageInput = (maxLength: number) =>
   z.object({
@@ -225,7 +224,7 @@ function findByClientId(
 }
 
 /** Stored messages of a conversation after a sequence number, oldest first (replay and gap filling). */
-export function messagesAfter(
+function messagesAfter(
   prisma: PrismaClient,
   tenantId: string,
   conversationId: string,

@@ -9,7 +9,7 @@ import { tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
 import { publishToUsers } from "./membership-events.ts";
 import { assertCanGrant, assertNotLastOwner } from "./policies.ts";
-import { requireUser } from "./users.ts";
+import { findUser } from "./users.ts";
 import { parseId, validate, zOptionalText, zText } from "./validation.ts";
 
 const createRoleInput = z.object({
@@ -147,7 +147,7 @@ export async function deleteRole(ctx: Context, id: string): Promise<string> {
 }
 
 export async function assignRole(ctx: Context, userId: string, roleId: string) {
-  const user = await requireUser(ctx, userId, "userId");
+  const user = await findUser(ctx, userId, { field: "userId", orThrow: true });
   const role = await requireRole(ctx, roleId, "roleId");
   await assertCanGrant(ctx, role.permissions);
   const added = await ctx.prisma.$transaction(async (tx) => {
@@ -164,7 +164,7 @@ export async function assignRole(ctx: Context, userId: string, roleId: string) {
 }
 
 export async function unassignRole(ctx: Context, userId: string, roleId: string) {
-  const user = await requireUser(ctx, userId, "userId");
+  const user = await findUser(ctx, userId, { field: "userId", orThrow: true });
   const role = await requireRole(ctx, roleId, "roleId");
   await assertCanGrant(ctx, role.permissions);
   const removed = await ctx.prisma.$transaction(async (tx) => {
