@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { contextFor } from "../src/context.ts";
-import { messageFeed } from "../src/realtime/feeds.ts";
+import { messageFeed } from "../src/services/messages.ts";
 import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { ok, sleep, subscribe, wsClient } from "./helpers/client.ts";

@@ -1,3 +1,5 @@
+import type { Context } from "../context.ts";
+
 /**
  * Permission strings are `resource:action`; `resource:*` and `*` are wildcards.
  * Roles grant them per tenant; a user's permissions are the union of their roles'.
@@ -56,4 +58,9 @@ export function covers(granted: readonly string[], permission: string): boolean 
   if (permission === "*") return granted.includes("*");
   if (permission.endsWith(":*")) return granted.includes("*") || granted.includes(permission);
   return grants(granted, permission);
+}
+
+/** Whether the request's principal holds a permission. */
+export async function hasPermission(ctx: Context, needed: string): Promise<boolean> {
+  return grants(await ctx.permissions(), needed);
 }

@@ -4,7 +4,7 @@ import { PGlite } from "@electric-sql/pglite";
 import { PrismaPg } from "@prisma/adapter-pg";
 import pg from "pg";
 import { PrismaPGlite } from "pglite-prisma-adapter";
-import { PrismaClient } from "../generated/prisma/client.ts";
+import { type Prisma, PrismaClient } from "../generated/prisma/client.ts";
 import { applyMigrations } from "./migrate.ts";
 import { pgliteSql, pgPoolSql, type SqlDatabase } from "./sql.ts";
 
@@ -15,6 +15,9 @@ import { pgliteSql, pgPoolSql, type SqlDatabase } from "./sql.ts";
 const TRANSACTION_OPTIONS = { maxWait: 10_000, timeout: 15_000 };
 
 export type { PrismaClient };
+
+/** The client a `$transaction(async (tx) => ...)` callback receives. */
+export type TransactionClient = Prisma.TransactionClient;
 
 export interface Database {
   kind: "pglite" | "postgres";

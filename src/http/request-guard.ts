@@ -8,7 +8,6 @@ const JSON_TYPES = ["application/json", "application/graphql-response+json", "ap
 
 class BodyTooLarge extends Error {}
 
-/** Reads a body up to `limit` bytes; past it, stops reading and throws BodyTooLarge. */
 /**
  * Reads a body up to `limit` bytes; past it, stops reading and throws BodyTooLarge. From a
  * socket it reads the Node request itself, which fails at once when the peer hangs up.

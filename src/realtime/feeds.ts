@@ -1,18 +1,10 @@
 import { revokesPrincipal, watchCredentialEnd } from "../auth/credential-end.ts";
-import { type Context, hasPermission } from "../context.ts";
+import { hasPermission } from "../auth/permissions.ts";
+import type { Context } from "../context.ts";
 import { forbidden } from "../errors.ts";
-import type { Message } from "../generated/prisma/client.ts";
-import { messagesAfter, reviveMessage } from "../services/messages.ts";
 import type { Unsubscribe } from "./pubsub.ts";
 import { BoundedQueue, cancellable } from "./queue.ts";
-import {
-  type ReadPayload,
-  type Topic,
-  type TypingPayload,
-  topics,
-  type UserEvent,
-  type WireMessage,
-} from "./topics.ts";
+import { type ReadPayload, type Topic, type TypingPayload, topics, type UserEvent } from "./topics.ts";
 
 const PAGE = 200;
 
@@ -201,30 +193,6 @@ async function* runFeed<T, W>(
       if (rows.length < PAGE) return;
     }
   }
-}
-
-/** New messages: `messageAdded`. */
-export const messageSource: SequencedSource<Message, WireMessage> = {
-  topic: topics.messages,
-  revive: reviveMessage,
-  conversationOf: (message) => message.conversationId,
-  seqOf: (message) => message.seq,
-  currentSeq: (conversation) => conversation.lastSeq,
-  joinedSeq: (event) => event.seq,
-  fetchAfter: (ctx, tenantId, conversationId, afterSeq, limit) =>
-    messagesAfter(ctx.prisma, tenantId, conversationId, afterSeq, limit),
-  async seqBefore(ctx, conversationId, joinedAt) {
-    const before = await ctx.prisma.message.findFirst({
-      where: { conversationId, createdAt: { lt: joinedAt } },
-      orderBy: { seq: "desc" },
-      select: { seq: true },
-    });
-    return before?.seq ?? 0;
-  },
-};
-
-export function messageFeed(ctx: Context, options: FeedOptions): AsyncGenerator<Message> {
-  return sequencedFeed(ctx, options, messageSource);
 }
 
 async function visibleConversationIds(ctx: Context, tenantId: string, userId: string | null): Promise<string[]> {

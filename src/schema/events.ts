@@ -1,7 +1,3 @@
-import type { Context } from "../context.ts";
-import { badInput } from "../errors.ts";
-import { sequencedFeed } from "../realtime/feeds.ts";
-import { requireConversation } from "../services/conversations.ts";
 import {
   type ConversationEvent,
   type ConversationEventType,
@@ -13,6 +9,7 @@ import {
   type MessageEventType,
 } from "../services/events.ts";
 import type { Message } from "../services/messages.ts";
+import { subscribeSequenced } from "../services/subscriptions.ts";
 import { builder } from "./builder.ts";
 import { MemberRole } from "./conversation.ts";
 import { MessageRef, ReactionGroupRef } from "./message.ts";
@@ -202,13 +199,6 @@ const ConversationEventUnion = builder.unionType("ConversationEvent", {
   resolveType: (event) => TYPES[event.type as ConversationEventType],
 });
 
-async function startEvents(ctx: Context, conversationId: string | null | undefined, after: string | null | undefined) {
-  if (after && !conversationId) throw badInput("after", "after needs conversationId");
-  const id = conversationId ? (await requireConversation(ctx, conversationId, "conversationId")).conversation.id : null;
-  const afterSeq = id && after ? eventSeqFromCursor("after", after, id) : null;
-  return sequencedFeed(ctx, { conversationId: id, afterSeq }, eventSource);
-}
-
 builder.subscriptionField("conversationEvents", (t) =>
   t.field({
     type: ConversationEventUnion,
@@ -219,7 +209,7 @@ builder.subscriptionField("conversationEvents", (t) =>
       conversationId: t.arg.id({ description: "Only this conversation." }),
       after: t.arg.string({ description: "An event cursor to replay from (needs conversationId)." }),
     },
-    subscribe: (_root, args, ctx) => startEvents(ctx, args.conversationId, args.after),
+    subscribe: (_root, args, ctx) => subscribeSequenced(ctx, args, eventSource, eventSeqFromCursor),
     resolve: (event) => event,
   }),
 );

@@ -1,10 +1,8 @@
-import type { Context } from "../context.ts";
-import { badInput } from "../errors.ts";
-import { messageFeed, readFeed, typingFeed } from "../realtime/feeds.ts";
+import { readFeed, typingFeed } from "../realtime/feeds.ts";
 import type { ReadPayload, TypingPayload } from "../realtime/topics.ts";
-import { requireConversation } from "../services/conversations.ts";
 import type { ReactionGroup } from "../services/messages.ts";
 import * as messages from "../services/messages.ts";
+import { requireSubscribable, subscribeSequenced } from "../services/subscriptions.ts";
 import { AttachmentRef } from "./attachment.ts";
 import { builder } from "./builder.ts";
 
@@ -315,10 +313,6 @@ builder.mutationFields((t) => ({
   }),
 }));
 
-async function requireSubscribable(ctx: Context, conversationId: string): Promise<string> {
-  return (await requireConversation(ctx, conversationId, "conversationId")).conversation.id;
-}
-
 builder.subscriptionFields((t) => ({
   messageAdded: t.prismaField({
     type: "Message",
@@ -329,15 +323,7 @@ builder.subscriptionFields((t) => ({
       conversationId: t.arg.id({ description: "Only this conversation." }),
       after: t.arg.string({ description: "A Message.cursor to replay from (needs conversationId)." }),
     },
-    subscribe: async (_root, args, ctx) => {
-      if (args.after && !args.conversationId) {
-        throw badInput("after", "after needs conversationId");
-      }
-      const conversationId = args.conversationId ? await requireSubscribable(ctx, args.conversationId) : null;
-      const afterSeq =
-        conversationId && args.after ? messages.seqFromCursor("after", args.after, conversationId) : null;
-      return messageFeed(ctx, { conversationId, afterSeq });
-    },
+    subscribe: (_root, args, ctx) => subscribeSequenced(ctx, args, messages.messageSource, messages.seqFromCursor),
     resolve: (_query, message) => message,
   }),
   typing: t.field({

@@ -4,8 +4,10 @@ import { z } from "zod";
 import { EMAIL_CODE_MAX_ATTEMPTS } from "../auth/limits.ts";
 import { safeEqual } from "../auth/secrets.ts";
 import type { Context } from "../context.ts";
+import type { TransactionClient } from "../db/client.ts";
+import { isUniqueViolation } from "../db/errors.ts";
 import { appError, badInput, forbidden, notFound, unauthenticated } from "../errors.ts";
-import type { EmailCode, PrismaClient, Session, Tenant, User } from "../generated/prisma/client.ts";
+import type { EmailCode, Session, Tenant, User } from "../generated/prisma/client.ts";
 import { topics, type UserEvent } from "../realtime/topics.ts";
 import { requireUserPrincipal } from "./access.ts";
 import { audit } from "./audit.ts";
@@ -86,9 +88,13 @@ function newRefreshToken(): { token: string; hash: string } {
   return { token, hash: sha256(token) };
 }
 
-type Tx = Parameters<Parameters<PrismaClient["$transaction"]>[0]>[0];
-
-async function issueAccessToken(ctx: Context, tx: Tx, tenant: Tenant, userId: string, sessionId: string) {
+async function issueAccessToken(
+  ctx: Context,
+  tx: TransactionClient,
+  tenant: Tenant,
+  userId: string,
+  sessionId: string,
+) {
   const { token, expiresAt, jti } = await ctx.deps.tokens.issue(userId, tenant.id, tenant.accessTokenTtlSeconds);
   await tx.userToken.create({ data: { id: jti, tenantId: tenant.id, userId, sessionId, expiresAt } });
   return { token, expiresAt };
@@ -155,7 +161,7 @@ export async function signUp(ctx: Context, rawInput: unknown): Promise<AuthPaylo
       return created;
     });
   } catch (error) {
-    if ((error as { code?: string }).code === "P2002") {
+    if (isUniqueViolation(error)) {
       throw appError("CONFLICT", "An account with this email already exists", { field: "input.email" });
     }
     await ctx.deps.limits.address.refund(address);
@@ -518,7 +524,7 @@ export async function verifyEmail(ctx: Context, code: string): Promise<User> {
     });
   } catch (error) {
     // Another user took the address between the request and now.
-    if ((error as { code?: string }).code === "P2002") {
+    if (isUniqueViolation(error)) {
       throw appError("CONFLICT", "Another account has this email address now; nothing was changed", {
         field: "code",
       });

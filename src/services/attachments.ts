@@ -1,6 +1,7 @@
 import { createHmac, randomUUID } from "node:crypto";
 import { safeEqual } from "../auth/secrets.ts";
 import type { Context } from "../context.ts";
+import type { TransactionClient } from "../db/client.ts";
 import { appError, badInput, notFound } from "../errors.ts";
 import type { Attachment } from "../generated/prisma/client.ts";
 import { joinKey } from "../storage/attachments.ts";
@@ -22,10 +23,8 @@ export function sanitizeFilename(name: string): string {
   return clean || "file";
 }
 
-type Tx = Parameters<Parameters<Context["prisma"]["$transaction"]>[0]>[0];
-
 /** Bytes of attachments the tenant keeps stored: sent ones and uploads not sent yet. */
-async function storedBytes(db: Pick<Tx, "$queryRaw">, tenantId: string): Promise<number> {
+async function storedBytes(db: Pick<TransactionClient, "$queryRaw">, tenantId: string): Promise<number> {
   const [row] = await db.$queryRaw<{ used: number }[]>`
     SELECT COALESCE(SUM("size"), 0)::float8 AS "used" FROM "Attachment" WHERE "tenantId" = ${tenantId}::uuid`;
   return Number(row?.used ?? 0);

@@ -1,7 +1,10 @@
 import { z } from "zod";
-import { type Context, hasPermission } from "../context.ts";
+import { hasPermission } from "../auth/permissions.ts";
+import type { Context } from "../context.ts";
+import type { TransactionClient } from "../db/client.ts";
+import { isUniqueViolation } from "../db/errors.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
-import { type Conversation, type Member, Prisma } from "../generated/prisma/client.ts";
+import type { Conversation, Member, Prisma } from "../generated/prisma/client.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
 import { audit } from "./audit.ts";
@@ -232,10 +235,8 @@ export async function removeMember(ctx: Context, conversationId: string, userId:
   return access.conversation;
 }
 
-type Tx = Parameters<Parameters<Context["prisma"]["$transaction"]>[0]>[0];
-
 /** A group with other members keeps at least one owner; the last member may still leave. */
-async function assertGroupKeepsOwner(tx: Tx, conversationId: string, userId: string): Promise<void> {
+async function assertGroupKeepsOwner(tx: TransactionClient, conversationId: string, userId: string): Promise<void> {
   // Lock the conversation row so two owners cannot step down at the same moment.
   await tx.$queryRaw`SELECT "id" FROM "Conversation" WHERE "id" = ${conversationId}::uuid FOR UPDATE`;
   const others = await tx.member.findMany({
@@ -318,7 +319,7 @@ export async function openDirect(ctx: Context, fromUserId: string, toUserId: str
     return created;
   } catch (error) {
     // Both users opened it at the same moment: the other request won, return its row.
-    if (error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2002") {
+    if (isUniqueViolation(error)) {
       return ctx.prisma.conversation.findUniqueOrThrow({ where: { tenantId_directKey: { tenantId, directKey } } });
     }
     throw error;

@@ -1,8 +1,12 @@
 import { z } from "zod";
-import { type Context, hasPermission } from "../context.ts";
+import { hasPermission } from "../auth/permissions.ts";
+import type { Context } from "../context.ts";
+import type { TransactionClient } from "../db/client.ts";
+import { isUniqueViolation } from "../db/errors.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
-import { type Message, Prisma, type PrismaClient } from "../generated/prisma/client.ts";
-import { type ReadPayload, type TypingPayload, topics, toWire } from "../realtime/topics.ts";
+import type { Message, Prisma, PrismaClient } from "../generated/prisma/client.ts";
+import { type FeedOptions, type SequencedSource, sequencedFeed } from "../realtime/feeds.ts";
+import { type ReadPayload, type TypingPayload, topics, toWire, type WireMessage } from "../realtime/topics.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
 import { audit } from "./audit.ts";
@@ -25,9 +29,9 @@ import {
   newEvent,
   publishEvents,
 } from "./events.ts";
+import { reviveMessage } from "./message-snapshot.ts";
 import { pageSize, parseId, parseIds, validate } from "./validation.ts";
 
-export { reviveMessage } from "./message-snapshot.ts";
 export type { Message };
 
 const sendMessageInput = (maxLength: number) =>
@@ -157,7 +161,7 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
       return [created, added as ConversationEvent] as const;
     });
   } catch (error) {
-    if (clientMessageId && error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2002") {
+    if (clientMessageId && isUniqueViolation(error)) {
       const original = await findByClientId(ctx.prisma, conversationId, senderId, clientMessageId);
       if (original) return original;
     }
@@ -220,7 +224,7 @@ function findByClientId(
 }
 
 /** Stored messages of a conversation after a sequence number, oldest first (replay and gap filling). */
-export function messagesAfter(
+function messagesAfter(
   prisma: PrismaClient,
   tenantId: string,
   conversationId: string,
@@ -359,8 +363,6 @@ async function requireMessage(ctx: Context, id: string, field = "id") {
   return message;
 }
 
-type Tx = Parameters<Parameters<Context["prisma"]["$transaction"]>[0]>[0];
-
 /**
  * Locks a message until the transaction ends and reads it as it is now. Every change to a
  * message (edit, delete, pin, reaction) takes this lock first, so changes to one message
@@ -373,7 +375,7 @@ type Tx = Parameters<Parameters<Context["prisma"]["$transaction"]>[0]>[0];
  * UPDATE of those rows takes anyway: it serializes changes without blocking the key-share
  * locks of foreign-key checks from rows that point at them (replies, reactions, events).
  */
-async function lockMessage(tx: Tx, message: Pick<Message, "id" | "conversationId">): Promise<Message> {
+async function lockMessage(tx: TransactionClient, message: Pick<Message, "id" | "conversationId">): Promise<Message> {
   await tx.$queryRaw`SELECT 1 FROM "Conversation" WHERE "id" = ${message.conversationId}::uuid FOR NO KEY UPDATE`;
   const [locked] = await tx.$queryRaw<{ id: string }[]>`
     SELECT "id" FROM "Message" WHERE "id" = ${message.id}::uuid FOR NO KEY UPDATE`;
@@ -395,8 +397,8 @@ async function changeMessage<K extends MessageEventType>(
   ctx: Context,
   message: Message,
   type: K,
-  change: (tx: Tx, current: Message) => Promise<Message | null>,
-  extra?: (tx: Tx, changed: Message) => Promise<Omit<EventDataByType[K], "message">>,
+  change: (tx: TransactionClient, current: Message) => Promise<Message | null>,
+  extra?: (tx: TransactionClient, changed: Message) => Promise<Omit<EventDataByType[K], "message">>,
 ): Promise<Message> {
   const [updated, events] = await ctx.prisma.$transaction(async (tx) => {
     const current = await lockMessage(tx, message);
@@ -415,7 +417,7 @@ async function changeMessage<K extends MessageEventType>(
 }
 
 /** A deleted message's text must not survive in the event history either. */
-async function eraseFromHistory(tx: Tx, message: Message, deletedAt: Date): Promise<void> {
+async function eraseFromHistory(tx: TransactionClient, message: Message, deletedAt: Date): Promise<void> {
   // Every event whose snapshot is this message: `data->'message'->>'id'`, inside its conversation.
   const rows = await tx.conversationEvent.findMany({
     where: { conversationId: message.conversationId, data: { path: ["message", "id"], equals: message.id } },
@@ -641,4 +643,28 @@ export async function searchMessages(
       endCursor: nodes.length ? encodeCursor("s1", [offset + nodes.length]) : null,
     },
   };
+}
+
+/** New messages: `messageAdded`. */
+export const messageSource: SequencedSource<Message, WireMessage> = {
+  topic: topics.messages,
+  revive: reviveMessage,
+  conversationOf: (message) => message.conversationId,
+  seqOf: (message) => message.seq,
+  currentSeq: (conversation) => conversation.lastSeq,
+  joinedSeq: (event) => event.seq,
+  fetchAfter: (ctx, tenantId, conversationId, afterSeq, limit) =>
+    messagesAfter(ctx.prisma, tenantId, conversationId, afterSeq, limit),
+  async seqBefore(ctx, conversationId, joinedAt) {
+    const before = await ctx.prisma.message.findFirst({
+      where: { conversationId, createdAt: { lt: joinedAt } },
+      orderBy: { seq: "desc" },
+      select: { seq: true },
+    });
+    return before?.seq ?? 0;
+  },
+};
+
+export function messageFeed(ctx: Context, options: FeedOptions): AsyncGenerator<Message> {
+  return sequencedFeed(ctx, options, messageSource);
 }

@@ -1,12 +1,15 @@
 import { z } from "zod";
-import { covers, GRANTABLE, SYSTEM_ROLES } from "../auth/permissions.ts";
+import { GRANTABLE, SYSTEM_ROLES } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
+import type { TransactionClient } from "../db/client.ts";
+import { isUniqueViolation } from "../db/errors.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
-import { Prisma, type PrismaClient, type Role } from "../generated/prisma/client.ts";
+import type { Role } from "../generated/prisma/client.ts";
 import { tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
 import { publishToUsers } from "./membership-events.ts";
-import { requireUser } from "./users.ts";
+import { assertCanGrant, assertNotLastOwner } from "./policies.ts";
+import { findUser } from "./users.ts";
 import { parseId, validate, zOptionalText, zText } from "./validation.ts";
 
 const createRoleInput = z.object({
@@ -20,10 +23,8 @@ const updateRoleInput = z.object({
   permissions: z.array(z.string()).max(100, "accepts at most 100 permissions").nullish(),
 });
 
-type Tx = Omit<PrismaClient, "$connect" | "$disconnect" | "$on" | "$transaction" | "$extends">;
-
 /** Creates the system roles of a new tenant; returns the member role (the default). */
-export async function createSystemRoles(tx: Tx, tenantId: string): Promise<Role> {
+export async function createSystemRoles(tx: TransactionClient, tenantId: string): Promise<Role> {
   let member: Role | null = null;
   for (const role of SYSTEM_ROLES) {
     const created = await tx.role.create({
@@ -49,13 +50,6 @@ function parsePermissions(field: string, permissions: readonly string[]): string
   return [...new Set(permissions)];
 }
 
-/** Nobody grants (or takes away) a permission they do not hold themselves. */
-export async function assertCanGrant(ctx: Context, permissions: readonly string[]): Promise<void> {
-  const held = await ctx.permissions();
-  const missing = permissions.find((permission) => !covers(held, permission));
-  if (missing) throw forbidden(`You cannot grant or revoke "${missing}", which you do not hold`);
-}
-
 export async function requireRole(ctx: Context, id: string, field = "id"): Promise<Role> {
   const role = await ctx.prisma.role.findFirst({ where: { id: parseId(field, id), tenantId: tenantOf(ctx) } });
   if (!role) throw notFound("Role");
@@ -74,21 +68,6 @@ export async function listRoles(ctx: Context) {
   return rows.sort((a, b) => rank(a) - rank(b));
 }
 
-/**
- * Acting on another user (editing, deactivating, deleting, revoking their tokens) needs
- * every permission they hold: nobody manages someone more privileged than themselves.
- */
-export async function assertCanActOn(ctx: Context, userId: string): Promise<void> {
-  if (ctx.principal?.kind === "user" && ctx.principal.userId === userId) return;
-  const theirs = await ctx.prisma.role.findMany({
-    where: { tenantId: tenantOf(ctx), assignments: { some: { userId } } },
-    select: { permissions: true },
-  });
-  const held = await ctx.permissions();
-  const missing = theirs.flatMap((role) => role.permissions).find((permission) => !covers(held, permission));
-  if (missing) throw forbidden(`This user holds "${missing}", which you do not`);
-}
-
 async function holdersOf(ctx: Context, roleId: string): Promise<string[]> {
   const rows = await ctx.prisma.userRole.findMany({ where: { roleId }, select: { userId: true } });
   return rows.map((row) => row.userId);
@@ -96,7 +75,7 @@ async function holdersOf(ctx: Context, roleId: string): Promise<string[]> {
 
 function uniqueName<T>(work: Promise<T>): Promise<T> {
   return work.catch((error: unknown) => {
-    if (error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2002") {
+    if (isUniqueViolation(error)) {
       throw conflict("A role with this name already exists", "input.name");
     }
     throw error;
@@ -168,7 +147,7 @@ export async function deleteRole(ctx: Context, id: string): Promise<string> {
 }
 
 export async function assignRole(ctx: Context, userId: string, roleId: string) {
-  const user = await requireUser(ctx, userId, "userId");
+  const user = await findUser(ctx, userId, { field: "userId", orThrow: true });
   const role = await requireRole(ctx, roleId, "roleId");
   await assertCanGrant(ctx, role.permissions);
   const added = await ctx.prisma.$transaction(async (tx) => {
@@ -184,21 +163,8 @@ export async function assignRole(ctx: Context, userId: string, roleId: string) {
   return user;
 }
 
-/** Serializes changes that could leave the tenant without an owner, and refuses the last one. */
-export async function assertNotLastOwner(ctx: Context, tx: Tx, userId: string, message: string): Promise<void> {
-  const owner = await tx.role.findFirst({ where: { tenantId: tenantOf(ctx), systemKey: "owner" } });
-  if (!owner) return;
-  await tx.$queryRaw`SELECT "id" FROM "Role" WHERE "id" = ${owner.id}::uuid AND "tenantId" = ${owner.tenantId}::uuid FOR UPDATE`;
-  const holdsOwner = await tx.userRole.findUnique({ where: { userId_roleId: { userId, roleId: owner.id } } });
-  if (!holdsOwner) return;
-  const otherOwners = await tx.userRole.count({
-    where: { roleId: owner.id, userId: { not: userId }, user: { active: true, deletedAt: null } },
-  });
-  if (otherOwners === 0) throw conflict(message);
-}
-
 export async function unassignRole(ctx: Context, userId: string, roleId: string) {
-  const user = await requireUser(ctx, userId, "userId");
+  const user = await findUser(ctx, userId, { field: "userId", orThrow: true });
   const role = await requireRole(ctx, roleId, "roleId");
   await assertCanGrant(ctx, role.permissions);
   const removed = await ctx.prisma.$transaction(async (tx) => {

@@ -6,7 +6,8 @@ import { type ApiKeyEvent, topics } from "../realtime/topics.ts";
 import { tenantOf } from "./access.ts";
 import { parseAuthSettings } from "./accounts.ts";
 import { audit } from "./audit.ts";
-import { assertCanGrant, createSystemRoles, requireRole } from "./roles.ts";
+import { assertCanGrant } from "./policies.ts";
+import { createSystemRoles, requireRole } from "./roles.ts";
 import { validate, zLine } from "./validation.ts";
 
 // Tenant names go into mail sent to end users: one line, no control or direction characters.

@@ -1,13 +1,15 @@
 import { z } from "zod";
-import { type Context, hasPermission } from "../context.ts";
+import { hasPermission } from "../auth/permissions.ts";
+import type { Context } from "../context.ts";
+import { isUniqueViolation } from "../db/errors.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
-import { Prisma, type User } from "../generated/prisma/client.ts";
+import type { Prisma, User } from "../generated/prisma/client.ts";
 import { actingUserId, tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
 import { appendEvents, type ConversationEvent, publishEvents } from "./events.ts";
 import { publishMembership, publishToUsers } from "./membership-events.ts";
-import { assertCanActOn, assertNotLastOwner } from "./roles.ts";
+import { assertCanActOn, assertNotLastOwner } from "./policies.ts";
 import { pageSize, parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts";
 
 const createUserInput = z.object({
@@ -51,21 +53,21 @@ function assertMaySetEmail(ctx: Context, self: boolean, changesEmail: boolean, s
   if (setsVerified) throw forbidden("Only the API key may set emailVerified");
 }
 
-function isUniqueViolation(error: unknown): boolean {
-  return error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2002";
+interface FindUserOptions {
+  /** The argument the id came in, for BAD_USER_INPUT on a malformed id. */
+  field?: string;
+  /** NOT_FOUND instead of null when there is no such user. */
+  orThrow?: boolean;
 }
 
-export async function findUser(ctx: Context, id: string) {
-  return ctx.prisma.user.findFirst({
-    where: { id: parseId("id", id), tenantId: tenantOf(ctx), deletedAt: null },
-  });
-}
-
-export async function requireUser(ctx: Context, id: string, field = "id") {
+/** A user of the caller's tenant who is not deleted: null when missing, or NOT_FOUND with `orThrow`. */
+export async function findUser(ctx: Context, id: string, options: FindUserOptions & { orThrow: true }): Promise<User>;
+export async function findUser(ctx: Context, id: string, options?: FindUserOptions): Promise<User | null>;
+export async function findUser(ctx: Context, id: string, { field = "id", orThrow = false }: FindUserOptions = {}) {
   const user = await ctx.prisma.user.findFirst({
     where: { id: parseId(field, id), tenantId: tenantOf(ctx), deletedAt: null },
   });
-  if (!user) throw notFound("User");
+  if (!user && orThrow) throw notFound("User");
   return user;
 }
 
@@ -87,14 +89,14 @@ export async function createUser(ctx: Context, input: unknown) {
       return user;
     });
   } catch (error) {
-    if (isUniqueViolation(error)) throw conflict("A user with this email already exists", "input.email");
+    if (isUniqueViolation(error, "email")) throw conflict("A user with this email already exists", "input.email");
     throw error;
   }
 }
 
 /** Users may edit their own profile; editing others needs users:update. Only users:update toggles `active`. */
 export async function updateUser(ctx: Context, id: string, input: unknown) {
-  const user = await requireUser(ctx, id);
+  const user = await findUser(ctx, id, { orThrow: true });
   const data = validate(updateUserInput, input, "input");
   const self = actingUserId(ctx) === user.id;
   const canManage = await hasPermission(ctx, "users:update");
@@ -155,7 +157,7 @@ export async function updateUser(ctx: Context, id: string, input: unknown) {
       return next;
     });
   } catch (error) {
-    if (isUniqueViolation(error)) throw conflict("A user with this email already exists", "input.email");
+    if (isUniqueViolation(error, "email")) throw conflict("A user with this email already exists", "input.email");
     throw error;
   }
   // A deactivated user's sockets close at once; their tokens are refused from now on.
@@ -168,7 +170,7 @@ export async function updateUser(ctx: Context, id: string, input: unknown) {
  * memberships, roles and tokens end, and the email becomes free again.
  */
 export async function deleteUser(ctx: Context, id: string): Promise<string> {
-  const user = await requireUser(ctx, id);
+  const user = await findUser(ctx, id, { orThrow: true });
   await assertCanActOn(ctx, user.id);
   const { memberships, events } = await ctx.prisma.$transaction(async (tx) => {
     await assertNotLastOwner(ctx, tx, user.id, "The last owner cannot be deleted");
@@ -205,7 +207,7 @@ export async function issueUserToken(ctx: Context, userId: string, expiresInSeco
   if (!Number.isInteger(ttl) || ttl < 60 || ttl > 2_592_000) {
     throw badInput("expiresInSeconds", "expiresInSeconds must be between 60 and 2592000");
   }
-  const user = await requireUser(ctx, userId, "userId");
+  const user = await findUser(ctx, userId, { field: "userId", orThrow: true });
   if (!user.active) throw forbidden("The user is deactivated");
   const { token, expiresAt, jti } = await ctx.deps.tokens.issue(user.id, user.tenantId, ttl);
   await ctx.prisma.userToken.create({ data: { id: jti, tenantId: user.tenantId, userId: user.id, expiresAt } });
@@ -218,7 +220,7 @@ export async function issueUserToken(ctx: Context, userId: string, expiresInSeco
  * access token; their sockets close.
  */
 export async function revokeUserTokens(ctx: Context, userId: string): Promise<boolean> {
-  const user = await requireUser(ctx, userId, "userId");
+  const user = await findUser(ctx, userId, { field: "userId", orThrow: true });
   if (actingUserId(ctx) !== user.id && !(await hasPermission(ctx, "users:update"))) {
     throw forbidden("Revoking another user's tokens needs the users:update permission");
   }
