@@ -102,6 +102,30 @@ export function createMemoryPubSub(log: Logger): PubSub {
   };
 }
 
+/**
+ * Redis transport: one Redis subscription per topic shared by the local listeners, JSON
+ * payloads, and resubscription by hand after a reconnect so that `onResync` fires only once
+ * every topic is live again (the no-gap guarantee after a Redis restart).
+ *
+ * Why not `RedisPubSub` from graphql-redis-subscriptions (checked with 2.7.0, ioredis 5.9):
+ * it does the per-topic reference counting and its `subscribe()` does wait for Redis to
+ * confirm SUBSCRIBE, but with these settings it cannot keep the guarantee:
+ * - It has no reconnect handling (dist/redis-pubsub.js listens only to `message` and
+ *   `pmessage`, lines 41-42). With `autoResubscribe: false` nothing resubscribes, and a
+ *   later `subscribe()` of a topic it still counts resolves without any Redis command
+ *   (lines 72-74), so the topic stays dead. With ioredis's `autoResubscribe` the SUBSCRIBE
+ *   is fired from ioredis's ready handler with its promise dropped: no event says when it
+ *   completed, so resync could only wait on a PING queued behind it, relying on ioredis
+ *   internals (the order in its ready handler and the deferred `ready` event).
+ * - `unsubscribe()` fires UNSUBSCRIBE and PUNSUBSCRIBE without handling their promises
+ *   (lines 106-107). During an outage they are rejected after `maxRetriesPerRequest`
+ *   reconnect attempts (or at once without an offline queue), and an unhandled rejection
+ *   ends the Node process.
+ * - A payload that is not JSON reaches listeners as the raw string (lines 151-152), and a
+ *   throwing listener stops delivery to the others (lines 154-157).
+ * Working around all of that would keep this code and add the package on top, so the
+ * transport stays ours, on the package's model: one SUBSCRIBE per topic, JSON payloads.
+ */
 export async function createRedisPubSub(url: string, log: Logger): Promise<PubSub> {
   const fanout = new LocalFanout(log);
   // disableClientInfo: a SUBSCRIBE issued during the handshake otherwise breaks the
