@@ -136,11 +136,13 @@ export async function createContext(
   requestId: string = randomUUID(),
   origin?: string,
   client?: ClientInfo,
+  /** Already verified from these credentials (by the request gate): not looked up again. */
+  verified?: Principal,
 ): Promise<Context> {
-  let principal: Principal | null = null;
+  let principal: Principal | null = verified ?? null;
   let authError: string | undefined;
   try {
-    principal = await resolvePrincipal(deps.db.prisma, deps.tokens, credentials);
+    principal ??= await resolvePrincipal(deps.db.prisma, deps.tokens, credentials);
   } catch (error) {
     if (!(error instanceof Error) || !("extensions" in error)) throw error;
     authError = error.message;

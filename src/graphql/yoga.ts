@@ -7,7 +7,7 @@ import { GraphQLError } from "graphql";
 import { createYoga, type Plugin, type YogaServerInstance } from "graphql-yoga";
 import { credentialsFromHeaders } from "../auth/credentials.ts";
 import { type AppDeps, type Context, createContext } from "../context.ts";
-import { requestGuardPlugin } from "../http/request-guard.ts";
+import { type GateContext, requestGuardPlugin } from "../http/request-guard.ts";
 import { clientInfo, type NodeServerContext } from "../http/respond.ts";
 import { type Route, routesPlugin } from "../http/routes.ts";
 import { schema } from "../schema/index.ts";
@@ -19,7 +19,7 @@ import { perEventContextPlugin } from "./per-event-context.ts";
 export const GRAPHQL_ENDPOINT = "/graphql";
 
 /** What the server passes to Yoga with each request; the WebSocket server brings its own context. */
-export interface ServerContext extends NodeServerContext {
+export interface ServerContext extends NodeServerContext, GateContext {
   chatContext?: Context;
 }
 
@@ -74,7 +74,7 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
       // Yoga reports each unexpected error here as well; the masker has logged it once, with its id.
       error: (...args) => log.debug(args.map(String).join(" ")),
     },
-    context: async ({ request, chatContext, req }) =>
+    context: async ({ request, chatContext, req, verifiedPrincipal }) =>
       chatContext ??
       createContext(
         deps,
@@ -82,6 +82,7 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
         undefined,
         new URL(request.url).origin,
         clientInfo(config, request, { req }),
+        verifiedPrincipal,
       ),
     // Never attach originalError details, whatever NODE_ENV says.
     maskedErrors: { isDev: false, maskError: createErrorMasker(log) },

@@ -24,6 +24,12 @@ async function readLimited(source: AsyncIterable<Uint8Array> | null, limit: numb
   return Buffer.concat(chunks);
 }
 
+/** What the gate leaves in the server context for the GraphQL context. */
+export interface GateContext {
+  /** The principal of an upload, verified before its body was read. */
+  verifiedPrincipal?: Principal;
+}
+
 /**
  * The one gate every POST to the GraphQL endpoint passes, from a socket (Yoga's Node
  * adapter) or from `app.fetch`: media type, body limits, and for uploads verified
@@ -34,6 +40,7 @@ export function requestGuardPlugin(deps: AppDeps, endpoint: string): Plugin {
   const { config, log } = deps;
   return {
     async onRequest({ request, url, setRequest, endResponse, fetchAPI, serverContext }) {
+      const gate = serverContext as GateContext;
       if (request.method !== "POST" || url.pathname !== endpoint) return;
       const type = (request.headers.get("content-type") ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
       const { authorization, apiKey } = credentialsFromHeaders(request.headers);
@@ -55,6 +62,8 @@ export function requestGuardPlugin(deps: AppDeps, endpoint: string): Plugin {
           endResponse(jsonError(401, "UNAUTHENTICATED", "Authentication required"));
           return;
         }
+        // Verified already: the GraphQL context uses it instead of looking it up again.
+        gate.verifiedPrincipal = principal;
       } else if (!JSON_TYPES.includes(type)) {
         endResponse(
           jsonError(
