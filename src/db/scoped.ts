@@ -52,6 +52,10 @@ function stamp(data: unknown, tenantId: string): unknown {
   return data;
 }
 
+/** Scoped clients are reused per tenant (an extension is costly to build); the least recently used go first. */
+const MAX_CACHED_TENANTS = 1000;
+const scopedClients = new WeakMap<PrismaClient, Map<string, PrismaClient>>();
+
 /**
  * A Prisma client confined to one tenant: every read, update and delete is filtered by
  * the tenant and every create is stamped with it, so a resolver or service that forgets
@@ -59,6 +63,23 @@ function stamp(data: unknown, tenantId: string): unknown {
  * query names its tenant explicitly.)
  */
 export function tenantScoped(prisma: PrismaClient, tenantId: string): PrismaClient {
+  let cache = scopedClients.get(prisma);
+  if (!cache) {
+    cache = new Map();
+    scopedClients.set(prisma, cache);
+  }
+  let scoped = cache.get(tenantId);
+  if (scoped) {
+    cache.delete(tenantId);
+  } else {
+    scoped = scope(prisma, tenantId);
+    if (cache.size >= MAX_CACHED_TENANTS) cache.delete(cache.keys().next().value as string);
+  }
+  cache.set(tenantId, scoped);
+  return scoped;
+}
+
+function scope(prisma: PrismaClient, tenantId: string): PrismaClient {
   return prisma.$extends({
     name: "tenant-scope",
     query: {

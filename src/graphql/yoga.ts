@@ -14,7 +14,7 @@ import { schema } from "../schema/index.ts";
 import { queryCostPlugin } from "./cost.ts";
 import { createErrorMasker, errorCodesPlugin } from "./errors.ts";
 import { inputGuardsPlugin } from "./input-guards.ts";
-import { perEventContextPlugin } from "./per-event-context.ts";
+import { sharedExecutionPlugin } from "./shared-execution.ts";
 
 export const GRAPHQL_ENDPOINT = "/graphql";
 
@@ -93,7 +93,7 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
       ...armorPlugins(),
       queryCostPlugin({ maxCost: config.maxQueryNodes }),
       inputGuardsPlugin,
-      perEventContextPlugin,
+      sharedExecutionPlugin,
       errorCodesPlugin,
     ],
   });

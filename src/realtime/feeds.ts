@@ -30,6 +30,28 @@ export interface SequencedSource<T, W> {
   deleted?(conversationId: string): T;
 }
 
+/** Revived rows per source and wire payload: every local subscriber gets the same object. */
+const revivedBySource = new WeakMap<object, WeakMap<object, unknown>>();
+
+/**
+ * Revives a wire payload once for all local subscribers, so that a live event is one
+ * object everywhere and its execution can be shared (see graphql/shared-execution.ts).
+ */
+function reviveShared<T, W>(source: SequencedSource<T, W>, payload: W): T {
+  if (payload === null || typeof payload !== "object") return source.revive(payload);
+  let revived = revivedBySource.get(source);
+  if (!revived) {
+    revived = new WeakMap();
+    revivedBySource.set(source, revived);
+  }
+  let item = revived.get(payload) as T | undefined;
+  if (item === undefined) {
+    item = source.revive(payload);
+    revived.set(payload, item);
+  }
+  return item;
+}
+
 type Signal<T> = { type: "item"; item: T } | { type: "membership"; event: UserEvent } | { type: "resync" };
 
 export interface FeedOptions {
@@ -69,7 +91,7 @@ async function* runFeed<T, W>(
   const unsubscribers = new Map<string, Unsubscribe>();
   const cleanups: Unsubscribe[] = [];
 
-  const onItem = (payload: W) => queue.push({ type: "item", item: source.revive(payload) });
+  const onItem = (payload: W) => queue.push({ type: "item", item: reviveShared(source, payload) });
   const follow = async (conversationId: string) => {
     if (unsubscribers.has(conversationId)) return;
     unsubscribers.set(conversationId, () => {});

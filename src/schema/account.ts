@@ -1,4 +1,5 @@
 import type { Session } from "../generated/prisma/client.ts";
+import { viewerDependent } from "../graphql/audience.ts";
 import * as accounts from "../services/accounts.ts";
 import { builder } from "./builder.ts";
 
@@ -24,6 +25,7 @@ const CodePurpose = builder.enumType("EmailCodePurpose", {
 export const SessionRef = builder.prismaObject("Session", {
   description: "A signed-in device or browser: a refresh-token family.",
   authScopes: (session) => ({ self: session.userId }),
+  extensions: viewerDependent,
   fields: (t) => ({
     id: t.exposeID("id", { description: "Session id; revokeSession(id) ends it." }),
     method: t.field({
@@ -38,6 +40,7 @@ export const SessionRef = builder.prismaObject("Session", {
     expiresAt: t.expose("expiresAt", { type: "DateTime", description: "When it ends unless refreshed before." }),
     current: t.boolean({
       description: "Whether the request was made with this session's token.",
+      extensions: viewerDependent,
       resolve: (session, _args, ctx) => ctx.principal?.kind === "user" && ctx.principal.sessionId === session.id,
     }),
   }),

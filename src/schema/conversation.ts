@@ -1,3 +1,4 @@
+import { viewerDependent } from "../graphql/audience.ts";
 import * as conversations from "../services/conversations.ts";
 import * as messages from "../services/messages.ts";
 import { pageSize } from "../services/validation.ts";
@@ -65,10 +66,12 @@ export const ConversationRef = builder.prismaObject("Conversation", {
     unreadCount: t.int({
       description:
         "Messages from others after the viewer's read horizon, not counting deleted ones. Always 0 for the API key.",
+      extensions: viewerDependent,
       resolve: (conversation, _args, ctx) => ctx.loaders.unreadCount.load(conversation.id),
     }),
     mentionCount: t.int({
       description: "Messages mentioning the viewer after their read horizon (deleted ones not counted).",
+      extensions: viewerDependent,
       resolve: (conversation, _args, ctx) => ctx.loaders.unreadMentions.load(conversation.id),
     }),
     pinnedMessages: t.prismaField({

@@ -1,3 +1,4 @@
+import { viewerDependent } from "../graphql/audience.ts";
 import { readFeed, typingFeed } from "../realtime/feeds.ts";
 import type { ReadPayload, TypingPayload } from "../realtime/topics.ts";
 import type { ReactionGroup } from "../services/messages.ts";
@@ -23,6 +24,7 @@ export const ReactionGroupRef = builder.objectRef<ReactionGroup>("ReactionGroup"
     count: t.exposeInt("count", { description: "How many users reacted with it." }),
     reactedByViewer: t.boolean({
       description: "Whether the viewer is one of them.",
+      extensions: viewerDependent,
       resolve: (group, _args, ctx) => ctx.principal?.kind === "user" && group.userIds.includes(ctx.principal.userId),
     }),
     users: t.prismaField({
@@ -85,6 +87,7 @@ export const MessageRef = builder.prismaObject("Message", {
     }),
     mentionsViewer: t.boolean({
       description: "Whether the message mentions the viewer.",
+      extensions: viewerDependent,
       resolve: async (message, _args, ctx) =>
         ctx.principal?.kind === "user" &&
         !message.deletedAt &&

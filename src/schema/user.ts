@@ -1,3 +1,4 @@
+import { viewerDependent } from "../graphql/audience.ts";
 import * as users from "../services/users.ts";
 import { builder } from "./builder.ts";
 
@@ -11,16 +12,19 @@ export const UserRef = builder.prismaObject("User", {
     email: t.exposeString("email", {
       nullable: true,
       description: "Email address, unique in the tenant. Visible to the user and to holders of users:read.",
+      extensions: viewerDependent,
       authScopes: (user) => ({ $any: { self: user.id, permission: "users:read" } }),
     }),
     phone: t.exposeString("phone", {
       nullable: true,
       description: "Phone number. Visible to the user and to holders of users:read.",
+      extensions: viewerDependent,
       authScopes: (user) => ({ $any: { self: user.id, permission: "users:read" } }),
     }),
     roles: t.prismaField({
       type: ["Role"],
       description: "The user's roles. Visible to the user and to holders of rbac:read.",
+      extensions: viewerDependent,
       authScopes: (user) => ({ $any: { self: user.id, permission: "rbac:read" } }),
       resolve: (query, user, _args, ctx) =>
         ctx.prisma.role.findMany({
@@ -33,6 +37,7 @@ export const UserRef = builder.prismaObject("User", {
     active: t.exposeBoolean("active", { description: "Inactive users cannot authenticate." }),
     emailVerified: t.boolean({
       description: "Whether the user proved they receive mail at their address (a code, or a provider sign-in).",
+      extensions: viewerDependent,
       authScopes: (user) => ({ $any: { self: user.id, permission: "users:read" } }),
       resolve: (user) => user.emailVerifiedAt !== null,
     }),

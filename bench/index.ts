@@ -1,0 +1,147 @@
+/**
+ * `npm run bench`: the server measured against baselines taken in the same run on the same
+ * machine, reported as ratios of medians. Needs PostgreSQL and Redis
+ * (BENCH_DATABASE_URL / BENCH_REDIS_URL, defaulting to the local ones).
+ *
+ *   npm run bench                       everything
+ *   npm run bench -- --only fanout      one part (fanout)
+ *   npm run bench -- --quick            fewer and shorter runs
+ *   npm run bench -- --json out.json    also write the figures as JSON
+ */
+import { writeFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { type FanoutResult, type FanoutScenario, runFanout } from "./fanout.ts";
+import { createDatabase } from "./lib/proc.ts";
+import { median, round, table } from "./lib/stats.ts";
+
+const { values } = parseArgs({
+  options: {
+    only: { type: "string" },
+    quick: { type: "boolean", default: false },
+    json: { type: "string" },
+    runs: { type: "string" },
+  },
+});
+
+const databaseUrl =
+  process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const redisUrl = process.env.BENCH_REDIS_URL ?? process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
+const runs = Number(values.runs ?? (values.quick ? 1 : 3));
+
+async function withDatabase<T>(run: (env: Record<string, string>) => Promise<T>): Promise<T> {
+  const database = await createDatabase(databaseUrl);
+  try {
+    return await run({
+      DATABASE_URL: database.url,
+      REDIS_URL: redisUrl,
+      JWT_SECRET: "bench-secret-that-is-long-enough-for-hs256",
+    });
+  } finally {
+    await database.drop();
+  }
+}
+
+interface FanoutRow {
+  scenario: FanoutScenario;
+  runs: { raw: FanoutResult; server: FanoutResult }[];
+}
+
+async function fanout(): Promise<{ rows: FanoutRow[]; twoProcesses: FanoutResult[] }> {
+  const scenarios: FanoutScenario[] = values.quick
+    ? [{ subscribers: 1000, mode: "burst", messages: 50 }]
+    : [
+        { subscribers: 1000, mode: "burst", messages: 100 },
+        { subscribers: 5000, mode: "burst", messages: 40 },
+        { subscribers: 5000, mode: "rate", rate: 2, seconds: 10 },
+      ];
+  const rows: FanoutRow[] = [];
+  for (const scenario of scenarios) {
+    const row: FanoutRow = { scenario, runs: [] };
+    for (let run = 0; run < runs; run++) {
+      const raw = await runFanout("raw", scenario);
+      const server = await withDatabase((env) => runFanout({ env, processes: 1 }, scenario));
+      row.runs.push({ raw, server });
+      console.error(
+        `fanout ${describe(scenario)} run ${run + 1}: raw ${raw.deliveriesPerSecond}/s, server ${server.deliveriesPerSecond}/s`,
+      );
+    }
+    rows.push(row);
+  }
+  const twoProcesses: FanoutResult[] = [];
+  if (!values.quick) {
+    const scenario: FanoutScenario = { subscribers: 5000, mode: "burst", messages: 40 };
+    twoProcesses.push(await withDatabase((env) => runFanout({ env, processes: 2 }, scenario)));
+  }
+  return { rows, twoProcesses };
+}
+
+const describe = (scenario: FanoutScenario) =>
+  `${scenario.subscribers} subs, ${scenario.mode === "burst" ? "max rate" : `${scenario.rate} msg/s`}`;
+
+function fanoutTable(result: Awaited<ReturnType<typeof fanout>>): string {
+  const rows = result.rows.map((row) => {
+    const raw = row.runs.map((run) => run.raw);
+    const server = row.runs.map((run) => run.server);
+    const m = (list: FanoutResult[], pick: (r: FanoutResult) => number) => median(list.map(pick));
+    const rawRate = m(raw, (r) => r.deliveriesPerSecond);
+    const serverRate = m(server, (r) => r.deliveriesPerSecond);
+    return [
+      describe(row.scenario),
+      rawRate,
+      serverRate,
+      `${round(serverRate / rawRate)}x`,
+      `${m(raw, (r) => r.latencyMs.p99)} / ${m(server, (r) => r.latencyMs.p99)}`,
+      m(server, (r) => r.latencyMs.p50),
+      m(server, (r) => r.latencyMs.max),
+      `${m(raw, (r) => r.cpuMicrosPerDelivery)} / ${m(server, (r) => r.cpuMicrosPerDelivery)}`,
+      `${m(raw, (r) => r.memoryKBPerSubscriber)} / ${m(server, (r) => r.memoryKBPerSubscriber)}`,
+      `${m(server, (r) => r.deliveries)}/${m(server, (r) => r.expected)}`,
+    ];
+  });
+  for (const two of result.twoProcesses) {
+    rows.push([
+      `${describe({ subscribers: two.subscribers, mode: "burst" })}, 2 processes`,
+      "",
+      two.deliveriesPerSecond,
+      "",
+      `- / ${round(two.latencyMs.p99)}`,
+      two.latencyMs.p50,
+      two.latencyMs.max,
+      `- / ${two.cpuMicrosPerDelivery}`,
+      `- / ${two.memoryKBPerSubscriber}`,
+      `${two.deliveries}/${two.expected}`,
+    ]);
+  }
+  return table(
+    [
+      "fan-out",
+      "raw ws/s",
+      "server/s",
+      "ratio",
+      "p99 ms raw/server",
+      "p50 ms",
+      "max ms",
+      "CPU us/delivery raw/server",
+      "KB/sub raw/server",
+      "delivered",
+    ],
+    rows,
+  );
+}
+
+async function main() {
+  const report: Record<string, unknown> = { date: new Date().toISOString(), runs };
+  const output: string[] = [];
+  if (!values.only || values.only === "fanout") {
+    const result = await fanout();
+    report.fanout = result;
+    output.push(fanoutTable(result));
+  }
+  console.log(output.join("\n\n"));
+  if (values.json) writeFileSync(values.json, `${JSON.stringify(report, null, 2)}\n`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,227 @@
+import { type GraphQLNamedType, type GraphQLObjectType, getNamedType, isObjectType, isUnionType } from "graphql";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { isViewerDependent } from "../src/graphql/audience.ts";
+import { schema } from "../src/schema/index.ts";
+import { graphql } from "./generated/gql.ts";
+import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
+import { drain, ok, subscribe, whenLive, wsClient } from "./helpers/client.ts";
+import { CreateGroup, createTenant, SendMessage, type TestUser } from "./helpers/fixtures.ts";
+
+const SharedViewerView = graphql(`
+  subscription SharedViewerView($conversationId: ID!) {
+    messageAdded(conversationId: $conversationId) {
+      id
+      body
+      mentionsViewer
+      sender {
+        id
+        email
+      }
+    }
+  }
+`);
+
+const SharedPlainView = graphql(`
+  subscription SharedPlainView($conversationId: ID!) {
+    messageAdded(conversationId: $conversationId) {
+      id
+      body
+      sender {
+        id
+        name
+      }
+    }
+  }
+`);
+
+const SharedCreateRole = graphql(`
+  mutation SharedCreateRole($input: CreateRoleInput!) {
+    createRole(input: $input) {
+      id
+    }
+  }
+`);
+
+const SharedAssignRole = graphql(`
+  mutation SharedAssignRole($userId: ID!, $roleId: ID!) {
+    assignRole(userId: $userId, roleId: $roleId) {
+      id
+    }
+  }
+`);
+
+const SharedUnassignRole = graphql(`
+  mutation SharedUnassignRole($userId: ID!, $roleId: ID!) {
+    unassignRole(userId: $userId, roleId: $roleId) {
+      id
+    }
+  }
+`);
+
+const SharedUserRoles = graphql(`
+  query SharedUserRoles($id: ID!) {
+    user(id: $id) {
+      roles {
+        id
+        name
+      }
+    }
+  }
+`);
+
+/** Object types a subscription can reach, through fields, unions and interfaces. */
+function reachableFromSubscriptions(): GraphQLObjectType[] {
+  const seen = new Set<string>();
+  const found: GraphQLObjectType[] = [];
+  const queue: GraphQLNamedType[] = [schema.getSubscriptionType() as GraphQLObjectType];
+  while (queue.length) {
+    const type = queue.shift() as GraphQLNamedType;
+    if (seen.has(type.name)) continue;
+    seen.add(type.name);
+    if (isUnionType(type)) queue.push(...type.getTypes());
+    if (!isObjectType(type)) continue;
+    found.push(type);
+    for (const field of Object.values(type.getFields())) queue.push(getNamedType(field.type));
+  }
+  return found;
+}
+
+/** Source text of a Pothos option (an auth scope or resolver function), or "" when it is not a function. */
+const sourceOf = (option: unknown) => (typeof option === "function" ? String(option) : "");
+const READS_VIEWER = /\bself\b|principal|signedInUserId|unreadCount|unreadMentions|sessionId/;
+
+describe("viewer-dependent fields", () => {
+  it("every field a subscription reaches that reads the viewer is marked, so live results are never shared across viewers", () => {
+    const unmarked: string[] = [];
+    for (const type of reachableFromSubscriptions()) {
+      const typeOptions = (type.extensions?.pothosOptions ?? {}) as { authScopes?: unknown };
+      const typeReadsViewer = READS_VIEWER.test(sourceOf(typeOptions.authScopes));
+      // User's own scope names `self` only as an alternative to chats:read, which every
+      // subscription root already requires: it changes nothing for a subscriber.
+      if (typeReadsViewer && type.name !== "User" && type.extensions?.viewerDependent !== true)
+        unmarked.push(type.name);
+      if (type === schema.getSubscriptionType()) continue;
+      for (const field of Object.values(type.getFields())) {
+        const options = (field.extensions?.pothosOptions ?? {}) as { authScopes?: unknown; resolve?: unknown };
+        const reads = READS_VIEWER.test(sourceOf(options.authScopes)) || READS_VIEWER.test(sourceOf(options.resolve));
+        if (reads && !isViewerDependent(field) && type.extensions?.viewerDependent !== true) {
+          unmarked.push(`${type.name}.${field.name}`);
+        }
+      }
+    }
+    expect(unmarked).toEqual([]);
+    // The walk does find the known ones.
+    const marked = reachableFromSubscriptions().flatMap((type) =>
+      Object.values(type.getFields())
+        .filter((field) => isViewerDependent(field))
+        .map((field) => `${type.name}.${field.name}`),
+    );
+    expect(marked).toEqual(
+      expect.arrayContaining([
+        "Message.mentionsViewer",
+        "ReactionGroup.reactedByViewer",
+        "User.email",
+        "Conversation.unreadCount",
+      ]),
+    );
+  });
+});
+
+describe.each(backends())("grouped live delivery on %s", (backend) => {
+  let database: TestDatabase;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    database = await createTestDatabase(backend);
+    server = await startServer(database);
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  it("subscribers of one document who see different things each get their own view", async () => {
+    const tenant = await createTenant(server.url, ["Alice", "Bob", "Carol", "Dave"]);
+    const [alice, bob, carol, dave] = tenant.users as [TestUser, TestUser, TestUser, TestUser];
+    const { createGroup } = await ok(
+      server.url,
+      CreateGroup,
+      { input: { name: "Shared", memberIds: [bob.id, carol.id, dave.id] } },
+      { token: alice.token },
+    );
+    const conversationId = createGroup.id;
+    // Carol may read chats but not other users' details.
+    const { createRole } = await ok(
+      server.url,
+      SharedCreateRole,
+      { input: { name: "Reader", permissions: ["chats:read", "chats:create"] } },
+      { apiKey: tenant.apiKey },
+    );
+    await ok(server.url, SharedAssignRole, { userId: carol.id, roleId: createRole.id }, { apiKey: tenant.apiKey });
+    const { user } = await ok(server.url, SharedUserRoles, { id: carol.id }, { apiKey: tenant.apiKey });
+    const member = user?.roles.find((role) => role.name === "member");
+    expect(member).toBeDefined();
+    await ok(
+      server.url,
+      SharedUnassignRole,
+      { userId: carol.id, roleId: member?.id as string },
+      { apiKey: tenant.apiKey },
+    );
+
+    const sockets = [bob, bob, carol, dave].map((viewer) => wsClient(server.wsUrl, { token: viewer.token }));
+    const service = wsClient(server.wsUrl, { apiKey: tenant.apiKey });
+    try {
+      const views = [...sockets, service].map((client) => subscribe(client, SharedViewerView, { conversationId }));
+      const plain = sockets.map((client) => subscribe(client, SharedPlainView, { conversationId }));
+      const send = (body: string, mentionedUserIds: string[] = []) =>
+        ok(server.url, SendMessage, { input: { conversationId, body, mentionedUserIds } }, { token: alice.token });
+      for (const sub of views) await whenLive(sub, () => send("warm-up"));
+      for (const sub of plain) await whenLive(sub, () => send("warm-up"));
+      for (const sub of views) await drain(sub, 200);
+      for (const sub of plain) await drain(sub, 200);
+
+      const { sendMessage } = await send("hello Bob", [bob.id]);
+      const [bob1, bob2, carolView, daveView, serviceView] = await Promise.all(views.map((sub) => sub.next()));
+
+      for (const view of [bob1, bob2]) {
+        expect(view?.errors).toBeUndefined();
+        expect(view?.data?.messageAdded).toMatchObject({ id: sendMessage.id, mentionsViewer: true });
+        expect(view?.data?.messageAdded.sender?.email).toMatch(/^alice-/);
+      }
+      expect(daveView?.errors).toBeUndefined();
+      expect(daveView?.data?.messageAdded).toMatchObject({ id: sendMessage.id, mentionsViewer: false });
+      expect(daveView?.data?.messageAdded.sender?.email).toMatch(/^alice-/);
+      expect(serviceView?.errors).toBeUndefined();
+      expect(serviceView?.data?.messageAdded).toMatchObject({ id: sendMessage.id, mentionsViewer: false });
+      expect(serviceView?.data?.messageAdded.sender?.email).toMatch(/^alice-/);
+      // Carol sees the message, not Alice's address.
+      expect(carolView?.data?.messageAdded).toMatchObject({ id: sendMessage.id, mentionsViewer: false });
+      expect(carolView?.data?.messageAdded.sender?.email ?? null).toBeNull();
+      expect(carolView?.errors?.[0]?.extensions?.code).toBe("FORBIDDEN");
+
+      const plainViews = await Promise.all(plain.map((sub) => sub.next()));
+      for (const view of plainViews) {
+        expect(view).toEqual({
+          data: { messageAdded: { id: sendMessage.id, body: "hello Bob", sender: { id: alice.id, name: "Alice" } } },
+        });
+      }
+
+      // A role change mid-stream moves Carol to another audience: from the next message on she sees addresses.
+      await ok(
+        server.url,
+        SharedAssignRole,
+        { userId: carol.id, roleId: member?.id as string },
+        { apiKey: tenant.apiKey },
+      );
+      let carolNext = carolView;
+      for (let attempt = 0; attempt < 20 && carolNext?.errors; attempt++) {
+        await send(`after the role change ${attempt}`);
+        carolNext = await views[2]?.next();
+      }
+      expect(carolNext?.errors).toBeUndefined();
+      expect(carolNext?.data?.messageAdded.sender?.email).toMatch(/^alice-/);
+    } finally {
+      await Promise.all([...sockets, service].map((client) => client.dispose()));
+    }
+  }, 120_000);
+});
