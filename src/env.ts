@@ -1,6 +1,9 @@
 import { join } from "node:path";
 import { z } from "zod";
 
+/** Longest message body unless MAX_MESSAGE_LENGTH says otherwise (also documented in the schema). */
+export const DEFAULT_MAX_MESSAGE_LENGTH = 10_000;
+
 const optionalString = z
   .string()
   .trim()
@@ -33,7 +36,7 @@ const envSchema = z.object({
   PLATFORM_ADMIN_KEY: optionalString.pipe(z.string().min(16, "must be at least 16 characters").optional()),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(1_000_000),
-  MAX_MESSAGE_LENGTH: z.coerce.number().int().min(1).max(100_000).default(10_000),
+  MAX_MESSAGE_LENGTH: z.coerce.number().int().min(1).max(100_000).default(DEFAULT_MAX_MESSAGE_LENGTH),
   MAX_QUERY_NODES: z.coerce.number().int().min(100).default(100_000),
   SUBSCRIBER_BUFFER_SIZE: z.coerce.number().int().min(16).default(1000),
   USER_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(86_400),

@@ -10,6 +10,12 @@ import {
 } from "graphql";
 import { describe, expect, it } from "vitest";
 import { schema } from "../src/schema/index.ts";
+import * as accounts from "../src/services/accounts.ts";
+import * as conversations from "../src/services/conversations.ts";
+import * as messages from "../src/services/messages.ts";
+import * as roles from "../src/services/roles.ts";
+import * as tenants from "../src/services/tenants.ts";
+import * as users from "../src/services/users.ts";
 
 const BUILT_IN = (type: GraphQLNamedType) =>
   type.name.startsWith("__") || ["String", "Boolean", "Int", "Float", "ID"].includes(type.name);
@@ -40,6 +46,35 @@ describe("schema", () => {
       }
     }
     expect(missing).toEqual([]);
+  });
+
+  it("declares each input with exactly the fields its service validates", () => {
+    const validated: Record<string, { shape: object }> = {
+      SignUpInput: accounts.signUpInput,
+      SignInInput: accounts.signInInput,
+      RequestEmailCodeInput: accounts.codeRequestInput,
+      SignInWithEmailCodeInput: accounts.codeSignInInput,
+      ResetPasswordInput: accounts.resetInput,
+      ChangePasswordInput: accounts.changePasswordInput,
+      UpdateProfileInput: accounts.profileInput,
+      TenantAuthSettingsInput: accounts.settingsInput,
+      CreateGroupInput: conversations.createGroupInput,
+      UpdateGroupInput: conversations.updateGroupInput,
+      SendMessageInput: messages.sendMessageInput(1),
+      CreateRoleInput: roles.createRoleInput,
+      UpdateRoleInput: roles.updateRoleInput,
+      CreateTenantInput: tenants.createTenantInput,
+      UpdateTenantInput: tenants.updateTenantInput,
+      CreateUserInput: users.createUserInput,
+      UpdateUserInput: users.updateUserInput,
+    };
+    const inputs = Object.values(schema.getTypeMap()).filter(isInputObjectType);
+    expect(inputs.map((type) => type.name).sort()).toEqual(Object.keys(validated).sort());
+    for (const type of inputs) {
+      expect(Object.keys(type.getFields()).sort(), type.name).toEqual(
+        Object.keys(validated[type.name]?.shape ?? {}).sort(),
+      );
+    }
   });
 
   it("gives every root field an explicit authorization decision", () => {

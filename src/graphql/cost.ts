@@ -26,6 +26,7 @@ import {
 } from "graphql";
 import type { Plugin } from "graphql-yoga";
 import { appError } from "../errors.ts";
+import { MAX_ATTACHMENTS, MAX_MENTIONS } from "../services/messages.ts";
 
 /**
  * Query cost: the number of fields an operation can resolve, counted after its variables
@@ -65,8 +66,8 @@ export const PAGED_FIELDS: Readonly<Record<string, PagedField>> = {
 
 /** Lists without a size argument: the most items they hold (enforced, or a generous estimate). */
 export const LIST_BOUNDS: Readonly<Record<string, number>> = {
-  "Message.attachments": 10, // sendMessage accepts at most 10
-  "Message.mentions": 100, // sendMessage accepts at most 100
+  "Message.attachments": MAX_ATTACHMENTS, // as sendMessage accepts
+  "Message.mentions": MAX_MENTIONS,
   "Message.reactions": 20, // one group per distinct emoji
   "ReactionChangedEvent.reactions": 20,
   "ReactionGroup.users": 20,

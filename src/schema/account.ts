@@ -1,6 +1,7 @@
 import type { Session } from "../generated/prisma/client.ts";
 import { viewerDependent } from "../graphql/audience.ts";
 import * as accounts from "../services/accounts.ts";
+import { rule, zEmail } from "../services/validation.ts";
 import { builder } from "./builder.ts";
 
 const SignInMethod = builder.enumType("SignInMethod", {
@@ -75,13 +76,17 @@ const AuthPayloadRef = builder.objectRef<accounts.AuthPayload>("AuthPayload").im
   }),
 });
 
+const signUp = accounts.signUpInput.shape;
 const SignUpInput = builder.inputType("SignUpInput", {
   description: "Self-service registration (where the tenant enables it).",
   fields: (t) => ({
     tenantId: t.id({ required: true, description: "The tenant to join." }),
-    email: t.string({ required: true, description: "Email address; a code to confirm it is sent." }),
-    password: t.string({ required: true, description: "At least 10 characters." }),
-    name: t.string({ required: true, description: "Display name." }),
+    email: t.string({
+      required: true,
+      description: `Email address, ${rule(signUp.email)}; a code to confirm it is sent.`,
+    }),
+    password: t.string({ required: true, description: `The password, ${rule(signUp.password)}.` }),
+    name: t.string({ required: true, description: `Display name, ${rule(signUp.name)}.` }),
   }),
 });
 
@@ -118,7 +123,10 @@ const ResetPasswordInput = builder.inputType("ResetPasswordInput", {
     tenantId: t.id({ required: true, description: "The tenant." }),
     email: t.string({ required: true, description: "The account's email address." }),
     code: t.string({ required: true, description: "The 6-digit code." }),
-    newPassword: t.string({ required: true, description: "At least 10 characters." }),
+    newPassword: t.string({
+      required: true,
+      description: `The new password, ${rule(accounts.resetInput.shape.newPassword)}.`,
+    }),
   }),
 });
 
@@ -126,29 +134,40 @@ const ChangePasswordInput = builder.inputType("ChangePasswordInput", {
   description: "The current password and the new one.",
   fields: (t) => ({
     currentPassword: t.string({ required: true, description: "The current password." }),
-    newPassword: t.string({ required: true, description: "At least 10 characters." }),
+    newPassword: t.string({
+      required: true,
+      description: `The new password, ${rule(accounts.changePasswordInput.shape.newPassword)}.`,
+    }),
   }),
 });
 
+const profile = accounts.profileInput.shape;
 const UpdateProfileInput = builder.inputType("UpdateProfileInput", {
   description: "Changes to the viewer's own profile; omitted fields stay as they are.",
   fields: (t) => ({
-    name: t.string({ description: "Display name." }),
-    phone: t.string({ description: "Phone number; null clears it." }),
-    avatarUrl: t.string({ description: "http(s) URL of the avatar; null clears it." }),
+    name: t.string({ description: `Display name, ${rule(profile.name)}.` }),
+    phone: t.string({ description: `Phone number, ${rule(profile.phone)}; null clears it.` }),
+    avatarUrl: t.string({ description: `The avatar, ${rule(profile.avatarUrl)}; null clears it.` }),
   }),
 });
 
+const settings = accounts.settingsInput.shape;
 export const TenantAuthSettingsInput = builder.inputType("TenantAuthSettingsInput", {
   description: "How end users sign in to the tenant; omitted fields stay as they are.",
   fields: (t) => ({
     selfSignUp: t.boolean({ description: "Whether anyone may register with signUp." }),
-    signInMethods: t.field({ type: [SignInMethod], description: "Methods end users may use." }),
-    accessTokenTtlSeconds: t.int({ description: "Access token lifetime, 60-86400 seconds." }),
-    refreshTokenTtlSeconds: t.int({ description: "Session lifetime without refresh, 300-31536000 seconds." }),
+    signInMethods: t.field({
+      type: [SignInMethod],
+      description: `Methods end users may use, ${rule(settings.signInMethods)}.`,
+    }),
+    accessTokenTtlSeconds: t.int({
+      description: `Access token lifetime, ${rule(settings.accessTokenTtlSeconds)} seconds.`,
+    }),
+    refreshTokenTtlSeconds: t.int({
+      description: `Session lifetime without refresh, ${rule(settings.refreshTokenTtlSeconds)} seconds.`,
+    }),
     oauthRedirectUris: t.stringList({
-      description:
-        "Exact URLs Google/GitHub sign-in may return users to (with tokens in the fragment); replaces the list.",
+      description: `Exact URLs Google/GitHub sign-in may return users to (with tokens in the fragment), ${rule(settings.oauthRedirectUris)}; replaces the list.`,
     }),
   }),
 });
@@ -237,7 +256,7 @@ builder.mutationFields((t) => ({
     description:
       "Starts changing the viewer's email address: mails a code to the new address (verifyEmail applies it) and a notice to the current one. Always true, also when another account has the address (that inbox then gets a notice, no code). RATE_LIMITED after a few requests per address or per user.",
     authScopes: { user: true },
-    args: { newEmail: t.arg.string({ required: true, description: "The new email address." }) },
+    args: { newEmail: t.arg.string({ required: true, description: `The new email address, ${rule(zEmail)}.` }) },
     resolve: (_root, args, ctx) => accounts.requestEmailChange(ctx, args.newEmail),
   }),
   verifyEmail: t.prismaField({

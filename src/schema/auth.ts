@@ -1,4 +1,4 @@
-import { issueUserToken, revokeUserTokens } from "../services/users.ts";
+import { issueUserToken, revokeUserTokens, USER_TOKEN_TTL } from "../services/users.ts";
 import { builder } from "./builder.ts";
 
 const AuthTokenRef = builder.objectRef<{ token: string; expiresAt: Date }>("AuthToken").implement({
@@ -18,7 +18,9 @@ builder.mutationField("issueUserToken", (t) =>
     authScopes: { service: true },
     args: {
       userId: t.arg.id({ required: true, description: "The user." }),
-      expiresInSeconds: t.arg.int({ description: "Lifetime in seconds, 60 to 2592000 (30 days)." }),
+      expiresInSeconds: t.arg.int({
+        description: `Lifetime in seconds, ${USER_TOKEN_TTL.min} to ${USER_TOKEN_TTL.max} (${USER_TOKEN_TTL.max / 86_400} days).`,
+      }),
     },
     resolve: (_root, args, ctx) => issueUserToken(ctx, args.userId, args.expiresInSeconds),
   }),

@@ -1,7 +1,7 @@
 import { viewerDependent } from "../graphql/audience.ts";
 import * as conversations from "../services/conversations.ts";
 import * as messages from "../services/messages.ts";
-import { pageSize } from "../services/validation.ts";
+import { pageSize, rule } from "../services/validation.ts";
 import { builder } from "./builder.ts";
 import { MessageConnection, MessageRef } from "./message.ts";
 import { UserRef } from "./user.ts";
@@ -119,20 +119,24 @@ export const ConversationConnection = builder.connectionObject(
   { description: "A conversation with its cursor." },
 );
 
+const group = conversations.createGroupInput.shape;
 const CreateGroupInput = builder.inputType("CreateGroupInput", {
   description: "A new group. A user creating it becomes its owner.",
   fields: (t) => ({
-    name: t.string({ required: true, description: "Group name, 1-200 characters." }),
-    description: t.string({ description: "Up to 2000 characters." }),
-    memberIds: t.idList({ description: "Users to add as members (up to 500)." }),
+    name: t.string({ required: true, description: `Group name, ${rule(group.name)}.` }),
+    description: t.string({ description: `What the group is about, ${rule(group.description)}.` }),
+    memberIds: t.idList({ description: `Users to add as members, ${rule(group.memberIds)}.` }),
   }),
 });
 
+const groupChanges = conversations.updateGroupInput.shape;
 const UpdateGroupInput = builder.inputType("UpdateGroupInput", {
   description: "Changes to a group; omitted fields stay as they are.",
   fields: (t) => ({
-    name: t.string({ description: "Group name, 1-200 characters." }),
-    description: t.string({ description: "Up to 2000 characters; null clears it." }),
+    name: t.string({ description: `Group name, ${rule(groupChanges.name)}.` }),
+    description: t.string({
+      description: `What the group is about, ${rule(groupChanges.description)}; null clears it.`,
+    }),
   }),
 });
 
@@ -190,7 +194,7 @@ builder.mutationFields((t) => ({
     authScopes: { authenticated: true },
     args: {
       conversationId: t.arg.id({ required: true, description: "Conversation id." }),
-      userIds: t.arg.idList({ required: true, description: "Users to add (up to 500)." }),
+      userIds: t.arg.idList({ required: true, description: `Users to add, up to ${conversations.MAX_ADDED_MEMBERS}.` }),
     },
     resolve: (_query, _root, args, ctx) =>
       ctx.deps.writeLimits.run(ctx, () => conversations.addMembers(ctx, args.conversationId, args.userIds)),

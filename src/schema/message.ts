@@ -1,9 +1,11 @@
+import { DEFAULT_MAX_MESSAGE_LENGTH } from "../env.ts";
 import { viewerDependent } from "../graphql/audience.ts";
 import { readFeed, typingFeed } from "../realtime/feeds.ts";
 import type { ReadPayload, TypingPayload } from "../realtime/topics.ts";
 import type { ReactionGroup } from "../services/messages.ts";
 import * as messages from "../services/messages.ts";
 import { requireSubscribable, subscribeSequenced } from "../services/subscriptions.ts";
+import { rule } from "../services/validation.ts";
 import { AttachmentRef } from "./attachment.ts";
 import { builder } from "./builder.ts";
 
@@ -128,20 +130,23 @@ builder.prismaObjectField("Message", "replies", (t) =>
   }),
 );
 
+// Built with the default body limit only to read the rules: the service applies the configured one.
+const send = messages.sendMessageInput(DEFAULT_MAX_MESSAGE_LENGTH).shape;
 const SendMessageInput = builder.inputType("SendMessageInput", {
   description: "A message to send: to a conversation, or to a recipient (opening the direct conversation).",
   fields: (t) => ({
     conversationId: t.id({ description: "Target conversation. Give this or recipientId." }),
     recipientId: t.id({ description: "Target user; the direct conversation is opened if needed." }),
-    body: t.string({ required: true, description: "The text (up to MAX_MESSAGE_LENGTH characters)." }),
+    body: t.string({ required: true, description: `The text, ${rule(send.body)}.` }),
     clientMessageId: t.string({
-      description:
-        "Idempotency key chosen by the client (up to 128 characters). Sending again with the same key returns the original message.",
+      description: `Idempotency key chosen by the client, ${rule(send.clientMessageId)}. Sending again with the same key returns the original message.`,
     }),
     replyToId: t.id({ description: "A message of the same conversation this one replies to." }),
-    mentionedUserIds: t.idList({ description: "Members of the conversation the message mentions (up to 100)." }),
+    mentionedUserIds: t.idList({
+      description: `Members of the conversation the message mentions, ${rule(send.mentionedUserIds)}.`,
+    }),
     attachmentIds: t.idList({
-      description: "Attachments uploaded with uploadAttachment to this conversation by the sender (up to 10).",
+      description: `Attachments uploaded with uploadAttachment to this conversation by the sender, ${rule(send.attachmentIds)}.`,
     }),
     senderId: t.id({
       description:
@@ -221,7 +226,10 @@ builder.queryField("searchMessages", (t) =>
       'Full-text search over the messages the viewer can read, best match first. Supports words, "quoted phrases", -exclusions and OR. Deleted messages are never found.',
     authScopes: { permission: "chats:read" },
     args: {
-      query: t.arg.string({ required: true, description: "What to look for, 1-200 characters." }),
+      query: t.arg.string({
+        required: true,
+        description: `What to look for, ${rule(messages.searchInput.shape.query)}.`,
+      }),
       conversationId: t.arg.id({ description: "Only this conversation." }),
       first: t.arg.int({ description: "Page size, 0-100 (default 20)." }),
       after: t.arg.string({ description: "Cursor of the last result of the previous page." }),
@@ -245,7 +253,7 @@ builder.mutationFields((t) => ({
     authScopes: { permission: "chats:update" },
     args: {
       id: t.arg.id({ required: true, description: "Message id." }),
-      body: t.arg.string({ required: true, description: "The new text." }),
+      body: t.arg.string({ required: true, description: `The new text, ${rule(send.body)}.` }),
     },
     resolve: (_query, _root, args, ctx) =>
       ctx.deps.writeLimits.run(ctx, () => messages.editMessage(ctx, args.id, args.body)),

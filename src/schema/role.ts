@@ -1,5 +1,6 @@
 import { PERMISSION_CATALOG } from "../auth/permissions.ts";
 import * as roles from "../services/roles.ts";
+import { rule } from "../services/validation.ts";
 import { builder } from "./builder.ts";
 
 export const RoleRef = builder.prismaObject("Role", {
@@ -22,21 +23,28 @@ export const RoleRef = builder.prismaObject("Role", {
   }),
 });
 
+const role = roles.createRoleInput.shape;
 const CreateRoleInput = builder.inputType("CreateRoleInput", {
   description: "A new role. You can only grant permissions you hold.",
   fields: (t) => ({
-    name: t.string({ required: true, description: "Unique name, 1-64 characters." }),
-    description: t.string({ description: "Up to 500 characters." }),
-    permissions: t.stringList({ required: true, description: "Permissions from permissionCatalog, or wildcards." }),
+    name: t.string({ required: true, description: `Unique name, ${rule(role.name)}.` }),
+    description: t.string({ description: `What the role is for, ${rule(role.description)}.` }),
+    permissions: t.stringList({
+      required: true,
+      description: `Permissions from permissionCatalog, or wildcards; ${rule(role.permissions)}.`,
+    }),
   }),
 });
 
+const roleChanges = roles.updateRoleInput.shape;
 const UpdateRoleInput = builder.inputType("UpdateRoleInput", {
   description: "Changes to a role; omitted fields stay as they are. System roles keep their names.",
   fields: (t) => ({
-    name: t.string({ description: "Unique name, 1-64 characters." }),
-    description: t.string({ description: "Up to 500 characters; null clears it." }),
-    permissions: t.stringList({ description: "The complete new list of permissions." }),
+    name: t.string({ description: `Unique name, ${rule(roleChanges.name)}.` }),
+    description: t.string({ description: `What the role is for, ${rule(roleChanges.description)}; null clears it.` }),
+    permissions: t.stringList({
+      description: `The complete new list of permissions, ${rule(roleChanges.permissions)}.`,
+    }),
   }),
 });
 

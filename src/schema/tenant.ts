@@ -1,4 +1,5 @@
 import * as tenants from "../services/tenants.ts";
+import { rule } from "../services/validation.ts";
 import { TenantAuthSettingsInput } from "./account.ts";
 import { builder } from "./builder.ts";
 
@@ -44,14 +45,14 @@ const RotateApiKeyPayload = builder.objectRef<{ apiKey: string }>("RotateApiKeyP
 const CreateTenantInput = builder.inputType("CreateTenantInput", {
   description: "A new tenant.",
   fields: (t) => ({
-    name: t.string({ required: true, description: "Display name, 1-200 characters." }),
+    name: t.string({ required: true, description: `Display name, ${rule(tenants.createTenantInput.shape.name)}.` }),
   }),
 });
 
 const UpdateTenantInput = builder.inputType("UpdateTenantInput", {
   description: "Changes to the tenant; omitted fields stay as they are.",
   fields: (t) => ({
-    name: t.string({ description: "Display name, 1-200 characters." }),
+    name: t.string({ description: `Display name, ${rule(tenants.updateTenantInput.shape.name)}.` }),
     defaultRoleId: t.id({ description: "The role new users get." }),
     auth: t.field({ type: TenantAuthSettingsInput, description: "How end users sign in." }),
   }),

@@ -1,5 +1,6 @@
 import { viewerDependent } from "../graphql/audience.ts";
 import * as users from "../services/users.ts";
+import { rule } from "../services/validation.ts";
 import { builder } from "./builder.ts";
 
 export const UserRef = builder.prismaObject("User", {
@@ -55,32 +56,33 @@ export const UserConnection = builder.connectionObject(
   { description: "A user with its cursor." },
 );
 
+const user = users.createUserInput.shape;
 const CreateUserInput = builder.inputType("CreateUserInput", {
   description: "A new user.",
   fields: (t) => ({
-    name: t.string({ required: true, description: "Display name, 1-200 characters." }),
-    email: t.string({ description: "Email address; unique in the tenant." }),
+    name: t.string({ required: true, description: `Display name, ${rule(user.name)}.` }),
+    email: t.string({ description: `Email address, ${rule(user.email)}; unique in the tenant.` }),
     emailVerified: t.boolean({
       description: "Whether the address is already verified (API key only; default false). Needs email.",
     }),
-    phone: t.string({ description: "Phone number, digits with optional +, spaces, dashes, parentheses." }),
-    avatarUrl: t.string({ description: "http(s) URL of the avatar image." }),
+    phone: t.string({ description: `Phone number, ${rule(user.phone)}.` }),
+    avatarUrl: t.string({ description: `The avatar image, ${rule(user.avatarUrl)}.` }),
   }),
 });
 
+const userChanges = users.updateUserInput.shape;
 const UpdateUserInput = builder.inputType("UpdateUserInput", {
   description: "Changes to a user; omitted fields stay as they are, null clears optional ones.",
   fields: (t) => ({
-    name: t.string({ description: "Display name, 1-200 characters." }),
+    name: t.string({ description: `Display name, ${rule(userChanges.name)}.` }),
     email: t.string({
-      description:
-        "Email address; unique in the tenant. Only the API key changes it (a new address is unverified unless emailVerified is true); users change their own with requestEmailChange.",
+      description: `Email address, ${rule(userChanges.email)}; unique in the tenant. Only the API key changes it (a new address is unverified unless emailVerified is true); users change their own with requestEmailChange.`,
     }),
     emailVerified: t.boolean({
       description: "Mark the address verified or not (API key only).",
     }),
-    phone: t.string({ description: "Phone number." }),
-    avatarUrl: t.string({ description: "http(s) URL of the avatar image." }),
+    phone: t.string({ description: `Phone number, ${rule(userChanges.phone)}.` }),
+    avatarUrl: t.string({ description: `The avatar image, ${rule(userChanges.avatarUrl)}.` }),
     active: t.boolean({ description: "Deactivate or reactivate the user (needs users:update)." }),
   }),
 });

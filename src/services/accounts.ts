@@ -11,36 +11,45 @@ import type { EmailCode, Session, Tenant, User } from "../generated/prisma/clien
 import { topics, type UserEvent } from "../realtime/topics.ts";
 import { requireUserPrincipal } from "./access.ts";
 import { audit } from "./audit.ts";
-import { parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts";
+import { parseId, validate, zBounded, zEmail, zEmailLookup, zIntRange, zPhone, zText, zUrl } from "./validation.ts";
 
 export type SignInMethod = "PASSWORD" | "EMAIL_CODE" | "GOOGLE" | "GITHUB";
 export type CodePurpose = "VERIFY_EMAIL" | "SIGN_IN" | "RESET_PASSWORD";
 /** Purposes of stored codes: the ones a client requests, and CHANGE_EMAIL (requestEmailChange). */
 type StoredPurpose = CodePurpose | "CHANGE_EMAIL";
 
-const zPassword = z.string().min(10, "must be at least 10 characters").max(256, "must be at most 256 characters");
+const PASSWORD_MIN = 10;
+const PASSWORD_MAX = 256;
+const zPassword = z
+  .string()
+  .min(PASSWORD_MIN, `must be at least ${PASSWORD_MIN} characters`)
+  .max(PASSWORD_MAX, `must be at most ${PASSWORD_MAX} characters`)
+  .describe(`${PASSWORD_MIN}-${PASSWORD_MAX} characters`);
+/** A password to check: bounded (hashing is costly), but the policy applies only to new ones. */
+const zPasswordGuess = zBounded(PASSWORD_MAX);
+const zCode = zBounded(20);
 
-const signUpInput = z.object({
+export const signUpInput = z.object({
   tenantId: z.string(),
   email: zEmail,
   password: zPassword,
   name: zText(200),
 });
-const signInInput = z.object({ tenantId: z.string(), email: z.string().max(254), password: z.string().max(256) });
-const codeRequestInput = z.object({
+export const signInInput = z.object({ tenantId: z.string(), email: zEmailLookup, password: zPasswordGuess });
+export const codeRequestInput = z.object({
   tenantId: z.string(),
-  email: z.string().max(254),
+  email: zEmailLookup,
   purpose: z.enum(["VERIFY_EMAIL", "SIGN_IN", "RESET_PASSWORD"]),
 });
-const codeSignInInput = z.object({ tenantId: z.string(), email: z.string().max(254), code: z.string().max(20) });
-const resetInput = z.object({
+export const codeSignInInput = z.object({ tenantId: z.string(), email: zEmailLookup, code: zCode });
+export const resetInput = z.object({
   tenantId: z.string(),
-  email: z.string().max(254),
-  code: z.string().max(20),
+  email: zEmailLookup,
+  code: zCode,
   newPassword: zPassword,
 });
-const changePasswordInput = z.object({ currentPassword: z.string().max(256), newPassword: zPassword });
-const profileInput = z.object({
+export const changePasswordInput = z.object({ currentPassword: zPasswordGuess, newPassword: zPassword });
+export const profileInput = z.object({
   name: zText(200).nullish(),
   phone: zPhone.nullish(),
   avatarUrl: zUrl.nullish(),
@@ -623,14 +632,16 @@ export async function updateProfile(ctx: Context, rawInput: unknown): Promise<Us
   });
 }
 
-const settingsInput = z.object({
+const REDIRECT_URIS_MAX = 20;
+export const settingsInput = z.object({
   selfSignUp: z.boolean().nullish(),
   signInMethods: z
     .array(z.enum(["PASSWORD", "EMAIL_CODE", "GOOGLE", "GITHUB"]))
     .min(1, "needs at least one method")
+    .describe("at least one")
     .nullish(),
-  accessTokenTtlSeconds: z.number().int().min(60).max(86_400).nullish(),
-  refreshTokenTtlSeconds: z.number().int().min(300).max(31_536_000).nullish(),
+  accessTokenTtlSeconds: zIntRange(60, 86_400).nullish(),
+  refreshTokenTtlSeconds: zIntRange(300, 31_536_000).nullish(),
   oauthRedirectUris: z
     .array(
       z
@@ -642,7 +653,8 @@ const settingsInput = z.object({
           "must be an http(s) URL without fragment",
         ),
     )
-    .max(20, "accepts at most 20 URLs")
+    .max(REDIRECT_URIS_MAX, `accepts at most ${REDIRECT_URIS_MAX} URLs`)
+    .describe(`up to ${REDIRECT_URIS_MAX} http(s) URLs without fragment`)
     .nullish(),
 });
 

@@ -11,16 +11,19 @@ import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
 import { appendEvents, publishEvents } from "./events.ts";
 import { publishMembership } from "./membership-events.ts";
-import { pageSize, parseId, parseIds, validate, zOptionalText, zText } from "./validation.ts";
+import { pageSize, parseId, parseIds, validate, zList, zOptionalText, zText } from "./validation.ts";
 
-const createGroupInput = z.object({
+/** Most users one call adds to a group (createGroup, addMembers). */
+export const MAX_ADDED_MEMBERS = 500;
+
+export const createGroupInput = z.object({
   name: zText(200),
   description: zOptionalText(2000).nullish(),
-  memberIds: z.array(z.string()).max(500, "accepts at most 500 ids").nullish(),
+  memberIds: zList(MAX_ADDED_MEMBERS, "ids").nullish(),
 });
-const updateGroupInput = z.object({
-  name: zText(200).nullish(),
-  description: zOptionalText(2000).nullish(),
+export const updateGroupInput = z.object({
+  name: createGroupInput.shape.name.nullish(),
+  description: createGroupInput.shape.description,
 });
 
 export interface ConversationAccess {
@@ -85,7 +88,9 @@ export async function createGroup(ctx: Context, input: unknown) {
   const data = validate(createGroupInput, input, "input");
   const tenantId = tenantOf(ctx);
   const creatorId = actingUserId(ctx);
-  const memberIds = parseIds("input.memberIds", data.memberIds ?? []).filter((id) => id !== creatorId);
+  const memberIds = parseIds("input.memberIds", data.memberIds ?? [], MAX_ADDED_MEMBERS).filter(
+    (id) => id !== creatorId,
+  );
   await requireUsersInTenant(ctx, memberIds);
   const members = [
     ...(creatorId ? [{ tenantId, userId: creatorId, role: "OWNER" as const }] : []),
@@ -172,7 +177,7 @@ export async function deleteGroup(ctx: Context, id: string): Promise<string> {
 export async function addMembers(ctx: Context, conversationId: string, userIds: readonly string[]) {
   const access = await requireConversation(ctx, conversationId, "conversationId");
   await assertCanManage(ctx, access, "groups:update", "conversationId");
-  const ids = parseIds("userIds", userIds);
+  const ids = parseIds("userIds", userIds, MAX_ADDED_MEMBERS);
   await requireUsersInTenant(ctx, ids);
   const tenantId = access.conversation.tenantId;
   const { added, seq, eventSeq, events } = await ctx.prisma.$transaction(async (tx) => {

@@ -3,6 +3,7 @@ import { hasPermission } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
 import type { TransactionClient } from "../db/client.ts";
 import { isUniqueViolation } from "../db/errors.ts";
+import { DEFAULT_MAX_MESSAGE_LENGTH } from "../env.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import type { Message, Prisma, PrismaClient } from "../generated/prisma/client.ts";
 import { type FeedOptions, type SequencedSource, sequencedFeed } from "../realtime/feeds.ts";
@@ -30,20 +31,40 @@ import {
   publishEvents,
 } from "./events.ts";
 import { reviveMessage } from "./message-snapshot.ts";
-import { pageSize, parseId, parseIds, validate } from "./validation.ts";
+import { pageSize, parseId, parseIds, validate, zList, zText } from "./validation.ts";
 
 export type { Message };
 
-const sendMessageInput = (maxLength: number) =>
+/** Most users one message mentions, and most attachments it carries. */
+export const MAX_MENTIONS = 100;
+export const MAX_ATTACHMENTS = 10;
+
+/** A message body; its limit is configuration (MAX_MESSAGE_LENGTH), so it is checked per call. */
+const zBody = (maxLength: number) =>
+  z
+    .string()
+    .max(maxLength, `must be at most ${maxLength} characters`)
+    .describe(`up to MAX_MESSAGE_LENGTH characters (${DEFAULT_MAX_MESSAGE_LENGTH} unless configured)`);
+
+const CLIENT_MESSAGE_ID_MAX = 128;
+
+/** sendMessage's input, built per call as the body's limit is configuration. */
+export const sendMessageInput = (maxLength: number) =>
   z.object({
     conversationId: z.string().nullish(),
     recipientId: z.string().nullish(),
     senderId: z.string().nullish(),
-    body: z.string().max(maxLength, `must be at most ${maxLength} characters`),
-    clientMessageId: z.string().trim().min(1).max(128, "must be at most 128 characters").nullish(),
+    body: zBody(maxLength),
+    clientMessageId: z
+      .string()
+      .trim()
+      .min(1)
+      .max(CLIENT_MESSAGE_ID_MAX, `must be at most ${CLIENT_MESSAGE_ID_MAX} characters`)
+      .describe(`up to ${CLIENT_MESSAGE_ID_MAX} characters`)
+      .nullish(),
     replyToId: z.string().nullish(),
-    mentionedUserIds: z.array(z.string()).max(100, "accepts at most 100 users").nullish(),
-    attachmentIds: z.array(z.string()).max(10, "accepts at most 10 attachments").nullish(),
+    mentionedUserIds: zList(MAX_MENTIONS, "users").nullish(),
+    attachmentIds: zList(MAX_ATTACHMENTS, "attachments").nullish(),
   });
 
 async function publishMessage(ctx: Context, message: Message): Promise<void> {
@@ -174,7 +195,7 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
 
 /** Mentioned users must be members of the conversation; anything else is refused. */
 async function resolveMentions(ctx: Context, conversationId: string, ids: readonly string[]): Promise<string[]> {
-  const userIds = parseIds("input.mentionedUserIds", ids, 100);
+  const userIds = parseIds("input.mentionedUserIds", ids, MAX_MENTIONS);
   if (userIds.length === 0) return [];
   const members = await ctx.prisma.member.findMany({
     where: { conversationId, userId: { in: userIds } },
@@ -193,7 +214,7 @@ async function claimableAttachments(
   senderId: string | null,
   ids: readonly string[],
 ): Promise<string[]> {
-  const attachmentIds = parseIds("input.attachmentIds", ids, 10);
+  const attachmentIds = parseIds("input.attachmentIds", ids, MAX_ATTACHMENTS);
   if (attachmentIds.length === 0) return [];
   const rows = await ctx.prisma.attachment.findMany({
     where: { tenantId: tenantOf(ctx), id: { in: attachmentIds }, conversationId },
@@ -352,8 +373,7 @@ export async function setTyping(ctx: Context, conversationId: string, isTyping: 
   return true;
 }
 
-const editMessageInput = (maxLength: number) =>
-  z.object({ body: z.string().max(maxLength, `must be at most ${maxLength} characters`) });
+const editMessageInput = (maxLength: number) => z.object({ body: zBody(maxLength) });
 
 async function requireMessage(ctx: Context, id: string, field = "id") {
   const message = await ctx.prisma.message.findFirst({ where: { id: parseId(field, id), tenantId: tenantOf(ctx) } });
@@ -593,9 +613,7 @@ export async function repliesPage(
   });
 }
 
-const searchInput = z.object({
-  query: z.string().trim().min(1, "must not be empty").max(200, "must be at most 200 characters"),
-});
+export const searchInput = z.object({ query: zText(200) });
 
 /**
  * Full-text search over the messages the viewer can read, best match first (PostgreSQL

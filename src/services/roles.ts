@@ -10,17 +10,17 @@ import { audit } from "./audit.ts";
 import { publishToUsers } from "./membership-events.ts";
 import { assertCanGrant, assertNotLastOwner } from "./policies.ts";
 import { findUser } from "./users.ts";
-import { parseId, validate, zOptionalText, zText } from "./validation.ts";
+import { parseId, validate, zList, zOptionalText, zText } from "./validation.ts";
 
-const createRoleInput = z.object({
+export const createRoleInput = z.object({
   name: zText(64),
   description: zOptionalText(500).nullish(),
-  permissions: z.array(z.string()).max(100, "accepts at most 100 permissions"),
+  permissions: zList(100, "permissions"),
 });
-const updateRoleInput = z.object({
-  name: zText(64).nullish(),
-  description: zOptionalText(500).nullish(),
-  permissions: z.array(z.string()).max(100, "accepts at most 100 permissions").nullish(),
+export const updateRoleInput = z.object({
+  name: createRoleInput.shape.name.nullish(),
+  description: createRoleInput.shape.description,
+  permissions: createRoleInput.shape.permissions.nullish(),
 });
 
 /** Creates the system roles of a new tenant; returns the member role (the default). */

@@ -11,9 +11,9 @@ import { createSystemRoles, requireRole } from "./roles.ts";
 import { validate, zLine } from "./validation.ts";
 
 // Tenant names go into mail sent to end users: one line, no control or direction characters.
-const createTenantInput = z.object({ name: zLine(200) });
-const updateTenantInput = z.object({
-  name: zLine(200).nullish(),
+export const createTenantInput = z.object({ name: zLine(200) });
+export const updateTenantInput = z.object({
+  name: createTenantInput.shape.name.nullish(),
   defaultRoleId: z.string().nullish(),
   auth: z.unknown().optional(),
 });

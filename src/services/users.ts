@@ -12,7 +12,7 @@ import { publishMembership, publishToUsers } from "./membership-events.ts";
 import { assertCanActOn, assertNotLastOwner } from "./policies.ts";
 import { pageSize, parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts";
 
-const createUserInput = z.object({
+export const createUserInput = z.object({
   name: zText(200),
   email: zEmail.nullish(),
   emailVerified: z.boolean().nullish(),
@@ -20,12 +20,8 @@ const createUserInput = z.object({
   avatarUrl: zUrl.nullish(),
 });
 
-const updateUserInput = z.object({
-  name: zText(200).nullish(),
-  email: zEmail.nullish(),
-  emailVerified: z.boolean().nullish(),
-  phone: zPhone.nullish(),
-  avatarUrl: zUrl.nullish(),
+export const updateUserInput = createUserInput.extend({
+  name: createUserInput.shape.name.nullish(),
   active: z.boolean().nullish(),
 });
 
@@ -201,11 +197,17 @@ export async function deleteUser(ctx: Context, id: string): Promise<string> {
   return user.id;
 }
 
+/** Lifetimes issueUserToken accepts, in seconds: a minute to 30 days. */
+export const USER_TOKEN_TTL = { min: 60, max: 2_592_000 } as const;
+
 /** Mints a token for a user and records its id, so it can be revoked. */
 export async function issueUserToken(ctx: Context, userId: string, expiresInSeconds: number | null | undefined) {
   const ttl = expiresInSeconds ?? ctx.deps.config.userTokenTtlSeconds;
-  if (!Number.isInteger(ttl) || ttl < 60 || ttl > 2_592_000) {
-    throw badInput("expiresInSeconds", "expiresInSeconds must be between 60 and 2592000");
+  if (!Number.isInteger(ttl) || ttl < USER_TOKEN_TTL.min || ttl > USER_TOKEN_TTL.max) {
+    throw badInput(
+      "expiresInSeconds",
+      `expiresInSeconds must be between ${USER_TOKEN_TTL.min} and ${USER_TOKEN_TTL.max}`,
+    );
   }
   const user = await findUser(ctx, userId, { field: "userId", orThrow: true });
   if (!user.active) throw forbidden("The user is deactivated");
