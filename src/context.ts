@@ -13,6 +13,7 @@ import { createLoaders, type Loaders } from "./loaders.ts";
 import type { Logger } from "./logger.ts";
 import type { Mailer } from "./mail.ts";
 import type { PubSub } from "./realtime/pubsub.ts";
+import type { SocketStreams } from "./realtime/queue.ts";
 import type { AttachmentStore } from "./storage/attachments.ts";
 
 /** Long-lived parts shared by every request of one server instance. */
@@ -66,6 +67,8 @@ export interface Context {
   /** Set when this request signed a user in: the response may show that user their own data. */
   signedInUserId?: string;
   loaders: Loaders;
+  /** For an operation on a WebSocket: the socket's live streams, ended together when it cannot keep up. */
+  streams?: SocketStreams;
 }
 
 export interface RequestCredentials extends Credentials {
@@ -104,6 +107,7 @@ export function contextFor(
     requestId?: string;
     origin?: string;
     client?: ClientInfo;
+    streams?: SocketStreams;
   } = {},
 ): Context {
   const prisma = principal ? tenantScoped(deps.db.prisma, principal.tenantId) : deps.db.prisma;
@@ -127,6 +131,7 @@ export function contextFor(
     origin: options.origin,
     client: options.client,
     loaders: createLoaders(prisma, principal, options.cacheLoaders ?? true),
+    streams: options.streams,
   };
 }
 

@@ -39,6 +39,11 @@ const envSchema = z.object({
   MAX_MESSAGE_LENGTH: z.coerce.number().int().min(1).max(100_000).default(DEFAULT_MAX_MESSAGE_LENGTH),
   MAX_QUERY_NODES: z.coerce.number().int().min(100).default(100_000),
   SUBSCRIBER_BUFFER_SIZE: z.coerce.number().int().min(16).default(1000),
+  SOCKET_BUFFER_LIMIT_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(4 * 1024 * 1024),
   USER_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(86_400),
   TYPING_TIMEOUT_MS: z.coerce.number().int().min(500).default(6000),
   ATTACHMENTS_DIR: optionalString,
@@ -150,6 +155,7 @@ const configSchema = envSchema.transform((env, ctx) => {
     /** Most fields an operation may resolve, lists counted at their full page size (QUERY_TOO_COMPLEX above). */
     maxQueryNodes: env.MAX_QUERY_NODES,
     subscriberBufferSize: env.SUBSCRIBER_BUFFER_SIZE,
+    socketBufferLimitBytes: env.SOCKET_BUFFER_LIMIT_BYTES,
     userTokenTtlSeconds: env.USER_TOKEN_TTL_SECONDS,
     typingTimeoutMs: env.TYPING_TIMEOUT_MS,
     /** Where uploaded files are kept (local disk); by default DATA_DIR/attachments. */

@@ -25,6 +25,7 @@ export const CLIENT_ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   "GRAPHQL_PARSE_FAILED",
   "GRAPHQL_VALIDATION_FAILED",
   "QUERY_TOO_COMPLEX",
+  "SLOW_CONSUMER",
 ]);
 
 export function appError(code: ErrorCode, message: string, extensions: Record<string, unknown> = {}): GraphQLError {

@@ -6,6 +6,7 @@ import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { drain, ok, subscribe, whenLive, wsClient } from "./helpers/client.ts";
 import { CreateGroup, createTenant, SendMessage, type TestUser } from "./helpers/fixtures.ts";
+import { initSocket, type WsMessage } from "./helpers/hostile.ts";
 
 const SharedViewerView = graphql(`
   subscription SharedViewerView($conversationId: ID!) {
@@ -224,4 +225,85 @@ describe.each(backends())("grouped live delivery on %s", (backend) => {
       await Promise.all([...sockets, service].map((client) => client.dispose()));
     }
   }, 120_000);
+});
+
+const SLOW_QUERY =
+  "subscription($id: ID!, $after: String) { messageAdded(conversationId: $id, after: $after) { seq cursor body } }";
+
+describe.each(backends())("a socket that stops reading on %s", (backend) => {
+  let database: TestDatabase;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    database = await createTestDatabase(backend);
+    server = await startServer(database, { socketBufferLimitBytes: 64 * 1024, subscriberBufferSize: 100_000 });
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  it("gets its streams ended with SLOW_CONSUMER after what was buffered, and resumes by cursor with nothing lost", async () => {
+    const tenant = await createTenant(server.url, ["Alice", "Bob"]);
+    const [alice, bob] = tenant.users as [TestUser, TestUser];
+    const { createGroup } = await ok(
+      server.url,
+      CreateGroup,
+      { input: { name: "Slow", memberIds: [bob.id] } },
+      { token: alice.token },
+    );
+    const conversationId = createGroup.id;
+    const send = (body: string) =>
+      ok(server.url, SendMessage, { input: { conversationId, body } }, { token: alice.token });
+    const body = "x".repeat(8000);
+
+    const socket = await initSocket(server.wsUrl, bob.token);
+    const streams = Array.from({ length: 40 }, (_, i) => `s${i}`);
+    for (const id of streams)
+      socket.send({ id, type: "subscribe", payload: { query: SLOW_QUERY, variables: { id: conversationId } } });
+    // Live once every stream has the first message.
+    await send("first");
+    for (const id of streams) await socket.waitFor((m) => m.id === id && m.type === "next", 20_000);
+
+    // Stop reading: 40 streams x 8 KB per message fill the kernel's buffers, then the socket's own.
+    (socket.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+    const sent = 40;
+    for (let i = 0; i < sent; i++) await send(`${i} ${body}`);
+    (socket.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.resume();
+
+    const ended = await socket.waitFor((m) => m.id === "s0" && m.type === "error", 60_000);
+    expect((ended.payload as { extensions?: { code?: string } }[])[0]?.extensions?.code).toBe("SLOW_CONSUMER");
+    expect(socket.isOpen()).toBe(true);
+    // Every stream ended, each with an unbroken run of messages before its error.
+    for (const id of streams) await socket.waitFor((m) => m.id === id && m.type === "error", 60_000);
+    const delivered = (id: string) =>
+      socket.messages
+        .filter((m: WsMessage) => m.id === id && m.type === "next")
+        .map((m) => (m.payload as { data: { messageAdded: { seq: number; cursor: string } } }).data.messageAdded);
+    for (const id of streams) {
+      const seqs = delivered(id).map((message) => message.seq);
+      expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
+    }
+    const got = delivered("s0");
+    expect(got.length).toBeLessThan(sent + 1);
+
+    // Resuming from the last cursor delivers exactly the rest.
+    const last = got[got.length - 1] as { seq: number; cursor: string };
+    socket.send({
+      id: "resume",
+      type: "subscribe",
+      payload: { query: SLOW_QUERY, variables: { id: conversationId, after: last.cursor } },
+    });
+    await socket.waitFor(
+      (m) =>
+        m.id === "resume" &&
+        m.type === "next" &&
+        (m.payload as { data: { messageAdded: { seq: number } } }).data.messageAdded.seq === sent + 1,
+      30_000,
+    );
+    expect(delivered("resume").map((message) => message.seq)).toEqual(
+      Array.from({ length: sent + 1 - last.seq }, (_, i) => last.seq + 1 + i),
+    );
+    socket.close();
+  }, 180_000);
 });

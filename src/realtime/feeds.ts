@@ -72,7 +72,7 @@ export function sequencedFeed<T, W>(
   source: SequencedSource<T, W>,
 ): AsyncGenerator<T> {
   const queue = new BoundedQueue<Signal<T>>(ctx.deps.config.subscriberBufferSize);
-  return cancellable(runFeed(ctx, options, source, queue), queue as BoundedQueue<unknown>);
+  return cancellable(runFeed(ctx, options, source, queue), queue as BoundedQueue<unknown>, ctx.streams);
 }
 
 async function* runFeed<T, W>(
@@ -306,7 +306,7 @@ function conversationTopicFeed<P, T>(
       dispose();
     }
   }
-  return cancellable(run(), queue as BoundedQueue<unknown>);
+  return cancellable(run(), queue as BoundedQueue<unknown>, ctx.streams);
 }
 
 /**

@@ -80,16 +80,35 @@ export class BoundedQueue<T> {
 
 /**
  * Wraps a generator that waits on `queue`: an async generator cannot run its `finally`
- * while suspended on an await, so return() first cancels the queue to wake it up.
+ * while suspended on an await, so return() first cancels the queue to wake it up. With
+ * `streams`, the queue also ends when its socket cannot keep up.
  */
-export function cancellable<T>(gen: AsyncGenerator<T>, queue: BoundedQueue<unknown>): AsyncGenerator<T> {
+export function cancellable<T>(
+  gen: AsyncGenerator<T>,
+  queue: BoundedQueue<unknown>,
+  streams?: SocketStreams,
+): AsyncGenerator<T> {
+  const untrack = streams?.track(queue);
+  const settle = <R>(result: Promise<IteratorResult<T, R>>) =>
+    result.then(
+      (item) => {
+        if (item.done) untrack?.();
+        return item;
+      },
+      (error: unknown) => {
+        untrack?.();
+        throw error;
+      },
+    );
   const wrapper: AsyncGenerator<T> = {
-    next: (...args) => gen.next(...args),
+    next: (...args) => (untrack ? settle(gen.next(...args)) : gen.next(...args)),
     return: (value) => {
+      untrack?.();
       queue.cancel();
       return gen.return(value);
     },
     throw: (error) => {
+      untrack?.();
       queue.cancel();
       return gen.throw(error);
     },
@@ -98,4 +117,29 @@ export function cancellable<T>(gen: AsyncGenerator<T>, queue: BoundedQueue<unkno
     },
   };
   return wrapper;
+}
+
+/**
+ * The live streams of one socket: when the socket's send buffer passes its bound, every
+ * stream on it ends with SLOW_CONSUMER after what is already buffered. Streams resume by
+ * cursor, so nothing is lost.
+ */
+export class SocketStreams {
+  private readonly queues = new Set<BoundedQueue<unknown>>();
+
+  track(queue: BoundedQueue<unknown>): () => void {
+    this.queues.add(queue);
+    return () => this.queues.delete(queue);
+  }
+
+  /** Fails every tracked stream with SLOW_CONSUMER. */
+  overflow(bufferedBytes: number, limit: number): void {
+    if (this.queues.size === 0) return;
+    const error = appError("SLOW_CONSUMER", "Subscription closed: the client did not read its socket fast enough", {
+      bufferedBytes,
+      limit,
+    });
+    for (const queue of this.queues) queue.fail(error);
+    this.queues.clear();
+  }
 }

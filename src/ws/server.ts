@@ -1,4 +1,4 @@
-import type { IncomingMessage, Server } from "node:http";
+import type { Server } from "node:http";
 import { GraphQLError } from "graphql";
 import { CloseCode, handleProtocols, makeServer } from "graphql-ws";
 import { type WebSocket, WebSocketServer } from "ws";
@@ -10,6 +10,7 @@ import { appError } from "../errors.ts";
 import { classifyError, createErrorMasker, withCode } from "../graphql/errors.ts";
 import { inspectOperationInput } from "../graphql/input-guards.ts";
 import type { ChatYoga } from "../graphql/yoga.ts";
+import { SocketStreams } from "../realtime/queue.ts";
 import { CredentialRegistry } from "./credentials.ts";
 
 /** Close code for a connection over the per-user or per-tenant socket cap (fatal for graphql-ws clients). */
@@ -17,8 +18,11 @@ export const TOO_MANY_CONNECTIONS = 4429;
 
 interface Extra {
   socket: WebSocket;
-  request: IncomingMessage;
+  /** The Host header of the upgrade request (the request itself is not kept). */
+  host: string | undefined;
   principal?: Principal;
+  /** The socket's live streams, ended together when the socket cannot keep up. */
+  streams: SocketStreams;
 }
 
 /** Open sockets per key (a user or a tenant) on this instance. */
@@ -138,10 +142,11 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
           ctx.extra.socket.close(CloseCode.Forbidden, "Credentials revoked");
           return [appError("UNAUTHENTICATED", "These credentials are no longer valid")];
         }
-        const host = ctx.extra.request.headers.host;
+        const { host, streams } = ctx.extra;
         const chatContext = contextFor(deps, principal, {
           cacheLoaders: false,
           origin: host ? `http://${host}` : undefined,
+          streams,
         });
         const enveloped = yoga.getEnveloped({ chatContext } as never);
         let document: ReturnType<typeof enveloped.parse>;
@@ -178,7 +183,11 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
     execute: (args) => (args.rootValue as { execute: typeof import("graphql").execute }).execute(args),
     subscribe: (args) => (args.rootValue as { subscribe: typeof import("graphql").subscribe }).subscribe(args),
     // Errors graphql-ws builds itself (a stream that threw) carry raw messages: mask them.
-    onError: (_ctx, _id, _payload, errors) => errors.map((error) => classifyError(maskError(error)).toJSON()),
+    // graphql-ws wraps what a stream threw in a GraphQLError of its own; ours carry the code.
+    onError: (_ctx, _id, _payload, errors) =>
+      errors
+        .map((error) => (error.originalError instanceof GraphQLError ? error.originalError : error))
+        .map((error) => classifyError(maskError(error)).toJSON()),
     // Results with errors (variable coercion, resolvers) get their codes as over HTTP.
     onNext: (_ctx, _id, _payload, _args, result) => {
       if (!result.errors?.length) return;
@@ -195,31 +204,42 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
   });
 
   wss.on("error", (error) => log.error({ err: error }, "websocket server error"));
+
+  // One timer pings every socket; a socket that did not answer the previous ping is dropped.
+  const unanswered = new WeakSet<WebSocket>();
+  const heartbeat = setInterval(() => {
+    for (const socket of wss.clients) {
+      if (socket.readyState !== socket.OPEN) continue;
+      if (unanswered.has(socket)) {
+        socket.terminate();
+        continue;
+      }
+      unanswered.add(socket);
+      socket.ping();
+    }
+  }, 12_000);
+  heartbeat.unref();
+
   wss.on("connection", (socket, request) => {
+    const address = request.socket.remoteAddress;
     // Invalid frames (bad UTF-8, over maxPayload) are the client's fault; ws closes the socket itself.
     socket.once("error", (error) => {
-      log.warn({ err: error.message, address: request.socket.remoteAddress }, "websocket client error");
+      log.warn({ err: error.message, address }, "websocket client error");
     });
-    const keepAlive = setInterval(() => {
-      if (socket.readyState !== socket.OPEN) return;
-      if ((socket as WebSocket & { alive?: boolean }).alive === false) {
-        socket.terminate();
-        return;
-      }
-      (socket as WebSocket & { alive?: boolean }).alive = false;
-      socket.ping();
-    }, 12_000);
-    socket.on("pong", () => {
-      (socket as WebSocket & { alive?: boolean }).alive = true;
-    });
+    socket.on("pong", () => unanswered.delete(socket));
+    const streams = new SocketStreams();
+    const limit = config.socketBufferLimitBytes;
     const closed = server.opened(
       {
         protocol: socket.protocol,
-        send: (data) =>
-          new Promise((resolve, reject) => {
-            if (socket.readyState !== socket.OPEN) return resolve();
-            socket.send(data, (error) => (error ? reject(error) : resolve()));
-          }),
+        // Frames are queued on the socket without waiting for each write: a client that
+        // does not read lets the buffer grow, and past its bound the socket's live streams
+        // end with SLOW_CONSUMER (resumable by cursor) instead of buffering without end.
+        send: (data) => {
+          if (socket.readyState !== socket.OPEN) return;
+          socket.send(data);
+          if (socket.bufferedAmount > limit) streams.overflow(socket.bufferedAmount, limit);
+        },
         close: (code, reason) => socket.close(code, reason),
         onMessage: (handle) =>
           socket.on("message", async (data) => {
@@ -237,10 +257,9 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
             }
           }),
       },
-      { socket, request },
+      { socket, host: request.headers.host, streams },
     );
     socket.once("close", (code, reason) => {
-      clearInterval(keepAlive);
       for (const cleanup of cleanupsOf.get(socket) ?? []) cleanup();
       cleanupsOf.delete(socket);
       closed(code, String(reason)).catch((error: unknown) => log.error({ err: error }, "websocket close failed"));
@@ -249,6 +268,7 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
 
   return {
     async dispose() {
+      clearInterval(heartbeat);
       credentials.stop();
       for (const client of wss.clients) client.close(1001, "Server shutting down");
       await new Promise<void>((resolve) => wss.close(() => resolve()));
