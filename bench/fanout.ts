@@ -6,7 +6,7 @@ import { type ChildProcess, fork, spawn } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { gql, seedGroup, sendStamped, type World } from "./lib/graphql.ts";
-import { cpuSeconds, rssBytes, type ServerProcess, startServer, stopChild } from "./lib/proc.ts";
+import { cpuSeconds, profileArgs, rssBytes, type ServerProcess, startServer, stopChild } from "./lib/proc.ts";
 import { round, type Summary, summarize } from "./lib/stats.ts";
 
 export const SUBSCRIPTION = "subscription($id: ID!) { messageAdded(conversationId: $id) { id body createdAt } }";
@@ -67,7 +67,7 @@ interface Target {
 async function rawTarget(): Promise<Target> {
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", fileURLToPath(new URL("./lib/raw-ws-server.ts", import.meta.url))],
+    [...profileArgs(), "--import", "tsx", fileURLToPath(new URL("./lib/raw-ws-server.ts", import.meta.url))],
     {
       stdio: ["ignore", "pipe", "inherit"],
     },

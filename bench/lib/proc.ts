@@ -56,6 +56,12 @@ export async function createDatabase(adminUrl: string): Promise<{ url: string; d
   };
 }
 
+/** BENCH_CPU_PROF=<dir>: each measured server (ours and the raw one) writes a CPU profile there (node --cpu-prof). */
+export function profileArgs(): string[] {
+  const dir = process.env.BENCH_CPU_PROF;
+  return dir ? ["--cpu-prof", `--cpu-prof-dir=${dir}`] : [];
+}
+
 export interface ServerProcess {
   url: string;
   wsUrl: string;
@@ -66,9 +72,7 @@ export interface ServerProcess {
 /** Starts the server exactly as `npm start` does, with the given environment, and waits until it is ready. */
 export async function startServer(env: Record<string, string>): Promise<ServerProcess> {
   const port = await freePort();
-  // BENCH_CPU_PROF=<dir>: write a CPU profile of each server process there (node --cpu-prof).
-  const profile = process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  const child = spawn(process.execPath, [...profile, "--import", "tsx", "src/main.ts"], {
+  const child = spawn(process.execPath, [...profileArgs(), "--import", "tsx", "src/main.ts"], {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: "warn", RATE_LIMITS: "off", ...env, PORT: String(port), HOST: "127.0.0.1" },
     stdio: ["ignore", "inherit", "inherit"],

@@ -37,3 +37,4 @@ http.listen(Number(process.env.PORT ?? 0), "127.0.0.1", () => {
   const address = http.address() as { port: number };
   process.stdout.write(`${address.port}\n`);
 });
+process.on("SIGTERM", () => process.exit(0));

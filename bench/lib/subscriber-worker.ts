@@ -45,40 +45,50 @@ function onFrame(index: number, data: WebSocket.RawData) {
   else if (text.includes('"type":"complete"')) completes++;
 }
 
-function connect(command: ConnectCommand): Promise<void> {
-  let acked = 0;
+/** Opens one subscriber socket; resolves once it is acknowledged and its subscribe is sent. */
+function open(command: ConnectCommand, token: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    for (let i = 0; i < command.count; i++) {
-      const index = sockets.length;
-      const socket = new WebSocket(command.wsUrl, "graphql-transport-ws", { perMessageDeflate: false });
-      sockets.push(socket);
-      const token = command.tokens[i % command.tokens.length];
-      socket.on("open", () => {
-        socket.send(JSON.stringify({ type: "connection_init", payload: { authorization: `Bearer ${token}` } }));
-      });
-      socket.on("message", (data) => {
-        const text = data.toString();
-        if (text.includes('"connection_ack"')) {
-          socket.send(
-            JSON.stringify({
-              id: "1",
-              type: "subscribe",
-              payload: { query: command.query, variables: command.variables },
-            }),
-          );
-          acked++;
-          if (acked === command.count) resolve();
-          return;
-        }
-        onFrame(index, data);
-      });
-      socket.on("error", reject);
-      socket.on("close", (code) => {
-        closed++;
-        if (acked < command.count) reject(new Error(`socket closed before ack: ${code}`));
-      });
-    }
+    const index = sockets.length;
+    const socket = new WebSocket(command.wsUrl, "graphql-transport-ws", { perMessageDeflate: false });
+    sockets.push(socket);
+    let acked = false;
+    socket.on("open", () => {
+      socket.send(JSON.stringify({ type: "connection_init", payload: { authorization: `Bearer ${token}` } }));
+    });
+    socket.on("message", (data) => {
+      if (!acked && data.toString().includes('"connection_ack"')) {
+        acked = true;
+        socket.send(
+          JSON.stringify({
+            id: "1",
+            type: "subscribe",
+            payload: { query: command.query, variables: command.variables },
+          }),
+        );
+        resolve();
+        return;
+      }
+      onFrame(index, data);
+    });
+    socket.on("error", reject);
+    socket.on("close", (code) => {
+      closed++;
+      if (!acked) reject(new Error(`socket closed before ack: ${code}`));
+    });
   });
+}
+
+/** Opens the sockets in waves, so that a listen backlog is never overrun. */
+async function connect(command: ConnectCommand): Promise<void> {
+  const WAVE = 100;
+  for (let first = 0; first < command.count; first += WAVE) {
+    const wave = Math.min(WAVE, command.count - first);
+    await Promise.all(
+      Array.from({ length: wave }, (_, i) =>
+        open(command, command.tokens[(first + i) % command.tokens.length] as string),
+      ),
+    );
+  }
 }
 
 process.on("message", async (command: Command) => {
