@@ -23,6 +23,8 @@ export interface FanoutResult {
   cpuMicrosPerDelivery: number;
   memoryKBPerSubscriber: number;
   errors: number;
+  /** Messages whose send failed. */
+  failedSends: number;
 }
 
 interface Worker {
@@ -186,12 +188,19 @@ export async function runFanout(
     const cpuBefore = target.pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
     const started = performance.timeOrigin + performance.now();
     let messages = 0;
+    // A send that fails (an overloaded server timing out) is counted, not fatal: its
+    // deliveries are missing from the result.
+    let failedSends = 0;
+    const publish = () =>
+      target.publish().catch(() => {
+        failedSends++;
+      });
     if (scenario.mode === "burst") {
       const total = scenario.messages ?? 100;
       const sendNext = async (): Promise<void> => {
         while (messages < total) {
           messages++;
-          await target.publish();
+          await publish();
         }
       };
       await Promise.all(Array.from({ length: 4 }, sendNext));
@@ -201,7 +210,7 @@ export async function runFanout(
       const interval = 1000 / rate;
       const pending: Promise<unknown>[] = [];
       for (; messages < total; messages++) {
-        pending.push(target.publish());
+        pending.push(publish());
         await sleep(interval - ((performance.now() - (started - performance.timeOrigin)) % interval));
       }
       await Promise.all(pending);
@@ -223,6 +232,7 @@ export async function runFanout(
       cpuMicrosPerDelivery: round(((cpuAfter - cpuBefore) * 1e6) / Math.max(1, result.deliveries), 1),
       memoryKBPerSubscriber: round((memoryAfter - memoryBefore) / 1024 / scenario.subscribers, 1),
       errors: result.errors,
+      failedSends,
     };
   } finally {
     await Promise.all(workers.map((worker) => worker.call({ cmd: "close" }).catch(() => {})));

@@ -75,6 +75,11 @@ async function fanout(): Promise<{ rows: FanoutRow[]; twoProcesses: FanoutResult
   return { rows, twoProcesses };
 }
 
+const failed = (runs: FanoutResult[]) => {
+  const count = runs.reduce((sum, run) => sum + run.failedSends, 0);
+  return count ? ` (${count} sends failed)` : "";
+};
+
 const describe = (scenario: FanoutScenario) =>
   `${scenario.subscribers} subs, ${scenario.mode === "burst" ? "max rate" : `${scenario.rate} msg/s`}`;
 
@@ -95,7 +100,7 @@ function fanoutTable(result: Awaited<ReturnType<typeof fanout>>): string {
       m(server, (r) => r.latencyMs.max),
       `${m(raw, (r) => r.cpuMicrosPerDelivery)} / ${m(server, (r) => r.cpuMicrosPerDelivery)}`,
       `${m(raw, (r) => r.memoryKBPerSubscriber)} / ${m(server, (r) => r.memoryKBPerSubscriber)}`,
-      `${m(server, (r) => r.deliveries)}/${m(server, (r) => r.expected)}`,
+      `${m(server, (r) => r.deliveries)}/${m(server, (r) => r.expected)}${failed(server)}`,
     ];
   });
   for (const two of result.twoProcesses) {
@@ -109,7 +114,7 @@ function fanoutTable(result: Awaited<ReturnType<typeof fanout>>): string {
       two.latencyMs.max,
       `- / ${two.cpuMicrosPerDelivery}`,
       `- / ${two.memoryKBPerSubscriber}`,
-      `${two.deliveries}/${two.expected}`,
+      `${two.deliveries}/${two.expected}${failed([two])}`,
     ]);
   }
   return table(

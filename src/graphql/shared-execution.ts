@@ -33,7 +33,6 @@ function mapStream<T>(
 
 /** Results of one event, per group key: shared while the event object lives. */
 const resultsByEvent = new WeakMap<object, Map<string, Promise<ExecutionResult>>>();
-const permissionKeys = new WeakMap<readonly string[], string>();
 const documentIds = new WeakMap<object, number>();
 let nextDocumentId = 0;
 
@@ -42,15 +41,9 @@ let nextDocumentId = 0;
  * origin that absolute URLs are built from. Subscribers with equal keys get equal results
  * for every field that does not depend on who the viewer is.
  */
-async function audienceOf(ctx: Context): Promise<string> {
-  const permissions = await ctx.permissions();
-  let key = permissionKeys.get(permissions);
-  if (key === undefined) {
-    key = [...permissions].sort().join(",");
-    permissionKeys.set(permissions, key);
-  }
+function audienceOf(ctx: Context, permissions: readonly string[]): string {
   const principal = ctx.principal;
-  return `${principal?.tenantId}|${principal?.kind}|${ctx.origin ?? ""}|${key}`;
+  return `${principal?.tenantId}|${principal?.kind}|${ctx.origin ?? ""}|${[...permissions].sort().join(",")}`;
 }
 
 /** The part of the group key fixed for the life of a subscription: document, variables and, if needed, the viewer. */
@@ -88,9 +81,16 @@ export const sharedExecutionPlugin: Plugin = {
       const base = args.contextValue as Context;
       const fixed = subscriptionKey(args, base);
       const run = (payload: unknown) => execute({ ...args, rootValue: payload, contextValue: { ...base } });
+      // The key changes only when the permissions are re-read (a role change mid-stream).
+      let keyedPermissions: readonly string[] | null = null;
+      let key = "";
       return mapStream(source as AsyncIterable<unknown>, async (payload) => {
         if (payload === null || typeof payload !== "object") return run(payload);
-        const key = `${fixed}|${await audienceOf(base)}`;
+        const permissions = await base.permissions();
+        if (permissions !== keyedPermissions) {
+          keyedPermissions = permissions;
+          key = `${fixed}|${audienceOf(base, permissions)}`;
+        }
         let results = resultsByEvent.get(payload);
         if (!results) {
           results = new Map();
