@@ -7,7 +7,6 @@ import type { ResultOf } from "@graphql-typed-document-node/core";
 import { buildSchema, type GraphQLFormattedError } from "graphql";
 import type { Client } from "graphql-ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import {
   type Auth,
@@ -22,665 +21,51 @@ import {
   whenLive,
   wsClient,
 } from "./helpers/client.ts";
-import { CreateUser, createTenant, createUserWithToken, IssueUserToken, type TestUser } from "./helpers/fixtures.ts";
-
-// ---------------------------------------------------------------------------------------------
-// Documents
-// ---------------------------------------------------------------------------------------------
-
-const ViewerQuery = graphql(`
-  query AccessViewer {
-    viewer {
-      isService
-    }
-  }
-`);
-
-const TenantQuery = graphql(`
-  query AccessTenant {
-    tenant {
-      id
-      name
-    }
-  }
-`);
-
-const UserQuery = graphql(`
-  query AccessUser($id: ID!) {
-    user(id: $id) {
-      id
-      name
-      email
-    }
-  }
-`);
-
-const UsersQuery = graphql(`
-  query AccessUsers {
-    users(first: 100) {
-      edges {
-        node {
-          id
-          name
-          email
-        }
-      }
-    }
-  }
-`);
-
-const ConversationQuery = graphql(`
-  query AccessConversation($id: ID!) {
-    conversation(id: $id) {
-      id
-      kind
-      name
-      description
-      members {
-        role
-        user {
-          id
-          name
-        }
-      }
-    }
-  }
-`);
-
-const ConversationsQuery = graphql(`
-  query AccessConversations {
-    conversations {
-      edges {
-        node {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const MessagesQuery = graphql(`
-  query AccessMessages($conversationId: ID!) {
-    messages(conversationId: $conversationId, last: 50) {
-      edges {
-        node {
-          id
-          body
-        }
-      }
-    }
-  }
-`);
-
-const UpdateTenant = graphql(`
-  mutation AccessUpdateTenant($input: UpdateTenantInput!) {
-    updateTenant(input: $input) {
-      id
-    }
-  }
-`);
-
-const RotateApiKey = graphql(`
-  mutation AccessRotateApiKey {
-    rotateApiKey {
-      apiKey
-    }
-  }
-`);
-
-const UpdateUser = graphql(`
-  mutation AccessUpdateUser($id: ID!, $input: UpdateUserInput!) {
-    updateUser(id: $id, input: $input) {
-      id
-      name
-      email
-    }
-  }
-`);
-
-const DeleteUser = graphql(`
-  mutation AccessDeleteUser($id: ID!) {
-    deleteUser(id: $id)
-  }
-`);
-
-const CreateGroup = graphql(`
-  mutation AccessCreateGroup($input: CreateGroupInput!) {
-    createGroup(input: $input) {
-      id
-    }
-  }
-`);
-
-const UpdateGroup = graphql(`
-  mutation AccessUpdateGroup($id: ID!, $input: UpdateGroupInput!) {
-    updateGroup(id: $id, input: $input) {
-      id
-      name
-    }
-  }
-`);
-
-const DeleteGroup = graphql(`
-  mutation AccessDeleteGroup($id: ID!) {
-    deleteGroup(id: $id)
-  }
-`);
-
-const AddMembers = graphql(`
-  mutation AccessAddMembers($conversationId: ID!, $userIds: [ID!]!) {
-    addMembers(conversationId: $conversationId, userIds: $userIds) {
-      id
-      members {
-        user {
-          id
-          name
-        }
-      }
-    }
-  }
-`);
-
-const RemoveMember = graphql(`
-  mutation AccessRemoveMember($conversationId: ID!, $userId: ID!) {
-    removeMember(conversationId: $conversationId, userId: $userId) {
-      id
-      members {
-        user {
-          id
-          name
-        }
-      }
-    }
-  }
-`);
-
-const SetMemberRole = graphql(`
-  mutation AccessSetMemberRole($conversationId: ID!, $userId: ID!, $role: MemberRole!) {
-    setMemberRole(conversationId: $conversationId, userId: $userId, role: $role) {
-      id
-    }
-  }
-`);
-
-const OpenDirect = graphql(`
-  mutation AccessOpenDirect($userId: ID!) {
-    openDirectConversation(userId: $userId) {
-      id
-      kind
-    }
-  }
-`);
-
-const SendMessage = graphql(`
-  mutation AccessSendMessage($input: SendMessageInput!) {
-    sendMessage(input: $input) {
-      id
-      body
-      type
-      sender {
-        id
-      }
-      replyTo {
-        id
-        body
-      }
-      conversation {
-        id
-      }
-    }
-  }
-`);
-
-const MarkRead = graphql(`
-  mutation AccessMarkRead($conversationId: ID!, $upToMessageId: ID!) {
-    markRead(conversationId: $conversationId, upToMessageId: $upToMessageId) {
-      lastReadSeq
-      user {
-        id
-      }
-    }
-  }
-`);
-
-const SetTyping = graphql(`
-  mutation AccessSetTyping($conversationId: ID!, $isTyping: Boolean!) {
-    setTyping(conversationId: $conversationId, isTyping: $isTyping)
-  }
-`);
-
-const MessageAdded = graphql(`
-  subscription AccessMessageAdded($conversationId: ID) {
-    messageAdded(conversationId: $conversationId) {
-      id
-      body
-      conversation {
-        id
-      }
-    }
-  }
-`);
-
-const Typing = graphql(`
-  subscription AccessTyping($conversationId: ID!) {
-    typing(conversationId: $conversationId) {
-      isTyping
-      user {
-        id
-      }
-    }
-  }
-`);
-
-const ReadReceipt = graphql(`
-  subscription AccessReadReceipt($conversationId: ID!) {
-    readReceipt(conversationId: $conversationId) {
-      lastReadSeq
-      user {
-        id
-      }
-    }
-  }
-`);
-
-const RolesQuery = graphql(`
-  query AccessRoles {
-    roles {
-      id
-      name
-      description
-      permissions
-    }
-  }
-`);
-
-const RoleQuery = graphql(`
-  query AccessRole($id: ID!) {
-    role(id: $id) {
-      id
-      name
-      description
-      permissions
-    }
-  }
-`);
-
-const CreateRole = graphql(`
-  mutation AccessCreateRole($input: CreateRoleInput!) {
-    createRole(input: $input) {
-      id
-    }
-  }
-`);
-
-const UpdateRole = graphql(`
-  mutation AccessUpdateRole($id: ID!, $input: UpdateRoleInput!) {
-    updateRole(id: $id, input: $input) {
-      id
-      name
-      description
-      permissions
-    }
-  }
-`);
-
-const DeleteRole = graphql(`
-  mutation AccessDeleteRole($id: ID!) {
-    deleteRole(id: $id)
-  }
-`);
-
-const AssignRole = graphql(`
-  mutation AccessAssignRole($userId: ID!, $roleId: ID!) {
-    assignRole(userId: $userId, roleId: $roleId) {
-      id
-      name
-      email
-      roles {
-        id
-        name
-        permissions
-      }
-    }
-  }
-`);
-
-const UnassignRole = graphql(`
-  mutation AccessUnassignRole($userId: ID!, $roleId: ID!) {
-    unassignRole(userId: $userId, roleId: $roleId) {
-      id
-      name
-      email
-      roles {
-        id
-        name
-        permissions
-      }
-    }
-  }
-`);
-
-const RevokeUserTokens = graphql(`
-  mutation AccessRevokeUserTokens($userId: ID!) {
-    revokeUserTokens(userId: $userId)
-  }
-`);
-
-const EditMessage = graphql(`
-  mutation AccessEditMessage($id: ID!, $body: String!) {
-    editMessage(id: $id, body: $body) {
-      id
-      body
-      editedAt
-      conversation {
-        id
-      }
-    }
-  }
-`);
-
-const DeleteMessage = graphql(`
-  mutation AccessDeleteMessage($id: ID!) {
-    deleteMessage(id: $id) {
-      id
-      body
-      deletedAt
-      conversation {
-        id
-      }
-    }
-  }
-`);
-
-const UpdateTenantDefaultRole = graphql(`
-  mutation AccessUpdateTenantDefaultRole($input: UpdateTenantInput!) {
-    updateTenant(input: $input) {
-      id
-      name
-      defaultRole {
-        id
-        name
-        permissions
-      }
-    }
-  }
-`);
-
-const ViewerUser = graphql(`
-  query AccessViewerUser {
-    viewer {
-      user {
-        id
-      }
-    }
-  }
-`);
-
-const PinMessage = graphql(`
-  mutation AccessPinMessage($id: ID!) {
-    pinMessage(id: $id) {
-      id
-      body
-      pinned
-      conversation {
-        id
-      }
-    }
-  }
-`);
-
-const UnpinMessage = graphql(`
-  mutation AccessUnpinMessage($id: ID!) {
-    unpinMessage(id: $id) {
-      id
-      body
-      pinned
-      conversation {
-        id
-      }
-    }
-  }
-`);
-
-const AddReaction = graphql(`
-  mutation AccessAddReaction($messageId: ID!, $emoji: String!) {
-    addReaction(messageId: $messageId, emoji: $emoji) {
-      id
-      body
-      reactions {
-        emoji
-        count
-      }
-    }
-  }
-`);
-
-const RemoveReaction = graphql(`
-  mutation AccessRemoveReaction($messageId: ID!, $emoji: String!) {
-    removeReaction(messageId: $messageId, emoji: $emoji) {
-      id
-      body
-      reactions {
-        emoji
-        count
-      }
-    }
-  }
-`);
-
-const SearchMessages = graphql(`
-  query AccessSearchMessages($query: String!, $conversationId: ID) {
-    searchMessages(query: $query, conversationId: $conversationId, first: 100) {
-      edges {
-        node {
-          id
-          body
-          conversation {
-            id
-          }
-        }
-      }
-      pageInfo {
-        hasNextPage
-      }
-    }
-  }
-`);
-
-const ConversationEvents = graphql(`
-  subscription AccessConversationEvents($conversationId: ID) {
-    conversationEvents(conversationId: $conversationId) {
-      __typename
-      ... on MessageAddedEvent {
-        conversationId
-        message {
-          id
-          body
-        }
-      }
-      ... on MessageEditedEvent {
-        conversationId
-        message {
-          id
-          body
-        }
-      }
-      ... on MessageDeletedEvent {
-        conversationId
-        message {
-          id
-        }
-      }
-      ... on MessagePinnedEvent {
-        conversationId
-        message {
-          id
-          body
-        }
-      }
-      ... on MessageUnpinnedEvent {
-        conversationId
-        message {
-          id
-          body
-        }
-      }
-      ... on ReactionChangedEvent {
-        conversationId
-        emoji
-        message {
-          id
-          body
-        }
-      }
-      ... on MemberAddedEvent {
-        conversationId
-        user {
-          id
-          name
-        }
-      }
-      ... on MemberRemovedEvent {
-        conversationId
-        user {
-          id
-          name
-        }
-      }
-      ... on MemberRoleChangedEvent {
-        conversationId
-        role
-        user {
-          id
-          name
-        }
-      }
-      ... on ConversationUpdatedEvent {
-        conversationId
-        name
-        description
-      }
-      ... on ConversationDeletedEvent {
-        conversationId
-      }
-    }
-  }
-`);
-
-const SignUp = graphql(`
-  mutation AccessSignUp($input: SignUpInput!) {
-    signUp(input: $input) {
-      accessToken
-      refreshToken
-      user {
-        id
-      }
-      session {
-        id
-      }
-    }
-  }
-`);
-
-const Sessions = graphql(`
-  query AccessSessions {
-    sessions {
-      id
-      current
-    }
-  }
-`);
-
-const RevokeSession = graphql(`
-  mutation AccessRevokeSession($id: ID!) {
-    revokeSession(id: $id)
-  }
-`);
-
-/** What a foreign call could damage, read with a tenant's own API key. */
-const SideState = graphql(`
-  query AccessSideState($role: ID!, $ownerRole: ID!, $member: ID!, $outsider: ID!, $group: ID!, $direct: ID!) {
-    tenant {
-      id
-      name
-      defaultRole {
-        id
-      }
-    }
-    role(id: $role) {
-      name
-      description
-      permissions
-    }
-    ownerRole: role(id: $ownerRole) {
-      name
-      permissions
-    }
-    member: user(id: $member) {
-      name
-      active
-      roles {
-        id
-      }
-    }
-    outsider: user(id: $outsider) {
-      name
-      active
-      roles {
-        id
-      }
-    }
-    conversation(id: $group) {
-      name
-      description
-      lastSeq
-      members {
-        role
-        user {
-          id
-        }
-      }
-      pinnedMessages {
-        id
-      }
-    }
-    direct: conversation(id: $direct) {
-      lastSeq
-      members {
-        user {
-          id
-        }
-      }
-    }
-    messages(conversationId: $group, first: 10) {
-      edges {
-        node {
-          id
-          body
-          editedAt
-          deletedAt
-          pinned
-          pinnedBy {
-            id
-          }
-          reactions {
-            emoji
-            count
-            users {
-              id
-            }
-          }
-          attachments {
-            id
-            filename
-            mimeType
-            size
-          }
-        }
-      }
-    }
-  }
-`);
+import { createTenant, createUserWithToken, type TestUser } from "./helpers/fixtures.ts";
+import { RevokeSession, Sessions, SignUp } from "./operations/accounts.ts";
+import {
+  AddMembers,
+  Conversation,
+  Conversations,
+  CreateGroup,
+  DeleteGroup,
+  MarkRead,
+  OpenDirect,
+  RemoveMember,
+  SetMemberRole,
+  UpdateGroup,
+} from "./operations/conversations.ts";
+import { ConversationEvents, MessageAdded, ReadReceipt, Typing } from "./operations/events.ts";
+import {
+  AddReaction,
+  DeleteMessage,
+  EditMessage,
+  Messages,
+  PinMessage,
+  RemoveReaction,
+  SearchMessages,
+  SendMessage,
+  SetTyping,
+  UnpinMessage,
+} from "./operations/messages.ts";
+import { AssignRole, CreateRole, DeleteRole, Role, Roles, UnassignRole, UpdateRole } from "./operations/roles.ts";
+import {
+  RotateApiKey,
+  Tenant,
+  TenantSnapshot,
+  UpdateTenant,
+  UpdateTenantWithDefaultRole,
+} from "./operations/tenants.ts";
+import {
+  CreateUser,
+  DeleteUser,
+  IssueUserToken,
+  RevokeUserTokens,
+  UpdateUser,
+  User,
+  Users,
+  Viewer,
+} from "./operations/users.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures and helpers
@@ -827,7 +212,7 @@ async function createSide(url: string, label: string, shared: string): Promise<S
     },
   });
   const tenantOwner = await createUserWithToken(url, tenant.apiKey, `${label}Boss${tag}`);
-  const { roles } = await ok(url, RolesQuery, {}, key);
+  const { roles } = await ok(url, Roles, {}, key);
   const ownerRole = roles.find((r) => r.name === "owner")?.id as string;
   await ok(url, AssignRole, { userId: tenantOwner.id, roleId: ownerRole }, key);
   const roleName = `${label} secret role ${tag}`;
@@ -839,7 +224,7 @@ async function createSide(url: string, label: string, shared: string): Promise<S
     key,
   );
   await ok(url, AssignRole, { userId: member.id, roleId: createRole.id }, key);
-  const { users } = await ok(url, UsersQuery, {}, key);
+  const { users } = await ok(url, Users, { first: 100 }, key);
   const people = users.edges.flatMap((e) => [e.node.name, e.node.email ?? ""]).filter(Boolean);
   return {
     apiKey: tenant.apiKey,
@@ -882,7 +267,7 @@ async function createSide(url: string, label: string, shared: string): Promise<S
 async function stateOf(w: World, side: Side) {
   const state = await ok(
     w.url,
-    SideState,
+    TenantSnapshot,
     {
       role: side.role,
       ownerRole: side.ownerRole,
@@ -896,7 +281,7 @@ async function stateOf(w: World, side: Side) {
   // Every token still works.
   const viewers = [];
   for (const user of [side.owner, side.member, side.outsider, side.tenantOwner, side.signedUp]) {
-    viewers.push((await ok(w.url, ViewerUser, {}, { token: user.token })).viewer.user?.id);
+    viewers.push((await ok(w.url, Viewer, {}, { token: user.token })).viewer.user?.id);
   }
   // The signed-up user's session is still open.
   const sessions = (await ok(w.url, Sessions, {}, { token: side.signedUp.token })).sessions.map((s) => s.id);
@@ -1094,21 +479,21 @@ const foreignIdCases: ForeignIdCase[] = [
     field: "conversation",
     actors: BOTH,
     foreign: (home) => home.group,
-    call: (w, auth, id) => request(w.url, ConversationQuery, { id }, auth),
+    call: (w, auth, id) => request(w.url, Conversation, { id }, auth),
   },
   {
     name: "conversation(id) of a direct conversation",
     field: "conversation",
     actors: BOTH,
     foreign: (home) => home.direct,
-    call: (w, auth, id) => request(w.url, ConversationQuery, { id }, auth),
+    call: (w, auth, id) => request(w.url, Conversation, { id }, auth),
   },
   {
     name: "messages(conversationId)",
     field: "messages",
     actors: BOTH,
     foreign: (home) => home.group,
-    call: (w, auth, id) => request(w.url, MessagesQuery, { conversationId: id }, auth),
+    call: (w, auth, id) => request(w.url, Messages, { last: 50, conversationId: id }, auth),
   },
   {
     name: "updateGroup(id)",
@@ -1326,7 +711,7 @@ const foreignIdCases: ForeignIdCase[] = [
     field: "updateTenant",
     actors: PRIVILEGED,
     foreign: (home) => home.role,
-    call: (w, auth, id) => request(w.url, UpdateTenantDefaultRole, { input: { defaultRoleId: id } }, auth),
+    call: (w, auth, id) => request(w.url, UpdateTenantWithDefaultRole, { input: { defaultRoleId: id } }, auth),
   },
   {
     name: "pinMessage(id)",
@@ -1362,14 +747,14 @@ const foreignIdCases: ForeignIdCase[] = [
     field: "searchMessages",
     actors: ALL,
     foreign: (home) => home.group,
-    call: (w, auth, id) => request(w.url, SearchMessages, { query: w.home.word, conversationId: id }, auth),
+    call: (w, auth, id) => request(w.url, SearchMessages, { first: 100, query: w.home.word, conversationId: id }, auth),
   },
   {
     name: "searchMessages(conversationId) of a direct conversation",
     field: "searchMessages",
     actors: ALL,
     foreign: (home) => home.direct,
-    call: (w, auth, id) => request(w.url, SearchMessages, { query: w.shared, conversationId: id }, auth),
+    call: (w, auth, id) => request(w.url, SearchMessages, { first: 100, query: w.shared, conversationId: id }, auth),
   },
   {
     name: "uploadAttachment(conversationId)",
@@ -1435,21 +820,21 @@ const foreignNullCases: ForeignIdCase[] = [
     field: "user",
     actors: BOTH,
     foreign: (home) => home.member.id,
-    call: (w, auth, id) => request(w.url, UserQuery, { id }, auth),
+    call: (w, auth, id) => request(w.url, User, { id }, auth),
   },
   {
     name: "role(id) of a custom role",
     field: "role",
     actors: PRIVILEGED,
     foreign: (home) => home.role,
-    call: (w, auth, id) => request(w.url, RoleQuery, { id }, auth),
+    call: (w, auth, id) => request(w.url, Role, { id }, auth),
   },
   {
     name: "role(id) of a system role",
     field: "role",
     actors: PRIVILEGED,
     foreign: (home) => home.ownerRole,
-    call: (w, auth, id) => request(w.url, RoleQuery, { id }, auth),
+    call: (w, auth, id) => request(w.url, Role, { id }, auth),
   },
 ];
 
@@ -1474,7 +859,7 @@ const subscriptionCases: { name: string; open: Subscribe }[] = [
 
 /** The oldest of the newest messages of a conversation, read with the tenant's API key. */
 async function aMessageOf(w: World, conversationId: string): Promise<string> {
-  const page = await ok(w.url, MessagesQuery, { conversationId }, { apiKey: w.home.apiKey });
+  const page = await ok(w.url, Messages, { last: 50, conversationId }, { apiKey: w.home.apiKey });
   return page.messages.edges[0]?.node.id as string;
 }
 
@@ -1487,12 +872,12 @@ const nonMemberCases: {
   {
     name: "conversation(id)",
     field: "conversation",
-    call: (w, id) => request(w.url, ConversationQuery, { id }, { token: w.home.outsider.token }),
+    call: (w, id) => request(w.url, Conversation, { id }, { token: w.home.outsider.token }),
   },
   {
     name: "messages(conversationId)",
     field: "messages",
-    call: (w, id) => request(w.url, MessagesQuery, { conversationId: id }, { token: w.home.outsider.token }),
+    call: (w, id) => request(w.url, Messages, { last: 50, conversationId: id }, { token: w.home.outsider.token }),
   },
   {
     name: "sendMessage(input.conversationId)",
@@ -1509,7 +894,7 @@ const nonMemberCases: {
     name: "markRead(conversationId)",
     field: "markRead",
     call: async (w, id) => {
-      const page = await ok(w.url, MessagesQuery, { conversationId: id }, { apiKey: w.home.apiKey });
+      const page = await ok(w.url, Messages, { last: 50, conversationId: id }, { apiKey: w.home.apiKey });
       const upToMessageId = page.messages.edges[0]?.node.id as string;
       return request(w.url, MarkRead, { conversationId: id, upToMessageId }, { token: w.home.outsider.token });
     },
@@ -1524,7 +909,12 @@ const nonMemberCases: {
     name: "searchMessages(conversationId)",
     field: "searchMessages",
     call: (w, id) =>
-      request(w.url, SearchMessages, { query: w.shared, conversationId: id }, { token: w.home.outsider.token }),
+      request(
+        w.url,
+        SearchMessages,
+        { first: 100, query: w.shared, conversationId: id },
+        { token: w.home.outsider.token },
+      ),
   },
   {
     name: "uploadAttachment(conversationId)",
@@ -1608,13 +998,13 @@ const PUBLIC_ROOT_FIELDS = new Set([
 
 /** Every root field but the public ones, called without credentials (some in more than one form). */
 const anonymousCases: { field: string; form?: string; call: (url: string) => Promise<GqlResult<unknown>> }[] = [
-  { field: "viewer", call: (url) => request(url, ViewerQuery, {}) },
-  { field: "tenant", call: (url) => request(url, TenantQuery, {}) },
-  { field: "user", call: (url) => request(url, UserQuery, { id: anyId() }) },
-  { field: "users", call: (url) => request(url, UsersQuery, {}) },
-  { field: "conversation", call: (url) => request(url, ConversationQuery, { id: anyId() }) },
-  { field: "conversations", call: (url) => request(url, ConversationsQuery, {}) },
-  { field: "messages", call: (url) => request(url, MessagesQuery, { conversationId: anyId() }) },
+  { field: "viewer", call: (url) => request(url, Viewer, {}) },
+  { field: "tenant", call: (url) => request(url, Tenant, {}) },
+  { field: "user", call: (url) => request(url, User, { id: anyId() }) },
+  { field: "users", call: (url) => request(url, Users, { first: 100 }) },
+  { field: "conversation", call: (url) => request(url, Conversation, { id: anyId() }) },
+  { field: "conversations", call: (url) => request(url, Conversations, {}) },
+  { field: "messages", call: (url) => request(url, Messages, { last: 50, conversationId: anyId() }) },
   { field: "updateTenant", call: (url) => request(url, UpdateTenant, { input: { name: "Mine now" } }) },
   { field: "rotateApiKey", call: (url) => request(url, RotateApiKey, {}) },
   { field: "issueUserToken", call: (url) => request(url, IssueUserToken, { userId: anyId() }) },
@@ -1666,11 +1056,11 @@ const anonymousCases: { field: string; form?: string; call: (url: string) => Pro
   },
   { field: "deleteMessage", call: (url) => request(url, `mutation { deleteMessage(id: "${anyId()}") { id } }`) },
   // Message features: threads, reactions, pins, search, the event stream.
-  { field: "searchMessages", call: (url) => request(url, SearchMessages, { query: "x" }) },
+  { field: "searchMessages", call: (url) => request(url, SearchMessages, { first: 100, query: "x" }) },
   {
     field: "searchMessages",
     form: "with conversationId",
-    call: (url) => request(url, SearchMessages, { query: "x", conversationId: anyId() }),
+    call: (url) => request(url, SearchMessages, { first: 100, query: "x", conversationId: anyId() }),
   },
   { field: "addReaction", call: (url) => request(url, AddReaction, { messageId: anyId(), emoji: "👍" }) },
   { field: "removeReaction", call: (url) => request(url, RemoveReaction, { messageId: anyId(), emoji: "👍" }) },
@@ -1727,7 +1117,7 @@ const malformedIdCases: {
   {
     name: "user(id)",
     field: "id",
-    call: (w, bad) => request(w.url, UserQuery, { id: bad }, { apiKey: w.home.apiKey }),
+    call: (w, bad) => request(w.url, User, { id: bad }, { apiKey: w.home.apiKey }),
   },
   {
     name: "updateUser(id)",
@@ -1747,12 +1137,12 @@ const malformedIdCases: {
   {
     name: "conversation(id)",
     field: "id",
-    call: (w, bad) => request(w.url, ConversationQuery, { id: bad }, { token: w.home.owner.token }),
+    call: (w, bad) => request(w.url, Conversation, { id: bad }, { token: w.home.owner.token }),
   },
   {
     name: "messages(conversationId)",
     field: "conversationId",
-    call: (w, bad) => request(w.url, MessagesQuery, { conversationId: bad }, { token: w.home.owner.token }),
+    call: (w, bad) => request(w.url, Messages, { last: 50, conversationId: bad }, { token: w.home.owner.token }),
   },
   {
     name: "createGroup(input.memberIds)",
@@ -1859,7 +1249,7 @@ const malformedIdCases: {
   {
     name: "role(id)",
     field: "id",
-    call: (w, bad) => request(w.url, RoleQuery, { id: bad }, { apiKey: w.home.apiKey }),
+    call: (w, bad) => request(w.url, Role, { id: bad }, { apiKey: w.home.apiKey }),
   },
   {
     name: "updateRole(id)",
@@ -1934,7 +1324,7 @@ const malformedIdCases: {
     name: "updateTenant(input.defaultRoleId)",
     field: "input.defaultRoleId",
     call: (w, bad) =>
-      request(w.url, UpdateTenantDefaultRole, { input: { defaultRoleId: bad } }, { apiKey: w.home.apiKey }),
+      request(w.url, UpdateTenantWithDefaultRole, { input: { defaultRoleId: bad } }, { apiKey: w.home.apiKey }),
   },
   {
     name: "pinMessage(id)",
@@ -1960,13 +1350,23 @@ const malformedIdCases: {
     name: "searchMessages(conversationId)",
     field: "conversationId",
     call: (w, bad) =>
-      request(w.url, SearchMessages, { query: w.home.word, conversationId: bad }, { token: w.home.owner.token }),
+      request(
+        w.url,
+        SearchMessages,
+        { first: 100, query: w.home.word, conversationId: bad },
+        { token: w.home.owner.token },
+      ),
   },
   {
     name: "searchMessages(conversationId) with the API key",
     field: "conversationId",
     call: (w, bad) =>
-      request(w.url, SearchMessages, { query: w.home.word, conversationId: bad }, { apiKey: w.home.apiKey }),
+      request(
+        w.url,
+        SearchMessages,
+        { first: 100, query: w.home.word, conversationId: bad },
+        { apiKey: w.home.apiKey },
+      ),
   },
   {
     name: "uploadAttachment(conversationId)",
@@ -2073,7 +1473,7 @@ describe.each(backends())("access rules on %s", (backend) => {
     );
 
     it.each(PRIVILEGED)("roles lists only the tenant's own roles (foreign %s)", async (actor) => {
-      const result = await request(w.url, RolesQuery, {}, authOf(w.intruder, actor));
+      const result = await request(w.url, Roles, {}, authOf(w.intruder, actor));
       expect(result.errors, JSON.stringify(result)).toBeUndefined();
       const ids = result.data?.roles.map((r) => r.id) ?? [];
       expect(ids).toContain(w.intruder.role);
@@ -2151,14 +1551,14 @@ describe.each(backends())("access rules on %s", (backend) => {
         // The words are searchable: each tenant's API key finds its own seeded messages with them.
         for (const side of [w.home, w.intruder]) {
           for (const query of [side.word, w.shared]) {
-            const { searchMessages } = await ok(w.url, SearchMessages, { query }, { apiKey: side.apiKey });
+            const { searchMessages } = await ok(w.url, SearchMessages, { first: 100, query }, { apiKey: side.apiKey });
             expect(searchMessages.edges.map((e) => e.node.id)).toEqual(
               expect.arrayContaining([side.message, side.pinned]),
             );
           }
         }
         const auth = authOf(w.intruder, actor);
-        const own = await ok(w.url, ConversationsQuery, {}, auth);
+        const own = await ok(w.url, Conversations, {}, auth);
         const ownConversations = own.conversations.edges.map((e) => e.node.id);
         const queries = [
           w.home.word,
@@ -2170,7 +1570,7 @@ describe.each(backends())("access rules on %s", (backend) => {
           "Home",
         ];
         for (const query of queries) {
-          const result = await request(w.url, SearchMessages, { query }, auth);
+          const result = await request(w.url, SearchMessages, { first: 100, query }, auth);
           expect(result.errors, JSON.stringify(result)).toBeUndefined();
           const hits = result.data?.searchMessages.edges.map((e) => e.node) ?? [];
           for (const hit of hits) {
@@ -2181,7 +1581,7 @@ describe.each(backends())("access rules on %s", (backend) => {
           expectNoLeak(w.home.secrets, result);
         }
         // The shared word finds the intruder's own messages wherever it reads them.
-        const { searchMessages } = await ok(w.url, SearchMessages, { query: w.shared }, auth);
+        const { searchMessages } = await ok(w.url, SearchMessages, { first: 100, query: w.shared }, auth);
         if (actor !== "tenant owner token") {
           expect(searchMessages.edges.map((e) => e.node.id)).toEqual(
             expect.arrayContaining([w.intruder.message, w.intruder.pinned]),
@@ -2358,7 +1758,7 @@ describe.each(backends())("access rules on %s", (backend) => {
       const result = await c.call(w.url, team);
       expect(firstError(result).extensions?.code, JSON.stringify(result)).toBe("FORBIDDEN");
       expect(fieldOf(result, c.field)).toBeNull();
-      const { conversation } = await ok(w.url, ConversationQuery, { id: team.group }, { apiKey: team.apiKey });
+      const { conversation } = await ok(w.url, Conversation, { id: team.group }, { apiKey: team.apiKey });
       expect(conversation?.name).toBe("Team");
       expect(conversation?.members.map((m) => m.user.id).sort()).toEqual(
         [team.alice.id, team.bob.id, team.carol.id].sort(),
@@ -2374,10 +1774,10 @@ describe.each(backends())("access rules on %s", (backend) => {
       expect(added.addMembers.members.map((m) => m.user.id)).toContain(team.dave.id);
       const removed = await ok(w.url, RemoveMember, { conversationId: team.group, userId: team.carol.id }, auth);
       expect(removed.removeMember.members.map((m) => m.user.id)).not.toContain(team.carol.id);
-      await fails(w.url, ConversationQuery, { id: team.group }, { token: team.carol.token }, "FORBIDDEN");
+      await fails(w.url, Conversation, { id: team.group }, { token: team.carol.token }, "FORBIDDEN");
       const deleted = await ok(w.url, DeleteGroup, { id: team.group }, auth);
       expect(deleted.deleteGroup).toBe(team.group);
-      await fails(w.url, ConversationQuery, { id: team.group }, { apiKey: team.apiKey }, "NOT_FOUND");
+      await fails(w.url, Conversation, { id: team.group }, { apiKey: team.apiKey }, "NOT_FOUND");
     });
 
     it.each(["bob", "alice"] as const)("anyone can remove themselves (%s)", async (who) => {
@@ -2406,7 +1806,7 @@ describe.each(backends())("access rules on %s", (backend) => {
         { token: user.token },
       );
       expect(left.removeMember.members.map((m) => m.user.id)).not.toContain(user.id);
-      await fails(w.url, ConversationQuery, { id: team.group }, { token: user.token }, "FORBIDDEN");
+      await fails(w.url, Conversation, { id: team.group }, { token: user.token }, "FORBIDDEN");
       await fails(
         w.url,
         SendMessage,
@@ -2471,7 +1871,7 @@ describe.each(backends())("access rules on %s", (backend) => {
         const error = firstError(result);
         expect(error.extensions?.code, JSON.stringify(result)).toBe("BAD_USER_INPUT");
         expect(error.extensions?.field, JSON.stringify(result)).toBe(c.field);
-        const { conversation } = await ok(w.url, ConversationQuery, { id: direct }, { apiKey: team.apiKey });
+        const { conversation } = await ok(w.url, Conversation, { id: direct }, { apiKey: team.apiKey });
         expect(conversation?.members.map((m) => m.user.id).sort()).toEqual([team.alice.id, team.bob.id].sort());
       },
     );
@@ -2479,7 +1879,7 @@ describe.each(backends())("access rules on %s", (backend) => {
     it("the API key may do everything in its tenant without being a member", async () => {
       const team = await createTeam(w.url);
       const auth = { apiKey: team.apiKey };
-      const { conversation } = await ok(w.url, ConversationQuery, { id: team.group }, auth);
+      const { conversation } = await ok(w.url, Conversation, { id: team.group }, auth);
       expect(conversation?.id).toBe(team.group);
       const system = await ok(w.url, SendMessage, { input: { conversationId: team.group, body: "notice" } }, auth);
       expect(system.sendMessage).toMatchObject({ type: "SYSTEM", sender: null });
@@ -2490,7 +1890,7 @@ describe.each(backends())("access rules on %s", (backend) => {
         auth,
       );
       expect(asBob.sendMessage).toMatchObject({ type: "TEXT", sender: { id: team.bob.id } });
-      const page = await ok(w.url, MessagesQuery, { conversationId: team.group }, auth);
+      const page = await ok(w.url, Messages, { last: 50, conversationId: team.group }, auth);
       expect(page.messages.edges.map((e) => e.node.body)).toEqual(["notice", "from Bob"]);
 
       const client = wsClient(w.wsUrl, auth);
@@ -2553,7 +1953,7 @@ describe.each(backends())("access rules on %s", (backend) => {
       expect(firstError(result).extensions?.code, JSON.stringify(result)).toBe("FORBIDDEN");
       expect(fieldOf(result, field)).toBeNull();
       // The tenant's key still works.
-      await ok(w.url, ViewerQuery, {}, { apiKey: w.home.apiKey });
+      await ok(w.url, Viewer, {}, { apiKey: w.home.apiKey });
     });
 
     it.each(

@@ -9,8 +9,7 @@ import pg from "pg";
 import { SMTPServer } from "smtp-server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/env.ts";
-import { graphql } from "./generated/gql.ts";
-import type { AcctAuthPayloadFieldsFragment, AcctMessageAddedSubscription } from "./generated/graphql.ts";
+import type { AuthPayloadFieldsFragment, MessageAddedSubscription } from "./generated/graphql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import {
   type Auth,
@@ -27,250 +26,31 @@ import {
   whenLive,
   wsClient,
 } from "./helpers/client.ts";
-import { CreateGroup, CreateTenant, createTenant, IssueUserToken, SendMessage } from "./helpers/fixtures.ts";
+import { createTenant } from "./helpers/fixtures.ts";
+import {
+  ChangePassword,
+  RefreshSession,
+  RequestEmailChange,
+  RequestEmailCode,
+  ResetPassword,
+  RevokeSession,
+  Sessions,
+  SignIn,
+  SignInWithEmailCode,
+  SignOut,
+  SignOutEverywhere,
+  SignUp,
+  UpdateProfile,
+  VerifyEmail,
+} from "./operations/accounts.ts";
+import { CreateGroup } from "./operations/conversations.ts";
+import { MessageAdded } from "./operations/events.ts";
+import { SendMessage } from "./operations/messages.ts";
+import { AssignRole, Roles } from "./operations/roles.ts";
+import { CreateTenant, Tenant, UpdateTenant } from "./operations/tenants.ts";
+import { CreateUser, IssueUserToken, RevokeUserTokens, UpdateUser, Viewer, ViewerEmail } from "./operations/users.ts";
 
-// ---------------------------------------------------------------------------------------------
-// Operations
-// ---------------------------------------------------------------------------------------------
-
-graphql(`
-  fragment AcctAuthPayloadFields on AuthPayload {
-    accessToken
-    accessTokenExpiresAt
-    refreshToken
-    refreshTokenExpiresAt
-    user {
-      id
-      name
-      email
-    }
-    session {
-      id
-      method
-      userAgent
-      ipAddress
-      createdAt
-      lastUsedAt
-      expiresAt
-    }
-  }
-`);
-
-const UpdateTenantAuth = graphql(`
-  mutation AcctUpdateTenantAuth($input: UpdateTenantInput!) {
-    updateTenant(input: $input) {
-      id
-      selfSignUp
-      signInMethods
-      accessTokenTtlSeconds
-      refreshTokenTtlSeconds
-    }
-  }
-`);
-
-const TenantSettings = graphql(`
-  query AcctTenantSettings {
-    tenant {
-      id
-      selfSignUp
-      signInMethods
-      accessTokenTtlSeconds
-      refreshTokenTtlSeconds
-    }
-  }
-`);
-
-const SignUp = graphql(`
-  mutation AcctSignUp($input: SignUpInput!) {
-    signUp(input: $input) {
-      ...AcctAuthPayloadFields
-    }
-  }
-`);
-
-const SignIn = graphql(`
-  mutation AcctSignIn($input: SignInInput!) {
-    signIn(input: $input) {
-      ...AcctAuthPayloadFields
-    }
-  }
-`);
-
-const SignInWithEmailCode = graphql(`
-  mutation AcctSignInWithEmailCode($input: SignInWithEmailCodeInput!) {
-    signInWithEmailCode(input: $input) {
-      ...AcctAuthPayloadFields
-    }
-  }
-`);
-
-const RevokeUserTokens = graphql(`
-  mutation AcctRevokeUserTokens($userId: ID!) {
-    revokeUserTokens(userId: $userId)
-  }
-`);
-
-const RefreshSession = graphql(`
-  mutation AcctRefreshSession($refreshToken: String!) {
-    refreshSession(refreshToken: $refreshToken) {
-      ...AcctAuthPayloadFields
-    }
-  }
-`);
-
-const SignOut = graphql(`
-  mutation AcctSignOut {
-    signOut
-  }
-`);
-
-const RevokeSession = graphql(`
-  mutation AcctRevokeSession($id: ID!) {
-    revokeSession(id: $id)
-  }
-`);
-
-const SignOutEverywhere = graphql(`
-  mutation AcctSignOutEverywhere {
-    signOutEverywhere
-  }
-`);
-
-const Sessions = graphql(`
-  query AcctSessions {
-    sessions {
-      id
-      current
-      method
-      userAgent
-      ipAddress
-      createdAt
-      lastUsedAt
-      expiresAt
-    }
-  }
-`);
-
-const RequestEmailCode = graphql(`
-  mutation AcctRequestEmailCode($input: RequestEmailCodeInput!) {
-    requestEmailCode(input: $input)
-  }
-`);
-
-const VerifyEmail = graphql(`
-  mutation AcctVerifyEmail($code: String!) {
-    verifyEmail(code: $code) {
-      id
-      email
-    }
-  }
-`);
-
-const ResetPassword = graphql(`
-  mutation AcctResetPassword($input: ResetPasswordInput!) {
-    resetPassword(input: $input)
-  }
-`);
-
-const ChangePassword = graphql(`
-  mutation AcctChangePassword($input: ChangePasswordInput!) {
-    changePassword(input: $input)
-  }
-`);
-
-const UpdateProfile = graphql(`
-  mutation AcctUpdateProfile($input: UpdateProfileInput!) {
-    updateProfile(input: $input) {
-      id
-      name
-      phone
-      avatarUrl
-      email
-    }
-  }
-`);
-
-const Viewer = graphql(`
-  query AcctViewer {
-    viewer {
-      isService
-      user {
-        id
-        name
-        email
-        phone
-        avatarUrl
-      }
-    }
-  }
-`);
-
-const RequestEmailChange = graphql(`
-  mutation AcctRequestEmailChange($newEmail: String!) {
-    requestEmailChange(newEmail: $newEmail)
-  }
-`);
-
-const VerifiedViewer = graphql(`
-  query AcctVerifiedViewer {
-    viewer {
-      user {
-        id
-        email
-        emailVerified
-      }
-    }
-  }
-`);
-
-const UpdateUserEmail = graphql(`
-  mutation AcctUpdateUserEmail($id: ID!, $input: UpdateUserInput!) {
-    updateUser(id: $id, input: $input) {
-      id
-      name
-      email
-      emailVerified
-    }
-  }
-`);
-
-const CreateUserVerified = graphql(`
-  mutation AcctCreateUserVerified($input: CreateUserInput!) {
-    createUser(input: $input) {
-      id
-      email
-      emailVerified
-    }
-  }
-`);
-
-const RoleIds = graphql(`
-  query AcctRoleIds {
-    roles {
-      id
-      name
-    }
-  }
-`);
-
-const AssignRole = graphql(`
-  mutation AcctAssignRole($userId: ID!, $roleId: ID!) {
-    assignRole(userId: $userId, roleId: $roleId) {
-      id
-    }
-  }
-`);
-
-const MessageAdded = graphql(`
-  subscription AcctMessageAdded {
-    messageAdded {
-      id
-      body
-    }
-  }
-`);
-
-type Payload = AcctAuthPayloadFieldsFragment;
+type Payload = AuthPayloadFieldsFragment;
 
 // ---------------------------------------------------------------------------------------------
 // A real SMTP server that keeps every mail it receives
@@ -497,7 +277,7 @@ interface Account {
 /** A live socket of one session (kept open by the client), subscribed to the user's messages. */
 interface Device {
   client: WsClient;
-  sub: Subscription<AcctMessageAddedSubscription>;
+  sub: Subscription<MessageAddedSubscription>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -579,7 +359,7 @@ describe.each(backends())("accounts on %s", (backend) => {
     const tenant = await createTenant(server.url, []);
     await ok(
       server.url,
-      UpdateTenantAuth,
+      UpdateTenant,
       {
         input: {
           auth: {
@@ -710,7 +490,7 @@ describe.each(backends())("accounts on %s", (backend) => {
   describe("tenant auth settings", () => {
     it("refuses sign-up with FORBIDDEN until the tenant enables it (and again once disabled)", async () => {
       const tenant = await createTenant(server.url, []);
-      const { tenant: settings } = await ok(server.url, TenantSettings, {}, { apiKey: tenant.apiKey });
+      const { tenant: settings } = await ok(server.url, Tenant, {}, { apiKey: tenant.apiKey });
       expect(settings.selfSignUp).toBe(false);
       expect(settings.signInMethods).toEqual(["PASSWORD"]);
 
@@ -720,7 +500,7 @@ describe.each(backends())("accounts on %s", (backend) => {
 
       const { updateTenant } = await ok(
         server.url,
-        UpdateTenantAuth,
+        UpdateTenant,
         { input: { auth: { selfSignUp: true } } },
         { apiKey: tenant.apiKey },
       );
@@ -729,7 +509,7 @@ describe.each(backends())("accounts on %s", (backend) => {
       const { signUp } = await ok(server.url, SignUp, { input }, from());
       expect(signUp.user.email).toBe(email);
 
-      await ok(server.url, UpdateTenantAuth, { input: { auth: { selfSignUp: false } } }, { apiKey: tenant.apiKey });
+      await ok(server.url, UpdateTenant, { input: { auth: { selfSignUp: false } } }, { apiKey: tenant.apiKey });
       const again = { ...input, email: newEmail() };
       await fails(server.url, SignUp, { input: again }, from(), "FORBIDDEN");
       // The one mail is the VERIFY_EMAIL code of the accepted sign-up; refused ones send none.
@@ -755,7 +535,7 @@ describe.each(backends())("accounts on %s", (backend) => {
 
       await ok(
         server.url,
-        UpdateTenantAuth,
+        UpdateTenant,
         { input: { auth: { signInMethods: ["PASSWORD", "EMAIL_CODE"] } } },
         { apiKey: tenant.apiKey },
       );
@@ -771,7 +551,7 @@ describe.each(backends())("accounts on %s", (backend) => {
       // Without PASSWORD in the list, password sign-in is refused even with the right password.
       const { updateTenant } = await ok(
         server.url,
-        UpdateTenantAuth,
+        UpdateTenant,
         { input: { auth: { signInMethods: ["EMAIL_CODE"] } } },
         { apiKey: tenant.apiKey },
       );
@@ -794,7 +574,7 @@ describe.each(backends())("accounts on %s", (backend) => {
       const tenant = await authTenant();
       const { updateTenant } = await ok(
         server.url,
-        UpdateTenantAuth,
+        UpdateTenant,
         { input: { auth: { accessTokenTtlSeconds: 120, refreshTokenTtlSeconds: 3600 } } },
         { apiKey: tenant.apiKey },
       );
@@ -826,7 +606,7 @@ describe.each(backends())("accounts on %s", (backend) => {
       // Out-of-range lifetimes are refused, naming the field.
       const error = await fails(
         server.url,
-        UpdateTenantAuth,
+        UpdateTenant,
         { input: { auth: { accessTokenTtlSeconds: 30 } } },
         { apiKey: tenant.apiKey },
         "BAD_USER_INPUT",
@@ -1968,7 +1748,7 @@ describe.each(backends())("accounts on %s", (backend) => {
       }
       const tenant = await authTenant();
       for (const name of unsafeNames) {
-        await fails(server.url, UpdateTenantAuth, { input: { name } }, { apiKey: tenant.apiKey }, "BAD_USER_INPUT");
+        await fails(server.url, UpdateTenant, { input: { name } }, { apiKey: tenant.apiKey }, "BAD_USER_INPUT");
       }
       // Ordinary punctuation, accents and emoji remain welcome.
       const fine = 'Ærø & Co. <EU> "Chat" 💬';
@@ -1981,7 +1761,7 @@ describe.each(backends())("accounts on %s", (backend) => {
       const tenant = { id: created.tenant.id, apiKey: created.apiKey };
       await ok(
         server.url,
-        UpdateTenantAuth,
+        UpdateTenant,
         { input: { auth: { selfSignUp: true, signInMethods: ["PASSWORD"] } } },
         { apiKey: tenant.apiKey },
       );
@@ -2028,7 +1808,7 @@ describe.each(backends())("accounts on %s", (backend) => {
 
   describe("email change", () => {
     async function verified(account: Account, token = account.signUp.accessToken) {
-      return (await ok(server.url, VerifiedViewer, {}, bearer(token))).viewer.user;
+      return (await ok(server.url, ViewerEmail, {}, bearer(token))).viewer.user;
     }
 
     /** Asks to move `account` to `newAddress`; returns the code mailed there and the notice to the old address. */
@@ -2055,7 +1835,7 @@ describe.each(backends())("accounts on %s", (backend) => {
       const target = newEmail("takeover");
       const error = await fails(
         server.url,
-        UpdateUserEmail,
+        UpdateUser,
         { id: account.userId, input: { email: target } },
         bearer(token),
         "BAD_USER_INPUT",
@@ -2064,14 +1844,14 @@ describe.each(backends())("accounts on %s", (backend) => {
       expect(error.message).toContain("requestEmailChange");
       await fails(
         server.url,
-        UpdateUserEmail,
+        UpdateUser,
         { id: account.userId, input: { email: null } },
         bearer(token),
         "BAD_USER_INPUT",
       );
       await fails(
         server.url,
-        UpdateUserEmail,
+        UpdateUser,
         { id: account.userId, input: { emailVerified: true } },
         bearer(token),
         "FORBIDDEN",
@@ -2088,7 +1868,7 @@ describe.each(backends())("accounts on %s", (backend) => {
       // The same address (in any case) with other changes is no change of email.
       const { updateUser } = await ok(
         server.url,
-        UpdateUserEmail,
+        UpdateUser,
         { id: account.userId, input: { email: account.email.toUpperCase(), name: "Same Mail" } },
         bearer(token),
       );
@@ -2205,7 +1985,7 @@ describe.each(backends())("accounts on %s", (backend) => {
       const admin = await register(tenant);
       const account = await register(tenant);
       await ok(server.url, VerifyEmail, { code: account.verifyCode }, bearer(account.signUp.accessToken));
-      const { roles } = await ok(server.url, RoleIds, {}, { apiKey: tenant.apiKey });
+      const { roles } = await ok(server.url, Roles, {}, { apiKey: tenant.apiKey });
       const adminRole = roles.find((role) => role.name === "admin");
       if (!adminRole) expect.fail("no admin role");
       await ok(server.url, AssignRole, { userId: admin.userId, roleId: adminRole.id }, { apiKey: tenant.apiKey });
@@ -2213,23 +1993,23 @@ describe.each(backends())("accounts on %s", (backend) => {
 
       const forbiddenChange = await fails(
         server.url,
-        UpdateUserEmail,
+        UpdateUser,
         { id: account.userId, input: { email: newEmail("hijack") } },
         adminAuth,
         "FORBIDDEN",
       );
       expect(forbiddenChange.message).toContain("requestEmailChange");
-      await fails(server.url, UpdateUserEmail, { id: account.userId, input: { email: null } }, adminAuth, "FORBIDDEN");
+      await fails(server.url, UpdateUser, { id: account.userId, input: { email: null } }, adminAuth, "FORBIDDEN");
       await fails(
         server.url,
-        UpdateUserEmail,
+        UpdateUser,
         { id: account.userId, input: { emailVerified: false } },
         adminAuth,
         "FORBIDDEN",
       );
       await fails(
         server.url,
-        CreateUserVerified,
+        CreateUser,
         { input: { name: "Pre-verified", email: newEmail("pre"), emailVerified: true } },
         adminAuth,
         "FORBIDDEN",
@@ -2237,7 +2017,7 @@ describe.each(backends())("accounts on %s", (backend) => {
       // Other fields are still theirs to change.
       const { updateUser: renamed } = await ok(
         server.url,
-        UpdateUserEmail,
+        UpdateUser,
         { id: account.userId, input: { name: "Renamed by admin" } },
         adminAuth,
       );
@@ -2248,14 +2028,14 @@ describe.each(backends())("accounts on %s", (backend) => {
       const backendSet = newEmail("backend");
       const { updateUser: moved } = await ok(
         server.url,
-        UpdateUserEmail,
+        UpdateUser,
         { id: account.userId, input: { email: backendSet } },
         apiKey,
       );
       expect(moved).toMatchObject({ email: backendSet, emailVerified: false });
       const { updateUser: vouched } = await ok(
         server.url,
-        UpdateUserEmail,
+        UpdateUser,
         { id: account.userId, input: { emailVerified: true } },
         apiKey,
       );
@@ -2263,21 +2043,21 @@ describe.each(backends())("accounts on %s", (backend) => {
       const alsoVerified = newEmail("vouched");
       const { updateUser: both } = await ok(
         server.url,
-        UpdateUserEmail,
+        UpdateUser,
         { id: account.userId, input: { email: alsoVerified, emailVerified: true } },
         apiKey,
       );
       expect(both).toMatchObject({ email: alsoVerified, emailVerified: true });
       const { createUser } = await ok(
         server.url,
-        CreateUserVerified,
+        CreateUser,
         { input: { name: "Imported", email: newEmail("imported"), emailVerified: true } },
         apiKey,
       );
       expect(createUser.emailVerified).toBe(true);
       const noEmail = await fails(
         server.url,
-        CreateUserVerified,
+        CreateUser,
         { input: { name: "No mail", emailVerified: true } },
         apiKey,
         "BAD_USER_INPUT",

@@ -9,511 +9,40 @@ import { join } from "node:path";
 import type { ResultOf, VariablesOf } from "@graphql-typed-document-node/core";
 import { type GraphQLFormattedError, print } from "graphql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { type Auth, fails, ok, type Subscription, sleep, subscribe, wsClient } from "./helpers/client.ts";
-import { CreateGroup, createTenant, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
+import { createTenant, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
+import { UploadAttachment } from "./operations/attachments.ts";
+import {
+  AddMembers,
+  Conversation,
+  ConversationSummaries,
+  CreateGroup,
+  DeleteGroup,
+  MarkRead,
+  RemoveMember,
+  SetMemberRole,
+  UpdateGroup,
+} from "./operations/conversations.ts";
+import { ConversationEvents, MessageAddedSeq, ReadReceipt, Typing } from "./operations/events.ts";
+import {
+  AddReaction,
+  DeleteMessage,
+  EditMessage,
+  Messages,
+  PinMessage,
+  RemoveReaction,
+  SearchMessages,
+  SendMessage,
+  SetTyping,
+  Threads,
+  UnpinMessage,
+} from "./operations/messages.ts";
+import { AssignRole, Roles } from "./operations/roles.ts";
 
-// ---------------------------------------------------------------------------------------
-// Operations
-// ---------------------------------------------------------------------------------------
-
-graphql(`
-  fragment MsgMessageFields on Message {
-    id
-    seq
-    cursor
-    type
-    body
-    clientMessageId
-    createdAt
-    editedAt
-    deletedAt
-    pinned
-    pinnedAt
-    sender {
-      id
-    }
-    deletedBy {
-      id
-    }
-    pinnedBy {
-      id
-    }
-    replyTo {
-      id
-    }
-    replyCount
-    mentions {
-      id
-    }
-    mentionsViewer
-    reactions {
-      emoji
-      count
-      reactedByViewer
-      users {
-        id
-      }
-    }
-    attachments {
-      id
-      filename
-      mimeType
-      size
-      url
-    }
-  }
-`);
-
-graphql(`
-  fragment MsgEventMessage on Message {
-    id
-    seq
-    type
-    body
-    editedAt
-    deletedAt
-    pinned
-    sender {
-      id
-    }
-    replyTo {
-      id
-    }
-    deletedBy {
-      id
-    }
-  }
-`);
-
-const MsgSend = graphql(`
-  mutation MsgSend($input: SendMessageInput!) {
-    sendMessage(input: $input) {
-      ...MsgMessageFields
-    }
-  }
-`);
-
-const MsgEdit = graphql(`
-  mutation MsgEdit($id: ID!, $body: String!) {
-    editMessage(id: $id, body: $body) {
-      ...MsgMessageFields
-    }
-  }
-`);
-
-const MsgDelete = graphql(`
-  mutation MsgDelete($id: ID!) {
-    deleteMessage(id: $id) {
-      ...MsgMessageFields
-    }
-  }
-`);
-
-const MsgPin = graphql(`
-  mutation MsgPin($id: ID!) {
-    pinMessage(id: $id) {
-      ...MsgMessageFields
-    }
-  }
-`);
-
-const MsgUnpin = graphql(`
-  mutation MsgUnpin($id: ID!) {
-    unpinMessage(id: $id) {
-      ...MsgMessageFields
-    }
-  }
-`);
-
-const MsgAddReaction = graphql(`
-  mutation MsgAddReaction($messageId: ID!, $emoji: String!) {
-    addReaction(messageId: $messageId, emoji: $emoji) {
-      ...MsgMessageFields
-    }
-  }
-`);
-
-const MsgRemoveReaction = graphql(`
-  mutation MsgRemoveReaction($messageId: ID!, $emoji: String!) {
-    removeReaction(messageId: $messageId, emoji: $emoji) {
-      ...MsgMessageFields
-    }
-  }
-`);
-
-const MsgHistory = graphql(`
-  query MsgHistory($conversationId: ID!, $first: Int, $after: String) {
-    messages(conversationId: $conversationId, first: $first, after: $after) {
-      edges {
-        cursor
-        node {
-          ...MsgMessageFields
-        }
-      }
-      pageInfo {
-        hasNextPage
-        endCursor
-      }
-    }
-  }
-`);
-
-const MsgThread = graphql(`
-  query MsgThread($conversationId: ID!, $first: Int, $after: String) {
-    messages(conversationId: $conversationId, first: 100) {
-      edges {
-        node {
-          id
-          replyCount
-          replies(first: $first, after: $after) {
-            edges {
-              cursor
-              node {
-                id
-                body
-                deletedAt
-                replyTo {
-                  id
-                }
-              }
-            }
-            pageInfo {
-              hasNextPage
-              endCursor
-            }
-          }
-        }
-      }
-    }
-  }
-`);
-
-const MsgConversation = graphql(`
-  query MsgConversation($id: ID!) {
-    conversation(id: $id) {
-      id
-      name
-      description
-      unreadCount
-      mentionCount
-      lastMessage {
-        id
-        body
-        editedAt
-      }
-      members {
-        role
-        user {
-          id
-        }
-      }
-      pinnedMessages {
-        id
-        pinned
-        pinnedBy {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const MsgConversationList = graphql(`
-  query MsgConversationList {
-    conversations(first: 50) {
-      edges {
-        node {
-          id
-          unreadCount
-          mentionCount
-          lastMessage {
-            id
-            body
-          }
-        }
-      }
-    }
-  }
-`);
-
-const MsgMarkRead = graphql(`
-  mutation MsgMarkRead($conversationId: ID!, $upToMessageId: ID!) {
-    markRead(conversationId: $conversationId, upToMessageId: $upToMessageId) {
-      lastReadSeq
-    }
-  }
-`);
-
-const MsgUpdateGroup = graphql(`
-  mutation MsgUpdateGroup($id: ID!, $input: UpdateGroupInput!) {
-    updateGroup(id: $id, input: $input) {
-      id
-      name
-    }
-  }
-`);
-
-const MsgAddMembers = graphql(`
-  mutation MsgAddMembers($conversationId: ID!, $userIds: [ID!]!) {
-    addMembers(conversationId: $conversationId, userIds: $userIds) {
-      id
-    }
-  }
-`);
-
-const MsgRemoveMember = graphql(`
-  mutation MsgRemoveMember($conversationId: ID!, $userId: ID!) {
-    removeMember(conversationId: $conversationId, userId: $userId) {
-      id
-    }
-  }
-`);
-
-const MsgSetMemberRole = graphql(`
-  mutation MsgSetMemberRole($conversationId: ID!, $userId: ID!, $role: MemberRole!) {
-    setMemberRole(conversationId: $conversationId, userId: $userId, role: $role) {
-      id
-    }
-  }
-`);
-
-const MsgDeleteGroup = graphql(`
-  mutation MsgDeleteGroup($id: ID!) {
-    deleteGroup(id: $id)
-  }
-`);
-
-const MsgRoles = graphql(`
-  query MsgRoles {
-    roles {
-      id
-      name
-    }
-  }
-`);
-
-const MsgAssignRole = graphql(`
-  mutation MsgAssignRole($userId: ID!, $roleId: ID!) {
-    assignRole(userId: $userId, roleId: $roleId) {
-      id
-    }
-  }
-`);
-
-const MsgSearch = graphql(`
-  query MsgSearch($query: String!, $conversationId: ID, $first: Int, $after: String) {
-    searchMessages(query: $query, conversationId: $conversationId, first: $first, after: $after) {
-      edges {
-        cursor
-        node {
-          id
-          body
-          deletedAt
-          conversation {
-            id
-          }
-        }
-      }
-      pageInfo {
-        hasNextPage
-        endCursor
-      }
-    }
-  }
-`);
-
-const MsgUpload = graphql(`
-  mutation MsgUpload($conversationId: ID!, $file: File!) {
-    uploadAttachment(conversationId: $conversationId, file: $file) {
-      id
-      filename
-      mimeType
-      size
-      url
-    }
-  }
-`);
-
-const MsgEvents = graphql(`
-  subscription MsgEvents($conversationId: ID, $after: String) {
-    conversationEvents(conversationId: $conversationId, after: $after) {
-      __typename
-      ... on MessageAddedEvent {
-        cursor
-        seq
-        conversationId
-        actor {
-          id
-        }
-        message {
-          ...MsgEventMessage
-        }
-      }
-      ... on MessageEditedEvent {
-        cursor
-        seq
-        conversationId
-        actor {
-          id
-        }
-        message {
-          ...MsgEventMessage
-        }
-      }
-      ... on MessageDeletedEvent {
-        cursor
-        seq
-        conversationId
-        actor {
-          id
-        }
-        message {
-          ...MsgEventMessage
-        }
-      }
-      ... on MessagePinnedEvent {
-        cursor
-        seq
-        conversationId
-        actor {
-          id
-        }
-        message {
-          ...MsgEventMessage
-        }
-      }
-      ... on MessageUnpinnedEvent {
-        cursor
-        seq
-        conversationId
-        actor {
-          id
-        }
-        message {
-          ...MsgEventMessage
-        }
-      }
-      ... on ReactionChangedEvent {
-        cursor
-        seq
-        conversationId
-        actor {
-          id
-        }
-        emoji
-        added
-        user {
-          id
-        }
-        message {
-          id
-        }
-        reactions {
-          emoji
-          count
-          users {
-            id
-          }
-        }
-      }
-      ... on MemberAddedEvent {
-        cursor
-        seq
-        conversationId
-        actor {
-          id
-        }
-        user {
-          id
-        }
-        role
-      }
-      ... on MemberRemovedEvent {
-        cursor
-        seq
-        conversationId
-        actor {
-          id
-        }
-        user {
-          id
-        }
-      }
-      ... on MemberRoleChangedEvent {
-        cursor
-        seq
-        conversationId
-        actor {
-          id
-        }
-        user {
-          id
-        }
-        role
-      }
-      ... on ConversationUpdatedEvent {
-        cursor
-        seq
-        conversationId
-        actor {
-          id
-        }
-        name
-        description
-      }
-      ... on ConversationDeletedEvent {
-        conversationId
-      }
-    }
-  }
-`);
-
-const MsgMessageAdded = graphql(`
-  subscription MsgMessageAdded($conversationId: ID) {
-    messageAdded(conversationId: $conversationId) {
-      id
-      seq
-      body
-    }
-  }
-`);
-
-const MsgTyping = graphql(`
-  subscription MsgTyping($conversationId: ID!) {
-    typing(conversationId: $conversationId) {
-      isTyping
-      user {
-        id
-      }
-    }
-  }
-`);
-
-const MsgReadReceipt = graphql(`
-  subscription MsgReadReceipt($conversationId: ID!) {
-    readReceipt(conversationId: $conversationId) {
-      lastReadSeq
-      user {
-        id
-      }
-      lastReadMessage {
-        id
-      }
-    }
-  }
-`);
-
-const MsgSetTyping = graphql(`
-  mutation MsgSetTyping($conversationId: ID!, $isTyping: Boolean!) {
-    setTyping(conversationId: $conversationId, isTyping: $isTyping)
-  }
-`);
-
-type MessageFields = ResultOf<typeof MsgSend>["sendMessage"];
-type SendInput = VariablesOf<typeof MsgSend>["input"];
-type EventsResult = ResultOf<typeof MsgEvents>;
+type MessageFields = ResultOf<typeof SendMessage>["sendMessage"];
+type SendInput = VariablesOf<typeof SendMessage>["input"];
+type EventsResult = ResultOf<typeof ConversationEvents>;
 type ConversationEvent = EventsResult["conversationEvents"];
 type ReactionGroups = { emoji: string; count: number; users: { id: string }[] }[];
 
@@ -560,11 +89,11 @@ async function send(
   body: string,
   extra: Partial<SendInput> = {},
 ): Promise<MessageFields> {
-  return (await ok(url, MsgSend, { input: { conversationId, body, ...extra } }, auth)).sendMessage;
+  return (await ok(url, SendMessage, { input: { conversationId, body, ...extra } }, auth)).sendMessage;
 }
 
 async function history(url: string, auth: Auth, conversationId: string): Promise<MessageFields[]> {
-  const { messages } = await ok(url, MsgHistory, { conversationId, first: 100 }, auth);
+  const { messages } = await ok(url, Messages, { conversationId, first: 100 }, auth);
   expect(messages.pageInfo.hasNextPage).toBe(false);
   return messages.edges.map((edge) => edge.node);
 }
@@ -576,7 +105,7 @@ async function messageAs(url: string, auth: Auth, conversationId: string, id: st
 }
 
 async function conversationAs(url: string, auth: Auth, id: string) {
-  const { conversation } = await ok(url, MsgConversation, { id }, auth);
+  const { conversation } = await ok(url, Conversation, { id }, auth);
   if (!conversation) return expect.fail(`conversation ${id} not visible`);
   return conversation;
 }
@@ -611,12 +140,15 @@ interface UploadFile {
   bytes: Uint8Array;
 }
 
-type Uploaded = ResultOf<typeof MsgUpload>["uploadAttachment"];
+type Uploaded = ResultOf<typeof UploadAttachment>["uploadAttachment"];
 
 /** A GraphQL multipart request (operations, map, 0) built by hand, as a browser client sends it. */
 async function uploadRaw(url: string, auth: Auth, conversationId: string, file: UploadFile) {
   const form = new FormData();
-  form.append("operations", JSON.stringify({ query: print(MsgUpload), variables: { conversationId, file: null } }));
+  form.append(
+    "operations",
+    JSON.stringify({ query: print(UploadAttachment), variables: { conversationId, file: null } }),
+  );
   form.append("map", JSON.stringify({ 0: ["variables.file"] }));
   form.append("0", new Blob([new Uint8Array(file.bytes)], { type: file.type }), file.name);
   const headers: Record<string, string> = { ...auth.headers };
@@ -945,9 +477,9 @@ class Observer {
     this.copy = new LocalCopy(conversationId);
   }
 
-  connect(wsUrl: string, variables: VariablesOf<typeof MsgEvents>): Subscription<EventsResult> {
+  connect(wsUrl: string, variables: VariablesOf<typeof ConversationEvents>): Subscription<EventsResult> {
     this.client = wsClient(wsUrl, this.auth);
-    this.sub = subscribe(this.client, MsgEvents, variables);
+    this.sub = subscribe(this.client, ConversationEvents, variables);
     return this.sub;
   }
 
@@ -1071,7 +603,7 @@ class Scenario {
         if (!mine.length) return this.send(url, actor, i);
         const target = pick(this.rand, mine);
         const body = `edited ${this.words(3)}`;
-        const { editMessage } = await ok(url, MsgEdit, { id: target.id, body }, as(actor));
+        const { editMessage } = await ok(url, EditMessage, { id: target.id, body }, as(actor));
         expect(editMessage.editedAt).toBeTruthy();
         target.body = body;
         return;
@@ -1079,7 +611,7 @@ class Scenario {
       case "delete": {
         if (!mine.length) return this.send(url, actor, i);
         const target = pick(this.rand, mine);
-        await ok(url, MsgDelete, { id: target.id }, as(actor));
+        await ok(url, DeleteMessage, { id: target.id }, as(actor));
         target.deleted = true;
         target.pinned = false;
         for (const key of [...this.reactions]) if (key.startsWith(`${target.id} `)) this.reactions.delete(key);
@@ -1089,7 +621,7 @@ class Scenario {
         if (!any.length) return this.send(url, actor, i);
         const target = pick(this.rand, any);
         const emoji = pick(this.rand, EMOJIS);
-        await ok(url, MsgAddReaction, { messageId: target.id, emoji }, as(actor));
+        await ok(url, AddReaction, { messageId: target.id, emoji }, as(actor));
         this.reactions.add(`${target.id} ${actor.id} ${emoji}`);
         return;
       }
@@ -1098,14 +630,14 @@ class Scenario {
         if (!given.length) return this.send(url, actor, i);
         const key = pick(this.rand, given);
         const [messageId, , emoji] = key.split(" ") as [string, string, string];
-        await ok(url, MsgRemoveReaction, { messageId, emoji }, as(actor));
+        await ok(url, RemoveReaction, { messageId, emoji }, as(actor));
         this.reactions.delete(key);
         return;
       }
       case "pin": {
         if (!any.length) return this.send(url, actor, i);
         const target = pick(this.rand, any);
-        await ok(url, MsgPin, { id: target.id }, as(actor));
+        await ok(url, PinMessage, { id: target.id }, as(actor));
         target.pinned = true;
         return;
       }
@@ -1113,22 +645,22 @@ class Scenario {
         const pinned = this.live((m) => m.pinned);
         if (!pinned.length) return this.send(url, actor, i);
         const target = pick(this.rand, pinned);
-        await ok(url, MsgUnpin, { id: target.id }, as(actor));
+        await ok(url, UnpinMessage, { id: target.id }, as(actor));
         target.pinned = false;
         return;
       }
       case "rename": {
         const manager = pick(this.rand, [alice, bob]);
         const input = this.rand() < 0.5 ? { name: `Room ${i}` } : { name: `Room ${i}`, description: `About ${i}` };
-        await ok(url, MsgUpdateGroup, { id: this.conversationId, input }, as(manager));
+        await ok(url, UpdateGroup, { id: this.conversationId, input }, as(manager));
         return;
       }
       case "member": {
         const manager = pick(this.rand, [alice, bob]);
         if (this.daveIn) {
-          await ok(url, MsgRemoveMember, { conversationId: this.conversationId, userId: dave.id }, as(manager));
+          await ok(url, RemoveMember, { conversationId: this.conversationId, userId: dave.id }, as(manager));
         } else {
-          await ok(url, MsgAddMembers, { conversationId: this.conversationId, userIds: [dave.id] }, as(manager));
+          await ok(url, AddMembers, { conversationId: this.conversationId, userIds: [dave.id] }, as(manager));
         }
         this.daveIn = !this.daveIn;
         return;
@@ -1228,7 +760,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       const { alice, bob, conversationId } = await setup();
       const sent = await send(url, as(alice), conversationId, "hello");
       expect(sent.editedAt).toBeNull();
-      const { editMessage } = await ok(url, MsgEdit, { id: sent.id, body: "hello, edited" }, as(alice));
+      const { editMessage } = await ok(url, EditMessage, { id: sent.id, body: "hello, edited" }, as(alice));
       expect(editMessage).toMatchObject({ id: sent.id, seq: sent.seq, body: "hello, edited" });
       expect(editMessage.editedAt).toBeTruthy();
       expect(Date.parse(editMessage.editedAt as string)).toBeGreaterThanOrEqual(Date.parse(sent.createdAt));
@@ -1240,16 +772,16 @@ describe.each(backends())("messaging on %s", (backend) => {
       const { alice, bob, dave, conversationId } = await setup();
       const { eve } = await foreigner();
       const sent = await send(url, as(alice), conversationId, "original");
-      await refused(url, MsgEdit, { id: sent.id, body: "hijacked" }, as(bob), "FORBIDDEN");
-      await refused(url, MsgEdit, { id: sent.id, body: "hijacked" }, as(dave), "FORBIDDEN");
-      await refused(url, MsgEdit, { id: sent.id, body: "hijacked" }, as(eve), "NOT_FOUND");
-      await refused(url, MsgEdit, { id: sent.id, body: "   " }, as(alice), "BAD_USER_INPUT", "body");
-      await refused(url, MsgEdit, { id: "not-an-id", body: "x" }, as(alice), "BAD_USER_INPUT", "id");
+      await refused(url, EditMessage, { id: sent.id, body: "hijacked" }, as(bob), "FORBIDDEN");
+      await refused(url, EditMessage, { id: sent.id, body: "hijacked" }, as(dave), "FORBIDDEN");
+      await refused(url, EditMessage, { id: sent.id, body: "hijacked" }, as(eve), "NOT_FOUND");
+      await refused(url, EditMessage, { id: sent.id, body: "   " }, as(alice), "BAD_USER_INPUT", "body");
+      await refused(url, EditMessage, { id: "not-an-id", body: "x" }, as(alice), "BAD_USER_INPUT", "id");
       const seen = await messageAs(url, as(alice), conversationId, sent.id);
       expect(seen).toMatchObject({ body: "original", editedAt: null });
 
-      await ok(url, MsgDelete, { id: sent.id }, as(alice));
-      await refused(url, MsgEdit, { id: sent.id, body: "resurrected" }, as(alice), "BAD_USER_INPUT");
+      await ok(url, DeleteMessage, { id: sent.id }, as(alice));
+      await refused(url, EditMessage, { id: sent.id, body: "resurrected" }, as(alice), "BAD_USER_INPUT");
       const tombstone = await messageAs(url, as(alice), conversationId, sent.id);
       expect(tombstone).toMatchObject({ body: null, editedAt: null });
     });
@@ -1263,14 +795,14 @@ describe.each(backends())("messaging on %s", (backend) => {
         mentionedUserIds: [bob.id],
         attachmentIds: [file.id],
       });
-      await ok(url, MsgAddReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
-      await ok(url, MsgPin, { id: sent.id }, as(carol));
+      await ok(url, AddReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
+      await ok(url, PinMessage, { id: sent.id }, as(carol));
       const before = await messageAs(url, as(bob), conversationId, sent.id);
       expect(before).toMatchObject({ pinned: true, mentionsViewer: true, type: "FILE" });
       expect(before.attachments).toHaveLength(1);
       expect(before.reactions).toHaveLength(1);
 
-      const { deleteMessage } = await ok(url, MsgDelete, { id: sent.id }, as(alice));
+      const { deleteMessage } = await ok(url, DeleteMessage, { id: sent.id }, as(alice));
       expect(deleteMessage).toMatchObject({
         id: sent.id,
         seq: sent.seq,
@@ -1289,32 +821,32 @@ describe.each(backends())("messaging on %s", (backend) => {
       expect(ids((await conversationAs(url, as(bob), conversationId)).pinnedMessages)).toEqual([]);
 
       // Deleting again is harmless and changes nothing.
-      const again = await ok(url, MsgDelete, { id: sent.id }, as(alice));
+      const again = await ok(url, DeleteMessage, { id: sent.id }, as(alice));
       expect(again.deleteMessage.deletedAt).toBe(deleteMessage.deletedAt);
       // A tombstone cannot be reacted to or pinned.
-      await refused(url, MsgAddReaction, { messageId: sent.id, emoji: "👍" }, as(bob), "BAD_USER_INPUT");
-      await refused(url, MsgPin, { id: sent.id }, as(bob), "BAD_USER_INPUT");
+      await refused(url, AddReaction, { messageId: sent.id, emoji: "👍" }, as(bob), "BAD_USER_INPUT");
+      await refused(url, PinMessage, { id: sent.id }, as(bob), "BAD_USER_INPUT");
     });
 
     it("refuses other members, outsiders and other tenants; moderators and the API key may delete", async () => {
       const { tenant, alice, bob, carol, dave, conversationId } = await setup();
       const { eve } = await foreigner();
       const sent = await send(url, as(alice), conversationId, "mine");
-      await refused(url, MsgDelete, { id: sent.id }, as(bob), "FORBIDDEN");
-      await refused(url, MsgDelete, { id: sent.id }, as(dave), "FORBIDDEN");
-      await refused(url, MsgDelete, { id: sent.id }, as(eve), "NOT_FOUND");
+      await refused(url, DeleteMessage, { id: sent.id }, as(bob), "FORBIDDEN");
+      await refused(url, DeleteMessage, { id: sent.id }, as(dave), "FORBIDDEN");
+      await refused(url, DeleteMessage, { id: sent.id }, as(eve), "NOT_FOUND");
       expect((await messageAs(url, as(alice), conversationId, sent.id)).body).toBe("mine");
 
       // Carol becomes a tenant admin (chats:* includes chats:moderate).
-      const { roles } = await ok(url, MsgRoles, undefined, { apiKey: tenant.apiKey });
+      const { roles } = await ok(url, Roles, undefined, { apiKey: tenant.apiKey });
       const admin = roles.find((role) => role.name === "admin");
       if (!admin) return expect.fail("no admin role");
-      await ok(url, MsgAssignRole, { userId: carol.id, roleId: admin.id }, { apiKey: tenant.apiKey });
-      const moderated = await ok(url, MsgDelete, { id: sent.id }, as(carol));
+      await ok(url, AssignRole, { userId: carol.id, roleId: admin.id }, { apiKey: tenant.apiKey });
+      const moderated = await ok(url, DeleteMessage, { id: sent.id }, as(carol));
       expect(moderated.deleteMessage).toMatchObject({ body: null, deletedBy: { id: carol.id } });
 
       const bobs = await send(url, as(bob), conversationId, "by bob");
-      const byKey = await ok(url, MsgDelete, { id: bobs.id }, { apiKey: tenant.apiKey });
+      const byKey = await ok(url, DeleteMessage, { id: bobs.id }, { apiKey: tenant.apiKey });
       expect(byKey.deleteMessage).toMatchObject({ body: null, deletedBy: null });
       expect(byKey.deleteMessage.deletedAt).toBeTruthy();
     });
@@ -1328,27 +860,27 @@ describe.each(backends())("messaging on %s", (backend) => {
         await send(url, as(alice), conversationId, "m2"),
         await send(url, as(bob), conversationId, "m3"),
       ];
-      const pinned1 = await ok(url, MsgPin, { id: m1.id }, as(bob));
+      const pinned1 = await ok(url, PinMessage, { id: m1.id }, as(bob));
       expect(pinned1.pinMessage).toMatchObject({ pinned: true, pinnedBy: { id: bob.id } });
       expect(pinned1.pinMessage.pinnedAt).toBeTruthy();
       await sleep(20);
-      await ok(url, MsgPin, { id: m3.id }, as(carol));
+      await ok(url, PinMessage, { id: m3.id }, as(carol));
       let conversation = await conversationAs(url, as(alice), conversationId);
       expect(ids(conversation.pinnedMessages)).toEqual([m3.id, m1.id]);
       expect(conversation.pinnedMessages[1]).toMatchObject({ pinned: true, pinnedBy: { id: bob.id } });
 
       // Pinning again changes nothing: not the pin time, not the order, not who pinned it.
-      const again = await ok(url, MsgPin, { id: m1.id }, as(carol));
+      const again = await ok(url, PinMessage, { id: m1.id }, as(carol));
       expect(again.pinMessage).toMatchObject({ pinned: true, pinnedBy: { id: bob.id } });
       expect(again.pinMessage.pinnedAt).toBe(pinned1.pinMessage.pinnedAt);
       conversation = await conversationAs(url, as(alice), conversationId);
       expect(ids(conversation.pinnedMessages)).toEqual([m3.id, m1.id]);
 
-      const unpinned = await ok(url, MsgUnpin, { id: m3.id }, as(alice));
+      const unpinned = await ok(url, UnpinMessage, { id: m3.id }, as(alice));
       expect(unpinned.unpinMessage).toMatchObject({ pinned: false, pinnedAt: null, pinnedBy: null });
-      const twice = await ok(url, MsgUnpin, { id: m3.id }, as(alice));
+      const twice = await ok(url, UnpinMessage, { id: m3.id }, as(alice));
       expect(twice.unpinMessage.pinned).toBe(false);
-      await ok(url, MsgUnpin, { id: m2.id }, as(alice));
+      await ok(url, UnpinMessage, { id: m2.id }, as(alice));
       conversation = await conversationAs(url, as(alice), conversationId);
       expect(ids(conversation.pinnedMessages)).toEqual([m1.id]);
       expect((await messageAs(url, as(carol), conversationId, m1.id)).pinned).toBe(true);
@@ -1358,11 +890,11 @@ describe.each(backends())("messaging on %s", (backend) => {
       const { alice, dave, conversationId } = await setup();
       const { eve } = await foreigner();
       const sent = await send(url, as(alice), conversationId, "pin me");
-      await refused(url, MsgPin, { id: sent.id }, as(dave), "FORBIDDEN");
-      await refused(url, MsgPin, { id: sent.id }, as(eve), "NOT_FOUND");
-      await ok(url, MsgPin, { id: sent.id }, as(alice));
-      await refused(url, MsgUnpin, { id: sent.id }, as(dave), "FORBIDDEN");
-      await refused(url, MsgUnpin, { id: sent.id }, as(eve), "NOT_FOUND");
+      await refused(url, PinMessage, { id: sent.id }, as(dave), "FORBIDDEN");
+      await refused(url, PinMessage, { id: sent.id }, as(eve), "NOT_FOUND");
+      await ok(url, PinMessage, { id: sent.id }, as(alice));
+      await refused(url, UnpinMessage, { id: sent.id }, as(dave), "FORBIDDEN");
+      await refused(url, UnpinMessage, { id: sent.id }, as(eve), "NOT_FOUND");
       expect(ids((await conversationAs(url, as(alice), conversationId)).pinnedMessages)).toEqual([sent.id]);
     });
   });
@@ -1371,12 +903,12 @@ describe.each(backends())("messaging on %s", (backend) => {
     it("one per user per emoji, idempotent, aggregated with count, reactedByViewer and users in order", async () => {
       const { alice, bob, carol, conversationId } = await setup();
       const sent = await send(url, as(alice), conversationId, "react to me");
-      await ok(url, MsgAddReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
+      await ok(url, AddReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
       await sleep(5);
-      await ok(url, MsgAddReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
-      await ok(url, MsgAddReaction, { messageId: sent.id, emoji: "❤️" }, as(carol));
+      await ok(url, AddReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
+      await ok(url, AddReaction, { messageId: sent.id, emoji: "❤️" }, as(carol));
       await sleep(5);
-      const last = await ok(url, MsgAddReaction, { messageId: sent.id, emoji: "👍" }, as(carol));
+      const last = await ok(url, AddReaction, { messageId: sent.id, emoji: "👍" }, as(carol));
       expect(last.addReaction.reactions).toEqual([
         { emoji: "👍", count: 2, reactedByViewer: true, users: [{ id: bob.id }, { id: carol.id }] },
         { emoji: "❤️", count: 1, reactedByViewer: true, users: [{ id: carol.id }] },
@@ -1389,7 +921,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       const asAlice = await messageAs(url, as(alice), conversationId, sent.id);
       expect(asAlice.reactions.map((g) => g.reactedByViewer)).toEqual([false, false]);
 
-      const removed = await ok(url, MsgRemoveReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
+      const removed = await ok(url, RemoveReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
       expect(normalizeGroups(removed.removeReaction.reactions)).toEqual(
         normalizeGroups([
           { emoji: "👍", count: 1, users: [{ id: carol.id }] },
@@ -1398,9 +930,9 @@ describe.each(backends())("messaging on %s", (backend) => {
       );
       expect(removed.removeReaction.reactions.map((g) => g.reactedByViewer)).toEqual([false, false]);
       // Taking back what is not there is harmless.
-      const twice = await ok(url, MsgRemoveReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
+      const twice = await ok(url, RemoveReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
       expect(twice.removeReaction.reactions.map((g) => g.count)).toEqual([1, 1]);
-      await ok(url, MsgRemoveReaction, { messageId: sent.id, emoji: "❤️" }, as(carol));
+      await ok(url, RemoveReaction, { messageId: sent.id, emoji: "❤️" }, as(carol));
       const final = await messageAs(url, as(alice), conversationId, sent.id);
       expect(final.reactions).toEqual([{ emoji: "👍", count: 1, reactedByViewer: false, users: [{ id: carol.id }] }]);
     });
@@ -1409,7 +941,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       const { alice, bob, conversationId } = await setup();
       const sent = await send(url, as(alice), conversationId, "so many");
       const accepted = ["👍🏽", "👋🏿", "🇫🇷", "🇯🇵", "👩‍💻", "👨‍👩‍👧‍👦", "🏳️‍🌈", "❤️", "#️⃣", "🧑🏽‍🚀"];
-      for (const emoji of accepted) await ok(url, MsgAddReaction, { messageId: sent.id, emoji }, as(bob));
+      for (const emoji of accepted) await ok(url, AddReaction, { messageId: sent.id, emoji }, as(bob));
       const seen = await messageAs(url, as(alice), conversationId, sent.id);
       expect(seen.reactions.map((g) => g.emoji).sort()).toEqual([...accepted].sort());
       for (const group of seen.reactions) expect(group).toMatchObject({ count: 1, users: [{ id: bob.id }] });
@@ -1420,11 +952,11 @@ describe.each(backends())("messaging on %s", (backend) => {
       const { eve } = await foreigner();
       const sent = await send(url, as(alice), conversationId, "careful");
       for (const emoji of ["a", "👍👍", "", " ", ":+1:", "👍a", "ab", "<b>", "❤️👍", "🇫🇷🇯🇵"]) {
-        await refused(url, MsgAddReaction, { messageId: sent.id, emoji }, as(alice), "BAD_USER_INPUT", "emoji");
-        await refused(url, MsgRemoveReaction, { messageId: sent.id, emoji }, as(alice), "BAD_USER_INPUT", "emoji");
+        await refused(url, AddReaction, { messageId: sent.id, emoji }, as(alice), "BAD_USER_INPUT", "emoji");
+        await refused(url, RemoveReaction, { messageId: sent.id, emoji }, as(alice), "BAD_USER_INPUT", "emoji");
       }
-      await refused(url, MsgAddReaction, { messageId: sent.id, emoji: "👍" }, as(dave), "FORBIDDEN");
-      await refused(url, MsgAddReaction, { messageId: sent.id, emoji: "👍" }, as(eve), "NOT_FOUND");
+      await refused(url, AddReaction, { messageId: sent.id, emoji: "👍" }, as(dave), "FORBIDDEN");
+      await refused(url, AddReaction, { messageId: sent.id, emoji: "👍" }, as(eve), "NOT_FOUND");
       expect((await messageAs(url, as(alice), conversationId, sent.id)).reactions).toEqual([]);
     });
   });
@@ -1445,10 +977,10 @@ describe.each(backends())("messaging on %s", (backend) => {
         replies.push(reply);
       }
       const doomed = await send(url, as(carol), conversationId, "r6", { replyToId: root.id });
-      await ok(url, MsgDelete, { id: doomed.id }, as(carol));
+      await ok(url, DeleteMessage, { id: doomed.id }, as(carol));
 
       const rootAs = async (first: number, after?: string | null) => {
-        const { messages } = await ok(url, MsgThread, { conversationId, first, after }, as(bob));
+        const { messages } = await ok(url, Threads, { conversationId, first, after }, as(bob));
         const node = messages.edges.find((edge) => edge.node.id === root.id)?.node;
         if (!node) return expect.fail("root not found");
         return node;
@@ -1472,7 +1004,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       expect(all.replies.edges.map((e) => e.node.id).filter((id) => id !== doomed.id)).toEqual(ids(replies));
 
       // A reply deleted later stops counting too.
-      await ok(url, MsgDelete, { id: (replies[0] as MessageFields).id }, as(bob));
+      await ok(url, DeleteMessage, { id: (replies[0] as MessageFields).id }, as(bob));
       expect((await rootAs(1)).replyCount).toBe(4);
       expect((await messageAs(url, as(alice), conversationId, root.id)).replyCount).toBe(4);
     });
@@ -1484,9 +1016,9 @@ describe.each(backends())("messaging on %s", (backend) => {
       const { eve, conversationId: evesRoom } = await foreigner();
       const foreign = await send(url, as(eve), evesRoom, "foreign");
       const input = (replyToId: string) => ({ input: { conversationId, body: "reply", replyToId } });
-      await refused(url, MsgSend, input(elsewhere.id), as(bob), "NOT_FOUND");
-      await refused(url, MsgSend, input(foreign.id), as(bob), "NOT_FOUND");
-      await refused(url, MsgSend, input("nope"), as(bob), "BAD_USER_INPUT", "input.replyToId");
+      await refused(url, SendMessage, input(elsewhere.id), as(bob), "NOT_FOUND");
+      await refused(url, SendMessage, input(foreign.id), as(bob), "NOT_FOUND");
+      await refused(url, SendMessage, input("nope"), as(bob), "BAD_USER_INPUT", "input.replyToId");
       expect(await history(url, as(bob), conversationId)).toEqual([]);
     });
   });
@@ -1515,17 +1047,17 @@ describe.each(backends())("messaging on %s", (backend) => {
       // Carol's own message moved her read horizon past m1: only "@carol only" is left for her.
       expect(await mentionCount(carol)).toBe(1);
 
-      await ok(url, MsgMarkRead, { conversationId, upToMessageId: m1.id }, as(bob));
+      await ok(url, MarkRead, { conversationId, upToMessageId: m1.id }, as(bob));
       expect(await mentionCount(bob)).toBe(1);
-      await ok(url, MsgMarkRead, { conversationId, upToMessageId: m2.id }, as(bob));
+      await ok(url, MarkRead, { conversationId, upToMessageId: m2.id }, as(bob));
       expect(await mentionCount(bob)).toBe(0);
-      const list = await ok(url, MsgConversationList, undefined, as(bob));
+      const list = await ok(url, ConversationSummaries, { first: 50 }, as(bob));
       expect(list.conversations.edges.find((e) => e.node.id === conversationId)?.node.mentionCount).toBe(0);
 
       // A new mention counts; once deleted it no longer does.
       const m5 = await send(url, as(alice), conversationId, "@bob last", { mentionedUserIds: [bob.id] });
       expect(await mentionCount(bob)).toBe(1);
-      await ok(url, MsgDelete, { id: m5.id }, as(alice));
+      await ok(url, DeleteMessage, { id: m5.id }, as(alice));
       expect(await mentionCount(bob)).toBe(0);
     });
 
@@ -1535,7 +1067,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       for (const mentioned of [[dave.id], [bob.id, dave.id], [eve.id]]) {
         await refused(
           url,
-          MsgSend,
+          SendMessage,
           { input: { conversationId, body: "hey", mentionedUserIds: mentioned } },
           as(alice),
           "BAD_USER_INPUT",
@@ -1648,7 +1180,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       const message = await send(url, as(alice), conversationId, "with file", { attachmentIds: [uploaded.id] });
       const link = (await messageAs(url, as(bob), conversationId, message.id)).attachments[0]?.url as string;
       expect((await download(link)).status).toBe(200);
-      const { deleteMessage } = await ok(url, MsgDelete, { id: message.id }, as(alice));
+      const { deleteMessage } = await ok(url, DeleteMessage, { id: message.id }, as(alice));
       expect(deleteMessage.attachments).toEqual([]);
       expect((await download(link)).status).toBe(404);
       expect((await download(unsigned(link), bearer(bob))).status).toBe(404);
@@ -1686,11 +1218,11 @@ describe.each(backends())("messaging on %s", (backend) => {
       const sendWith = (attachmentIds: string[], target = conversationId) => ({
         input: { conversationId: target, body: "", attachmentIds },
       });
-      await refused(url, MsgSend, sendWith([uploaded.id]), as(bob), "FORBIDDEN");
-      await refused(url, MsgSend, sendWith([uploaded.id], other), as(alice), "NOT_FOUND");
-      const sent = await ok(url, MsgSend, sendWith([uploaded.id]), as(alice));
+      await refused(url, SendMessage, sendWith([uploaded.id]), as(bob), "FORBIDDEN");
+      await refused(url, SendMessage, sendWith([uploaded.id], other), as(alice), "NOT_FOUND");
+      const sent = await ok(url, SendMessage, sendWith([uploaded.id]), as(alice));
       expect(sent.sendMessage.type).toBe("FILE");
-      await refused(url, MsgSend, sendWith([uploaded.id]), as(alice), "CONFLICT");
+      await refused(url, SendMessage, sendWith([uploaded.id]), as(alice), "CONFLICT");
       // Nothing half-sent: exactly one message carries the file.
       const messages = await history(url, as(alice), conversationId);
       expect(messages.map((m) => m.attachments.length)).toEqual([1]);
@@ -1712,7 +1244,7 @@ describe.each(backends())("messaging on %s", (backend) => {
 
   describe("searchMessages", () => {
     async function searchAll(auth: Auth, query: string, conversationId?: string) {
-      const { searchMessages } = await ok(url, MsgSearch, { query, conversationId, first: 50 }, auth);
+      const { searchMessages } = await ok(url, SearchMessages, { query, conversationId, first: 50 }, auth);
       expect(searchMessages.pageInfo.hasNextPage).toBe(false);
       return searchMessages.edges.map((edge) => edge.node);
     }
@@ -1726,7 +1258,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       const crossing = await send(url, as(bob), g2, "zebra crossing ahead");
       const hidden = await send(url, as(alice), g3, "zebra secret plans");
       const deleted = await send(url, as(alice), g1, "zebra deleted later");
-      await ok(url, MsgDelete, { id: deleted.id }, as(alice));
+      await ok(url, DeleteMessage, { id: deleted.id }, as(alice));
       const { eve, conversationId: evesRoom } = await foreigner();
       await send(url, as(eve), evesRoom, "zebra foreign zebra zebra zebra");
 
@@ -1742,8 +1274,8 @@ describe.each(backends())("messaging on %s", (backend) => {
 
       // conversationId narrows; a conversation the viewer is not in is refused.
       expect(ids(await searchAll(as(bob), "zebra", g2))).toEqual([crossing.id]);
-      await refused(url, MsgSearch, { query: "zebra", conversationId: g3 }, as(bob), "FORBIDDEN");
-      await refused(url, MsgSearch, { query: "zebra", conversationId: evesRoom }, as(bob), "NOT_FOUND");
+      await refused(url, SearchMessages, { query: "zebra", conversationId: g3 }, as(bob), "FORBIDDEN");
+      await refused(url, SearchMessages, { query: "zebra", conversationId: evesRoom }, as(bob), "NOT_FOUND");
 
       // Every word must match; a phrase must match in order; -word excludes.
       expect(ids(await searchAll(as(bob), "zebra stampede"))).toEqual([thrice.id]);
@@ -1755,9 +1287,9 @@ describe.each(backends())("messaging on %s", (backend) => {
       const paged: string[] = [];
       let after: string | null | undefined = null;
       for (let page = 0; page < 5; page++) {
-        const { searchMessages }: ResultOf<typeof MsgSearch> = await ok(
+        const { searchMessages }: ResultOf<typeof SearchMessages> = await ok(
           url,
-          MsgSearch,
+          SearchMessages,
           { query: "zebra", first: 1, after },
           as(bob),
         );
@@ -1768,7 +1300,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       expect(paged).toEqual(ids(found));
 
       // Once Bob leaves g2, its messages are no longer his to find.
-      await ok(url, MsgRemoveMember, { conversationId: g2, userId: bob.id }, as(bob));
+      await ok(url, RemoveMember, { conversationId: g2, userId: bob.id }, as(bob));
       expect(ids(await searchAll(as(bob), "zebra")).sort()).toEqual([once.id, thrice.id].sort());
     });
 
@@ -1781,7 +1313,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       expect(found[0]?.id).toBe(both.id);
       expect(ids(found).sort()).toEqual([one.id, both.id, other.id].sort());
 
-      await ok(url, MsgEdit, { id: one.id, body: "okapi spotted today" }, as(alice));
+      await ok(url, EditMessage, { id: one.id, body: "okapi spotted today" }, as(alice));
       expect(ids(await searchAll(as(bob), "okapi"))).toEqual([one.id]);
       expect(ids(await searchAll(as(bob), "giraffe"))).toEqual([both.id]);
     });
@@ -1789,7 +1321,7 @@ describe.each(backends())("messaging on %s", (backend) => {
     it("refuses an empty query", async () => {
       const { bob } = await setup();
       for (const query of ["", "   "]) {
-        await refused(url, MsgSearch, { query }, as(bob), "BAD_USER_INPUT", "query");
+        await refused(url, SearchMessages, { query }, as(bob), "BAD_USER_INPUT", "query");
       }
     });
   });
@@ -1802,30 +1334,25 @@ describe.each(backends())("messaging on %s", (backend) => {
     it("delivers every event type with a cursor and consecutive seqs; replays after a cursor; ends on delete", async () => {
       const { alice, bob, carol, dave, conversationId } = await setup();
       const client = wsClient(wsUrl, as(bob));
-      const sub = subscribe(client, MsgEvents, { conversationId });
+      const sub = subscribe(client, ConversationEvents, { conversationId });
       let pokes = 0;
       const warmup = await whenLive(sub, () =>
-        ok(url, MsgUpdateGroup, { id: conversationId, input: { name: `Warmup ${++pokes}` } }, as(alice)),
+        ok(url, UpdateGroup, { id: conversationId, input: { name: `Warmup ${++pokes}` } }, as(alice)),
       );
       const lastWarmup = warmup.at(-1)?.data?.conversationEvents as ConversationEvent;
       expect(lastWarmup.__typename).toBe("ConversationUpdatedEvent");
 
       const sent = await send(url, as(alice), conversationId, "first");
-      await ok(url, MsgEdit, { id: sent.id, body: "first, edited" }, as(alice));
-      await ok(url, MsgAddReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
-      await ok(url, MsgRemoveReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
-      await ok(url, MsgPin, { id: sent.id }, as(carol));
-      await ok(url, MsgUnpin, { id: sent.id }, as(carol));
-      await ok(
-        url,
-        MsgUpdateGroup,
-        { id: conversationId, input: { name: "Renamed", description: "About" } },
-        as(alice),
-      );
-      await ok(url, MsgAddMembers, { conversationId, userIds: [dave.id] }, as(alice));
-      await ok(url, MsgSetMemberRole, { conversationId, userId: dave.id, role: "ADMIN" }, as(alice));
-      await ok(url, MsgRemoveMember, { conversationId, userId: dave.id }, as(alice));
-      await ok(url, MsgDelete, { id: sent.id }, as(alice));
+      await ok(url, EditMessage, { id: sent.id, body: "first, edited" }, as(alice));
+      await ok(url, AddReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
+      await ok(url, RemoveReaction, { messageId: sent.id, emoji: "👍" }, as(bob));
+      await ok(url, PinMessage, { id: sent.id }, as(carol));
+      await ok(url, UnpinMessage, { id: sent.id }, as(carol));
+      await ok(url, UpdateGroup, { id: conversationId, input: { name: "Renamed", description: "About" } }, as(alice));
+      await ok(url, AddMembers, { conversationId, userIds: [dave.id] }, as(alice));
+      await ok(url, SetMemberRole, { conversationId, userId: dave.id, role: "ADMIN" }, as(alice));
+      await ok(url, RemoveMember, { conversationId, userId: dave.id }, as(alice));
+      await ok(url, DeleteMessage, { id: sent.id }, as(alice));
 
       const events = await takeEvents(sub, 11);
       expect(events.map((e) => e.__typename)).toEqual([
@@ -1878,7 +1405,7 @@ describe.each(backends())("messaging on %s", (backend) => {
 
       // Replay after the third event: exactly the rest, same seqs and cursors, then live.
       const replayClient = wsClient(second.wsUrl, as(carol));
-      const replay = subscribe(replayClient, MsgEvents, { conversationId, after: cursors[2] });
+      const replay = subscribe(replayClient, ConversationEvents, { conversationId, after: cursors[2] });
       const replayed = await takeEvents(replay, 8);
       expect(replayed.map(seqOf)).toEqual(seqs.slice(3));
       expect(replayed.map(cursorOf)).toEqual(cursors.slice(3));
@@ -1891,7 +1418,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       }
 
       // Deleting the group: ConversationDeletedEvent, then the stream ends.
-      await ok(url, MsgDeleteGroup, { id: conversationId }, as(alice));
+      await ok(url, DeleteGroup, { id: conversationId }, as(alice));
       for (const stream of [sub, replay]) {
         expect(await nextEvent(stream)).toEqual({ __typename: "ConversationDeletedEvent", conversationId });
         expect(await stream.done).toEqual({});
@@ -1906,15 +1433,15 @@ describe.each(backends())("messaging on %s", (backend) => {
       const { eve } = await foreigner();
       // A cursor of the other conversation, from a replay of it.
       await send(url, as(alice), other, "one");
-      await ok(url, MsgUpdateGroup, { id: other, input: { name: "Other 2" } }, as(alice));
+      await ok(url, UpdateGroup, { id: other, input: { name: "Other 2" } }, as(alice));
       const probe = wsClient(wsUrl, as(bob));
-      const probeSub = subscribe(probe, MsgEvents, { conversationId: other });
-      await whenLive(probeSub, () => ok(url, MsgUpdateGroup, { id: other, input: { name: "Other 3" } }, as(alice)));
-      await ok(url, MsgUpdateGroup, { id: other, input: { name: "Other 4" } }, as(alice));
+      const probeSub = subscribe(probe, ConversationEvents, { conversationId: other });
+      await whenLive(probeSub, () => ok(url, UpdateGroup, { id: other, input: { name: "Other 3" } }, as(alice)));
+      await ok(url, UpdateGroup, { id: other, input: { name: "Other 4" } }, as(alice));
       const foreignCursor = cursorOf(await nextEvent(probeSub));
       await probe.dispose();
 
-      const cases: [VariablesOf<typeof MsgEvents>, TestUser, string][] = [
+      const cases: [VariablesOf<typeof ConversationEvents>, TestUser, string][] = [
         [{ after: foreignCursor }, bob, "BAD_USER_INPUT"],
         [{ conversationId, after: foreignCursor }, bob, "BAD_USER_INPUT"],
         [{ conversationId, after: "garbage" }, bob, "BAD_USER_INPUT"],
@@ -1923,7 +1450,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       ];
       for (const [variables, user, code] of cases) {
         const client = wsClient(wsUrl, as(user));
-        const actual = await refusalCode(subscribe(client, MsgEvents, variables));
+        const actual = await refusalCode(subscribe(client, ConversationEvents, variables));
         expect(actual, `${user.name} ${JSON.stringify(variables)}`).toBe(code);
         await client.dispose();
       }
@@ -1933,8 +1460,8 @@ describe.each(backends())("messaging on %s", (backend) => {
       const { alice, bob, carol, conversationId: g1 } = await setup();
       const g2 = await group(url, as(carol), [alice], "Carol's");
       const client = wsClient(second.wsUrl, as(bob));
-      const sub = subscribe(client, MsgEvents, {});
-      await whenLive(sub, () => ok(url, MsgUpdateGroup, { id: g1, input: { name: "Poke" } }, as(alice)));
+      const sub = subscribe(client, ConversationEvents, {});
+      await whenLive(sub, () => ok(url, UpdateGroup, { id: g1, input: { name: "Poke" } }, as(alice)));
 
       await send(url, as(carol), g2, "not for bob");
       const inG1 = await send(url, as(alice), g1, "for bob");
@@ -1942,7 +1469,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       expect(first).toMatchObject({ __typename: "MessageAddedEvent", conversationId: g1, message: { id: inG1.id } });
 
       // Added to g2 later: from his own MemberAddedEvent on, g2 is in his stream.
-      await ok(url, MsgAddMembers, { conversationId: g2, userIds: [bob.id] }, as(carol));
+      await ok(url, AddMembers, { conversationId: g2, userIds: [bob.id] }, as(carol));
       const joined = await nextEvent(sub);
       expect(joined).toMatchObject({ __typename: "MemberAddedEvent", conversationId: g2, user: { id: bob.id } });
       const inG2 = await send(url, as(carol), g2, "now bob is in");
@@ -1955,7 +1482,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       expect(await nextEvent(sub)).toMatchObject({ conversationId: g3, message: { id: inG3.id } });
 
       // Removed from g2: his removal is the last he hears of it.
-      await ok(url, MsgRemoveMember, { conversationId: g2, userId: bob.id }, as(carol));
+      await ok(url, RemoveMember, { conversationId: g2, userId: bob.id }, as(carol));
       expect(await nextEvent(sub)).toMatchObject({
         __typename: "MemberRemovedEvent",
         conversationId: g2,
@@ -1965,7 +1492,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       await send(url, as(carol), g2, "bob is gone");
 
       // A deleted group is announced, and the stream goes on for the others.
-      await ok(url, MsgDeleteGroup, { id: g1 }, as(alice));
+      await ok(url, DeleteGroup, { id: g1 }, as(alice));
       expect(await nextEvent(sub)).toEqual({ __typename: "ConversationDeletedEvent", conversationId: g1 });
       const after = await send(url, as(alice), g3, "still here");
       expect(await nextEvent(sub)).toMatchObject({ conversationId: g3, message: { id: after.id } });
@@ -1977,10 +1504,10 @@ describe.each(backends())("messaging on %s", (backend) => {
       const { alice, bob, conversationId } = await setup();
       const bobClient = wsClient(wsUrl, as(bob));
       const aliceClient = wsClient(wsUrl, as(alice));
-      const added = subscribe(bobClient, MsgMessageAdded, { conversationId });
-      const typing = subscribe(bobClient, MsgTyping, { conversationId });
-      const events = subscribe(bobClient, MsgEvents, { conversationId });
-      const receipts = subscribe(aliceClient, MsgReadReceipt, { conversationId });
+      const added = subscribe(bobClient, MessageAddedSeq, { conversationId });
+      const typing = subscribe(bobClient, Typing, { conversationId });
+      const events = subscribe(bobClient, ConversationEvents, { conversationId });
+      const receipts = subscribe(aliceClient, ReadReceipt, { conversationId });
       const warm = await whenLive(added, () => send(url, as(alice), conversationId, "warmup"));
       await drain(events, 300);
       const warmSeq = (warm.at(-1)?.data?.messageAdded.seq ?? 0) as number;
@@ -1990,8 +1517,8 @@ describe.each(backends())("messaging on %s", (backend) => {
       expect(await nextEvent(events)).toMatchObject({ __typename: "MessageAddedEvent", message: { id: m1.id } });
 
       // Edits, reactions and deletes are conversation events, not new messages.
-      await ok(url, MsgEdit, { id: m1.id, body: "one!" }, as(alice));
-      await ok(url, MsgAddReaction, { messageId: m1.id, emoji: "🎉" }, as(bob));
+      await ok(url, EditMessage, { id: m1.id, body: "one!" }, as(alice));
+      await ok(url, AddReaction, { messageId: m1.id, emoji: "🎉" }, as(bob));
       const m2 = await send(url, as(alice), conversationId, "two");
       expect((await added.next()).data?.messageAdded).toEqual({ id: m2.id, seq: warmSeq + 2, body: "two" });
       expect((await takeEvents(events, 3)).map((e) => e.__typename)).toEqual([
@@ -2000,12 +1527,12 @@ describe.each(backends())("messaging on %s", (backend) => {
         "MessageAddedEvent",
       ]);
 
-      await ok(url, MsgSetTyping, { conversationId, isTyping: true }, as(alice));
+      await ok(url, SetTyping, { conversationId, isTyping: true }, as(alice));
       expect((await typing.next()).data?.typing).toEqual({ isTyping: true, user: { id: alice.id } });
-      await ok(url, MsgSetTyping, { conversationId, isTyping: false }, as(alice));
+      await ok(url, SetTyping, { conversationId, isTyping: false }, as(alice));
       expect((await typing.next()).data?.typing).toEqual({ isTyping: false, user: { id: alice.id } });
 
-      await ok(url, MsgMarkRead, { conversationId, upToMessageId: m2.id }, as(bob));
+      await ok(url, MarkRead, { conversationId, upToMessageId: m2.id }, as(bob));
       expect((await receipts.next()).data?.readReceipt).toEqual({
         lastReadSeq: m2.seq,
         user: { id: bob.id },
@@ -2020,7 +1547,7 @@ describe.each(backends())("messaging on %s", (backend) => {
     it("replays more than one page of stored events after a cursor, in order, then continues live", async () => {
       const { alice, bob, carol, conversationId } = await setup();
       const probe = wsClient(wsUrl, as(bob));
-      const probeSub = subscribe(probe, MsgEvents, { conversationId });
+      const probeSub = subscribe(probe, ConversationEvents, { conversationId });
       const warm = await whenLive(probeSub, () => send(url, as(alice), conversationId, "start"));
       const start = warm.at(-1)?.data?.conversationEvents as ConversationEvent;
       await probe.dispose();
@@ -2035,7 +1562,7 @@ describe.each(backends())("messaging on %s", (backend) => {
         sent.push(...ids(results));
       }
       const client = wsClient(second.wsUrl, as(bob));
-      const sub = subscribe(client, MsgEvents, { conversationId, after: cursorOf(start) });
+      const sub = subscribe(client, ConversationEvents, { conversationId, after: cursorOf(start) });
       const replayed = await takeEvents(sub, total, 20_000);
       expect(replayed.map(seqOf)).toEqual(range(seqOf(start) + 1, total));
       const messageIds = replayed.map((e) => (e.__typename === "MessageAddedEvent" ? e.message.id : e.__typename));
@@ -2049,20 +1576,20 @@ describe.each(backends())("messaging on %s", (backend) => {
     it("a replay after a message was deleted does not reveal its text", async () => {
       const { alice, bob, conversationId } = await setup();
       const probe = wsClient(wsUrl, as(bob));
-      const probeSub = subscribe(probe, MsgEvents, { conversationId });
+      const probeSub = subscribe(probe, ConversationEvents, { conversationId });
       const warm = await whenLive(probeSub, () => send(url, as(alice), conversationId, "before"));
       const start = warm.at(-1)?.data?.conversationEvents as ConversationEvent;
 
       const secret = await send(url, as(alice), conversationId, "my password is hunter2");
-      await ok(url, MsgEdit, { id: secret.id, body: "my password is hunter3" }, as(alice));
+      await ok(url, EditMessage, { id: secret.id, body: "my password is hunter3" }, as(alice));
       // Live, before the delete, the text is of course delivered.
       const [liveAdded] = await takeEvents(probeSub, 2);
       expect(liveAdded).toMatchObject({ message: { body: "my password is hunter2" } });
-      await ok(url, MsgDelete, { id: secret.id }, as(alice));
+      await ok(url, DeleteMessage, { id: secret.id }, as(alice));
       await probe.dispose();
 
       const client = wsClient(wsUrl, as(bob));
-      const sub = subscribe(client, MsgEvents, { conversationId, after: cursorOf(start) });
+      const sub = subscribe(client, ConversationEvents, { conversationId, after: cursorOf(start) });
       const replayed = await takeEvents(sub, 3);
       expect(replayed.map((e) => e.__typename)).toEqual([
         "MessageAddedEvent",
@@ -2077,11 +1604,11 @@ describe.each(backends())("messaging on %s", (backend) => {
 
     it("a removed member's conversation stream tells them, then ends", async () => {
       const { alice, dave, conversationId } = await setup();
-      await ok(url, MsgAddMembers, { conversationId, userIds: [dave.id] }, as(alice));
+      await ok(url, AddMembers, { conversationId, userIds: [dave.id] }, as(alice));
       const client = wsClient(wsUrl, as(dave));
-      const sub = subscribe(client, MsgEvents, { conversationId });
+      const sub = subscribe(client, ConversationEvents, { conversationId });
       await whenLive(sub, () => send(url, as(alice), conversationId, "welcome"));
-      await ok(url, MsgRemoveMember, { conversationId, userId: dave.id }, as(alice));
+      await ok(url, RemoveMember, { conversationId, userId: dave.id }, as(alice));
       expect(await nextEvent(sub)).toMatchObject({ __typename: "MemberRemovedEvent", user: { id: dave.id } });
       expect(await sub.done).toEqual({});
       await client.dispose();
@@ -2090,17 +1617,17 @@ describe.each(backends())("messaging on %s", (backend) => {
     it("repeating the same change concurrently records it once: one reaction, one pin, one delete, one event each", async () => {
       const { alice, bob, carol, conversationId } = await setup();
       const client = wsClient(wsUrl, as(bob));
-      const sub = subscribe(client, MsgEvents, { conversationId });
+      const sub = subscribe(client, ConversationEvents, { conversationId });
       await whenLive(sub, () => send(url, as(alice), conversationId, "warmup"));
       const target = await send(url, as(alice), conversationId, "target");
       const times = 6;
       const burst = <T>(run: () => Promise<T>) => Promise.all(Array.from({ length: times }, run));
 
-      await burst(() => ok(url, MsgAddReaction, { messageId: target.id, emoji: "👍" }, as(carol)));
-      await burst(() => ok(url, MsgPin, { id: target.id }, as(carol)));
-      await burst(() => ok(url, MsgUnpin, { id: target.id }, as(carol)));
-      await burst(() => ok(url, MsgRemoveReaction, { messageId: target.id, emoji: "👍" }, as(carol)));
-      const deletes = await burst(() => ok(url, MsgDelete, { id: target.id }, as(alice)));
+      await burst(() => ok(url, AddReaction, { messageId: target.id, emoji: "👍" }, as(carol)));
+      await burst(() => ok(url, PinMessage, { id: target.id }, as(carol)));
+      await burst(() => ok(url, UnpinMessage, { id: target.id }, as(carol)));
+      await burst(() => ok(url, RemoveReaction, { messageId: target.id, emoji: "👍" }, as(carol)));
+      const deletes = await burst(() => ok(url, DeleteMessage, { id: target.id }, as(alice)));
       const end = await send(url, as(alice), conversationId, "end");
 
       const events: ConversationEvent[] = [];
@@ -2134,7 +1661,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       const watcher = new Observer(key, conversationId);
       const watcherSub = watcher.connect(wsUrl, { conversationId });
       let pokes = 0;
-      const poke = () => ok(url, MsgUpdateGroup, { id: conversationId, input: { name: `Seed ${++pokes}` } }, key);
+      const poke = () => ok(url, UpdateGroup, { id: conversationId, input: { name: `Seed ${++pokes}` } }, key);
       for (const result of await whenLive(watcherSub, poke)) {
         watcher.copy.apply((result.data as EventsResult).conversationEvents);
       }
@@ -2143,14 +1670,14 @@ describe.each(backends())("messaging on %s", (backend) => {
       const lobby = await group(url, as(alice), [], "Lobby");
       const alices = new Observer(as(alice), conversationId);
       const alicesSub = alices.connect(second.wsUrl, {});
-      await whenLive(alicesSub, () => ok(url, MsgUpdateGroup, { id: lobby, input: { name: "Lobby!" } }, as(alice)));
+      await whenLive(alicesSub, () => ok(url, UpdateGroup, { id: lobby, input: { name: "Lobby!" } }, as(alice)));
 
-      await ok(url, MsgAddMembers, { conversationId, userIds: [alice.id, bob.id, carol.id] }, key);
-      await ok(url, MsgSetMemberRole, { conversationId, userId: alice.id, role: "OWNER" }, key);
-      await ok(url, MsgSetMemberRole, { conversationId, userId: bob.id, role: "ADMIN" }, key);
+      await ok(url, AddMembers, { conversationId, userIds: [alice.id, bob.id, carol.id] }, key);
+      await ok(url, SetMemberRole, { conversationId, userId: alice.id, role: "OWNER" }, key);
+      await ok(url, SetMemberRole, { conversationId, userId: bob.id, role: "ADMIN" }, key);
       // Alice's stream starts at her arrival: the group is named again after it.
       const team = { name: "Team", description: "A random mix" };
-      await ok(second.url, MsgUpdateGroup, { id: conversationId, input: team }, as(alice));
+      await ok(second.url, UpdateGroup, { id: conversationId, input: team }, as(alice));
 
       const scenario = new Scenario(rand, urls, { alice, bob, carol, dave }, conversationId);
       const total = 60;
@@ -2205,7 +1732,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       const { alice, bob, conversationId } = await setup();
       const view = async (user: TestUser) => {
         const conversation = await conversationAs(url, as(user), conversationId);
-        const list = await ok(url, MsgConversationList, undefined, as(user));
+        const list = await ok(url, ConversationSummaries, { first: 50 }, as(user));
         const listed = list.conversations.edges.find((e) => e.node.id === conversationId)?.node;
         expect(listed?.unreadCount).toBe(conversation.unreadCount);
         expect(listed?.lastMessage ?? null).toEqual(
@@ -2219,27 +1746,27 @@ describe.each(backends())("messaging on %s", (backend) => {
       expect(await view(bob)).toMatchObject({ unread: 3, last: { id: m3.id, body: "m3" } });
       expect(await view(alice)).toMatchObject({ unread: 0, last: { id: m3.id } });
 
-      await ok(url, MsgDelete, { id: m3.id }, as(alice));
+      await ok(url, DeleteMessage, { id: m3.id }, as(alice));
       expect(await view(bob)).toMatchObject({ unread: 2, last: { id: m2.id, body: "m2" } });
       expect((await view(alice)).last?.id).toBe(m2.id);
 
-      await ok(url, MsgEdit, { id: m2.id, body: "m2, edited" }, as(alice));
+      await ok(url, EditMessage, { id: m2.id, body: "m2, edited" }, as(alice));
       const edited = await view(bob);
       expect(edited).toMatchObject({ unread: 2, last: { id: m2.id, body: "m2, edited" } });
       expect(edited.last?.editedAt).toBeTruthy();
 
-      await ok(url, MsgDelete, { id: m1.id }, as(alice));
+      await ok(url, DeleteMessage, { id: m1.id }, as(alice));
       expect(await view(bob)).toMatchObject({ unread: 1, last: { id: m2.id } });
 
-      await ok(url, MsgMarkRead, { conversationId, upToMessageId: m2.id }, as(bob));
+      await ok(url, MarkRead, { conversationId, upToMessageId: m2.id }, as(bob));
       expect(await view(bob)).toMatchObject({ unread: 0, last: { id: m2.id } });
 
       const m4 = await send(url, as(alice), conversationId, "m4");
       expect(await view(bob)).toMatchObject({ unread: 1, last: { id: m4.id } });
-      await ok(url, MsgDelete, { id: m4.id }, as(alice));
+      await ok(url, DeleteMessage, { id: m4.id }, as(alice));
       expect(await view(bob)).toMatchObject({ unread: 0, last: { id: m2.id, body: "m2, edited" } });
 
-      await ok(url, MsgDelete, { id: m2.id }, as(alice));
+      await ok(url, DeleteMessage, { id: m2.id }, as(alice));
       expect(await view(bob)).toEqual({ unread: 0, last: null });
       // Bob's own messages never count as unread for him.
       await send(url, as(bob), conversationId, "mine");

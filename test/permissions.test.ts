@@ -3,358 +3,45 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Database, openDatabase, type PrismaClient } from "../src/db/client.ts";
 import { tenantScoped } from "../src/db/scoped.ts";
-import { graphql } from "./generated/gql.ts";
-import type { PermAuditLogQuery } from "./generated/graphql.ts";
+import type { AuditLogQuery } from "./generated/graphql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { type Auth, fails, type GqlResult, ok, request } from "./helpers/client.ts";
+import { createTenant, createUserWithToken, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
+import { AuditLog } from "./operations/audit.ts";
 import {
+  AddMembers,
+  Conversation,
+  Conversations,
   CreateGroup,
+  DeleteGroup,
+  OpenDirect,
+  RemoveMember,
+  SetMemberRole,
+  UpdateGroup,
+} from "./operations/conversations.ts";
+import { DeleteMessage, EditMessage, Messages, SendMessage } from "./operations/messages.ts";
+import {
+  AssignRole,
+  CreateRole,
+  DeleteRole,
+  PermissionCatalog,
+  Role,
+  Roles,
+  UnassignRole,
+  UpdateRole,
+} from "./operations/roles.ts";
+import { RotateApiKey, TenantWithDefaultRole, UpdateTenant } from "./operations/tenants.ts";
+import {
   CreateUser,
-  createTenant,
-  createUserWithToken,
+  DeleteUser,
   IssueUserToken,
-  Messages,
-  SendMessage,
-  type TestTenant,
-  type TestUser,
-} from "./helpers/fixtures.ts";
-
-// ---------------------------------------------------------------------------------------------
-// Documents
-// ---------------------------------------------------------------------------------------------
-
-const PermCatalog = graphql(`
-  query PermCatalog {
-    permissionCatalog
-  }
-`);
-
-const PermRoles = graphql(`
-  query PermRoles {
-    roles {
-      id
-      name
-      description
-      permissions
-      system
-    }
-  }
-`);
-
-const PermRole = graphql(`
-  query PermRole($id: ID!) {
-    role(id: $id) {
-      id
-      name
-      description
-      permissions
-      system
-    }
-  }
-`);
-
-const PermCreateRole = graphql(`
-  mutation PermCreateRole($input: CreateRoleInput!) {
-    createRole(input: $input) {
-      id
-      name
-      description
-      permissions
-      system
-    }
-  }
-`);
-
-const PermUpdateRole = graphql(`
-  mutation PermUpdateRole($id: ID!, $input: UpdateRoleInput!) {
-    updateRole(id: $id, input: $input) {
-      id
-      name
-      description
-      permissions
-      system
-    }
-  }
-`);
-
-const PermDeleteRole = graphql(`
-  mutation PermDeleteRole($id: ID!) {
-    deleteRole(id: $id)
-  }
-`);
-
-const PermAssignRole = graphql(`
-  mutation PermAssignRole($userId: ID!, $roleId: ID!) {
-    assignRole(userId: $userId, roleId: $roleId) {
-      id
-    }
-  }
-`);
-
-const PermUnassignRole = graphql(`
-  mutation PermUnassignRole($userId: ID!, $roleId: ID!) {
-    unassignRole(userId: $userId, roleId: $roleId) {
-      id
-    }
-  }
-`);
-
-const PermUserRoles = graphql(`
-  query PermUserRoles($id: ID!) {
-    user(id: $id) {
-      id
-      active
-      roles {
-        name
-      }
-    }
-  }
-`);
-
-const PermViewer = graphql(`
-  query PermViewer {
-    viewer {
-      permissions
-      roles {
-        name
-      }
-      user {
-        id
-      }
-    }
-  }
-`);
-
-const PermViewerPermissions = graphql(`
-  query PermViewerPermissions {
-    viewer {
-      permissions
-    }
-  }
-`);
-
-const PermTenant = graphql(`
-  query PermTenant {
-    tenant {
-      id
-      name
-      defaultRole {
-        id
-        name
-      }
-    }
-  }
-`);
-
-const PermUpdateTenant = graphql(`
-  mutation PermUpdateTenant($input: UpdateTenantInput!) {
-    updateTenant(input: $input) {
-      id
-      name
-    }
-  }
-`);
-
-const PermRotateApiKey = graphql(`
-  mutation PermRotateApiKey {
-    rotateApiKey {
-      apiKey
-    }
-  }
-`);
-
-const PermUsers = graphql(`
-  query PermUsers {
-    users(first: 5) {
-      edges {
-        node {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const PermUser = graphql(`
-  query PermUser($id: ID!) {
-    user(id: $id) {
-      id
-      name
-    }
-  }
-`);
-
-const PermUpdateUser = graphql(`
-  mutation PermUpdateUser($id: ID!, $input: UpdateUserInput!) {
-    updateUser(id: $id, input: $input) {
-      id
-      name
-      active
-    }
-  }
-`);
-
-const PermDeleteUser = graphql(`
-  mutation PermDeleteUser($id: ID!) {
-    deleteUser(id: $id)
-  }
-`);
-
-const PermRevokeTokens = graphql(`
-  mutation PermRevokeTokens($userId: ID!) {
-    revokeUserTokens(userId: $userId)
-  }
-`);
-
-const PermAuditLog = graphql(`
-  query PermAuditLog($first: Int, $after: String) {
-    auditLog(first: $first, after: $after) {
-      edges {
-        cursor
-        node {
-          id
-          action
-          details
-          createdAt
-          actor {
-            kind
-            id
-          }
-          target {
-            type
-            id
-          }
-        }
-      }
-      pageInfo {
-        hasNextPage
-        hasPreviousPage
-        endCursor
-      }
-    }
-  }
-`);
-
-const PermConversation = graphql(`
-  query PermConversation($id: ID!) {
-    conversation(id: $id) {
-      id
-      name
-      members {
-        role
-        user {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const PermConversations = graphql(`
-  query PermConversations {
-    conversations(first: 5) {
-      edges {
-        node {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const PermOpenDirect = graphql(`
-  mutation PermOpenDirect($userId: ID!) {
-    openDirectConversation(userId: $userId) {
-      id
-    }
-  }
-`);
-
-const PermUpdateGroup = graphql(`
-  mutation PermUpdateGroup($id: ID!, $input: UpdateGroupInput!) {
-    updateGroup(id: $id, input: $input) {
-      id
-      name
-    }
-  }
-`);
-
-const PermDeleteGroup = graphql(`
-  mutation PermDeleteGroup($id: ID!) {
-    deleteGroup(id: $id)
-  }
-`);
-
-const PermAddMembers = graphql(`
-  mutation PermAddMembers($conversationId: ID!, $userIds: [ID!]!) {
-    addMembers(conversationId: $conversationId, userIds: $userIds) {
-      id
-    }
-  }
-`);
-
-const PermRemoveMember = graphql(`
-  mutation PermRemoveMember($conversationId: ID!, $userId: ID!) {
-    removeMember(conversationId: $conversationId, userId: $userId) {
-      id
-    }
-  }
-`);
-
-const PermSetMemberRole = graphql(`
-  mutation PermSetMemberRole($conversationId: ID!, $userId: ID!, $role: MemberRole!) {
-    setMemberRole(conversationId: $conversationId, userId: $userId, role: $role) {
-      id
-      members {
-        role
-        user {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const PermEditMessage = graphql(`
-  mutation PermEditMessage($id: ID!, $body: String!) {
-    editMessage(id: $id, body: $body) {
-      id
-      body
-      editedAt
-    }
-  }
-`);
-
-const PermDeleteMessage = graphql(`
-  mutation PermDeleteMessage($id: ID!) {
-    deleteMessage(id: $id) {
-      id
-      body
-      deletedAt
-      deletedBy {
-        id
-      }
-    }
-  }
-`);
-
-const PermMessageHistory = graphql(`
-  query PermMessageHistory($conversationId: ID!) {
-    messages(conversationId: $conversationId, first: 100) {
-      edges {
-        node {
-          id
-          body
-          editedAt
-          deletedAt
-          deletedBy {
-            id
-          }
-        }
-      }
-    }
-  }
-`);
+  RevokeUserTokens,
+  UpdateUser,
+  User,
+  UserRoles,
+  Users,
+  Viewer,
+} from "./operations/users.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Permission semantics, written out independently of the server's implementation
@@ -403,7 +90,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
   // -------------------------------------------------------------------------------------------
 
   async function rolesOf(apiKey: string): Promise<RoleRow[]> {
-    return (await ok(url, PermRoles, {}, { apiKey })).roles;
+    return (await ok(url, Roles, {}, { apiKey })).roles;
   }
 
   async function roleIds(apiKey: string): Promise<Record<string, string>> {
@@ -411,20 +98,20 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
   }
 
   async function roleNamesOf(apiKey: string, userId: string): Promise<string[]> {
-    const { user } = await ok(url, PermUserRoles, { id: userId }, { apiKey });
+    const { user } = await ok(url, UserRoles, { id: userId }, { apiKey });
     return (user?.roles ?? []).map((role) => role.name).sort();
   }
 
   async function createRoleWithKey(apiKey: string, permissions: string[], name = unique("role")): Promise<string> {
-    return (await ok(url, PermCreateRole, { input: { name, permissions } }, { apiKey })).createRole.id;
+    return (await ok(url, CreateRole, { input: { name, permissions } }, { apiKey })).createRole.id;
   }
 
   /** Makes the user hold exactly the given roles (by name), using the API key. */
   async function shapeRoles(apiKey: string, userId: string, wanted: string[]): Promise<void> {
     const ids = await roleIds(apiKey);
-    for (const name of wanted) await ok(url, PermAssignRole, { userId, roleId: ids[name] as string }, { apiKey });
+    for (const name of wanted) await ok(url, AssignRole, { userId, roleId: ids[name] as string }, { apiKey });
     for (const name of await roleNamesOf(apiKey, userId)) {
-      if (!wanted.includes(name)) await ok(url, PermUnassignRole, { userId, roleId: ids[name] as string }, { apiKey });
+      if (!wanted.includes(name)) await ok(url, UnassignRole, { userId, roleId: ids[name] as string }, { apiKey });
     }
     expect(await roleNamesOf(apiKey, userId)).toEqual([...wanted].sort());
   }
@@ -438,12 +125,12 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
   }
 
   async function memberRoles(auth: Auth, conversationId: string): Promise<Record<string, string>> {
-    const { conversation } = await ok(url, PermConversation, { id: conversationId }, auth);
+    const { conversation } = await ok(url, Conversation, { id: conversationId }, auth);
     return Object.fromEntries((conversation?.members ?? []).map((m) => [m.user.id, m.role]));
   }
 
   async function latestAudit(auth: Auth) {
-    const { auditLog } = await ok(url, PermAuditLog, { first: 1 }, auth);
+    const { auditLog } = await ok(url, AuditLog, { first: 1 }, auth);
     const node = auditLog.edges[0]?.node;
     if (!node) return expect.fail("the audit log is empty");
     return node;
@@ -473,12 +160,12 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       expect(CATALOG).toHaveLength(21);
       const tenant = await createTenant(url, ["Reader"]);
       const [reader] = tenant.users as [TestUser];
-      const asService = await ok(url, PermCatalog, {}, { apiKey: tenant.apiKey });
+      const asService = await ok(url, PermissionCatalog, {}, { apiKey: tenant.apiKey });
       expect([...asService.permissionCatalog].sort()).toEqual([...CATALOG].sort());
       expect(new Set(asService.permissionCatalog).size).toBe(21);
-      const asUser = await ok(url, PermCatalog, {}, { token: reader.token });
+      const asUser = await ok(url, PermissionCatalog, {}, { token: reader.token });
       expect([...asUser.permissionCatalog].sort()).toEqual([...CATALOG].sort());
-      await fails(url, PermCatalog, {}, {}, "UNAUTHENTICATED");
+      await fails(url, PermissionCatalog, {}, {}, "UNAUTHENTICATED");
     });
 
     it("each tenant starts with the system roles owner (*), admin and member; new users get member", async () => {
@@ -494,10 +181,10 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
           expect(permission === "*" || permission.endsWith(":*") || CATALOG.includes(permission)).toBe(true);
         }
       }
-      const { tenant: info } = await ok(url, PermTenant, {}, { apiKey: tenant.apiKey });
+      const { tenant: info } = await ok(url, TenantWithDefaultRole, {}, { apiKey: tenant.apiKey });
       expect(info.defaultRole).toEqual({ id: byName.member?.id, name: "member" });
       expect(await roleNamesOf(tenant.apiKey, newbie.id)).toEqual(["member"]);
-      const viewer = await ok(url, PermViewerPermissions, {}, { token: newbie.token });
+      const viewer = await ok(url, Viewer, {}, { token: newbie.token });
       expect([...viewer.viewer.permissions].sort()).toEqual([...(byName.member?.permissions ?? [])].sort());
 
       // Another tenant has its own, distinct system roles.
@@ -514,7 +201,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
 
       const { createRole } = await ok(
         url,
-        PermCreateRole,
+        CreateRole,
         { input: { name: "support", description: "Answers chats", permissions: ["chats:read", "users:read"] } },
         { apiKey },
       );
@@ -526,39 +213,39 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       });
       expect(createRole.id).toMatch(UUID);
 
-      const fetched = await ok(url, PermRole, { id: createRole.id }, { apiKey });
+      const fetched = await ok(url, Role, { id: createRole.id }, { apiKey });
       expect(fetched.role).toEqual(createRole);
       expectRoleList(await rolesOf(apiKey), ["support"]);
 
       const { updateRole } = await ok(
         url,
-        PermUpdateRole,
+        UpdateRole,
         { id: createRole.id, input: { name: "helpdesk", description: null, permissions: ["chats:*"] } },
         { apiKey },
       );
       expect(updateRole).toMatchObject({ id: createRole.id, name: "helpdesk", description: null });
       expect(updateRole.permissions).toEqual(["chats:*"]);
       // Omitted fields stay as they are.
-      const renamedOnly = await ok(url, PermUpdateRole, { id: createRole.id, input: { description: "x" } }, { apiKey });
+      const renamedOnly = await ok(url, UpdateRole, { id: createRole.id, input: { description: "x" } }, { apiKey });
       expect(renamedOnly.updateRole).toMatchObject({ name: "helpdesk", description: "x", permissions: ["chats:*"] });
 
-      await ok(url, PermAssignRole, { userId: holder.id, roleId: createRole.id }, { apiKey });
+      await ok(url, AssignRole, { userId: holder.id, roleId: createRole.id }, { apiKey });
       // Assigning twice is idempotent.
-      await ok(url, PermAssignRole, { userId: holder.id, roleId: createRole.id }, { apiKey });
+      await ok(url, AssignRole, { userId: holder.id, roleId: createRole.id }, { apiKey });
       expect(await roleNamesOf(apiKey, holder.id)).toEqual(["helpdesk", "member"]);
-      await ok(url, PermUnassignRole, { userId: holder.id, roleId: createRole.id }, { apiKey });
-      await ok(url, PermUnassignRole, { userId: holder.id, roleId: createRole.id }, { apiKey });
+      await ok(url, UnassignRole, { userId: holder.id, roleId: createRole.id }, { apiKey });
+      await ok(url, UnassignRole, { userId: holder.id, roleId: createRole.id }, { apiKey });
       expect(await roleNamesOf(apiKey, holder.id)).toEqual(["member"]);
 
       // Deleting a role removes it and its assignments.
-      await ok(url, PermAssignRole, { userId: holder.id, roleId: createRole.id }, { apiKey });
-      const { deleteRole } = await ok(url, PermDeleteRole, { id: createRole.id }, { apiKey });
+      await ok(url, AssignRole, { userId: holder.id, roleId: createRole.id }, { apiKey });
+      const { deleteRole } = await ok(url, DeleteRole, { id: createRole.id }, { apiKey });
       expect(deleteRole).toBe(createRole.id);
-      expect((await ok(url, PermRole, { id: createRole.id }, { apiKey })).role).toBeNull();
+      expect((await ok(url, Role, { id: createRole.id }, { apiKey })).role).toBeNull();
       expectRoleList(await rolesOf(apiKey), []);
       expect(await roleNamesOf(apiKey, holder.id)).toEqual(["member"]);
-      await fails(url, PermDeleteRole, { id: createRole.id }, { apiKey }, "NOT_FOUND");
-      await fails(url, PermUpdateRole, { id: createRole.id, input: { name: "ghost" } }, { apiKey }, "NOT_FOUND");
+      await fails(url, DeleteRole, { id: createRole.id }, { apiKey }, "NOT_FOUND");
+      await fails(url, UpdateRole, { id: createRole.id, input: { name: "ghost" } }, { apiKey }, "NOT_FOUND");
     });
 
     it("validates permissions against the catalog, accepts wildcards and refuses duplicate names", async () => {
@@ -568,7 +255,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       for (const bad of ["chats:fly", "tenant:moderate", "users", "*:read", "rbac:**", "", "CHATS:READ"]) {
         const error = await fails(
           url,
-          PermCreateRole,
+          CreateRole,
           { input: { name: unique("bad"), permissions: ["chats:read", bad] } },
           { apiKey },
           "BAD_USER_INPUT",
@@ -578,39 +265,39 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       const role = await createRoleWithKey(apiKey, ["chats:read"], "checked");
       const updateError = await fails(
         url,
-        PermUpdateRole,
+        UpdateRole,
         { id: role, input: { permissions: ["users:read", "users:fly"] } },
         { apiKey },
         "BAD_USER_INPUT",
       );
       expect(updateError.extensions?.field).toBe("input.permissions.1");
-      expect((await ok(url, PermRole, { id: role }, { apiKey })).role?.permissions).toEqual(["chats:read"]);
+      expect((await ok(url, Role, { id: role }, { apiKey })).role?.permissions).toEqual(["chats:read"]);
       // Nothing was created by the refused calls.
       expectRoleList(await rolesOf(apiKey), ["checked"]);
 
       // Every catalog entry, every resource wildcard and `*` are accepted.
       const all = await ok(
         url,
-        PermCreateRole,
+        CreateRole,
         { input: { name: "everything", permissions: [...CATALOG, ...RESOURCES.map((r) => `${r}:*`), "*"] } },
         { apiKey },
       );
       expect(all.createRole.permissions).toHaveLength(27);
-      const chats = await ok(url, PermCreateRole, { input: { name: "chatter", permissions: ["chats:*"] } }, { apiKey });
+      const chats = await ok(url, CreateRole, { input: { name: "chatter", permissions: ["chats:*"] } }, { apiKey });
       expect(chats.createRole.permissions).toEqual(["chats:*"]);
-      const star = await ok(url, PermCreateRole, { input: { name: "star", permissions: ["*"] } }, { apiKey });
+      const star = await ok(url, CreateRole, { input: { name: "star", permissions: ["*"] } }, { apiKey });
       expect(star.createRole.permissions).toEqual(["*"]);
 
       // Names are unique inside the tenant: on create and on rename, system names included.
       for (const name of ["chatter", "owner", "member"]) {
-        const error = await fails(url, PermCreateRole, { input: { name, permissions: [] } }, { apiKey }, "CONFLICT");
+        const error = await fails(url, CreateRole, { input: { name, permissions: [] } }, { apiKey }, "CONFLICT");
         expect(error.extensions?.field).toBe("input.name");
       }
-      await fails(url, PermUpdateRole, { id: star.createRole.id, input: { name: "chatter" } }, { apiKey }, "CONFLICT");
-      expect((await ok(url, PermRole, { id: star.createRole.id }, { apiKey })).role?.name).toBe("star");
+      await fails(url, UpdateRole, { id: star.createRole.id, input: { name: "chatter" } }, { apiKey }, "CONFLICT");
+      expect((await ok(url, Role, { id: star.createRole.id }, { apiKey })).role?.name).toBe("star");
       // The same name in another tenant is fine.
       const other = await createTenant(url, []);
-      await ok(url, PermCreateRole, { input: { name: "chatter", permissions: [] } }, { apiKey: other.apiKey });
+      await ok(url, CreateRole, { input: { name: "chatter", permissions: [] } }, { apiKey: other.apiKey });
     });
 
     it("system roles cannot be deleted, owner cannot be edited, system roles keep their names", async () => {
@@ -620,18 +307,18 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       const ids = Object.fromEntries(before.map((r) => [r.name, r.id]));
 
       for (const name of ["owner", "admin", "member"]) {
-        await fails(url, PermDeleteRole, { id: ids[name] as string }, { apiKey }, "FORBIDDEN");
+        await fails(url, DeleteRole, { id: ids[name] as string }, { apiKey }, "FORBIDDEN");
       }
       await fails(
         url,
-        PermUpdateRole,
+        UpdateRole,
         { id: ids.owner as string, input: { description: "mine" } },
         { apiKey },
         "FORBIDDEN",
       );
       await fails(
         url,
-        PermUpdateRole,
+        UpdateRole,
         { id: ids.owner as string, input: { permissions: ["chats:read"] } },
         { apiKey },
         "FORBIDDEN",
@@ -639,7 +326,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       for (const name of ["admin", "member"]) {
         const error = await fails(
           url,
-          PermUpdateRole,
+          UpdateRole,
           { id: ids[name] as string, input: { name: `${name}-renamed` } },
           { apiKey },
           "BAD_USER_INPUT",
@@ -651,7 +338,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       // Other changes to admin and member are allowed (and keeping the same name is not a rename).
       const edited = await ok(
         url,
-        PermUpdateRole,
+        UpdateRole,
         { id: ids.member as string, input: { name: "member", description: "Everyone", permissions: ["chats:read"] } },
         { apiKey },
       );
@@ -665,26 +352,26 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       const guest = await createRoleWithKey(apiKey, ["chats:read"], "guest");
       const ids = await roleIds(apiKey);
 
-      await ok(url, PermUpdateTenant, { input: { defaultRoleId: guest } }, { apiKey });
-      const { tenant: info } = await ok(url, PermTenant, {}, { apiKey });
+      await ok(url, UpdateTenant, { input: { defaultRoleId: guest } }, { apiKey });
+      const { tenant: info } = await ok(url, TenantWithDefaultRole, {}, { apiKey });
       expect(info.defaultRole).toEqual({ id: guest, name: "guest" });
       const newcomer = await createUserWithToken(url, apiKey, "Newcomer");
       expect(await roleNamesOf(apiKey, newcomer.id)).toEqual(["guest"]);
-      const viewer = await ok(url, PermViewerPermissions, {}, { token: newcomer.token });
+      const viewer = await ok(url, Viewer, {}, { token: newcomer.token });
       expect(viewer.viewer.permissions).toEqual(["chats:read"]);
 
-      await fails(url, PermDeleteRole, { id: guest }, { apiKey }, "CONFLICT");
-      expect((await ok(url, PermRole, { id: guest }, { apiKey })).role?.name).toBe("guest");
+      await fails(url, DeleteRole, { id: guest }, { apiKey }, "CONFLICT");
+      expect((await ok(url, Role, { id: guest }, { apiKey })).role?.name).toBe("guest");
       expect(await roleNamesOf(apiKey, newcomer.id)).toEqual(["guest"]);
       // An id that is not a role of this tenant is refused and changes nothing.
       const other = await createTenant(url, []);
       const foreign = await createRoleWithKey(other.apiKey, [], "foreign");
-      await fails(url, PermUpdateTenant, { input: { defaultRoleId: foreign } }, { apiKey }, "NOT_FOUND");
-      expect((await ok(url, PermTenant, {}, { apiKey })).tenant.defaultRole?.id).toBe(guest);
+      await fails(url, UpdateTenant, { input: { defaultRoleId: foreign } }, { apiKey }, "NOT_FOUND");
+      expect((await ok(url, TenantWithDefaultRole, {}, { apiKey })).tenant.defaultRole?.id).toBe(guest);
 
       // Once it is no longer the default it can go; new users get member again.
-      await ok(url, PermUpdateTenant, { input: { defaultRoleId: ids.member } }, { apiKey });
-      await ok(url, PermDeleteRole, { id: guest }, { apiKey });
+      await ok(url, UpdateTenant, { input: { defaultRoleId: ids.member } }, { apiKey });
+      await ok(url, DeleteRole, { id: guest }, { apiKey });
       const later = await createUserWithToken(url, apiKey, "Later");
       expect(await roleNamesOf(apiKey, later.id)).toEqual(["member"]);
       expect(await roleNamesOf(apiKey, newcomer.id)).toEqual([]);
@@ -717,24 +404,24 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       permission: "users:create",
       run: (env) => request(url, CreateUser, { input: { name: "Made" } }, as(env)),
     },
-    { name: "users", permission: "users:read", run: (env) => request(url, PermUsers, {}, as(env)) },
-    { name: "user", permission: "users:read", run: (env) => request(url, PermUser, { id: env.other.id }, as(env)) },
+    { name: "users", permission: "users:read", run: (env) => request(url, Users, { first: 5 }, as(env)) },
+    { name: "user", permission: "users:read", run: (env) => request(url, User, { id: env.other.id }, as(env)) },
     {
       name: "updateUser of another user",
       permission: "users:update",
-      run: (env) => request(url, PermUpdateUser, { id: env.other.id, input: { name: "Renamed" } }, as(env)),
+      run: (env) => request(url, UpdateUser, { id: env.other.id, input: { name: "Renamed" } }, as(env)),
     },
     {
       name: "revokeUserTokens of another user",
       permission: "users:update",
-      run: (env) => request(url, PermRevokeTokens, { userId: env.other.id }, as(env)),
+      run: (env) => request(url, RevokeUserTokens, { userId: env.other.id }, as(env)),
     },
     {
       name: "deleteUser",
       permission: "users:delete",
       run: async (env) => {
         const victim = await ok(url, CreateUser, { input: { name: "Victim" } }, { apiKey: env.apiKey });
-        return request(url, PermDeleteUser, { id: victim.createUser.id }, as(env));
+        return request(url, DeleteUser, { id: victim.createUser.id }, as(env));
       },
     },
     {
@@ -745,14 +432,14 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
     {
       name: "updateGroup as a plain group member",
       permission: "groups:update",
-      run: (env) => request(url, PermUpdateGroup, { id: env.groupId, input: { name: "Renamed" } }, as(env)),
+      run: (env) => request(url, UpdateGroup, { id: env.groupId, input: { name: "Renamed" } }, as(env)),
     },
     {
       name: "addMembers as a plain group member",
       permission: "groups:update",
       run: async (env) => {
         const joiner = await ok(url, CreateUser, { input: { name: "Joiner" } }, { apiKey: env.apiKey });
-        return request(url, PermAddMembers, { conversationId: env.groupId, userIds: [joiner.createUser.id] }, as(env));
+        return request(url, AddMembers, { conversationId: env.groupId, userIds: [joiner.createUser.id] }, as(env));
       },
     },
     {
@@ -760,26 +447,26 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       permission: "groups:delete",
       run: async (env) => {
         const doomed = await groupWith(env.apiKey, [env.actor.id, env.other.id]);
-        return request(url, PermDeleteGroup, { id: doomed }, as(env));
+        return request(url, DeleteGroup, { id: doomed }, as(env));
       },
     },
     {
       name: "createRole",
       permission: "rbac:create",
-      run: (env) => request(url, PermCreateRole, { input: { name: unique("made"), permissions: [] } }, as(env)),
+      run: (env) => request(url, CreateRole, { input: { name: unique("made"), permissions: [] } }, as(env)),
     },
-    { name: "roles", permission: "rbac:read", run: (env) => request(url, PermRoles, {}, as(env)) },
+    { name: "roles", permission: "rbac:read", run: (env) => request(url, Roles, {}, as(env)) },
     {
       name: "role",
       permission: "rbac:read",
-      run: async (env) => request(url, PermRole, { id: (await roleIds(env.apiKey)).member as string }, as(env)),
+      run: async (env) => request(url, Role, { id: (await roleIds(env.apiKey)).member as string }, as(env)),
     },
     {
       name: "updateRole",
       permission: "rbac:update",
       run: async (env) => {
         const role = await createRoleWithKey(env.apiKey, []);
-        return request(url, PermUpdateRole, { id: role, input: { description: "changed" } }, as(env));
+        return request(url, UpdateRole, { id: role, input: { description: "changed" } }, as(env));
       },
     },
     {
@@ -787,7 +474,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       permission: "rbac:update",
       run: async (env) => {
         const role = await createRoleWithKey(env.apiKey, []);
-        return request(url, PermAssignRole, { userId: env.other.id, roleId: role }, as(env));
+        return request(url, AssignRole, { userId: env.other.id, roleId: role }, as(env));
       },
     },
     {
@@ -795,20 +482,20 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       permission: "rbac:update",
       run: async (env) => {
         const role = await createRoleWithKey(env.apiKey, []);
-        await ok(url, PermAssignRole, { userId: env.other.id, roleId: role }, { apiKey: env.apiKey });
-        return request(url, PermUnassignRole, { userId: env.other.id, roleId: role }, as(env));
+        await ok(url, AssignRole, { userId: env.other.id, roleId: role }, { apiKey: env.apiKey });
+        return request(url, UnassignRole, { userId: env.other.id, roleId: role }, as(env));
       },
     },
     {
       name: "deleteRole",
       permission: "rbac:delete",
-      run: async (env) => request(url, PermDeleteRole, { id: await createRoleWithKey(env.apiKey, []) }, as(env)),
+      run: async (env) => request(url, DeleteRole, { id: await createRoleWithKey(env.apiKey, []) }, as(env)),
     },
-    { name: "auditLog", permission: "tenant:read", run: (env) => request(url, PermAuditLog, { first: 5 }, as(env)) },
+    { name: "auditLog", permission: "tenant:read", run: (env) => request(url, AuditLog, { first: 5 }, as(env)) },
     {
       name: "updateTenant",
       permission: "tenant:update",
-      run: (env) => request(url, PermUpdateTenant, { input: { name: "Renamed tenant" } }, as(env)),
+      run: (env) => request(url, UpdateTenant, { input: { name: "Renamed tenant" } }, as(env)),
     },
     {
       name: "sendMessage",
@@ -818,20 +505,24 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
     {
       name: "openDirectConversation",
       permission: "chats:create",
-      run: (env) => request(url, PermOpenDirect, { userId: env.other.id }, as(env)),
+      run: (env) => request(url, OpenDirect, { userId: env.other.id }, as(env)),
     },
     {
       name: "messages",
       permission: "chats:read",
       run: (env) => request(url, Messages, { conversationId: env.groupId }, as(env)),
     },
-    { name: "conversations", permission: "chats:read", run: (env) => request(url, PermConversations, {}, as(env)) },
+    {
+      name: "conversations",
+      permission: "chats:read",
+      run: (env) => request(url, Conversations, { first: 5 }, as(env)),
+    },
     {
       name: "editMessage of an own message",
       permission: "chats:update",
       run: async (env) => {
         const mine = await sendAs(env.apiKey, env.actor.id, env.groupId, "mine");
-        return request(url, PermEditMessage, { id: mine, body: "edited" }, as(env));
+        return request(url, EditMessage, { id: mine, body: "edited" }, as(env));
       },
     },
     {
@@ -839,7 +530,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       permission: "chats:delete",
       run: async (env) => {
         const mine = await sendAs(env.apiKey, env.actor.id, env.groupId, "mine");
-        return request(url, PermDeleteMessage, { id: mine }, as(env));
+        return request(url, DeleteMessage, { id: mine }, as(env));
       },
     },
     {
@@ -847,7 +538,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       permission: "chats:moderate",
       run: async (env) => {
         const theirs = await sendAs(env.apiKey, env.poster.id, env.groupId, "theirs");
-        return request(url, PermDeleteMessage, { id: theirs }, as(env));
+        return request(url, DeleteMessage, { id: theirs }, as(env));
       },
     },
   ];
@@ -876,7 +567,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       }
       await shapeRoles(apiKey, actor.id, [roleName]);
       const held = (await rolesOf(apiKey)).find((r) => r.name === roleName)?.permissions ?? [];
-      const viewer = await ok(url, PermViewerPermissions, {}, { token: actor.token });
+      const viewer = await ok(url, Viewer, {}, { token: actor.token });
       expect([...viewer.viewer.permissions].sort()).toEqual([...held].sort());
 
       const groupId = await groupWith(apiKey, [actor.id, other.id, poster.id]);
@@ -913,8 +604,8 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       const roles = Object.fromEntries((await rolesOf(apiKey)).map((r) => [r.name, r]));
       const sorted = (list: readonly string[]) => [...new Set(list)].sort();
       const view = async () => {
-        if (!withRoles) return { ...(await ok(url, PermViewerPermissions, {}, auth)).viewer, roles: null };
-        const { viewer } = await ok(url, PermViewer, {}, auth);
+        if (!withRoles) return { ...(await ok(url, Viewer, {}, auth)).viewer, roles: null };
+        const { viewer } = await ok(url, Viewer, {}, auth);
         expect(viewer.user?.id).toBe(user.id);
         return { permissions: viewer.permissions, roles: viewer.roles.map((r) => r.name).sort() };
       };
@@ -925,43 +616,43 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       const first = await view();
       expectRoles(first.roles, ["member"]);
       expect(sorted(first.permissions)).toEqual(sorted(roles.member?.permissions ?? []));
-      await fails(url, PermAuditLog, {}, auth, "FORBIDDEN");
+      await fails(url, AuditLog, {}, auth, "FORBIDDEN");
 
       // Granting admin: the same token may now read the audit log.
-      await ok(url, PermAssignRole, { userId: user.id, roleId: roles.admin?.id as string }, { apiKey });
+      await ok(url, AssignRole, { userId: user.id, roleId: roles.admin?.id as string }, { apiKey });
       const granted = await view();
       expectRoles(granted.roles, ["admin", "member"]);
       expect(sorted(granted.permissions)).toEqual(
         sorted([...(roles.member?.permissions ?? []), ...(roles.admin?.permissions ?? [])]),
       );
-      await ok(url, PermAuditLog, {}, auth);
+      await ok(url, AuditLog, {}, auth);
 
       // Taking it away works at once as well.
-      await ok(url, PermUnassignRole, { userId: user.id, roleId: roles.admin?.id as string }, { apiKey });
+      await ok(url, UnassignRole, { userId: user.id, roleId: roles.admin?.id as string }, { apiKey });
       const revoked = await view();
       expectRoles(revoked.roles, ["member"]);
       expect(sorted(revoked.permissions)).toEqual(sorted(roles.member?.permissions ?? []));
-      await fails(url, PermAuditLog, {}, auth, "FORBIDDEN");
+      await fails(url, AuditLog, {}, auth, "FORBIDDEN");
 
       // Editing a held role's permissions, then deleting the role.
       const custom = await createRoleWithKey(apiKey, ["tenant:read"], "auditor");
-      await ok(url, PermAssignRole, { userId: user.id, roleId: custom }, { apiKey });
+      await ok(url, AssignRole, { userId: user.id, roleId: custom }, { apiKey });
       expectRoles((await view()).roles, ["auditor", "member"]);
-      await ok(url, PermAuditLog, {}, auth);
-      await ok(url, PermUpdateRole, { id: custom, input: { permissions: ["users:create"] } }, { apiKey });
+      await ok(url, AuditLog, {}, auth);
+      await ok(url, UpdateRole, { id: custom, input: { permissions: ["users:create"] } }, { apiKey });
       const edited = await view();
       expect(edited.permissions).toContain("users:create");
       expect(edited.permissions).not.toContain("tenant:read");
-      await fails(url, PermAuditLog, {}, auth, "FORBIDDEN");
+      await fails(url, AuditLog, {}, auth, "FORBIDDEN");
       await ok(url, CreateUser, { input: { name: "Allowed now" } }, auth);
-      await ok(url, PermDeleteRole, { id: custom }, { apiKey });
+      await ok(url, DeleteRole, { id: custom }, { apiKey });
       const deleted = await view();
       expectRoles(deleted.roles, ["member"]);
       expect(deleted.permissions).not.toContain("users:create");
       await fails(url, CreateUser, { input: { name: "Refused again" } }, auth, "FORBIDDEN");
 
       // With no role at all the user holds nothing.
-      await ok(url, PermUnassignRole, { userId: user.id, roleId: roles.member?.id as string }, { apiKey });
+      await ok(url, UnassignRole, { userId: user.id, roleId: roles.member?.id as string }, { apiKey });
       const bare = await view();
       expect(bare.permissions).toEqual([]);
       expectRoles(bare.roles, []);
@@ -990,20 +681,20 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       await shapeRoles(apiKey, admin.id, ["admin"]);
       const asAdmin = { token: admin.token };
       const ids = await roleIds(apiKey);
-      const adminPermissions = (await ok(url, PermViewerPermissions, {}, asAdmin)).viewer.permissions;
+      const adminPermissions = (await ok(url, Viewer, {}, asAdmin)).viewer.permissions;
       expect(adminPermissions).toContain("rbac:*");
       expect(adminPermissions).not.toContain("*");
 
       const rolesBefore = await rolesOf(apiKey);
       for (const permissions of [["*"], ["tenant:*"], ["tenant:delete"], ["chats:read", "tenant:update"]]) {
-        await fails(url, PermCreateRole, { input: { name: unique("grab"), permissions } }, asAdmin, "FORBIDDEN");
+        await fails(url, CreateRole, { input: { name: unique("grab"), permissions } }, asAdmin, "FORBIDDEN");
       }
       expect(await rolesOf(apiKey)).toEqual(rolesBefore);
 
       // What the admin holds they may hand on, wildcards included.
       const own = await ok(
         url,
-        PermCreateRole,
+        CreateRole,
         { input: { name: "delegate", permissions: ["chats:read", "rbac:*", "tenant:read"] } },
         asAdmin,
       );
@@ -1012,31 +703,31 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       // Adding a permission they do not hold, to a custom or a system role.
       await fails(
         url,
-        PermUpdateRole,
+        UpdateRole,
         { id: delegate, input: { permissions: ["chats:read", "tenant:update"] } },
         asAdmin,
         "FORBIDDEN",
       );
-      await fails(url, PermUpdateRole, { id: delegate, input: { permissions: ["*"] } }, asAdmin, "FORBIDDEN");
+      await fails(url, UpdateRole, { id: delegate, input: { permissions: ["*"] } }, asAdmin, "FORBIDDEN");
       await fails(
         url,
-        PermUpdateRole,
+        UpdateRole,
         { id: ids.admin as string, input: { permissions: ["tenant:*", "users:*", "groups:*", "chats:*", "rbac:*"] } },
         asAdmin,
         "FORBIDDEN",
       );
       await fails(
         url,
-        PermUpdateRole,
+        UpdateRole,
         { id: ids.member as string, input: { permissions: ["tenant:delete"] } },
         asAdmin,
         "FORBIDDEN",
       );
       // Editing owner, by anyone.
-      await fails(url, PermUpdateRole, { id: ids.owner as string, input: { description: "x" } }, asAdmin, "FORBIDDEN");
+      await fails(url, UpdateRole, { id: ids.owner as string, input: { description: "x" } }, asAdmin, "FORBIDDEN");
       await fails(
         url,
-        PermUpdateRole,
+        UpdateRole,
         { id: ids.owner as string, input: { description: "x" } },
         { token: owner.token },
         "FORBIDDEN",
@@ -1044,14 +735,14 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
 
       // A role holding more than the admin cannot be handed out (or deleted) by them either.
       const powerful = await createRoleWithKey(apiKey, ["tenant:update"], "powerful");
-      await fails(url, PermAssignRole, { userId: admin.id, roleId: powerful }, asAdmin, "FORBIDDEN");
-      await fails(url, PermAssignRole, { userId: bob.id, roleId: powerful }, asAdmin, "FORBIDDEN");
-      await fails(url, PermDeleteRole, { id: powerful }, asAdmin, "FORBIDDEN");
+      await fails(url, AssignRole, { userId: admin.id, roleId: powerful }, asAdmin, "FORBIDDEN");
+      await fails(url, AssignRole, { userId: bob.id, roleId: powerful }, asAdmin, "FORBIDDEN");
+      await fails(url, DeleteRole, { id: powerful }, asAdmin, "FORBIDDEN");
 
       // Owner: not to themselves, not to others, and not taken from an owner.
-      await fails(url, PermAssignRole, { userId: admin.id, roleId: ids.owner as string }, asAdmin, "FORBIDDEN");
-      await fails(url, PermAssignRole, { userId: bob.id, roleId: ids.owner as string }, asAdmin, "FORBIDDEN");
-      await fails(url, PermUnassignRole, { userId: owner.id, roleId: ids.owner as string }, asAdmin, "FORBIDDEN");
+      await fails(url, AssignRole, { userId: admin.id, roleId: ids.owner as string }, asAdmin, "FORBIDDEN");
+      await fails(url, AssignRole, { userId: bob.id, roleId: ids.owner as string }, asAdmin, "FORBIDDEN");
+      await fails(url, UnassignRole, { userId: owner.id, roleId: ids.owner as string }, asAdmin, "FORBIDDEN");
 
       // Nothing changed.
       const rolesAfter = await rolesOf(apiKey);
@@ -1060,13 +751,13 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       expect(await roleNamesOf(apiKey, owner.id)).toEqual(["owner"]);
       expect(await roleNamesOf(apiKey, admin.id)).toEqual(["admin"]);
       expect(await roleNamesOf(apiKey, bob.id)).toEqual(["member"]);
-      const adminAfter = (await ok(url, PermViewerPermissions, {}, asAdmin)).viewer.permissions;
+      const adminAfter = (await ok(url, Viewer, {}, asAdmin)).viewer.permissions;
       expect([...adminAfter].sort()).toEqual([...adminPermissions].sort());
-      await fails(url, PermUpdateTenant, { input: { name: "Taken" } }, asAdmin, "FORBIDDEN");
+      await fails(url, UpdateTenant, { input: { name: "Taken" } }, asAdmin, "FORBIDDEN");
 
       // The owner, who holds `*`, may do all of it.
-      await ok(url, PermAssignRole, { userId: bob.id, roleId: powerful }, { token: owner.token });
-      await ok(url, PermAssignRole, { userId: bob.id, roleId: ids.owner as string }, { token: owner.token });
+      await ok(url, AssignRole, { userId: bob.id, roleId: powerful }, { token: owner.token });
+      await ok(url, AssignRole, { userId: bob.id, roleId: ids.owner as string }, { token: owner.token });
       expect(await roleNamesOf(apiKey, bob.id)).toEqual(["member", "owner", "powerful"]);
     });
 
@@ -1078,16 +769,16 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       await shapeRoles(apiKey, manager.id, ["tenant-manager"]);
       const asManager = { token: manager.token };
       const ids = await roleIds(apiKey);
-      const defaultBefore = (await ok(url, PermTenant, {}, { apiKey })).tenant.defaultRole;
+      const defaultBefore = (await ok(url, TenantWithDefaultRole, {}, { apiKey })).tenant.defaultRole;
       expect(defaultBefore?.name).toBe("member");
 
       // The manager may rename the tenant (tenant:update)...
-      await ok(url, PermUpdateTenant, { input: { name: "Renamed by manager" } }, asManager);
+      await ok(url, UpdateTenant, { input: { name: "Renamed by manager" } }, asManager);
       // ...but not make a role they do not hold the default for every new user.
       for (const name of ["owner", "admin"]) {
-        await fails(url, PermUpdateTenant, { input: { defaultRoleId: ids[name] } }, asManager, "FORBIDDEN");
+        await fails(url, UpdateTenant, { input: { defaultRoleId: ids[name] } }, asManager, "FORBIDDEN");
       }
-      expect((await ok(url, PermTenant, {}, { apiKey })).tenant.defaultRole).toEqual(defaultBefore);
+      expect((await ok(url, TenantWithDefaultRole, {}, { apiKey })).tenant.defaultRole).toEqual(defaultBefore);
       const created = await ok(url, CreateUser, { input: { name: "Fresh" } }, asManager);
       expect(await roleNamesOf(apiKey, created.createUser.id)).toEqual(["member"]);
     });
@@ -1103,37 +794,37 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
 
       // Only one owner: every way of removing them is a CONFLICT, for the API key and the owner alike.
       for (const auth of [{ apiKey }, { token: first.token }]) {
-        await fails(url, PermUnassignRole, { userId: first.id, roleId: ownerId }, auth, "CONFLICT");
-        await fails(url, PermDeleteUser, { id: first.id }, auth, "CONFLICT");
-        await fails(url, PermUpdateUser, { id: first.id, input: { active: false } }, auth, "CONFLICT");
+        await fails(url, UnassignRole, { userId: first.id, roleId: ownerId }, auth, "CONFLICT");
+        await fails(url, DeleteUser, { id: first.id }, auth, "CONFLICT");
+        await fails(url, UpdateUser, { id: first.id, input: { active: false } }, auth, "CONFLICT");
       }
-      const { user } = await ok(url, PermUserRoles, { id: first.id }, { apiKey });
+      const { user } = await ok(url, UserRoles, { id: first.id }, { apiKey });
       expect(user).toMatchObject({ id: first.id, active: true, roles: [{ name: "owner" }] });
-      await ok(url, PermViewerPermissions, {}, { token: first.token });
+      await ok(url, Viewer, {}, { token: first.token });
 
       // Three owners: one may be unassigned, one deactivated; then the last active one stays.
-      await ok(url, PermAssignRole, { userId: second.id, roleId: ownerId }, { apiKey });
-      await ok(url, PermAssignRole, { userId: third.id, roleId: ownerId }, { token: first.token });
-      await ok(url, PermUnassignRole, { userId: third.id, roleId: ownerId }, { token: first.token });
+      await ok(url, AssignRole, { userId: second.id, roleId: ownerId }, { apiKey });
+      await ok(url, AssignRole, { userId: third.id, roleId: ownerId }, { token: first.token });
+      await ok(url, UnassignRole, { userId: third.id, roleId: ownerId }, { token: first.token });
       expect(await roleNamesOf(apiKey, third.id)).toEqual(["member"]);
-      await ok(url, PermUpdateUser, { id: second.id, input: { active: false } }, { apiKey });
+      await ok(url, UpdateUser, { id: second.id, input: { active: false } }, { apiKey });
       // An inactive owner does not count: first is the last one again.
-      await fails(url, PermDeleteUser, { id: first.id }, { apiKey }, "CONFLICT");
-      await fails(url, PermUnassignRole, { userId: first.id, roleId: ownerId }, { apiKey }, "CONFLICT");
-      await fails(url, PermUpdateUser, { id: first.id, input: { active: false } }, { apiKey }, "CONFLICT");
+      await fails(url, DeleteUser, { id: first.id }, { apiKey }, "CONFLICT");
+      await fails(url, UnassignRole, { userId: first.id, roleId: ownerId }, { apiKey }, "CONFLICT");
+      await fails(url, UpdateUser, { id: first.id, input: { active: false } }, { apiKey }, "CONFLICT");
 
       // Reactivated, the second owner lets the first be deleted. Deactivation ended their
       // tokens, so they need a fresh one.
-      await ok(url, PermUpdateUser, { id: second.id, input: { active: true } }, { apiKey });
-      await fails(url, PermViewerPermissions, {}, { token: second.token }, "UNAUTHENTICATED");
+      await ok(url, UpdateUser, { id: second.id, input: { active: true } }, { apiKey });
+      await fails(url, Viewer, {}, { token: second.token }, "UNAUTHENTICATED");
       const fresh = await ok(url, IssueUserToken, { userId: second.id }, { apiKey });
-      await ok(url, PermDeleteUser, { id: first.id }, { token: fresh.issueUserToken.token });
-      await fails(url, PermViewerPermissions, {}, { token: first.token }, "UNAUTHENTICATED");
+      await ok(url, DeleteUser, { id: first.id }, { token: fresh.issueUserToken.token });
+      await fails(url, Viewer, {}, { token: first.token }, "UNAUTHENTICATED");
       // The survivor is now the last owner.
-      await fails(url, PermUnassignRole, { userId: second.id, roleId: ownerId }, { apiKey }, "CONFLICT");
-      await fails(url, PermDeleteUser, { id: second.id }, { apiKey }, "CONFLICT");
+      await fails(url, UnassignRole, { userId: second.id, roleId: ownerId }, { apiKey }, "CONFLICT");
+      await fails(url, DeleteUser, { id: second.id }, { apiKey }, "CONFLICT");
       // Admins cannot take owner away at all; that stays FORBIDDEN, not CONFLICT.
-      await fails(url, PermUnassignRole, { userId: second.id, roleId: ownerId }, { token: admin.token }, "FORBIDDEN");
+      await fails(url, UnassignRole, { userId: second.id, roleId: ownerId }, { token: admin.token }, "FORBIDDEN");
       expect(await roleNamesOf(apiKey, second.id)).toEqual(["member", "owner"]);
     });
 
@@ -1154,54 +845,48 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       const sent = await ok(url, SendMessage, { input: { conversationId: groupId, body: "original" } }, alice);
       const messageId = sent.sendMessage.id;
       for (const editor of [bob, moderator, owner, pureMod]) {
-        await fails(url, PermEditMessage, { id: messageId, body: "hijacked" }, { token: editor.token }, "FORBIDDEN");
+        await fails(url, EditMessage, { id: messageId, body: "hijacked" }, { token: editor.token }, "FORBIDDEN");
       }
-      const untouched = await ok(url, PermMessageHistory, { conversationId: groupId }, { apiKey });
+      const untouched = await ok(url, Messages, { first: 100, conversationId: groupId }, { apiKey });
       expect(untouched.messages.edges.find((e) => e.node.id === messageId)?.node).toMatchObject({
         body: "original",
         editedAt: null,
       });
-      const edited = await ok(url, PermEditMessage, { id: messageId, body: "changed" }, { token: alice.token });
+      const edited = await ok(url, EditMessage, { id: messageId, body: "changed" }, { token: alice.token });
       expect(edited.editMessage.body).toBe("changed");
       expect(edited.editMessage.editedAt).toBeTruthy();
 
       // Others' messages: members may not delete them; moderators (chats:moderate) may.
-      await fails(url, PermDeleteMessage, { id: messageId }, { token: bob.token }, "FORBIDDEN");
-      await fails(url, PermDeleteMessage, { id: messageId }, { token: extra.token }, "FORBIDDEN");
-      const stillThere = await ok(url, PermMessageHistory, { conversationId: groupId }, { apiKey });
+      await fails(url, DeleteMessage, { id: messageId }, { token: bob.token }, "FORBIDDEN");
+      await fails(url, DeleteMessage, { id: messageId }, { token: extra.token }, "FORBIDDEN");
+      const stillThere = await ok(url, Messages, { first: 100, conversationId: groupId }, { apiKey });
       expect(stillThere.messages.edges.find((e) => e.node.id === messageId)?.node).toMatchObject({
         body: "changed",
         deletedAt: null,
       });
-      const moderated = await ok(url, PermDeleteMessage, { id: messageId }, { token: pureMod.token });
+      const moderated = await ok(url, DeleteMessage, { id: messageId }, { token: pureMod.token });
       expect(moderated.deleteMessage).toMatchObject({ id: messageId, body: null, deletedBy: { id: pureMod.id } });
       expect(moderated.deleteMessage.deletedAt).toBeTruthy();
 
       // Own messages: chats:delete is needed, chats:moderate alone is not enough.
       const own = await ok(url, SendMessage, { input: { conversationId: groupId, body: "mine" } }, alice);
-      const tombstone = await ok(url, PermDeleteMessage, { id: own.sendMessage.id }, { token: alice.token });
+      const tombstone = await ok(url, DeleteMessage, { id: own.sendMessage.id }, { token: alice.token });
       expect(tombstone.deleteMessage).toMatchObject({ body: null, deletedBy: { id: alice.id } });
       expect(tombstone.deleteMessage.deletedAt).toBeTruthy();
       const extrasOwn = await ok(url, SendMessage, { input: { conversationId: groupId, body: "keep" } }, extra);
-      await fails(url, PermDeleteMessage, { id: extrasOwn.sendMessage.id }, { token: extra.token }, "FORBIDDEN");
+      await fails(url, DeleteMessage, { id: extrasOwn.sendMessage.id }, { token: extra.token }, "FORBIDDEN");
       const modsOwn = await sendAs(apiKey, pureMod.id, groupId, "mod's own");
-      await fails(url, PermDeleteMessage, { id: modsOwn }, { token: pureMod.token }, "FORBIDDEN");
+      await fails(url, DeleteMessage, { id: modsOwn }, { token: pureMod.token }, "FORBIDDEN");
 
       // Everybody sees the tombstones with who deleted them.
-      const history = await ok(url, PermMessageHistory, { conversationId: groupId }, { token: bob.token });
+      const history = await ok(url, Messages, { first: 100, conversationId: groupId }, { token: bob.token });
       const byId = Object.fromEntries(history.messages.edges.map((e) => [e.node.id, e.node]));
       expect(byId[messageId]).toMatchObject({ body: null, deletedBy: { id: pureMod.id } });
       expect(byId[own.sendMessage.id]).toMatchObject({ body: null, deletedBy: { id: alice.id } });
       expect(byId[extrasOwn.sendMessage.id]).toMatchObject({ body: "keep", deletedAt: null, deletedBy: null });
       expect(byId[modsOwn]).toMatchObject({ body: "mod's own", deletedAt: null });
       // A deleted message cannot be edited back to life.
-      await fails(
-        url,
-        PermEditMessage,
-        { id: own.sendMessage.id, body: "back" },
-        { token: alice.token },
-        "BAD_USER_INPUT",
-      );
+      await fails(url, EditMessage, { id: own.sendMessage.id, body: "back" }, { token: alice.token }, "BAD_USER_INPUT");
     });
   });
 
@@ -1223,7 +908,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       const asOwner = { token: owner.token };
       const asAdmin = { token: admin.token };
       const set = (auth: Auth, userId: string, role: "OWNER" | "ADMIN" | "MEMBER") =>
-        request(url, PermSetMemberRole, { conversationId: groupId, userId, role }, auth);
+        request(url, SetMemberRole, { conversationId: groupId, userId, role }, auth);
 
       expect(outcome(await set(asOwner, admin.id, "ADMIN"))).toBe("OK");
       expect(outcome(await set(asOwner, mia.id, "OWNER"))).toBe("OK");
@@ -1244,9 +929,9 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       expect(outcome(await set(asAdmin, admin.id, "OWNER"))).toBe("FORBIDDEN");
       expect(outcome(await set(asAdmin, owner.id, "MEMBER"))).toBe("FORBIDDEN");
       expect(outcome(await set(asAdmin, owner.id, "ADMIN"))).toBe("FORBIDDEN");
-      expect(
-        outcome(await request(url, PermRemoveMember, { conversationId: groupId, userId: owner.id }, asAdmin)),
-      ).toBe("FORBIDDEN");
+      expect(outcome(await request(url, RemoveMember, { conversationId: groupId, userId: owner.id }, asAdmin))).toBe(
+        "FORBIDDEN",
+      );
       // Plain members cannot change roles at all.
       expect(outcome(await set({ token: max.token }, mia.id, "ADMIN"))).toBe("FORBIDDEN");
       expect(outcome(await set({ token: max.token }, max.id, "ADMIN"))).toBe("FORBIDDEN");
@@ -1274,47 +959,47 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       );
       const groupId = created.createGroup.id;
       const asOwner = { token: owner.token };
-      await ok(url, PermSetMemberRole, { conversationId: groupId, userId: admin.id, role: "ADMIN" }, asOwner);
+      await ok(url, SetMemberRole, { conversationId: groupId, userId: admin.id, role: "ADMIN" }, asOwner);
 
       // The only owner cannot step down or leave while others remain.
       await fails(
         url,
-        PermSetMemberRole,
+        SetMemberRole,
         { conversationId: groupId, userId: owner.id, role: "ADMIN" },
         asOwner,
         "CONFLICT",
       );
-      await fails(url, PermRemoveMember, { conversationId: groupId, userId: owner.id }, asOwner, "CONFLICT");
+      await fails(url, RemoveMember, { conversationId: groupId, userId: owner.id }, asOwner, "CONFLICT");
       expect((await memberRoles({ apiKey }, groupId))[owner.id]).toBe("OWNER");
 
       // With a second owner, the first may step down.
-      await ok(url, PermSetMemberRole, { conversationId: groupId, userId: mia.id, role: "OWNER" }, asOwner);
-      await ok(url, PermSetMemberRole, { conversationId: groupId, userId: owner.id, role: "MEMBER" }, asOwner);
+      await ok(url, SetMemberRole, { conversationId: groupId, userId: mia.id, role: "OWNER" }, asOwner);
+      await ok(url, SetMemberRole, { conversationId: groupId, userId: owner.id, role: "MEMBER" }, asOwner);
       // And now mia is the last owner.
       await fails(
         url,
-        PermSetMemberRole,
+        SetMemberRole,
         { conversationId: groupId, userId: mia.id, role: "MEMBER" },
         { token: mia.token },
         "CONFLICT",
       );
 
       // The API key may leave the group without an owner.
-      await ok(url, PermSetMemberRole, { conversationId: groupId, userId: mia.id, role: "MEMBER" }, { apiKey });
+      await ok(url, SetMemberRole, { conversationId: groupId, userId: mia.id, role: "MEMBER" }, { apiKey });
       expect(Object.values(await memberRoles({ apiKey }, groupId))).not.toContain("OWNER");
       // A groups:update holder who is a plain member acts as owner: makes and unmakes owners.
       const asManager = { token: manager.token };
       expect((await memberRoles({ apiKey }, groupId))[manager.id]).toBe("MEMBER");
-      await ok(url, PermSetMemberRole, { conversationId: groupId, userId: owner.id, role: "OWNER" }, asManager);
-      await ok(url, PermSetMemberRole, { conversationId: groupId, userId: owner.id, role: "ADMIN" }, asManager);
+      await ok(url, SetMemberRole, { conversationId: groupId, userId: owner.id, role: "OWNER" }, asManager);
+      await ok(url, SetMemberRole, { conversationId: groupId, userId: owner.id, role: "ADMIN" }, asManager);
       expect(Object.values(await memberRoles({ apiKey }, groupId))).not.toContain("OWNER");
-      await ok(url, PermSetMemberRole, { conversationId: groupId, userId: owner.id, role: "OWNER" }, asManager);
+      await ok(url, SetMemberRole, { conversationId: groupId, userId: owner.id, role: "OWNER" }, asManager);
       // ...and may remove the last owner.
-      await ok(url, PermRemoveMember, { conversationId: groupId, userId: owner.id }, asManager);
+      await ok(url, RemoveMember, { conversationId: groupId, userId: owner.id }, asManager);
       expect(Object.keys(await memberRoles({ apiKey }, groupId))).not.toContain(owner.id);
       // The API key may too.
-      await ok(url, PermSetMemberRole, { conversationId: groupId, userId: mia.id, role: "OWNER" }, { apiKey });
-      await ok(url, PermRemoveMember, { conversationId: groupId, userId: mia.id }, { apiKey });
+      await ok(url, SetMemberRole, { conversationId: groupId, userId: mia.id, role: "OWNER" }, { apiKey });
+      await ok(url, RemoveMember, { conversationId: groupId, userId: mia.id }, { apiKey });
       expect(await memberRoles({ apiKey }, groupId)).toEqual({ [admin.id]: "ADMIN", [manager.id]: "MEMBER" });
     });
 
@@ -1334,38 +1019,33 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
         { token: owner.token },
       );
       const groupId = created.createGroup.id;
-      await ok(url, PermSetMemberRole, { conversationId: groupId, userId: admin.id, role: "ADMIN" }, { apiKey });
+      await ok(url, SetMemberRole, { conversationId: groupId, userId: admin.id, role: "ADMIN" }, { apiKey });
 
       // Renaming: owners, admins, and groups:update; not plain members or groups:delete holders.
-      await fails(url, PermUpdateGroup, { id: groupId, input: { name: "By Mia" } }, { token: mia.token }, "FORBIDDEN");
+      await fails(url, UpdateGroup, { id: groupId, input: { name: "By Mia" } }, { token: mia.token }, "FORBIDDEN");
       await fails(
         url,
-        PermUpdateGroup,
+        UpdateGroup,
         { id: groupId, input: { name: "By Deleter" } },
         { token: deleter.token },
         "FORBIDDEN",
       );
-      const renamed = await ok(
-        url,
-        PermUpdateGroup,
-        { id: groupId, input: { name: "Managed" } },
-        { token: manager.token },
-      );
+      const renamed = await ok(url, UpdateGroup, { id: groupId, input: { name: "Managed" } }, { token: manager.token });
       expect(renamed.updateGroup.name).toBe("Managed");
-      await ok(url, PermUpdateGroup, { id: groupId, input: { name: "By admin" } }, { token: admin.token });
+      await ok(url, UpdateGroup, { id: groupId, input: { name: "By admin" } }, { token: admin.token });
       // groups:update also manages members of a group it does not own.
       const joiner = await createUserWithToken(url, apiKey, "Joiner");
-      await ok(url, PermAddMembers, { conversationId: groupId, userIds: [joiner.id] }, { token: manager.token });
-      await ok(url, PermRemoveMember, { conversationId: groupId, userId: joiner.id }, { token: manager.token });
+      await ok(url, AddMembers, { conversationId: groupId, userIds: [joiner.id] }, { token: manager.token });
+      await ok(url, RemoveMember, { conversationId: groupId, userId: joiner.id }, { token: manager.token });
 
       // Deleting: owners or groups:delete; not group admins, plain members or groups:update.
       for (const user of [admin, mia, manager]) {
-        await fails(url, PermDeleteGroup, { id: groupId }, { token: user.token }, "FORBIDDEN");
+        await fails(url, DeleteGroup, { id: groupId }, { token: user.token }, "FORBIDDEN");
       }
-      expect((await ok(url, PermConversation, { id: groupId }, { apiKey })).conversation?.name).toBe("By admin");
-      const { deleteGroup } = await ok(url, PermDeleteGroup, { id: groupId }, { token: deleter.token });
+      expect((await ok(url, Conversation, { id: groupId }, { apiKey })).conversation?.name).toBe("By admin");
+      const { deleteGroup } = await ok(url, DeleteGroup, { id: groupId }, { token: deleter.token });
       expect(deleteGroup).toBe(groupId);
-      await fails(url, PermConversation, { id: groupId }, { apiKey }, "NOT_FOUND");
+      await fails(url, Conversation, { id: groupId }, { apiKey }, "NOT_FOUND");
     });
   });
 
@@ -1395,7 +1075,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       }
 
       // Rotation: the actor is the old key, the target the new one, which acts from then on.
-      const { rotateApiKey } = await ok(url, PermRotateApiKey, {}, { apiKey: tenant.apiKey });
+      const { rotateApiKey } = await ok(url, RotateApiKey, {}, { apiKey: tenant.apiKey });
       const apiKey = rotateApiKey.apiKey;
       reader = { apiKey };
       const rotated = await latestAudit(reader);
@@ -1409,44 +1089,44 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       const service = { kind: "SERVICE" as const, id: rotated.target.id ?? null };
       const byAdmin = { kind: "USER" as const, id: admin.id };
 
-      await ok(url, PermAssignRole, { userId: admin.id, roleId: ids.admin as string }, { apiKey });
+      await ok(url, AssignRole, { userId: admin.id, roleId: ids.admin as string }, { apiKey });
       await expectEntry("role.assigned", service, { type: "User", id: admin.id });
-      await ok(url, PermUnassignRole, { userId: admin.id, roleId: ids.member as string }, { apiKey });
+      await ok(url, UnassignRole, { userId: admin.id, roleId: ids.member as string }, { apiKey });
       await expectEntry("role.unassigned", service, { type: "User", id: admin.id });
       reader = asAdmin;
 
       const { createRole } = await ok(
         url,
-        PermCreateRole,
+        CreateRole,
         { input: { name: "auditors", permissions: ["chats:read"] } },
         asAdmin,
       );
       const roleId = createRole.id;
       await expectEntry("role.created", byAdmin, { type: "Role", id: roleId });
-      await ok(url, PermUpdateRole, { id: roleId, input: { permissions: ["chats:read", "users:read"] } }, asAdmin);
+      await ok(url, UpdateRole, { id: roleId, input: { permissions: ["chats:read", "users:read"] } }, asAdmin);
       await expectEntry("role.updated", byAdmin, { type: "Role", id: roleId });
-      await ok(url, PermAssignRole, { userId: alice.id, roleId }, asAdmin);
+      await ok(url, AssignRole, { userId: alice.id, roleId }, asAdmin);
       await expectEntry("role.assigned", byAdmin, { type: "User", id: alice.id });
-      await ok(url, PermUnassignRole, { userId: alice.id, roleId }, asAdmin);
+      await ok(url, UnassignRole, { userId: alice.id, roleId }, asAdmin);
       await expectEntry("role.unassigned", byAdmin, { type: "User", id: alice.id });
-      await ok(url, PermDeleteRole, { id: roleId }, asAdmin);
+      await ok(url, DeleteRole, { id: roleId }, asAdmin);
       await expectEntry("role.deleted", byAdmin, { type: "Role", id: roleId });
 
-      await ok(url, PermUpdateUser, { id: bob.id, input: { active: false } }, asAdmin);
+      await ok(url, UpdateUser, { id: bob.id, input: { active: false } }, asAdmin);
       await expectEntry("user.deactivated", byAdmin, { type: "User", id: bob.id });
-      await ok(url, PermRevokeTokens, { userId: carol.id }, asAdmin);
+      await ok(url, RevokeUserTokens, { userId: carol.id }, asAdmin);
       await expectEntry("user.tokensRevoked", byAdmin, { type: "User", id: carol.id });
-      await ok(url, PermRevokeTokens, { userId: alice.id }, { token: alice.token });
+      await ok(url, RevokeUserTokens, { userId: alice.id }, { token: alice.token });
       await expectEntry("user.tokensRevoked", { kind: "USER", id: alice.id }, { type: "User", id: alice.id });
       const aliceToken = (await ok(url, IssueUserToken, { userId: alice.id }, { apiKey })).issueUserToken.token;
 
       const group = await ok(url, CreateGroup, { input: { name: "Audited", memberIds: [alice.id] } }, asAdmin);
       const groupId = group.createGroup.id;
-      await ok(url, PermAddMembers, { conversationId: groupId, userIds: [carol.id] }, asAdmin);
+      await ok(url, AddMembers, { conversationId: groupId, userIds: [carol.id] }, asAdmin);
       await expectEntry("member.added", byAdmin, { type: "Conversation", id: groupId });
-      await ok(url, PermSetMemberRole, { conversationId: groupId, userId: alice.id, role: "ADMIN" }, asAdmin);
+      await ok(url, SetMemberRole, { conversationId: groupId, userId: alice.id, role: "ADMIN" }, asAdmin);
       await expectEntry("member.roleChanged", byAdmin, { type: "Conversation", id: groupId });
-      await ok(url, PermRemoveMember, { conversationId: groupId, userId: carol.id }, asAdmin);
+      await ok(url, RemoveMember, { conversationId: groupId, userId: carol.id }, asAdmin);
       await expectEntry("member.removed", byAdmin, { type: "Conversation", id: groupId });
       const sent = await ok(
         url,
@@ -1454,15 +1134,15 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
         { input: { conversationId: groupId, body: "bad" } },
         { token: aliceToken },
       );
-      await ok(url, PermDeleteMessage, { id: sent.sendMessage.id }, asAdmin);
+      await ok(url, DeleteMessage, { id: sent.sendMessage.id }, asAdmin);
       await expectEntry("message.moderated", byAdmin, { type: "Message", id: sent.sendMessage.id });
-      await ok(url, PermDeleteGroup, { id: groupId }, asAdmin);
+      await ok(url, DeleteGroup, { id: groupId }, asAdmin);
       await expectEntry("group.deleted", byAdmin, { type: "Conversation", id: groupId });
-      await ok(url, PermDeleteUser, { id: bob.id }, { apiKey });
+      await ok(url, DeleteUser, { id: bob.id }, { apiKey });
       await expectEntry("user.deleted", service, { type: "User", id: bob.id });
 
       // The whole log, newest first, is exactly what was done.
-      const all = await ok(url, PermAuditLog, { first: 100 }, asAdmin);
+      const all = await ok(url, AuditLog, { first: 100 }, asAdmin);
       expect(all.auditLog.edges.map((e) => e.node.id)).toEqual([...recorded].reverse().map((r) => r.id));
       expect(all.auditLog.edges.map((e) => e.node.action)).toEqual([...recorded].reverse().map((r) => r.action));
       const times = all.auditLog.edges.map((e) => Date.parse(e.node.createdAt));
@@ -1474,7 +1154,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       let after: string | null | undefined = null;
       let pages = 0;
       for (;;) {
-        const page: PermAuditLogQuery = await ok(url, PermAuditLog, { first: 4, after }, asAdmin);
+        const page: AuditLogQuery = await ok(url, AuditLog, { first: 4, after }, asAdmin);
         pages++;
         expect(page.auditLog.edges.length).toBeLessThanOrEqual(4);
         expect(page.auditLog.pageInfo.hasPreviousPage).toBe(after !== null);
@@ -1488,26 +1168,26 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       }
       expect(paged).toEqual(all.auditLog.edges.map((e) => e.node.id));
       expect(pages).toBe(Math.ceil(recorded.length / 4));
-      const fromMiddle = await ok(url, PermAuditLog, { first: 2, after: all.auditLog.edges[2]?.cursor }, asAdmin);
+      const fromMiddle = await ok(url, AuditLog, { first: 2, after: all.auditLog.edges[2]?.cursor }, asAdmin);
       expect(fromMiddle.auditLog.edges.map((e) => e.node.id)).toEqual(
         all.auditLog.edges.slice(3, 5).map((e) => e.node.id),
       );
-      await fails(url, PermAuditLog, { first: 1, after: "garbage" }, asAdmin, "BAD_USER_INPUT");
+      await fails(url, AuditLog, { first: 1, after: "garbage" }, asAdmin, "BAD_USER_INPUT");
 
       // tenant:read is needed: members are refused.
-      await fails(url, PermAuditLog, { first: 1 }, { token: aliceToken }, "FORBIDDEN");
+      await fails(url, AuditLog, { first: 1 }, { token: aliceToken }, "FORBIDDEN");
       const carolToken = (await ok(url, IssueUserToken, { userId: carol.id }, { apiKey })).issueUserToken.token;
-      await fails(url, PermAuditLog, { first: 1 }, { token: carolToken }, "FORBIDDEN");
+      await fails(url, AuditLog, { first: 1 }, { token: carolToken }, "FORBIDDEN");
 
       // Another tenant never sees any of it, not even with this tenant's cursors.
       const other = await createTenant(url, ["Stranger"]);
       await ok(
         url,
-        PermAssignRole,
+        AssignRole,
         { userId: other.users[0]?.id as string, roleId: (await roleIds(other.apiKey)).admin as string },
         { apiKey: other.apiKey },
       );
-      const theirs = await ok(url, PermAuditLog, { first: 100 }, { apiKey: other.apiKey });
+      const theirs = await ok(url, AuditLog, { first: 100 }, { apiKey: other.apiKey });
       const theirIds = theirs.auditLog.edges.map((e) => e.node.id);
       expect(theirIds.length).toBeGreaterThan(0);
       expect(theirIds.filter((id) => recorded.some((r) => r.id === id))).toEqual([]);
@@ -1517,7 +1197,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       ).toEqual([]);
       const viaCursor = await request(
         url,
-        PermAuditLog,
+        AuditLog,
         { first: 100, after: all.auditLog.edges[0]?.cursor },
         { apiKey: other.apiKey },
       );
@@ -1525,7 +1205,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
         [],
       );
       // And this tenant does not see theirs.
-      const ownAgain = await ok(url, PermAuditLog, { first: 100 }, asAdmin);
+      const ownAgain = await ok(url, AuditLog, { first: 100 }, asAdmin);
       expect(ownAgain.auditLog.edges.map((e) => e.node.id).filter((id) => theirIds.includes(id))).toEqual([]);
     });
   });

@@ -1,76 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { contextFor } from "../src/context.ts";
 import { messageFeed } from "../src/services/messages.ts";
-import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { ok, sleep, subscribe, wsClient } from "./helpers/client.ts";
-import { CreateGroup, createTenant, MarkRead, Messages, SendMessage, type TestTenant } from "./helpers/fixtures.ts";
+import { createTenant, type TestTenant } from "./helpers/fixtures.ts";
 import { PrivateRedis } from "./helpers/redis-server.ts";
-
-const MessageAdded = graphql(`
-  subscription MessageAdded($conversationId: ID, $after: String) {
-    messageAdded(conversationId: $conversationId, after: $after) {
-      id
-      seq
-      body
-      cursor
-      conversation {
-        id
-      }
-      sender {
-        id
-      }
-    }
-  }
-`);
-
-const TypingSub = graphql(`
-  subscription Typing($conversationId: ID!) {
-    typing(conversationId: $conversationId) {
-      isTyping
-      user {
-        id
-      }
-      conversation {
-        id
-      }
-    }
-  }
-`);
-
-const ReadReceiptSub = graphql(`
-  subscription ReadReceipts($conversationId: ID!) {
-    readReceipt(conversationId: $conversationId) {
-      lastReadSeq
-      user {
-        id
-      }
-      lastReadMessage {
-        id
-      }
-    }
-  }
-`);
-
-const SetTyping = graphql(`
-  mutation SetTyping($conversationId: ID!, $isTyping: Boolean!) {
-    setTyping(conversationId: $conversationId, isTyping: $isTyping)
-  }
-`);
-
-const AddMembers = graphql(`
-  mutation AddMembers($conversationId: ID!, $userIds: [ID!]!) {
-    addMembers(conversationId: $conversationId, userIds: $userIds) {
-      id
-    }
-  }
-`);
-
-const DeleteGroup = graphql(`
-  mutation RealtimeDeleteGroup($id: ID!) {
-    deleteGroup(id: $id)
-  }
-`);
+import { AddMembers, CreateGroup, DeleteGroup, MarkRead } from "./operations/conversations.ts";
+import { MessageAdded, ReadReceipt, TypingInConversation } from "./operations/events.ts";
+import { Messages, SendMessage, SetTyping } from "./operations/messages.ts";
 
 async function group(url: string, tenant: TestTenant, name = "Room"): Promise<string> {
   const [owner, ...others] = tenant.users;
@@ -224,8 +161,8 @@ describe.each(backends())("realtime on %s", (backend) => {
     const conversationId = await group(server.url, tenant);
     const bobClient = wsClient(server.wsUrl, { token: bob.token });
     const aliceClient = wsClient(server.wsUrl, { token: alice.token });
-    const bobSees = subscribe(bobClient, TypingSub, { conversationId });
-    const aliceSees = subscribe(aliceClient, TypingSub, { conversationId });
+    const bobSees = subscribe(bobClient, TypingInConversation, { conversationId });
+    const aliceSees = subscribe(aliceClient, TypingInConversation, { conversationId });
     await sleep(200);
     await ok(server.url, SetTyping, { conversationId, isTyping: true }, { token: alice.token });
     await ok(server.url, SetTyping, { conversationId, isTyping: true }, { token: alice.token });
@@ -259,7 +196,7 @@ describe.each(backends())("realtime on %s", (backend) => {
     const conversationId = await group(server.url, tenant);
     const message = await send(server.url, alice.token, conversationId, "read me");
     const client = wsClient(server.wsUrl, { token: alice.token });
-    const sub = subscribe(client, ReadReceiptSub, { conversationId });
+    const sub = subscribe(client, ReadReceipt, { conversationId });
     await sleep(200);
     await ok(server.url, MarkRead, { conversationId, upToMessageId: message.id }, { token: bob.token });
     const event = await sub.next();

@@ -1,12 +1,7 @@
 import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
 import { type ExecutionResult, type GraphQLFormattedError, print } from "graphql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { graphql } from "./generated/gql.ts";
-import type {
-  ReauthMessageAddedSubscription,
-  ReauthReadReceiptSubscription,
-  ReauthTypingSubscription,
-} from "./generated/graphql.ts";
+import type { MessageAddedSubscription, ReadReceiptSubscription, TypingSubscription } from "./generated/graphql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import {
   type Auth,
@@ -23,161 +18,13 @@ import {
   whenLive,
   wsClient,
 } from "./helpers/client.ts";
-import { CreateGroup, createTenant, IssueUserToken, MarkRead, SendMessage, type TestUser } from "./helpers/fixtures.ts";
-
-// ---------------------------------------------------------------------------------------------
-// Documents
-// ---------------------------------------------------------------------------------------------
-
-const Viewer = graphql(`
-  query ReauthViewer {
-    viewer {
-      isService
-      user {
-        id
-      }
-    }
-  }
-`);
-
-const UpdateUser = graphql(`
-  mutation ReauthUpdateUser($id: ID!, $input: UpdateUserInput!) {
-    updateUser(id: $id, input: $input) {
-      id
-      active
-    }
-  }
-`);
-
-const DeleteUser = graphql(`
-  mutation ReauthDeleteUser($id: ID!) {
-    deleteUser(id: $id)
-  }
-`);
-
-const RevokeUserTokens = graphql(`
-  mutation ReauthRevokeUserTokens($userId: ID!) {
-    revokeUserTokens(userId: $userId)
-  }
-`);
-
-const RotateApiKey = graphql(`
-  mutation ReauthRotateApiKey {
-    rotateApiKey {
-      apiKey
-    }
-  }
-`);
-
-const Roles = graphql(`
-  query ReauthRoles {
-    roles {
-      id
-      name
-      system
-    }
-  }
-`);
-
-const CreateRole = graphql(`
-  mutation ReauthCreateRole($input: CreateRoleInput!) {
-    createRole(input: $input) {
-      id
-      permissions
-    }
-  }
-`);
-
-const UpdateRole = graphql(`
-  mutation ReauthUpdateRole($id: ID!, $input: UpdateRoleInput!) {
-    updateRole(id: $id, input: $input) {
-      id
-      permissions
-    }
-  }
-`);
-
-const DeleteRole = graphql(`
-  mutation ReauthDeleteRole($id: ID!) {
-    deleteRole(id: $id)
-  }
-`);
-
-const AssignRole = graphql(`
-  mutation ReauthAssignRole($userId: ID!, $roleId: ID!) {
-    assignRole(userId: $userId, roleId: $roleId) {
-      id
-    }
-  }
-`);
-
-const UnassignRole = graphql(`
-  mutation ReauthUnassignRole($userId: ID!, $roleId: ID!) {
-    unassignRole(userId: $userId, roleId: $roleId) {
-      id
-    }
-  }
-`);
-
-const RemoveMember = graphql(`
-  mutation ReauthRemoveMember($conversationId: ID!, $userId: ID!) {
-    removeMember(conversationId: $conversationId, userId: $userId) {
-      id
-    }
-  }
-`);
-
-const SetTyping = graphql(`
-  mutation ReauthSetTyping($conversationId: ID!, $isTyping: Boolean!) {
-    setTyping(conversationId: $conversationId, isTyping: $isTyping)
-  }
-`);
-
-const MessageAdded = graphql(`
-  subscription ReauthMessageAdded($conversationId: ID) {
-    messageAdded(conversationId: $conversationId) {
-      id
-      body
-      conversation {
-        id
-      }
-    }
-  }
-`);
-
-const MessageAddedWithEmail = graphql(`
-  subscription ReauthMessageAddedWithEmail($conversationId: ID) {
-    messageAdded(conversationId: $conversationId) {
-      body
-      sender {
-        id
-        email
-      }
-    }
-  }
-`);
-
-const Typing = graphql(`
-  subscription ReauthTyping($conversationId: ID!) {
-    typing(conversationId: $conversationId) {
-      isTyping
-      user {
-        id
-      }
-    }
-  }
-`);
-
-const ReadReceipt = graphql(`
-  subscription ReauthReadReceipt($conversationId: ID!) {
-    readReceipt(conversationId: $conversationId) {
-      lastReadSeq
-      user {
-        id
-      }
-    }
-  }
-`);
+import { createTenant, type TestUser } from "./helpers/fixtures.ts";
+import { CreateGroup, MarkRead, RemoveMember } from "./operations/conversations.ts";
+import { MessageAdded, MessageAddedWithEmail, ReadReceipt, Typing } from "./operations/events.ts";
+import { SendMessage, SetTyping } from "./operations/messages.ts";
+import { AssignRole, CreateRole, DeleteRole, Roles, UnassignRole, UpdateRole } from "./operations/roles.ts";
+import { RotateApiKey } from "./operations/tenants.ts";
+import { DeleteUser, IssueUserToken, RevokeUserTokens, UpdateUser, Viewer } from "./operations/users.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures and helpers
@@ -341,10 +188,10 @@ async function activity(url: string, team: Team, body: string): Promise<void> {
 
 /** The four streams a member can hold on a group, all live and drained. */
 interface Streams {
-  one: Subscription<ReauthMessageAddedSubscription>;
-  all: Subscription<ReauthMessageAddedSubscription>;
-  typing: Subscription<ReauthTypingSubscription>;
-  reads: Subscription<ReauthReadReceiptSubscription>;
+  one: Subscription<MessageAddedSubscription>;
+  all: Subscription<MessageAddedSubscription>;
+  typing: Subscription<TypingSubscription>;
+  reads: Subscription<ReadReceiptSubscription>;
 }
 
 async function openStreams(url: string, client: WsClient, team: Team): Promise<Streams> {
@@ -450,7 +297,7 @@ async function expectNothingDelivered(streams: Streams): Promise<void> {
 }
 
 /** Waits for the next message on a stream and returns its body. */
-async function nextBody(sub: Subscription<ReauthMessageAddedSubscription>): Promise<string | null | undefined> {
+async function nextBody(sub: Subscription<MessageAddedSubscription>): Promise<string | null | undefined> {
   const event = await sub.next();
   return event.data?.messageAdded.body;
 }
