@@ -33,15 +33,15 @@ import {
   PinMessage,
   RemoveReaction,
   SearchMessages,
-  SendMessage,
+  SendFullMessage,
   SetTyping,
   Threads,
   UnpinMessage,
 } from "./operations/messages.ts";
 import { AssignRole, Roles } from "./operations/roles.ts";
 
-type MessageFields = ResultOf<typeof SendMessage>["sendMessage"];
-type SendInput = VariablesOf<typeof SendMessage>["input"];
+type MessageFields = ResultOf<typeof SendFullMessage>["sendMessage"];
+type SendInput = VariablesOf<typeof SendFullMessage>["input"];
 type EventsResult = ResultOf<typeof ConversationEvents>;
 type ConversationEvent = EventsResult["conversationEvents"];
 type ReactionGroups = { emoji: string; count: number; users: { id: string }[] }[];
@@ -89,7 +89,7 @@ async function send(
   body: string,
   extra: Partial<SendInput> = {},
 ): Promise<MessageFields> {
-  return (await ok(url, SendMessage, { input: { conversationId, body, ...extra } }, auth)).sendMessage;
+  return (await ok(url, SendFullMessage, { input: { conversationId, body, ...extra } }, auth)).sendMessage;
 }
 
 async function history(url: string, auth: Auth, conversationId: string): Promise<MessageFields[]> {
@@ -1016,9 +1016,9 @@ describe.each(backends())("messaging on %s", (backend) => {
       const { eve, conversationId: evesRoom } = await foreigner();
       const foreign = await send(url, as(eve), evesRoom, "foreign");
       const input = (replyToId: string) => ({ input: { conversationId, body: "reply", replyToId } });
-      await refused(url, SendMessage, input(elsewhere.id), as(bob), "NOT_FOUND");
-      await refused(url, SendMessage, input(foreign.id), as(bob), "NOT_FOUND");
-      await refused(url, SendMessage, input("nope"), as(bob), "BAD_USER_INPUT", "input.replyToId");
+      await refused(url, SendFullMessage, input(elsewhere.id), as(bob), "NOT_FOUND");
+      await refused(url, SendFullMessage, input(foreign.id), as(bob), "NOT_FOUND");
+      await refused(url, SendFullMessage, input("nope"), as(bob), "BAD_USER_INPUT", "input.replyToId");
       expect(await history(url, as(bob), conversationId)).toEqual([]);
     });
   });
@@ -1067,7 +1067,7 @@ describe.each(backends())("messaging on %s", (backend) => {
       for (const mentioned of [[dave.id], [bob.id, dave.id], [eve.id]]) {
         await refused(
           url,
-          SendMessage,
+          SendFullMessage,
           { input: { conversationId, body: "hey", mentionedUserIds: mentioned } },
           as(alice),
           "BAD_USER_INPUT",
@@ -1218,11 +1218,11 @@ describe.each(backends())("messaging on %s", (backend) => {
       const sendWith = (attachmentIds: string[], target = conversationId) => ({
         input: { conversationId: target, body: "", attachmentIds },
       });
-      await refused(url, SendMessage, sendWith([uploaded.id]), as(bob), "FORBIDDEN");
-      await refused(url, SendMessage, sendWith([uploaded.id], other), as(alice), "NOT_FOUND");
-      const sent = await ok(url, SendMessage, sendWith([uploaded.id]), as(alice));
+      await refused(url, SendFullMessage, sendWith([uploaded.id]), as(bob), "FORBIDDEN");
+      await refused(url, SendFullMessage, sendWith([uploaded.id], other), as(alice), "NOT_FOUND");
+      const sent = await ok(url, SendFullMessage, sendWith([uploaded.id]), as(alice));
       expect(sent.sendMessage.type).toBe("FILE");
-      await refused(url, SendMessage, sendWith([uploaded.id]), as(alice), "CONFLICT");
+      await refused(url, SendFullMessage, sendWith([uploaded.id]), as(alice), "CONFLICT");
       // Nothing half-sent: exactly one message carries the file.
       const messages = await history(url, as(alice), conversationId);
       expect(messages.map((m) => m.attachments.length)).toEqual([1]);
