@@ -11,57 +11,24 @@ import type { ResultOf } from "@graphql-typed-document-node/core";
 import { type GraphQLFormattedError, print } from "graphql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startAttachmentSweeper, sweepAttachments } from "../src/services/attachment-gc.ts";
-import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { type Auth, ok, sleep } from "./helpers/client.ts";
-import { CreateGroup, createTenant, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
+import { createTenant, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
+import { UploadAttachment } from "./operations/attachments.ts";
+import { CreateGroup, DeleteGroup } from "./operations/conversations.ts";
+import { DeleteMessage, SendMessage } from "./operations/messages.ts";
 
-const GcUpload = graphql(`
-  mutation GcUpload($conversationId: ID!, $file: File!) {
-    uploadAttachment(conversationId: $conversationId, file: $file) {
-      id
-      size
-    }
-  }
-`);
-
-const GcSend = graphql(`
-  mutation GcSend($input: SendMessageInput!) {
-    sendMessage(input: $input) {
-      id
-      attachments {
-        id
-      }
-    }
-  }
-`);
-
-const GcDeleteMessage = graphql(`
-  mutation GcDeleteMessage($id: ID!) {
-    deleteMessage(id: $id) {
-      id
-      deletedAt
-      attachments {
-        id
-      }
-    }
-  }
-`);
-
-const GcDeleteGroup = graphql(`
-  mutation GcDeleteGroup($id: ID!) {
-    deleteGroup(id: $id)
-  }
-`);
-
-type Uploaded = ResultOf<typeof GcUpload>["uploadAttachment"];
+type Uploaded = ResultOf<typeof UploadAttachment>["uploadAttachment"];
 
 const as = (user: TestUser): Auth => ({ token: user.token });
 
 /** A GraphQL multipart request with a text file of `size` bytes; credentials in a header. */
 async function uploadRaw(url: string, user: TestUser, conversationId: string, size: number) {
   const form = new FormData();
-  form.append("operations", JSON.stringify({ query: print(GcUpload), variables: { conversationId, file: null } }));
+  form.append(
+    "operations",
+    JSON.stringify({ query: print(UploadAttachment), variables: { conversationId, file: null } }),
+  );
   form.append("map", JSON.stringify({ 0: ["variables.file"] }));
   form.append("0", new Blob(["x".repeat(size)], { type: "text/plain" }), "notes.txt");
   const response = await fetch(url, { method: "POST", headers: { authorization: `Bearer ${user.token}` }, body: form });
@@ -82,7 +49,8 @@ async function group(url: string, owner: TestUser, members: TestUser[] = []): Pr
 }
 
 async function send(url: string, user: TestUser, conversationId: string, attachmentIds: string[]) {
-  return (await ok(url, GcSend, { input: { conversationId, body: "files", attachmentIds } }, as(user))).sendMessage;
+  return (await ok(url, SendMessage, { input: { conversationId, body: "files", attachmentIds } }, as(user)))
+    .sendMessage;
 }
 
 function usersOf(tenant: TestTenant): [TestUser, TestUser] {
@@ -144,7 +112,7 @@ describe.each(backends())("attachment garbage collection on %s", (backend) => {
     const kept = await send(url, alice, conversationId, [c.id]);
     for (const file of [a, b, c]) expect(await exists(fileOf(tenant, file.id))).toBe(true);
 
-    const { deleteMessage } = await ok(url, GcDeleteMessage, { id: doomed.id }, as(alice));
+    const { deleteMessage } = await ok(url, DeleteMessage, { id: doomed.id }, as(alice));
     expect(deleteMessage.deletedAt).toBeTruthy();
     expect(deleteMessage.attachments).toEqual([]);
     for (const file of [a, b]) {
@@ -162,7 +130,7 @@ describe.each(backends())("attachment garbage collection on %s", (backend) => {
     // A moderator's deletion (here the API key) removes files just the same.
     const d = await upload(url, bob, conversationId);
     const bobs = await send(url, bob, conversationId, [d.id]);
-    await ok(url, GcDeleteMessage, { id: bobs.id }, { apiKey: tenant.apiKey });
+    await ok(url, DeleteMessage, { id: bobs.id }, { apiKey: tenant.apiKey });
     expect(await exists(fileOf(tenant, d.id))).toBe(false);
   });
 
@@ -176,7 +144,7 @@ describe.each(backends())("attachment garbage collection on %s", (backend) => {
     const unsentByBob = await upload(url, bob, doomedGroup);
     const elsewhere = await upload(url, alice, otherGroup);
 
-    await ok(url, GcDeleteGroup, { id: doomedGroup }, as(alice));
+    await ok(url, DeleteGroup, { id: doomedGroup }, as(alice));
     for (const file of [sent, unsentByBob]) {
       expect(await exists(fileOf(tenant, file.id))).toBe(false);
       expect(await rowOf(file.id)).toBeNull();
@@ -197,7 +165,7 @@ describe.each(backends())("attachment garbage collection on %s", (backend) => {
     await mkdir(path);
     await writeFile(join(path, "pinned"), "x");
 
-    const { deleteMessage } = await ok(url, GcDeleteMessage, { id: message.id }, as(alice));
+    const { deleteMessage } = await ok(url, DeleteMessage, { id: message.id }, as(alice));
     expect(deleteMessage.deletedAt).toBeTruthy();
     expect(await rowOf(file.id)).toBeNull();
     expect(await exists(path)).toBe(true);
@@ -237,7 +205,7 @@ describe.each(backends())("attachment garbage collection on %s", (backend) => {
       method: "POST",
       headers: { "content-type": "application/json", authorization: `Bearer ${alice.token}` },
       body: JSON.stringify({
-        query: print(GcSend),
+        query: print(SendMessage),
         variables: { input: { conversationId, body: "late", attachmentIds: [stale.id] } },
       }),
     });
@@ -300,14 +268,14 @@ describe.each(backends())("attachment garbage collection on %s", (backend) => {
 
     // Sent with a message, then deleted: its bytes count no more.
     const message = await send(limited.url, alice, conversationId, [first.id]);
-    await ok(limited.url, GcDeleteMessage, { id: message.id }, as(alice));
+    await ok(limited.url, DeleteMessage, { id: message.id }, as(alice));
     await upload(limited.url, alice, conversationId, 60);
     expect((await uploadRaw(limited.url, alice, conversationId, 1)).errors?.[0]?.extensions?.code).toBe(
       "PAYLOAD_TOO_LARGE",
     );
 
     // Deleting the group frees everything.
-    await ok(limited.url, GcDeleteGroup, { id: conversationId }, as(alice));
+    await ok(limited.url, DeleteGroup, { id: conversationId }, as(alice));
     await upload(limited.url, alice, await group(limited.url, alice), 100);
   });
 

@@ -1,103 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { fails, ok } from "./helpers/client.ts";
-import {
-  CreateGroup,
-  CreateTenant,
-  CreateUser,
-  createTenant,
-  createUserWithToken,
-  IssueUserToken,
-  MarkRead,
-  Messages,
-  OpenDirect,
-  SendMessage,
-} from "./helpers/fixtures.ts";
-
-const Viewer = graphql(`
-  query Viewer {
-    viewer {
-      isService
-      permissions
-      user {
-        id
-        name
-      }
-      tenant {
-        id
-        name
-      }
-    }
-  }
-`);
-
-const RotateApiKey = graphql(`
-  mutation RotateApiKey {
-    rotateApiKey {
-      apiKey
-    }
-  }
-`);
-
-const Conversations = graphql(`
-  query Conversations($first: Int, $after: String, $kind: ConversationKind) {
-    conversations(first: $first, after: $after, kind: $kind) {
-      edges {
-        cursor
-        node {
-          id
-          name
-          kind
-          unreadCount
-          lastMessage {
-            body
-            seq
-          }
-        }
-      }
-      pageInfo {
-        hasNextPage
-        endCursor
-      }
-    }
-  }
-`);
-
-const Users = graphql(`
-  query Users($first: Int, $after: String, $search: String) {
-    users(first: $first, after: $after, search: $search) {
-      edges {
-        node {
-          id
-          name
-          email
-        }
-      }
-      pageInfo {
-        hasNextPage
-        endCursor
-      }
-    }
-  }
-`);
-
-const UpdateUser = graphql(`
-  mutation UpdateUser($id: ID!, $input: UpdateUserInput!) {
-    updateUser(id: $id, input: $input) {
-      id
-      name
-      email
-      active
-    }
-  }
-`);
-
-const DeleteUser = graphql(`
-  mutation DeleteUser($id: ID!) {
-    deleteUser(id: $id)
-  }
-`);
+import { createTenant, createUserWithToken } from "./helpers/fixtures.ts";
+import { Conversations, CreateGroup, MarkRead, OpenDirect } from "./operations/conversations.ts";
+import { Messages, SendMessage } from "./operations/messages.ts";
+import { CreateTenant, RotateApiKey } from "./operations/tenants.ts";
+import { CreateUser, DeleteUser, IssueUserToken, UpdateUser, Users, Viewer } from "./operations/users.ts";
 
 describe.each(backends())("chat API on %s", (backend) => {
   let database: TestDatabase;

@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { GraphQLFormattedError } from "graphql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import {
   type Auth,
@@ -13,120 +12,12 @@ import {
   subscribe,
   wsClient,
 } from "./helpers/client.ts";
-import { CreateGroup, createTenant, SendMessage, type TestTenant } from "./helpers/fixtures.ts";
-
-const CursorUsers = graphql(`
-  query CursorUsers($after: String) {
-    users(first: 5, after: $after) {
-      edges {
-        node {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const CursorConversations = graphql(`
-  query CursorConversations($after: String) {
-    conversations(first: 5, after: $after) {
-      edges {
-        node {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const CursorAuditLog = graphql(`
-  query CursorAuditLog($after: String) {
-    auditLog(first: 5, after: $after) {
-      edges {
-        node {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const CursorSearch = graphql(`
-  query CursorSearch($after: String) {
-    searchMessages(query: "cursor", first: 5, after: $after) {
-      edges {
-        node {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const CursorMessages = graphql(`
-  query CursorMessages($conversationId: ID!, $after: String, $before: String, $last: Int) {
-    messages(conversationId: $conversationId, after: $after, before: $before, last: $last) {
-      edges {
-        node {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const CursorConversationMessages = graphql(`
-  query CursorConversationMessages($id: ID!, $after: String, $before: String, $last: Int) {
-    conversation(id: $id) {
-      messages(after: $after, before: $before, last: $last) {
-        edges {
-          node {
-            id
-          }
-        }
-      }
-    }
-  }
-`);
-
-const CursorReplies = graphql(`
-  query CursorReplies($conversationId: ID!, $after: String) {
-    messages(conversationId: $conversationId, last: 1) {
-      edges {
-        node {
-          id
-          replies(first: 5, after: $after) {
-            edges {
-              node {
-                id
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-`);
-
-const CursorMessageAdded = graphql(`
-  subscription CursorMessageAdded($conversationId: ID, $after: String) {
-    messageAdded(conversationId: $conversationId, after: $after) {
-      id
-      seq
-    }
-  }
-`);
-
-const CursorConversationEvents = graphql(`
-  subscription CursorConversationEvents($conversationId: ID, $after: String) {
-    conversationEvents(conversationId: $conversationId, after: $after) {
-      __typename
-      ... on MessageAddedEvent {
-        seq
-      }
-    }
-  }
-`);
+import { createTenant, type TestTenant } from "./helpers/fixtures.ts";
+import { AuditLog } from "./operations/audit.ts";
+import { ConversationMessages, Conversations, CreateGroup } from "./operations/conversations.ts";
+import { ConversationEvents, MessageAdded } from "./operations/events.ts";
+import { LatestMessageReplies, Messages, SearchMessages, SendMessage } from "./operations/messages.ts";
+import { Users } from "./operations/users.ts";
 
 /** A cursor as the server encodes it: base64url of the JSON tuple [tag, ...parts]. */
 const craft = (...tuple: unknown[]) => Buffer.from(JSON.stringify(tuple)).toString("base64url");
@@ -266,70 +157,65 @@ describe.each(backends())("cursor contents on %s", (backend) => {
   });
 
   it("users(after): hostile contents and other lists' cursors are BAD_USER_INPUT naming after", async () => {
-    await ok(url, CursorUsers, { after: craft("u1", Date.now(), someId) }, service);
+    await ok(url, Users, { first: 5, after: craft("u1", Date.now(), someId) }, service);
     const cursors = [...keysetHostile("u1").map((t) => craft(...t)), ...othersThan(wellFormed(conversationId), "u1")];
     for (const after of cursors) {
-      expectRefused(await request(url, CursorUsers, { after }, service), "after", `users ${after}`);
+      expectRefused(await request(url, Users, { first: 5, after }, service), "after", `users ${after}`);
     }
   });
 
   it("conversations(after): hostile contents and other lists' cursors are BAD_USER_INPUT naming after", async () => {
-    await ok(url, CursorConversations, { after: craft("c1", Date.now(), someId) }, alice);
+    await ok(url, Conversations, { first: 5, after: craft("c1", Date.now(), someId) }, alice);
     const cursors = [...keysetHostile("c1").map((t) => craft(...t)), ...othersThan(wellFormed(conversationId), "c1")];
     for (const after of cursors) {
-      expectRefused(await request(url, CursorConversations, { after }, alice), "after", `conversations ${after}`);
+      expectRefused(await request(url, Conversations, { first: 5, after }, alice), "after", `conversations ${after}`);
     }
   });
 
   it("auditLog(after): hostile contents and other lists' cursors are BAD_USER_INPUT naming after", async () => {
-    await ok(url, CursorAuditLog, { after: craft("a1", Date.now(), someId) }, service);
+    await ok(url, AuditLog, { first: 5, after: craft("a1", Date.now(), someId) }, service);
     const cursors = [...keysetHostile("a1").map((t) => craft(...t)), ...othersThan(wellFormed(conversationId), "a1")];
     for (const after of cursors) {
-      expectRefused(await request(url, CursorAuditLog, { after }, service), "after", `auditLog ${after}`);
+      expectRefused(await request(url, AuditLog, { first: 5, after }, service), "after", `auditLog ${after}`);
     }
   });
 
   it("searchMessages(after): hostile offsets and other lists' cursors are BAD_USER_INPUT naming after", async () => {
-    const page = await ok(url, CursorSearch, { after: craft("s1", 0) }, alice);
+    const page = await ok(url, SearchMessages, { query: "cursor", first: 5, after: craft("s1", 0) }, alice);
     expect(page.searchMessages.edges.length).toBeGreaterThan(0);
-    await ok(url, CursorSearch, { after: craft("s1", 10_000) }, alice);
+    await ok(url, SearchMessages, { query: "cursor", first: 5, after: craft("s1", 10_000) }, alice);
     const cursors = [...offsetHostile.map((t) => craft(...t)), ...othersThan(wellFormed(conversationId), "s1")];
     for (const after of cursors) {
-      expectRefused(await request(url, CursorSearch, { after }, alice), "after", `searchMessages ${after}`);
+      expectRefused(
+        await request(url, SearchMessages, { query: "cursor", first: 5, after }, alice),
+        "after",
+        `searchMessages ${after}`,
+      );
     }
   });
 
   it("messages(after/before) and Conversation.messages: hostile contents are BAD_USER_INPUT naming the argument", async () => {
-    const page = await ok(url, CursorMessages, { conversationId, after: craft("m1", conversationId, 0) }, alice);
+    const page = await ok(url, Messages, { conversationId, after: craft("m1", conversationId, 0) }, alice);
     expect(page.messages.edges.length).toBeGreaterThan(0);
-    await ok(
-      url,
-      CursorConversationMessages,
-      { id: conversationId, last: 2, before: craft("m1", conversationId, 2) },
-      alice,
-    );
+    await ok(url, ConversationMessages, { id: conversationId, last: 2, before: craft("m1", conversationId, 2) }, alice);
     const cursors = [
       ...seqHostile("m1", conversationId).map((t) => craft(...t)),
       ...othersThan(wellFormed(conversationId), "m1"),
     ];
     for (const cursor of cursors) {
+      expectRefused(await request(url, Messages, { conversationId, after: cursor }, alice), "after", `after ${cursor}`);
       expectRefused(
-        await request(url, CursorMessages, { conversationId, after: cursor }, alice),
-        "after",
-        `after ${cursor}`,
-      );
-      expectRefused(
-        await request(url, CursorMessages, { conversationId, last: 2, before: cursor }, alice),
+        await request(url, Messages, { conversationId, last: 2, before: cursor }, alice),
         "before",
         `before ${cursor}`,
       );
       expectRefused(
-        await request(url, CursorConversationMessages, { id: conversationId, after: cursor }, alice),
+        await request(url, ConversationMessages, { id: conversationId, after: cursor }, alice),
         "after",
         `Conversation.messages after ${cursor}`,
       );
       expectRefused(
-        await request(url, CursorConversationMessages, { id: conversationId, last: 2, before: cursor }, alice),
+        await request(url, ConversationMessages, { id: conversationId, last: 2, before: cursor }, alice),
         "before",
         `Conversation.messages before ${cursor}`,
       );
@@ -337,13 +223,17 @@ describe.each(backends())("cursor contents on %s", (backend) => {
   });
 
   it("replies(after): hostile contents are BAD_USER_INPUT naming after", async () => {
-    await ok(url, CursorReplies, { conversationId, after: craft("m1", conversationId, 0) }, alice);
+    await ok(url, LatestMessageReplies, { conversationId, after: craft("m1", conversationId, 0) }, alice);
     const cursors = [
       ...seqHostile("m1", conversationId).map((t) => craft(...t)),
       ...othersThan(wellFormed(conversationId), "m1"),
     ];
     for (const after of cursors) {
-      expectRefused(await request(url, CursorReplies, { conversationId, after }, alice), "after", `replies ${after}`);
+      expectRefused(
+        await request(url, LatestMessageReplies, { conversationId, after }, alice),
+        "after",
+        `replies ${after}`,
+      );
     }
   });
 
@@ -351,7 +241,7 @@ describe.each(backends())("cursor contents on %s", (backend) => {
     const client = wsClient(server.wsUrl, alice, { keepOpen: true });
     try {
       // A well-formed cursor replays what follows it.
-      const replay = subscribe(client, CursorMessageAdded, { conversationId, after: craft("m1", conversationId, 0) });
+      const replay = subscribe(client, MessageAdded, { conversationId, after: craft("m1", conversationId, 0) });
       const event = await replay.next();
       expect(event.errors).toBeUndefined();
       expect(event.data?.messageAdded.seq).toBe(1);
@@ -362,7 +252,7 @@ describe.each(backends())("cursor contents on %s", (backend) => {
         ...othersThan(wellFormed(conversationId), "m1"),
       ];
       for (const after of cursors) {
-        const errors = await operationErrors(client, CursorMessageAdded, { conversationId, after });
+        const errors = await operationErrors(client, MessageAdded, { conversationId, after });
         expectBadCursor(errors, "after", `messageAdded ${after}`);
       }
       await expectOpen(client, "the socket after refused cursors");
@@ -374,7 +264,7 @@ describe.each(backends())("cursor contents on %s", (backend) => {
   it("conversationEvents(after) over graphql-ws: hostile contents fail that operation with BAD_USER_INPUT; the socket stays", async () => {
     const client = wsClient(server.wsUrl, alice, { keepOpen: true });
     try {
-      const replay = subscribe(client, CursorConversationEvents, {
+      const replay = subscribe(client, ConversationEvents, {
         conversationId,
         after: craft("e1", conversationId, 0),
       });
@@ -388,7 +278,7 @@ describe.each(backends())("cursor contents on %s", (backend) => {
         ...othersThan(wellFormed(conversationId), "e1"),
       ];
       for (const after of cursors) {
-        const errors = await operationErrors(client, CursorConversationEvents, { conversationId, after });
+        const errors = await operationErrors(client, ConversationEvents, { conversationId, after });
         expectBadCursor(errors, "after", `conversationEvents ${after}`);
       }
       await expectOpen(client, "the socket after refused cursors");

@@ -14,8 +14,10 @@ import {
   type TestServer,
 } from "./helpers/backends.ts";
 import { ok } from "./helpers/client.ts";
-import { CreateGroup, createTenant, SendMessage, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
+import { createTenant, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
 import { expectNoLeak, expectSocketAlive, initSocket, openSocket } from "./helpers/hostile.ts";
+import { CreateGroup } from "./operations/conversations.ts";
+import { SendMessage } from "./operations/messages.ts";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261130);
 const HTTP_CASES = 300;

@@ -1,19 +1,9 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { type GraphQLFormattedError, print } from "graphql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { type GqlResult, ok, request, subscribe, wsClient } from "./helpers/client.ts";
-import {
-  CreateGroup,
-  CreateTenant,
-  CreateUser,
-  createTenant,
-  Messages,
-  SendMessage,
-  type TestTenant,
-  type TestUser,
-} from "./helpers/fixtures.ts";
+import { createTenant, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
 import {
   chunkedPost,
   expectClientError,
@@ -28,73 +18,11 @@ import {
   rawFetch,
   rawPost,
 } from "./helpers/hostile.ts";
-
-const HardeningViewer = graphql(`
-  query HardeningViewer {
-    viewer {
-      isService
-      tenant {
-        id
-      }
-    }
-  }
-`);
-
-const HardeningUsers = graphql(`
-  query HardeningUsers($first: Int, $after: String, $search: String) {
-    users(first: $first, after: $after, search: $search) {
-      edges {
-        cursor
-        node {
-          id
-          name
-          email
-        }
-      }
-      pageInfo {
-        hasNextPage
-        endCursor
-      }
-    }
-  }
-`);
-
-const HardeningConversations = graphql(`
-  query HardeningConversations($first: Int, $after: String) {
-    conversations(first: $first, after: $after) {
-      edges {
-        cursor
-        node {
-          id
-        }
-      }
-      pageInfo {
-        hasNextPage
-        endCursor
-      }
-    }
-  }
-`);
-
-const HardeningUpdateUser = graphql(`
-  mutation HardeningUpdateUser($id: ID!, $input: UpdateUserInput!) {
-    updateUser(id: $id, input: $input) {
-      id
-      name
-      email
-    }
-  }
-`);
-
-const HardeningMessageAdded = graphql(`
-  subscription HardeningMessageAdded($conversationId: ID, $after: String) {
-    messageAdded(conversationId: $conversationId, after: $after) {
-      id
-      seq
-      body
-    }
-  }
-`);
+import { Conversations, CreateGroup } from "./operations/conversations.ts";
+import { MessageAdded } from "./operations/events.ts";
+import { Messages, SendMessage } from "./operations/messages.ts";
+import { CreateTenant } from "./operations/tenants.ts";
+import { CreateUser, UpdateUser, Users, Viewer } from "./operations/users.ts";
 
 const suffix = () => randomBytes(4).toString("hex");
 
@@ -178,12 +106,12 @@ describe.each(backends())("hardening on %s", (backend) => {
 
   /** The server still answers a normal authenticated query. */
   async function stillServing(target = url): Promise<void> {
-    const result = await ok(target, HardeningViewer, {}, { apiKey: tenant.apiKey });
+    const result = await ok(target, Viewer, {}, { apiKey: tenant.apiKey });
     expect(result.viewer.tenant.id).toBe(tenant.id);
   }
 
   async function usersNamed(search: string): Promise<string[]> {
-    const found = await ok(url, HardeningUsers, { search }, { apiKey: tenant.apiKey });
+    const found = await ok(url, Users, { search }, { apiKey: tenant.apiKey });
     return found.users.edges.map((e) => e.node.name);
   }
 
@@ -197,7 +125,7 @@ describe.each(backends())("hardening on %s", (backend) => {
     socket.send({
       id,
       type: "subscribe",
-      payload: { query: print(HardeningMessageAdded), variables: { conversationId, after: seedCursor } },
+      payload: { query: print(MessageAdded), variables: { conversationId, after: seedCursor } },
     });
     const body = `live ${suffix()}`;
     // Sent through the socket's own server: with in-memory pub/sub, servers do not share events.
@@ -407,10 +335,10 @@ describe.each(backends())("hardening on %s", (backend) => {
 
     it("variable type errors are BAD_USER_INPUT", async () => {
       const cases: [string, Record<string, unknown>][] = [
-        [print(HardeningUsers), { first: "ten" }],
-        [print(HardeningUsers), { first: 1.5 }],
-        [print(HardeningUsers), { first: 2 ** 40 }],
-        [print(HardeningUsers), { search: { nested: true } }],
+        [print(Users), { first: "ten" }],
+        [print(Users), { first: 1.5 }],
+        [print(Users), { first: 2 ** 40 }],
+        [print(Users), { search: { nested: true } }],
         [print(Messages), {}],
         [print(Messages), { conversationId: null }],
         [print(CreateUser), { input: { name: 5 } }],
@@ -462,7 +390,7 @@ describe.each(backends())("hardening on %s", (backend) => {
         await stillServing();
       }
       // A long string argument stays within the token limits and is refused by validation.
-      const search = await request(url, HardeningUsers, { search: "s".repeat(500_000) }, { apiKey: tenant.apiKey });
+      const search = await request(url, Users, { search: "s".repeat(500_000) }, { apiKey: tenant.apiKey });
       expectFailed(search, "BAD_USER_INPUT", "search");
       await stillServing();
     });
@@ -499,12 +427,7 @@ describe.each(backends())("hardening on %s", (backend) => {
         const result = await request(url, CreateUser, { input: { name: "Mail", email } }, { apiKey });
         expectFailed(result, "BAD_USER_INPUT", "input.email");
       }
-      const update = await request(
-        url,
-        HardeningUpdateUser,
-        { id: alice.id, input: { email: "nope" } },
-        { token: alice.token },
-      );
+      const update = await request(url, UpdateUser, { id: alice.id, input: { email: "nope" } }, { token: alice.token });
       expectFailed(update, "BAD_USER_INPUT", "input.email");
       const group = await request(
         url,
@@ -514,7 +437,7 @@ describe.each(backends())("hardening on %s", (backend) => {
       );
       expectFailed(group, "BAD_USER_INPUT", "input.name");
       // Nothing was lost or changed by the refused updates.
-      const after = await ok(url, HardeningUsers, { search: alice.name }, { apiKey });
+      const after = await ok(url, Users, { search: alice.name }, { apiKey });
       expect(after.users.edges.map((e) => e.node.id)).toContain(alice.id);
       expect(await usersNamed("Mail")).toEqual([]);
       await stillServing();
@@ -554,8 +477,8 @@ describe.each(backends())("hardening on %s", (backend) => {
       const auth = { token: alice.token };
       for (const first of [-1, 100_000, 101]) {
         expectFailed(await request(url, Messages, { conversationId, first }, auth), "BAD_USER_INPUT", "first");
-        expectFailed(await request(url, HardeningUsers, { first }, auth), "BAD_USER_INPUT", "first");
-        expectFailed(await request(url, HardeningConversations, { first }, auth), "BAD_USER_INPUT", "first");
+        expectFailed(await request(url, Users, { first }, auth), "BAD_USER_INPUT", "first");
+        expectFailed(await request(url, Conversations, { first }, auth), "BAD_USER_INPUT", "first");
       }
       expectFailed(await request(url, Messages, { conversationId, last: -1 }, auth), "BAD_USER_INPUT", "last");
       expectFailed(await request(url, Messages, { conversationId, last: 100_000 }, auth), "BAD_USER_INPUT", "last");
@@ -567,9 +490,9 @@ describe.each(backends())("hardening on %s", (backend) => {
 
     it("invalid cursors are BAD_USER_INPUT naming after/before", async () => {
       const auth = { token: alice.token };
-      const users = await ok(url, HardeningUsers, { first: 1 }, { apiKey: tenant.apiKey });
+      const users = await ok(url, Users, { first: 1 }, { apiKey: tenant.apiKey });
       const userCursor = users.users.pageInfo.endCursor as string;
-      const conversations = await ok(url, HardeningConversations, { first: 1 }, auth);
+      const conversations = await ok(url, Conversations, { first: 1 }, auth);
       const conversationCursor = conversations.conversations.pageInfo.endCursor as string;
       const other = await ok(url, Messages, { conversationId: otherConversationId, last: 1 }, auth);
       const otherMessageCursor = other.messages.pageInfo.endCursor as string;
@@ -595,10 +518,10 @@ describe.each(backends())("hardening on %s", (backend) => {
         );
       }
       for (const cursor of [...garbage, messageCursor, conversationCursor]) {
-        expectFailed(await request(url, HardeningUsers, { after: cursor }, auth), "BAD_USER_INPUT", "after");
+        expectFailed(await request(url, Users, { after: cursor }, auth), "BAD_USER_INPUT", "after");
       }
       for (const cursor of [...garbage, messageCursor, userCursor]) {
-        expectFailed(await request(url, HardeningConversations, { after: cursor }, auth), "BAD_USER_INPUT", "after");
+        expectFailed(await request(url, Conversations, { after: cursor }, auth), "BAD_USER_INPUT", "after");
       }
       expectFailed(
         await request(url, Messages, { conversationId: "not-an-id" }, auth),
@@ -673,15 +596,14 @@ describe.each(backends())("hardening on %s", (backend) => {
         async () => {
           const result = await request(
             url,
-            HardeningUpdateUser,
+            UpdateUser,
             { id: alice.id, input: { name: "A\u0000lice" } },
             { token: alice.token },
           );
           return {
             result,
             returned: result.data?.updateUser.name,
-            undo: () =>
-              ok(url, HardeningUpdateUser, { id: alice.id, input: { name: alice.name } }, { token: alice.token }),
+            undo: () => ok(url, UpdateUser, { id: alice.id, input: { name: alice.name } }, { token: alice.token }),
           };
         },
       ],
@@ -707,7 +629,7 @@ describe.each(backends())("hardening on %s", (backend) => {
         "a user search",
         "search",
         async () => {
-          const result = await request(url, HardeningUsers, { search: "a\u0000" }, { apiKey: tenant.apiKey });
+          const result = await request(url, Users, { search: "a\u0000" }, { apiKey: tenant.apiKey });
           return { result, returned: result.data ? "" : undefined };
         },
       ],
@@ -807,7 +729,7 @@ describe.each(backends())("hardening on %s", (backend) => {
       await expectClose(empty, 4403);
 
       const early = await openSocket(server.wsUrl);
-      early.send({ id: "1", type: "subscribe", payload: { query: print(HardeningMessageAdded), variables: {} } });
+      early.send({ id: "1", type: "subscribe", payload: { query: print(MessageAdded), variables: {} } });
       await expectClose(early, 4401);
 
       const twice = await initSocket(server.wsUrl, alice.token);
@@ -825,7 +747,7 @@ describe.each(backends())("hardening on %s", (backend) => {
       const subscribeMessage = {
         id: "dup",
         type: "subscribe",
-        payload: { query: print(HardeningMessageAdded), variables: { conversationId } },
+        payload: { query: print(MessageAdded), variables: { conversationId } },
       };
       socket.send(subscribeMessage);
       socket.send(subscribeMessage);
@@ -839,7 +761,7 @@ describe.each(backends())("hardening on %s", (backend) => {
       socket.send({
         id: "huge",
         type: "subscribe",
-        payload: { query: print(HardeningMessageAdded), variables: { conversationId, after: "x".repeat(20_000) } },
+        payload: { query: print(MessageAdded), variables: { conversationId, after: "x".repeat(20_000) } },
       });
       const closed = await Promise.race([
         socket.closed,
@@ -868,12 +790,12 @@ describe.each(backends())("hardening on %s", (backend) => {
         ["subscription {", {}, "GRAPHQL_PARSE_FAILED"],
         ["subscription { nope }", {}, "GRAPHQL_VALIDATION_FAILED"],
         ["subscription { messageAdded { bodyy } }", {}, "GRAPHQL_VALIDATION_FAILED"],
-        [print(HardeningMessageAdded), { conversationId, after: 5 }, "BAD_USER_INPUT"],
-        [print(HardeningMessageAdded), { conversationId: "not-an-id" }, "BAD_USER_INPUT"],
-        [print(HardeningMessageAdded), { conversationId, after: "garbage" }, "BAD_USER_INPUT"],
-        [print(HardeningMessageAdded), { after: seedCursor }, "BAD_USER_INPUT"],
-        [print(HardeningMessageAdded), { conversationId: randomUUID() }, "NOT_FOUND"],
-        [print(HardeningMessageAdded), { conversationId: privateConversationId }, "FORBIDDEN"],
+        [print(MessageAdded), { conversationId, after: 5 }, "BAD_USER_INPUT"],
+        [print(MessageAdded), { conversationId: "not-an-id" }, "BAD_USER_INPUT"],
+        [print(MessageAdded), { conversationId, after: "garbage" }, "BAD_USER_INPUT"],
+        [print(MessageAdded), { after: seedCursor }, "BAD_USER_INPUT"],
+        [print(MessageAdded), { conversationId: randomUUID() }, "NOT_FOUND"],
+        [print(MessageAdded), { conversationId: privateConversationId }, "FORBIDDEN"],
       ];
       let n = 0;
       for (const [query, variables, code] of cases) {
@@ -897,7 +819,7 @@ describe.each(backends())("hardening on %s", (backend) => {
       socket.send({
         id: "keep",
         type: "subscribe",
-        payload: { query: print(HardeningMessageAdded), variables: { conversationId, after: seedCursor } },
+        payload: { query: print(MessageAdded), variables: { conversationId, after: seedCursor } },
       });
       socket.send({ id: "broken", type: "subscribe", payload: { query: "subscription { nope }" } });
       await operationError(socket, "broken");
@@ -931,7 +853,7 @@ describe.each(backends())("hardening on %s", (backend) => {
       socket.send({
         id: "keep",
         type: "subscribe",
-        payload: { query: print(HardeningMessageAdded), variables: { conversationId, after: seedCursor } },
+        payload: { query: print(MessageAdded), variables: { conversationId, after: seedCursor } },
       });
       socket.send({ id: "limit", type: "subscribe", payload: { query: build(conversationId) } });
       const errors = await operationError(socket, "limit");
@@ -951,7 +873,7 @@ describe.each(backends())("hardening on %s", (backend) => {
       await stillServing(short.url);
       const client = wsClient(server.wsUrl, { token: alice.token });
       try {
-        const sub = subscribe(client, HardeningMessageAdded, { conversationId, after: seedCursor });
+        const sub = subscribe(client, MessageAdded, { conversationId, after: seedCursor });
         const body = `fresh ${suffix()}`;
         await ok(url, SendMessage, { input: { conversationId, body } }, { token: bob.token });
         let found = false;

@@ -16,7 +16,7 @@ import {
   type TestServer,
 } from "./helpers/backends.ts";
 import { ok, request, sleep } from "./helpers/client.ts";
-import { CreateGroup, createTenant, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
+import { createTenant, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
 import {
   expectClose,
   expectFailed,
@@ -28,6 +28,7 @@ import {
   operationError,
   rawFetch,
 } from "./helpers/hostile.ts";
+import { CreateGroup } from "./operations/conversations.ts";
 
 const UPLOAD = `mutation Upload($conversationId: ID!, $file: File!) {
   uploadAttachment(conversationId: $conversationId, file: $file) { id size mimeType }

@@ -9,188 +9,30 @@ import { randomBytes } from "node:crypto";
 import type { ResultOf } from "@graphql-typed-document-node/core";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { type Auth, type GqlResult, ok, request, subscribe, wsClient } from "./helpers/client.ts";
+import { createTenant, createUserWithToken, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
 import {
+  AddMembers,
   CreateGroup,
-  createTenant,
-  createUserWithToken,
+  DeleteGroup,
   MarkRead,
+  RemoveMember,
+  SetMemberRole,
+  UpdateGroup,
+} from "./operations/conversations.ts";
+import { ConversationEventsBrief } from "./operations/events.ts";
+import {
+  AddReaction,
+  DeleteMessage,
+  EditMessage,
+  SearchMessages,
   SendMessage,
-  type TestTenant,
-  type TestUser,
-} from "./helpers/fixtures.ts";
+  SetTyping,
+} from "./operations/messages.ts";
+import { AssignRole, CreateRole, Roles, UnassignRole } from "./operations/roles.ts";
 
-// ---------------------------------------------------------------------------------------
-// Operations
-// ---------------------------------------------------------------------------------------
-
-const IntAddReaction = graphql(`
-  mutation IntAddReaction($messageId: ID!, $emoji: String!) {
-    addReaction(messageId: $messageId, emoji: $emoji) {
-      id
-    }
-  }
-`);
-
-const IntEdit = graphql(`
-  mutation IntEdit($id: ID!, $body: String!) {
-    editMessage(id: $id, body: $body) {
-      id
-      body
-    }
-  }
-`);
-
-const IntDelete = graphql(`
-  mutation IntDelete($id: ID!) {
-    deleteMessage(id: $id) {
-      id
-      body
-      deletedAt
-    }
-  }
-`);
-
-const IntSearch = graphql(`
-  query IntSearch($query: String!, $conversationId: ID) {
-    searchMessages(query: $query, conversationId: $conversationId, first: 50) {
-      edges {
-        node {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const IntEvents = graphql(`
-  subscription IntEvents($conversationId: ID, $after: String) {
-    conversationEvents(conversationId: $conversationId, after: $after) {
-      __typename
-      ... on MessageAddedEvent {
-        seq
-        message {
-          id
-          body
-          deletedAt
-        }
-      }
-      ... on MessageEditedEvent {
-        seq
-        message {
-          id
-          body
-          deletedAt
-        }
-      }
-      ... on MessageDeletedEvent {
-        seq
-        message {
-          id
-          body
-          deletedAt
-        }
-      }
-      ... on ReactionChangedEvent {
-        seq
-        emoji
-        message {
-          id
-          body
-          deletedAt
-        }
-      }
-      ... on MemberAddedEvent {
-        seq
-        user {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const IntSetTyping = graphql(`
-  mutation IntSetTyping($conversationId: ID!, $isTyping: Boolean!) {
-    setTyping(conversationId: $conversationId, isTyping: $isTyping)
-  }
-`);
-
-const IntRoles = graphql(`
-  query IntRoles {
-    roles {
-      id
-      name
-    }
-  }
-`);
-
-const IntCreateRole = graphql(`
-  mutation IntCreateRole($input: CreateRoleInput!) {
-    createRole(input: $input) {
-      id
-    }
-  }
-`);
-
-const IntAssignRole = graphql(`
-  mutation IntAssignRole($userId: ID!, $roleId: ID!) {
-    assignRole(userId: $userId, roleId: $roleId) {
-      id
-    }
-  }
-`);
-
-const IntUnassignRole = graphql(`
-  mutation IntUnassignRole($userId: ID!, $roleId: ID!) {
-    unassignRole(userId: $userId, roleId: $roleId) {
-      id
-    }
-  }
-`);
-
-const IntUpdateGroup = graphql(`
-  mutation IntUpdateGroup($id: ID!, $input: UpdateGroupInput!) {
-    updateGroup(id: $id, input: $input) {
-      id
-      name
-    }
-  }
-`);
-
-const IntDeleteGroup = graphql(`
-  mutation IntDeleteGroup($id: ID!) {
-    deleteGroup(id: $id)
-  }
-`);
-
-const IntAddMembers = graphql(`
-  mutation IntAddMembers($conversationId: ID!, $userIds: [ID!]!) {
-    addMembers(conversationId: $conversationId, userIds: $userIds) {
-      id
-    }
-  }
-`);
-
-const IntRemoveMember = graphql(`
-  mutation IntRemoveMember($conversationId: ID!, $userId: ID!) {
-    removeMember(conversationId: $conversationId, userId: $userId) {
-      id
-    }
-  }
-`);
-
-const IntSetMemberRole = graphql(`
-  mutation IntSetMemberRole($conversationId: ID!, $userId: ID!, $role: MemberRole!) {
-    setMemberRole(conversationId: $conversationId, userId: $userId, role: $role) {
-      id
-    }
-  }
-`);
-
-type IntEvent = ResultOf<typeof IntEvents>["conversationEvents"];
+type IntEvent = ResultOf<typeof ConversationEventsBrief>["conversationEvents"];
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -254,7 +96,7 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
       [conversationId],
     )) as [{ count: number }];
     const client = wsClient(wsUrl, auth);
-    const sub = subscribe(client, IntEvents, { conversationId, after: fromStart(conversationId) });
+    const sub = subscribe(client, ConversationEventsBrief, { conversationId, after: fromStart(conversationId) });
     try {
       const results = await sub.take(count);
       return results.map((result) => {
@@ -279,7 +121,7 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
   /** Every (reactor, emoji) pair adds its reaction, all at once; each answers OK or the given codes. */
   function reactionStorm(reactors: TestUser[], messageId: string) {
     return reactors.flatMap((reactor) =>
-      EMOJIS.map((emoji) => request(url, IntAddReaction, { messageId, emoji }, as(reactor))),
+      EMOJIS.map((emoji) => request(url, AddReaction, { messageId, emoji }, as(reactor))),
     );
   }
 
@@ -296,17 +138,17 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
       for (let round = 0; round < 3; round++) {
         const word = `secret${hex()}`;
         const sent = await send(as(alice), conversationId, `the code is ${word}`);
-        const found = await ok(url, IntSearch, { query: word, conversationId }, as(alice));
+        const found = await ok(url, SearchMessages, { first: 50, query: word, conversationId }, as(alice));
         expect(found.searchMessages.edges.map((e) => e.node.id)).toEqual([sent.id]);
 
         const storm = reactionStorm(reactors, sent.id);
         const half = Math.floor(storm.length / 2);
         const results = await Promise.all([
           ...storm.slice(0, half),
-          request(url, IntDelete, { id: sent.id }, as(alice)),
+          request(url, DeleteMessage, { id: sent.id }, as(alice)),
           ...storm.slice(half),
         ]);
-        const deletion = results[half] as GqlResult<ResultOf<typeof IntDelete>>;
+        const deletion = results[half] as GqlResult<ResultOf<typeof DeleteMessage>>;
         expect(outcome(deletion), JSON.stringify(deletion)).toBe("OK");
         expect(deletion.data?.deleteMessage.body).toBeNull();
         // A reaction that lost the race is refused, not recorded on the tombstone.
@@ -335,7 +177,7 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
         expect.soft(row?.hit ?? false).toBe(false);
         expect.soft(row?.reactions).toBe(0);
         for (const auth of [as(alice), { apiKey: tenant.apiKey }]) {
-          const search = await ok(url, IntSearch, { query: word }, auth);
+          const search = await ok(url, SearchMessages, { first: 50, query: word }, auth);
           expect(search.searchMessages.edges).toEqual([]);
         }
       }
@@ -371,7 +213,7 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
         const results = await Promise.all([
           ...storm.slice(0, half),
           ...replies.slice(0, 2),
-          request(url, IntEdit, { id: sent.id, body: after }, as(alice)),
+          request(url, EditMessage, { id: sent.id, body: after }, as(alice)),
           ...replies.slice(2),
           ...storm.slice(half),
         ]);
@@ -402,15 +244,15 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
       const half = Math.floor(storm.length / 2);
       const results = await Promise.all([
         ...storm.slice(0, half),
-        request(url, IntEdit, { id: second.id, body: "second, edited" }, as(alice)),
+        request(url, EditMessage, { id: second.id, body: "second, edited" }, as(alice)),
         request(
           url,
           SendMessage,
           { input: { conversationId, body: "re", replyToId: first.id } },
           as(reactors[0] as TestUser),
         ),
-        request(url, IntDeleteGroup, { id: conversationId }, as(alice)),
-        request(url, IntDelete, { id: second.id }, as(alice)),
+        request(url, DeleteGroup, { id: conversationId }, as(alice)),
+        request(url, DeleteMessage, { id: second.id }, as(alice)),
         ...storm.slice(half),
       ]);
       expect(outcome(results[half + 2] as GqlResult<unknown>)).toBe("OK");
@@ -434,21 +276,16 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
 
   describe("tenant roles in mutations that used to ignore them", () => {
     async function roleIds(apiKey: string): Promise<Record<string, string>> {
-      return Object.fromEntries((await ok(url, IntRoles, {}, { apiKey })).roles.map((r) => [r.name, r.id]));
+      return Object.fromEntries((await ok(url, Roles, {}, { apiKey })).roles.map((r) => [r.name, r.id]));
     }
 
     /** Gives the user exactly one custom role holding `permissions` (the member role goes). */
     async function onlyRole(tenant: TestTenant, user: TestUser, permissions: string[]): Promise<void> {
       const apiKey = tenant.apiKey;
-      const { createRole } = await ok(
-        url,
-        IntCreateRole,
-        { input: { name: `role-${hex()}`, permissions } },
-        { apiKey },
-      );
-      await ok(url, IntAssignRole, { userId: user.id, roleId: createRole.id }, { apiKey });
+      const { createRole } = await ok(url, CreateRole, { input: { name: `role-${hex()}`, permissions } }, { apiKey });
+      await ok(url, AssignRole, { userId: user.id, roleId: createRole.id }, { apiKey });
       const member = (await roleIds(apiKey)).member as string;
-      await ok(url, IntUnassignRole, { userId: user.id, roleId: member }, { apiKey });
+      await ok(url, UnassignRole, { userId: user.id, roleId: member }, { apiKey });
     }
 
     it("markRead needs chats:read and setTyping needs chats:create", async () => {
@@ -460,7 +297,7 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
       await onlyRole(tenant, mute, ["chats:read", "groups:create", "users:read"]);
 
       const read = (user: TestUser) => request(url, MarkRead, { conversationId, upToMessageId: messageId }, as(user));
-      const typing = (user: TestUser) => request(url, IntSetTyping, { conversationId, isTyping: true }, as(user));
+      const typing = (user: TestUser) => request(url, SetTyping, { conversationId, isTyping: true }, as(user));
       expect(outcome(await read(blind))).toBe("FORBIDDEN");
       expect(outcome(await typing(blind))).toBe("OK");
       expect(outcome(await read(mute))).toBe("OK");
@@ -488,7 +325,7 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
       ];
       const apiKey = tenant.apiKey;
       const groupId = await group(as(owner), [admin, mia, max, manager, remover]);
-      await ok(url, IntSetMemberRole, { conversationId: groupId, userId: admin.id, role: "ADMIN" }, as(owner));
+      await ok(url, SetMemberRole, { conversationId: groupId, userId: admin.id, role: "ADMIN" }, as(owner));
       // Owner and admin keep their places in the group but lose groups:create in the tenant.
       const chatOnly = ["chats:read", "chats:create", "users:read"];
       await onlyRole(tenant, owner, chatOnly);
@@ -497,12 +334,12 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
       await onlyRole(tenant, remover, ["groups:delete", ...chatOnly]);
 
       const manage = (user: TestUser) => ({
-        rename: () => request(url, IntUpdateGroup, { id: groupId, input: { name: `By ${user.name}` } }, as(user)),
-        add: (userId: string) => request(url, IntAddMembers, { conversationId: groupId, userIds: [userId] }, as(user)),
-        remove: (userId: string) => request(url, IntRemoveMember, { conversationId: groupId, userId }, as(user)),
+        rename: () => request(url, UpdateGroup, { id: groupId, input: { name: `By ${user.name}` } }, as(user)),
+        add: (userId: string) => request(url, AddMembers, { conversationId: groupId, userIds: [userId] }, as(user)),
+        remove: (userId: string) => request(url, RemoveMember, { conversationId: groupId, userId }, as(user)),
         role: (userId: string, role: "OWNER" | "ADMIN" | "MEMBER") =>
-          request(url, IntSetMemberRole, { conversationId: groupId, userId, role }, as(user)),
-        delete: () => request(url, IntDeleteGroup, { id: groupId }, as(user)),
+          request(url, SetMemberRole, { conversationId: groupId, userId, role }, as(user)),
+        delete: () => request(url, DeleteGroup, { id: groupId }, as(user)),
       });
       const joiner = (await createUserWithToken(url, apiKey, "Joiner")).id;
 
@@ -526,7 +363,7 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
       expect(outcome(await asManager.delete())).toBe("FORBIDDEN");
 
       // With groups:create back, the owner manages again.
-      await ok(url, IntAssignRole, { userId: owner.id, roleId: (await roleIds(apiKey)).member as string }, { apiKey });
+      await ok(url, AssignRole, { userId: owner.id, roleId: (await roleIds(apiKey)).member as string }, { apiKey });
       expect(outcome(await manage(owner).rename())).toBe("OK");
       expect(outcome(await manage(admin).rename())).toBe("FORBIDDEN");
 
@@ -548,7 +385,7 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
         Array.from({ length: 10 }, (_, i) =>
           request(
             url,
-            IntAddMembers,
+            AddMembers,
             { conversationId, userIds: [joiner.id] },
             i % 2 ? as(alice) : { apiKey: tenant.apiKey },
           ),

@@ -6,173 +6,26 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type MutableRedirectUri, type MutableResponse, type MutableToken, OAuth2Server } from "oauth2-mock-server";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
-import { graphql } from "./generated/gql.ts";
 import type { SignInMethod } from "./generated/graphql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { fails, ok, subscribe, wsClient } from "./helpers/client.ts";
-import { CreateTenant, CreateUser, IssueUserToken } from "./helpers/fixtures.ts";
+import {
+  RefreshSessionBrief,
+  RequestEmailCode,
+  RevokeSession,
+  Sessions,
+  SignIn,
+  SignUp,
+  VerifyEmailStatus,
+} from "./operations/accounts.ts";
+import { MessageAdded } from "./operations/events.ts";
+import { CreateRole } from "./operations/roles.ts";
+import { CreateTenant, UpdateTenantWithDefaultRole } from "./operations/tenants.ts";
+import { CreateUser, IssueUserToken, UpdateUser, Users, Viewer } from "./operations/users.ts";
 
 // Sign-in with Google (OpenID Connect, discovered from a local issuer) and GitHub (plain
 // OAuth 2 against a local authorize/token server and a local stand-in for api.github.com),
 // driven end to end through the real server: start -> provider -> callback -> app.
-
-// ---------------------------------------------------------------------------------------------
-// Documents
-// ---------------------------------------------------------------------------------------------
-
-const UpdateTenantAuth = graphql(`
-  mutation OAuthUpdateTenant($input: UpdateTenantInput!) {
-    updateTenant(input: $input) {
-      id
-      selfSignUp
-      signInMethods
-      oauthRedirectUris
-      accessTokenTtlSeconds
-      refreshTokenTtlSeconds
-      defaultRole {
-        id
-        name
-      }
-    }
-  }
-`);
-
-const ViewerQuery = graphql(`
-  query OAuthViewer {
-    viewer {
-      isService
-      user {
-        id
-        name
-        email
-      }
-      roles {
-        id
-        name
-      }
-      tenant {
-        id
-      }
-    }
-  }
-`);
-
-const SessionsQuery = graphql(`
-  query OAuthSessions {
-    sessions {
-      id
-      method
-      current
-      userAgent
-      expiresAt
-    }
-  }
-`);
-
-const RefreshSession = graphql(`
-  mutation OAuthRefreshSession($refreshToken: String!) {
-    refreshSession(refreshToken: $refreshToken) {
-      accessToken
-      accessTokenExpiresAt
-      refreshToken
-      refreshTokenExpiresAt
-      session {
-        id
-        method
-      }
-      user {
-        id
-        email
-      }
-    }
-  }
-`);
-
-const SignUp = graphql(`
-  mutation OAuthSignUp($input: SignUpInput!) {
-    signUp(input: $input) {
-      accessToken
-      refreshToken
-      session {
-        method
-      }
-    }
-  }
-`);
-
-const SignIn = graphql(`
-  mutation OAuthPasswordSignIn($input: SignInInput!) {
-    signIn(input: $input) {
-      accessToken
-      user {
-        id
-      }
-    }
-  }
-`);
-
-const RequestEmailCode = graphql(`
-  mutation OAuthRequestEmailCode($input: RequestEmailCodeInput!) {
-    requestEmailCode(input: $input)
-  }
-`);
-
-const VerifyEmail = graphql(`
-  mutation OAuthVerifyEmail($code: String!) {
-    verifyEmail(code: $code) {
-      id
-      emailVerified
-    }
-  }
-`);
-
-const UsersQuery = graphql(`
-  query OAuthUsers($search: String) {
-    users(first: 100, search: $search) {
-      edges {
-        node {
-          id
-          name
-          email
-          active
-        }
-      }
-    }
-  }
-`);
-
-const UpdateUser = graphql(`
-  mutation OAuthUpdateUser($id: ID!, $input: UpdateUserInput!) {
-    updateUser(id: $id, input: $input) {
-      id
-      active
-      email
-    }
-  }
-`);
-
-const CreateRole = graphql(`
-  mutation OAuthCreateRole($input: CreateRoleInput!) {
-    createRole(input: $input) {
-      id
-      name
-    }
-  }
-`);
-
-const RevokeSession = graphql(`
-  mutation OAuthRevokeSession($id: ID!) {
-    revokeSession(id: $id)
-  }
-`);
-
-const MessageAdded = graphql(`
-  subscription OAuthMessageAdded {
-    messageAdded {
-      id
-    }
-  }
-`);
 
 // ---------------------------------------------------------------------------------------------
 // Local providers
@@ -472,7 +325,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
     const redirectUri = `http://app-${suffix()}.test/auth/done`;
     const { updateTenant } = await ok(
       url,
-      UpdateTenantAuth,
+      UpdateTenantWithDefaultRole,
       {
         input: {
           auth: {
@@ -614,14 +467,14 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
   }
 
   async function viewerOf(token: string) {
-    const { viewer } = await ok(url, ViewerQuery, undefined, { token });
+    const { viewer } = await ok(url, Viewer, undefined, { token });
     expect(viewer.isService).toBe(false);
     if (!viewer.user) expect.fail("expected a user viewer");
     return { ...viewer, user: viewer.user };
   }
 
   async function usersWith(tenant: AuthTenant, search: string) {
-    const { users } = await ok(url, UsersQuery, { search }, { apiKey: tenant.apiKey });
+    const { users } = await ok(url, Users, { first: 100, search }, { apiKey: tenant.apiKey });
     return users.edges.map((edge) => edge.node);
   }
 
@@ -647,7 +500,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
   /** Proves the user receives mail at `email`: a VERIFY_EMAIL code, redeemed with a token of theirs. */
   async function verifyAddress(tenant: AuthTenant, email: string, token: string): Promise<void> {
     await ok(url, RequestEmailCode, { input: { tenantId: tenant.id, email, purpose: "VERIFY_EMAIL" } });
-    const { verifyEmail } = await ok(url, VerifyEmail, { code: await mailedCode(email) }, { token });
+    const { verifyEmail } = await ok(url, VerifyEmailStatus, { code: await mailedCode(email) }, { token });
     expect(verifyEmail.emailVerified).toBe(true);
   }
 
@@ -730,7 +583,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       const { accessToken } = await signIn("google", tenant);
       const client = wsClient(wsUrl, { token: accessToken });
       try {
-        const result = await subscribe(client, ViewerQuery).next();
+        const result = await subscribe(client, Viewer).next();
         expect(result.errors).toBeUndefined();
         expect(result.data?.viewer.user?.email).toBe(googleClaims.email);
         expect(result.data?.viewer.tenant.id).toBe(tenant.id);
@@ -744,12 +597,12 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       googleClaims = googleAccount();
       const landing = await signIn("google", tenant);
 
-      const { sessions } = await ok(url, SessionsQuery, undefined, { token: landing.accessToken });
+      const { sessions } = await ok(url, Sessions, undefined, { token: landing.accessToken });
       expect(sessions).toHaveLength(1);
       expect(sessions[0]).toMatchObject({ method: "GOOGLE", current: true, userAgent: USER_AGENT });
       const sessionId = sessions[0]?.id;
 
-      const { refreshSession: refreshed } = await ok(url, RefreshSession, { refreshToken: landing.refreshToken });
+      const { refreshSession: refreshed } = await ok(url, RefreshSessionBrief, { refreshToken: landing.refreshToken });
       expect(refreshed.session).toEqual({ id: sessionId, method: "GOOGLE" });
       expect(refreshed.user.email).toBe(googleClaims.email);
       expect(refreshed.accessToken).not.toBe(landing.accessToken);
@@ -757,9 +610,9 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       expect((await viewerOf(refreshed.accessToken)).user.email).toBe(googleClaims.email);
 
       // Presenting the spent refresh token again ends the whole session.
-      await fails(url, RefreshSession, { refreshToken: landing.refreshToken }, undefined, "UNAUTHENTICATED");
-      await fails(url, ViewerQuery, undefined, { token: refreshed.accessToken }, "UNAUTHENTICATED");
-      await fails(url, RefreshSession, { refreshToken: refreshed.refreshToken }, undefined, "UNAUTHENTICATED");
+      await fails(url, RefreshSessionBrief, { refreshToken: landing.refreshToken }, undefined, "UNAUTHENTICATED");
+      await fails(url, Viewer, undefined, { token: refreshed.accessToken }, "UNAUTHENTICATED");
+      await fails(url, RefreshSessionBrief, { refreshToken: refreshed.refreshToken }, undefined, "UNAUTHENTICATED");
     });
 
     it("issues the same kind of tokens as a password sign-in", async () => {
@@ -787,7 +640,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       const tenant = await createAuthTenant();
       googleClaims = googleAccount();
       const { accessToken } = await signIn("google", tenant);
-      const { sessions } = await ok(url, SessionsQuery, undefined, { token: accessToken });
+      const { sessions } = await ok(url, Sessions, undefined, { token: accessToken });
       const client = wsClient(wsUrl, { token: accessToken });
       try {
         const subscription = subscribe(client, MessageAdded);
@@ -798,7 +651,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
           new Promise<null>((resolve) => setTimeout(() => resolve(null), 5000)),
         ]);
         expect(closed?.code).toBe(4403);
-        await fails(url, ViewerQuery, undefined, { token: accessToken }, "UNAUTHENTICATED");
+        await fails(url, Viewer, undefined, { token: accessToken }, "UNAUTHENTICATED");
       } finally {
         await client.dispose();
       }
@@ -814,7 +667,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       );
       const { updateTenant } = await ok(
         url,
-        UpdateTenantAuth,
+        UpdateTenantWithDefaultRole,
         { input: { defaultRoleId: role.id } },
         { apiKey: tenant.apiKey },
       );
@@ -860,7 +713,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       expect(await usersWith(tenant, changed)).toEqual([]);
 
       // With sign-up open the link still wins over creating a user for the new address.
-      await ok(url, UpdateTenantAuth, { input: { auth: { selfSignUp: true } } }, { apiKey: tenant.apiKey });
+      await ok(url, UpdateTenantWithDefaultRole, { input: { auth: { selfSignUp: true } } }, { apiKey: tenant.apiKey });
       const third = await signIn("google", tenant);
       expect((await viewerOf(third.accessToken)).user.id).toBe(existing.id);
       expect(await usersWith(tenant, changed)).toEqual([]);
@@ -884,7 +737,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       await denied("google", tenant);
 
       // With sign-up open an unverified address still does not create a user.
-      await ok(url, UpdateTenantAuth, { input: { auth: { selfSignUp: true } } }, { apiKey: tenant.apiKey });
+      await ok(url, UpdateTenantWithDefaultRole, { input: { auth: { selfSignUp: true } } }, { apiKey: tenant.apiKey });
       const fresh = `fresh-${suffix()}@gmail.test`;
       googleClaims = googleAccount({ email: fresh, email_verified: false });
       await denied("google", tenant);
@@ -1189,7 +1042,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       const replacement = `http://app-${suffix()}.test/auth/done`;
       await ok(
         url,
-        UpdateTenantAuth,
+        UpdateTenantWithDefaultRole,
         { input: { auth: { oauthRedirectUris: [replacement] } } },
         { apiKey: tenant.apiKey },
       );
@@ -1203,7 +1056,7 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       const { callbackUrl } = await toCallback("google", tenant);
       await ok(
         url,
-        UpdateTenantAuth,
+        UpdateTenantWithDefaultRole,
         { input: { auth: { signInMethods: ["PASSWORD", "GITHUB"] } } },
         { apiKey: tenant.apiKey },
       );
@@ -1335,9 +1188,9 @@ describe.each(backends())("Google and GitHub sign-in on %s", (backend) => {
       expect(viewer.roles.map((r) => r.id)).toEqual([tenant.defaultRoleId]);
       expect(await usersWith(tenant, secondary)).toEqual([]);
 
-      const { sessions } = await ok(url, SessionsQuery, undefined, { token: landing.accessToken });
+      const { sessions } = await ok(url, Sessions, undefined, { token: landing.accessToken });
       expect(sessions.map((s) => s.method)).toEqual(["GITHUB"]);
-      const { refreshSession } = await ok(url, RefreshSession, { refreshToken: landing.refreshToken });
+      const { refreshSession } = await ok(url, RefreshSessionBrief, { refreshToken: landing.refreshToken });
       expect(refreshSession.session.method).toBe("GITHUB");
       expect((await viewerOf(refreshSession.accessToken)).user.id).toBe(viewer.user.id);
     });

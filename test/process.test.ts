@@ -3,9 +3,9 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { graphql } from "./generated/gql.ts";
 import { fails, ok, subscribe, wsClient } from "./helpers/client.ts";
-import { CreateTenant } from "./helpers/fixtures.ts";
+import { MessageAdded } from "./operations/events.ts";
+import { CreateTenant, Tenant } from "./operations/tenants.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -44,22 +44,6 @@ async function waitFor(running: Running, pattern: RegExp, timeoutMs = 60_000): P
   }
   throw new Error(`pattern ${pattern} not seen; output:\n${running.output()}`);
 }
-
-const Tenant = graphql(`
-  query ProcessTenant {
-    tenant {
-      id
-    }
-  }
-`);
-
-const TenantChanges = graphql(`
-  subscription ProcessMessages {
-    messageAdded {
-      id
-    }
-  }
-`);
 
 describe("the server process", () => {
   const dirs: string[] = [];
@@ -114,7 +98,7 @@ describe("the server process", () => {
     const { createTenant } = await ok(url, CreateTenant, { input: { name: "Persisted" } });
 
     const client = wsClient(url.replace("http", "ws"), { apiKey: createTenant.apiKey });
-    const sub = subscribe(client, TenantChanges, {});
+    const sub = subscribe(client, MessageAdded, {});
     await new Promise((resolve) => setTimeout(resolve, 300));
     first.child.kill("SIGTERM");
     expect(await first.exited).toBe(0);

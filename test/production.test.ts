@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../src/env.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { fails, ok } from "./helpers/client.ts";
-import { CreateTenant } from "./helpers/fixtures.ts";
+import { CreateTenant } from "./operations/tenants.ts";
 
 // Production mode (NODE_ENV=production) refuses what is only safe on a developer's machine:
 // today, a server on which anyone may create tenants.

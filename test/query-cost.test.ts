@@ -1,6 +1,5 @@
 import type { GraphQLFormattedError } from "graphql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import {
   type Auth,
@@ -14,7 +13,17 @@ import {
   whenLive,
   wsClient,
 } from "./helpers/client.ts";
-import { CreateGroup, createTenant, SendMessage, type TestTenant } from "./helpers/fixtures.ts";
+import { createTenant, type TestTenant } from "./helpers/fixtures.ts";
+import {
+  ChatScreen,
+  Conversation,
+  ConversationMembers,
+  CreateGroup,
+  PinnedMessages,
+  RemoveMember,
+} from "./operations/conversations.ts";
+import { MessageAdded } from "./operations/events.ts";
+import { PinMessage, SendMessage } from "./operations/messages.ts";
 
 const MAX_NODES = 100_000;
 
@@ -79,123 +88,6 @@ const costlyEvents = `subscription CostlyEvents($id: ID, $n: Int) {
 const membersOfConversations = `query MembersOfConversations($c: Int, $m: Int) {
   conversations(first: $c) { edges { node { id memberCount members(first: $m) { role joinedAt lastReadSeq user { id name } } } } }
 }`;
-
-/** README's chat screen. */
-const ChatScreen = graphql(`
-  query CostChatScreen($id: ID!) {
-    conversation(id: $id) {
-      name
-      unreadCount
-      mentionCount
-      memberCount
-      pinnedMessages {
-        id
-        body
-      }
-      messages(last: 30) {
-        pageInfo {
-          hasPreviousPage
-          startCursor
-        }
-        edges {
-          node {
-            id
-            seq
-            cursor
-            body
-            type
-            editedAt
-            deletedAt
-            sender {
-              name
-            }
-            replyTo {
-              id
-              body
-            }
-            replyCount
-            mentionsViewer
-            reactions {
-              emoji
-              count
-              reactedByViewer
-            }
-            attachments {
-              filename
-              mimeType
-              size
-              url
-            }
-          }
-        }
-      }
-    }
-  }
-`);
-
-const CostMembers = graphql(`
-  query CostMembers($id: ID!, $first: Int) {
-    conversation(id: $id) {
-      memberCount
-      members(first: $first) {
-        role
-        user {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const CostPinned = graphql(`
-  query CostPinned($id: ID!, $first: Int) {
-    conversation(id: $id) {
-      pinnedMessages(first: $first) {
-        id
-        body
-      }
-    }
-  }
-`);
-
-const CostLastSeq = graphql(`
-  query CostLastSeq($id: ID!) {
-    conversation(id: $id) {
-      lastSeq
-    }
-  }
-`);
-
-const CostPin = graphql(`
-  mutation CostPin($id: ID!) {
-    pinMessage(id: $id) {
-      id
-      pinned
-    }
-  }
-`);
-
-const CostRemoveMember = graphql(`
-  mutation CostRemoveMember($conversationId: ID!, $userId: ID!) {
-    removeMember(conversationId: $conversationId, userId: $userId) {
-      memberCount
-      members {
-        user {
-          id
-        }
-      }
-    }
-  }
-`);
-
-const CostMessageAdded = graphql(`
-  subscription CostMessageAdded($id: ID) {
-    messageAdded(conversationId: $id) {
-      id
-      body
-    }
-  }
-`);
 
 /** Asserts the refusal: QUERY_TOO_COMPLEX with the cost over the limit, and nothing else. */
 function expectTooComplex(errors: readonly GraphQLFormattedError[] | undefined, what: string): number {
@@ -286,7 +178,7 @@ describe.each(backends())("query cost on %s", (backend) => {
     });
 
     it("a refused mutation runs nothing", async () => {
-      const before = await ok(url, CostLastSeq, { id: conversationId }, alice);
+      const before = await ok(url, Conversation, { id: conversationId }, alice);
       const result = await request(
         url,
         sendAndLoad,
@@ -294,7 +186,7 @@ describe.each(backends())("query cost on %s", (backend) => {
         alice,
       );
       expectRefusedOverHttp(result, "costly mutation");
-      const after = await ok(url, CostLastSeq, { id: conversationId }, alice);
+      const after = await ok(url, Conversation, { id: conversationId }, alice);
       expect(after.conversation?.lastSeq).toBe(before.conversation?.lastSeq);
     });
 
@@ -320,13 +212,13 @@ describe.each(backends())("query cost on %s", (backend) => {
     it("refuses a costly query, mutation and subscription for that operation only; the socket stays usable", async () => {
       const client = wsClient(server.wsUrl, alice, { keepOpen: true });
       try {
-        const live = subscribe(client, CostMessageAdded, { id: conversationId });
+        const live = subscribe(client, MessageAdded, { conversationId });
         await whenLive(live, () => ok(url, SendMessage, { input: { conversationId, body: "poke before" } }, alice));
 
         expectTooComplex(await operationErrors(client, attack(true), { id: conversationId, n: 100 }), "query");
         expectTooComplex(await operationErrors(client, attack(false), { id: conversationId }), "query, defaults");
 
-        const before = await ok(url, CostLastSeq, { id: conversationId }, alice);
+        const before = await ok(url, Conversation, { id: conversationId }, alice);
         expectTooComplex(
           await operationErrors(client, sendAndLoad, {
             input: { conversationId, body: "must not be sent either", clientMessageId: "refused-ws" },
@@ -334,7 +226,7 @@ describe.each(backends())("query cost on %s", (backend) => {
           }),
           "mutation",
         );
-        const after = await ok(url, CostLastSeq, { id: conversationId }, alice);
+        const after = await ok(url, Conversation, { id: conversationId }, alice);
         expect(after.conversation?.lastSeq).toBe(before.conversation?.lastSeq);
 
         expectTooComplex(await operationErrors(client, costlyEvents, { id: conversationId, n: 100 }), "subscription");
@@ -345,7 +237,7 @@ describe.each(backends())("query cost on %s", (backend) => {
         await ok(url, SendMessage, { input: { conversationId, body } }, alice);
         const event = await live.next();
         expect(event.data?.messageAdded.body).toBe(body);
-        const cheap = subscribe(client, CostMessageAdded, { id: conversationId });
+        const cheap = subscribe(client, MessageAdded, { conversationId });
         await whenLive(cheap, () => ok(url, SendMessage, { input: { conversationId, body: "poke after" } }, alice));
         live.unsubscribe();
         cheap.unsubscribe();
@@ -357,18 +249,18 @@ describe.each(backends())("query cost on %s", (backend) => {
 
   describe("Conversation.members, memberCount and pinnedMessages", () => {
     it("members(first) takes the first members in join order and memberCount counts them all", async () => {
-      const all = await ok(url, CostMembers, { id: conversationId }, alice);
+      const all = await ok(url, ConversationMembers, { id: conversationId }, alice);
       expect(all.conversation?.memberCount).toBe(4);
       const order = all.conversation?.members.map((m) => m.user.id) ?? [];
       expect([...order].sort()).toEqual(tenant.users.map((user) => user.id).sort());
-      const two = await ok(url, CostMembers, { id: conversationId, first: 2 }, alice);
+      const two = await ok(url, ConversationMembers, { id: conversationId, first: 2 }, alice);
       expect(two.conversation?.members.map((m) => m.user.id)).toEqual(order.slice(0, 2));
       expect(two.conversation?.memberCount).toBe(4);
-      const none = await ok(url, CostMembers, { id: conversationId, first: 0 }, alice);
+      const none = await ok(url, ConversationMembers, { id: conversationId, first: 0 }, alice);
       expect(none.conversation?.members).toEqual([]);
-      await ok(url, CostMembers, { id: conversationId, first: 500 }, alice);
+      await ok(url, ConversationMembers, { id: conversationId, first: 500 }, alice);
       for (const first of [501, -1, 100_000]) {
-        const error = await fails(url, CostMembers, { id: conversationId, first }, alice, "BAD_USER_INPUT");
+        const error = await fails(url, ConversationMembers, { id: conversationId, first }, alice, "BAD_USER_INPUT");
         expect(error.extensions?.field).toBe("first");
       }
     });
@@ -381,21 +273,21 @@ describe.each(backends())("query cost on %s", (backend) => {
         alice,
       );
       const carol = tenant.users[2]?.id as string;
-      const removed = await ok(url, CostRemoveMember, { conversationId: createGroup.id, userId: carol }, alice);
+      const removed = await ok(url, RemoveMember, { conversationId: createGroup.id, userId: carol }, alice);
       expect(removed.removeMember.memberCount).toBe(3);
       expect(removed.removeMember.members.map((m) => m.user.id)).not.toContain(carol);
     });
 
     it("pinnedMessages(first) takes the most recently pinned first and validates first", async () => {
-      for (const id of messageIds.slice(0, 3)) await ok(url, CostPin, { id }, alice);
-      const all = await ok(url, CostPinned, { id: conversationId }, alice);
+      for (const id of messageIds.slice(0, 3)) await ok(url, PinMessage, { id }, alice);
+      const all = await ok(url, PinnedMessages, { id: conversationId }, alice);
       expect(all.conversation?.pinnedMessages.map((m) => m.id)).toEqual(messageIds.slice(0, 3).reverse());
-      const two = await ok(url, CostPinned, { id: conversationId, first: 2 }, alice);
+      const two = await ok(url, PinnedMessages, { id: conversationId, first: 2 }, alice);
       expect(two.conversation?.pinnedMessages.map((m) => m.id)).toEqual([messageIds[2], messageIds[1]]);
-      const none = await ok(url, CostPinned, { id: conversationId, first: 0 }, alice);
+      const none = await ok(url, PinnedMessages, { id: conversationId, first: 0 }, alice);
       expect(none.conversation?.pinnedMessages).toEqual([]);
       for (const first of [501, -1]) {
-        const error = await fails(url, CostPinned, { id: conversationId, first }, alice, "BAD_USER_INPUT");
+        const error = await fails(url, PinnedMessages, { id: conversationId, first }, alice, "BAD_USER_INPUT");
         expect(error.extensions?.field).toBe("first");
       }
     });

@@ -9,7 +9,6 @@ import type { GraphQLFormattedError } from "graphql";
 import { print } from "graphql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, type RateLimitConfig } from "../src/env.ts";
-import { graphql } from "./generated/gql.ts";
 import {
   backends,
   createTestDatabase,
@@ -19,100 +18,19 @@ import {
   testConfig,
 } from "./helpers/backends.ts";
 import { type Auth, type GqlResult, ok, request, sleep, subscribe, whenLive, wsClient } from "./helpers/client.ts";
-import {
-  CreateGroup,
-  createTenant,
-  Messages,
-  SendMessage,
-  type TestTenant,
-  type TestUser,
-} from "./helpers/fixtures.ts";
+import { createTenant, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
 import { PrivateRedis } from "./helpers/redis-server.ts";
-
-const RlEdit = graphql(`
-  mutation RlEdit($id: ID!, $body: String!) {
-    editMessage(id: $id, body: $body) {
-      id
-    }
-  }
-`);
-
-const RlAddReaction = graphql(`
-  mutation RlAddReaction($messageId: ID!, $emoji: String!) {
-    addReaction(messageId: $messageId, emoji: $emoji) {
-      id
-    }
-  }
-`);
-
-const RlRemoveReaction = graphql(`
-  mutation RlRemoveReaction($messageId: ID!, $emoji: String!) {
-    removeReaction(messageId: $messageId, emoji: $emoji) {
-      id
-    }
-  }
-`);
-
-const RlTyping = graphql(`
-  mutation RlTyping($conversationId: ID!, $isTyping: Boolean!) {
-    setTyping(conversationId: $conversationId, isTyping: $isTyping)
-  }
-`);
-
-const RlUpload = graphql(`
-  mutation RlUpload($conversationId: ID!, $file: File!) {
-    uploadAttachment(conversationId: $conversationId, file: $file) {
-      id
-    }
-  }
-`);
-
-const RlUpdateGroup = graphql(`
-  mutation RlUpdateGroup($id: ID!, $input: UpdateGroupInput!) {
-    updateGroup(id: $id, input: $input) {
-      id
-    }
-  }
-`);
-
-const RlDeleteGroup = graphql(`
-  mutation RlDeleteGroup($id: ID!) {
-    deleteGroup(id: $id)
-  }
-`);
-
-const RlAddMembers = graphql(`
-  mutation RlAddMembers($conversationId: ID!, $userIds: [ID!]!) {
-    addMembers(conversationId: $conversationId, userIds: $userIds) {
-      id
-    }
-  }
-`);
-
-const RlRemoveMember = graphql(`
-  mutation RlRemoveMember($conversationId: ID!, $userId: ID!) {
-    removeMember(conversationId: $conversationId, userId: $userId) {
-      id
-    }
-  }
-`);
-
-const RlSetMemberRole = graphql(`
-  mutation RlSetMemberRole($conversationId: ID!, $userId: ID!, $role: MemberRole!) {
-    setMemberRole(conversationId: $conversationId, userId: $userId, role: $role) {
-      id
-    }
-  }
-`);
-
-const RlMessageAdded = graphql(`
-  subscription RlMessageAdded($conversationId: ID) {
-    messageAdded(conversationId: $conversationId) {
-      id
-      body
-    }
-  }
-`);
+import { UploadAttachment } from "./operations/attachments.ts";
+import {
+  AddMembers,
+  CreateGroup,
+  DeleteGroup,
+  RemoveMember,
+  SetMemberRole,
+  UpdateGroup,
+} from "./operations/conversations.ts";
+import { MessageAdded } from "./operations/events.ts";
+import { AddReaction, EditMessage, Messages, RemoveReaction, SendMessage, SetTyping } from "./operations/messages.ts";
 
 type Outcome = { data?: unknown; errors?: readonly GraphQLFormattedError[] };
 
@@ -189,7 +107,10 @@ async function exhaust(
 /** A GraphQL multipart upload of a small text file. */
 async function upload(url: string, auth: Auth, conversationId: string): Promise<Outcome> {
   const form = new FormData();
-  form.append("operations", JSON.stringify({ query: print(RlUpload), variables: { conversationId, file: null } }));
+  form.append(
+    "operations",
+    JSON.stringify({ query: print(UploadAttachment), variables: { conversationId, file: null } }),
+  );
   form.append("map", JSON.stringify({ 0: ["variables.file"] }));
   form.append("0", new Blob(["hello"], { type: "text/plain" }), "hello.txt");
   const headers: Record<string, string> = {};
@@ -232,7 +153,7 @@ describe.each(backends())("write rate limits (%s)", (backend) => {
     const [alice, bob] = tenant.users as [TestUser, TestUser];
     const conversationId = await groupOf(server.url, tenant);
     const watcher = wsClient(server.wsUrl, { token: bob.token });
-    const sub = subscribe(watcher, RlMessageAdded, { conversationId });
+    const sub = subscribe(watcher, MessageAdded, { conversationId });
     await whenLive(sub, () => send(server.url, { token: alice.token }, conversationId, "warmup"));
 
     const results = await Promise.all(
@@ -346,37 +267,36 @@ describe.each(backends())("write rate limits (%s)", (backend) => {
   // first goes through to the mutation itself (success or its own error), later ones are refused.
   const writes: [string, (url: string, auth: Auth, ids: Ids) => Promise<Outcome>][] = [
     ["sendMessage", (url, auth, ids) => send(url, auth, ids.conversationId, "hi")],
-    ["editMessage", (url, auth, ids) => request(url, RlEdit, { id: ids.messageId, body: "edited" }, auth)],
-    ["addReaction", (url, auth, ids) => request(url, RlAddReaction, { messageId: ids.messageId, emoji: "👍" }, auth)],
+    ["editMessage", (url, auth, ids) => request(url, EditMessage, { id: ids.messageId, body: "edited" }, auth)],
+    ["addReaction", (url, auth, ids) => request(url, AddReaction, { messageId: ids.messageId, emoji: "👍" }, auth)],
     [
       "removeReaction",
-      (url, auth, ids) => request(url, RlRemoveReaction, { messageId: ids.messageId, emoji: "👍" }, auth),
+      (url, auth, ids) => request(url, RemoveReaction, { messageId: ids.messageId, emoji: "👍" }, auth),
     ],
     [
       "setTyping",
-      (url, auth, ids) => request(url, RlTyping, { conversationId: ids.conversationId, isTyping: true }, auth),
+      (url, auth, ids) => request(url, SetTyping, { conversationId: ids.conversationId, isTyping: true }, auth),
     ],
     ["uploadAttachment", (url, auth, ids) => upload(url, auth, ids.conversationId)],
     ["createGroup", (url, auth) => request(url, CreateGroup, { input: { name: "Mine" } }, auth)],
     [
       "updateGroup",
-      (url, auth, ids) => request(url, RlUpdateGroup, { id: ids.conversationId, input: { name: "Renamed" } }, auth),
+      (url, auth, ids) => request(url, UpdateGroup, { id: ids.conversationId, input: { name: "Renamed" } }, auth),
     ],
-    ["deleteGroup", (url, auth, ids) => request(url, RlDeleteGroup, { id: ids.conversationId }, auth)],
+    ["deleteGroup", (url, auth, ids) => request(url, DeleteGroup, { id: ids.conversationId }, auth)],
     [
       "addMembers",
       (url, auth, ids) =>
-        request(url, RlAddMembers, { conversationId: ids.conversationId, userIds: [ids.otherId] }, auth),
+        request(url, AddMembers, { conversationId: ids.conversationId, userIds: [ids.otherId] }, auth),
     ],
     [
       "removeMember",
-      (url, auth, ids) =>
-        request(url, RlRemoveMember, { conversationId: ids.conversationId, userId: ids.otherId }, auth),
+      (url, auth, ids) => request(url, RemoveMember, { conversationId: ids.conversationId, userId: ids.otherId }, auth),
     ],
     [
       "setMemberRole",
       (url, auth, ids) =>
-        request(url, RlSetMemberRole, { conversationId: ids.conversationId, userId: ids.otherId, role: "ADMIN" }, auth),
+        request(url, SetMemberRole, { conversationId: ids.conversationId, userId: ids.otherId, role: "ADMIN" }, auth),
     ],
   ];
   it.each(writes)("%s is limited per user", async (_name, write) => {
@@ -385,7 +305,7 @@ describe.each(backends())("write rate limits (%s)", (backend) => {
     const key = { apiKey: tenant.apiKey };
     const conversationId = await groupOf(tight.url, tenant);
     // Alice owns the group and wrote a message in it, all set up by the API key.
-    await ok(tight.url, RlSetMemberRole, { conversationId, userId: alice.id, role: "OWNER" }, key);
+    await ok(tight.url, SetMemberRole, { conversationId, userId: alice.id, role: "OWNER" }, key);
     const { sendMessage } = await ok(
       tight.url,
       SendMessage,

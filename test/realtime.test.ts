@@ -1,76 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { contextFor } from "../src/context.ts";
 import { messageFeed } from "../src/services/messages.ts";
-import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { ok, sleep, subscribe, wsClient } from "./helpers/client.ts";
-import { CreateGroup, createTenant, MarkRead, Messages, SendMessage, type TestTenant } from "./helpers/fixtures.ts";
+import { createTenant, type TestTenant } from "./helpers/fixtures.ts";
 import { PrivateRedis } from "./helpers/redis-server.ts";
-
-const MessageAdded = graphql(`
-  subscription MessageAdded($conversationId: ID, $after: String) {
-    messageAdded(conversationId: $conversationId, after: $after) {
-      id
-      seq
-      body
-      cursor
-      conversation {
-        id
-      }
-      sender {
-        id
-      }
-    }
-  }
-`);
-
-const TypingSub = graphql(`
-  subscription Typing($conversationId: ID!) {
-    typing(conversationId: $conversationId) {
-      isTyping
-      user {
-        id
-      }
-      conversation {
-        id
-      }
-    }
-  }
-`);
-
-const ReadReceiptSub = graphql(`
-  subscription ReadReceipts($conversationId: ID!) {
-    readReceipt(conversationId: $conversationId) {
-      lastReadSeq
-      user {
-        id
-      }
-      lastReadMessage {
-        id
-      }
-    }
-  }
-`);
-
-const SetTyping = graphql(`
-  mutation SetTyping($conversationId: ID!, $isTyping: Boolean!) {
-    setTyping(conversationId: $conversationId, isTyping: $isTyping)
-  }
-`);
-
-const AddMembers = graphql(`
-  mutation AddMembers($conversationId: ID!, $userIds: [ID!]!) {
-    addMembers(conversationId: $conversationId, userIds: $userIds) {
-      id
-    }
-  }
-`);
-
-const DeleteGroup = graphql(`
-  mutation RealtimeDeleteGroup($id: ID!) {
-    deleteGroup(id: $id)
-  }
-`);
+import { test, useServer } from "./helpers/world.ts";
+import { AddMembers, CreateGroup, DeleteGroup, MarkRead } from "./operations/conversations.ts";
+import { MessageAdded, ReadReceipt, TypingInConversation } from "./operations/events.ts";
+import { Messages, SendMessage, SetTyping } from "./operations/messages.ts";
 
 async function group(url: string, tenant: TestTenant, name = "Room"): Promise<string> {
   const [owner, ...others] = tenant.users;
@@ -92,23 +30,13 @@ function bodiesOf(events: { data?: { messageAdded: { body?: string | null } } | 
 }
 
 describe.each(backends())("realtime on %s", (backend) => {
-  let database: TestDatabase;
-  let server: TestServer;
+  useServer(backend, { typingTimeoutMs: 700 });
+  test.override("userNames", ["Alice", "Bob"]);
 
-  beforeAll(async () => {
-    database = await createTestDatabase(backend);
-    server = await startServer(database, { typingTimeoutMs: 700 });
-  });
-  afterAll(async () => {
-    await server?.stop();
-    await database?.drop();
-  });
-
-  it("delivers live messages to a real graphql-ws client, in order", async () => {
-    const tenant = await createTenant(server.url, ["Alice", "Bob"]);
+  test("delivers live messages to a real graphql-ws client, in order", async ({ server, tenant, sockets }) => {
     const [alice, bob] = tenant.users as [TestTenant["users"][0], TestTenant["users"][0]];
     const conversationId = await group(server.url, tenant);
-    const client = wsClient(server.wsUrl, { token: bob.token });
+    const client = sockets.open({ token: bob.token });
     const sub = subscribe(client, MessageAdded, { conversationId });
     await sleep(200);
     for (const body of ["one", "two", "three"]) await send(server.url, alice.token, conversationId, body);
@@ -117,14 +45,16 @@ describe.each(backends())("realtime on %s", (backend) => {
     expect(events.map((e) => e.data?.messageAdded.seq)).toEqual([1, 2, 3]);
     expect(events[0]?.data?.messageAdded.sender?.id).toBe(alice.id);
     await sub.expectSilence(200);
-    await client.dispose();
   });
 
-  it("replays exactly the missed messages after a disconnect, then continues live", async () => {
-    const tenant = await createTenant(server.url, ["Alice", "Bob"]);
+  test("replays exactly the missed messages after a disconnect, then continues live", async ({
+    server,
+    tenant,
+    sockets,
+  }) => {
     const [alice, bob] = tenant.users as [TestTenant["users"][0], TestTenant["users"][0]];
     const conversationId = await group(server.url, tenant);
-    const first = wsClient(server.wsUrl, { token: bob.token });
+    const first = sockets.open({ token: bob.token });
     const sub1 = subscribe(first, MessageAdded, { conversationId });
     await sleep(200);
     await send(server.url, alice.token, conversationId, "m1");
@@ -135,16 +65,18 @@ describe.each(backends())("realtime on %s", (backend) => {
 
     for (const body of ["m3", "m4", "m5"]) await send(server.url, alice.token, conversationId, body);
 
-    const second = wsClient(server.wsUrl, { token: bob.token });
+    const second = sockets.open({ token: bob.token });
     const sub2 = subscribe(second, MessageAdded, { conversationId, after: lastCursor });
     expect(bodiesOf(await sub2.take(3))).toEqual(["m3", "m4", "m5"]);
     await send(server.url, alice.token, conversationId, "m6");
     expect(bodiesOf(await sub2.take(1))).toEqual(["m6"]);
     await sub2.expectSilence(200);
-    await second.dispose();
   });
 
-  it("has no gap and no duplicate when subscribing with a cursor while messages keep coming", async () => {
+  test("has no gap and no duplicate when subscribing with a cursor while messages keep coming", async ({
+    server,
+    sockets,
+  }) => {
     const tenant = await createTenant(server.url, ["Alice", "Bob", "Carol"]);
     const [alice, bob, carol] = tenant.users as [
       TestTenant["users"][0],
@@ -163,17 +95,19 @@ describe.each(backends())("realtime on %s", (backend) => {
       }
     })();
     await sleep(20);
-    const client = wsClient(server.wsUrl, { token: bob.token });
+    const client = sockets.open({ token: bob.token });
     const sub = subscribe(client, MessageAdded, { conversationId, after });
     const events = await sub.take(3 + total, 20_000);
     await senders;
     const seqs = events.map((e) => e.data?.messageAdded.seq);
     expect(seqs).toEqual(Array.from({ length: 3 + total }, (_, i) => i + 3));
     await sub.expectSilence(300);
-    await client.dispose();
   });
 
-  it("without an id streams all of the viewer's conversations, including ones joined later", async () => {
+  test("without an id streams all of the viewer's conversations, including ones joined later", async ({
+    server,
+    sockets,
+  }) => {
     const tenant = await createTenant(server.url, ["Alice", "Bob", "Carol"]);
     const [alice, bob, carol] = tenant.users as [
       TestTenant["users"][0],
@@ -182,7 +116,7 @@ describe.each(backends())("realtime on %s", (backend) => {
     ];
     const both = await group(server.url, { ...tenant, users: [alice, bob] }, "both");
     const aliceCarol = await group(server.url, { ...tenant, users: [alice, carol] }, "alice+carol");
-    const client = wsClient(server.wsUrl, { token: bob.token });
+    const client = sockets.open({ token: bob.token });
     const sub = subscribe(client, MessageAdded, {});
     await sleep(200);
     await send(server.url, alice.token, both, "for bob");
@@ -196,14 +130,16 @@ describe.each(backends())("realtime on %s", (backend) => {
     expect(bodiesOf(later)).toEqual(["now bob is in"]);
     expect(later[0]?.data?.messageAdded.conversation.id).toBe(aliceCarol);
     await sub.expectSilence(200);
-    await client.dispose();
   });
 
-  it("the API key's stream covers every conversation of the tenant, including new ones, and ends on delete", async () => {
-    const tenant = await createTenant(server.url, ["Alice", "Bob"]);
+  test("the API key's stream covers every conversation of the tenant, including new ones, and ends on delete", async ({
+    server,
+    tenant,
+    sockets,
+  }) => {
     const [alice] = tenant.users as [TestTenant["users"][0]];
     const existing = await group(server.url, tenant, "existing");
-    const client = wsClient(server.wsUrl, { apiKey: tenant.apiKey });
+    const client = sockets.open({ apiKey: tenant.apiKey });
     const all = subscribe(client, MessageAdded, {});
     const one = subscribe(client, MessageAdded, { conversationId: existing });
     await sleep(200);
@@ -215,17 +151,15 @@ describe.each(backends())("realtime on %s", (backend) => {
     expect(bodiesOf(await one.take(1))).toEqual(["old room"]);
     await ok(server.url, DeleteGroup, { id: existing }, { apiKey: tenant.apiKey });
     expect(await one.done).toEqual({});
-    await client.dispose();
   });
 
-  it("typing: coalesced, not echoed to the typist, and expires by itself", async () => {
-    const tenant = await createTenant(server.url, ["Alice", "Bob"]);
+  test("typing: coalesced, not echoed to the typist, and expires by itself", async ({ server, tenant, sockets }) => {
     const [alice, bob] = tenant.users as [TestTenant["users"][0], TestTenant["users"][0]];
     const conversationId = await group(server.url, tenant);
-    const bobClient = wsClient(server.wsUrl, { token: bob.token });
-    const aliceClient = wsClient(server.wsUrl, { token: alice.token });
-    const bobSees = subscribe(bobClient, TypingSub, { conversationId });
-    const aliceSees = subscribe(aliceClient, TypingSub, { conversationId });
+    const bobClient = sockets.open({ token: bob.token });
+    const aliceClient = sockets.open({ token: alice.token });
+    const bobSees = subscribe(bobClient, TypingInConversation, { conversationId });
+    const aliceSees = subscribe(aliceClient, TypingInConversation, { conversationId });
     await sleep(200);
     await ok(server.url, SetTyping, { conversationId, isTyping: true }, { token: alice.token });
     await ok(server.url, SetTyping, { conversationId, isTyping: true }, { token: alice.token });
@@ -249,17 +183,14 @@ describe.each(backends())("realtime on %s", (backend) => {
     await ok(server.url, SetTyping, { conversationId, isTyping: false }, { token: alice.token });
     expect((await bobSees.next()).data?.typing.isTyping).toBe(false);
     await bobSees.expectSilence(900);
-    await bobClient.dispose();
-    await aliceClient.dispose();
   });
 
-  it("read receipts reach the other members and are stored", async () => {
-    const tenant = await createTenant(server.url, ["Alice", "Bob"]);
+  test("read receipts reach the other members and are stored", async ({ server, tenant, sockets }) => {
     const [alice, bob] = tenant.users as [TestTenant["users"][0], TestTenant["users"][0]];
     const conversationId = await group(server.url, tenant);
     const message = await send(server.url, alice.token, conversationId, "read me");
-    const client = wsClient(server.wsUrl, { token: alice.token });
-    const sub = subscribe(client, ReadReceiptSub, { conversationId });
+    const client = sockets.open({ token: alice.token });
+    const sub = subscribe(client, ReadReceipt, { conversationId });
     await sleep(200);
     await ok(server.url, MarkRead, { conversationId, upToMessageId: message.id }, { token: bob.token });
     const event = await sub.next();
@@ -268,11 +199,12 @@ describe.each(backends())("realtime on %s", (backend) => {
       user: { id: bob.id },
       lastReadMessage: { id: message.id },
     });
-    await client.dispose();
   });
 
-  it("a subscriber that cannot keep up is closed with SLOW_CONSUMER instead of buffering without bound", async () => {
-    const tenant = await createTenant(server.url, ["Alice", "Bob"]);
+  test("a subscriber that cannot keep up is closed with SLOW_CONSUMER instead of buffering without bound", async ({
+    server,
+    tenant,
+  }) => {
     const [alice, bob] = tenant.users as [TestTenant["users"][0], TestTenant["users"][0]];
     const conversationId = await group(server.url, tenant);
     const deps = { ...server.app.deps, config: { ...server.app.deps.config, subscriberBufferSize: 16 } };
