@@ -2,73 +2,14 @@ import { type GraphQLNamedType, type GraphQLObjectType, getNamedType, isObjectTy
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isViewerDependent } from "../src/graphql/audience.ts";
 import { schema } from "../src/schema/index.ts";
-import { graphql } from "./generated/gql.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { drain, ok, subscribe, whenLive, wsClient } from "./helpers/client.ts";
-import { CreateGroup, createTenant, SendMessage, type TestUser } from "./helpers/fixtures.ts";
+import { createTenant, type TestUser } from "./helpers/fixtures.ts";
 import { initSocket, type WsMessage } from "./helpers/hostile.ts";
-
-const SharedViewerView = graphql(`
-  subscription SharedViewerView($conversationId: ID!) {
-    messageAdded(conversationId: $conversationId) {
-      id
-      body
-      mentionsViewer
-      sender {
-        id
-        email
-      }
-    }
-  }
-`);
-
-const SharedPlainView = graphql(`
-  subscription SharedPlainView($conversationId: ID!) {
-    messageAdded(conversationId: $conversationId) {
-      id
-      body
-      sender {
-        id
-        name
-      }
-    }
-  }
-`);
-
-const SharedCreateRole = graphql(`
-  mutation SharedCreateRole($input: CreateRoleInput!) {
-    createRole(input: $input) {
-      id
-    }
-  }
-`);
-
-const SharedAssignRole = graphql(`
-  mutation SharedAssignRole($userId: ID!, $roleId: ID!) {
-    assignRole(userId: $userId, roleId: $roleId) {
-      id
-    }
-  }
-`);
-
-const SharedUnassignRole = graphql(`
-  mutation SharedUnassignRole($userId: ID!, $roleId: ID!) {
-    unassignRole(userId: $userId, roleId: $roleId) {
-      id
-    }
-  }
-`);
-
-const SharedUserRoles = graphql(`
-  query SharedUserRoles($id: ID!) {
-    user(id: $id) {
-      roles {
-        id
-        name
-      }
-    }
-  }
-`);
+import { CreateGroup } from "./operations/conversations.ts";
+import { MessageAddedSenderName, MessageAddedViewerView } from "./operations/events.ts";
+import { SendMessage } from "./operations/messages.ts";
+import { AssignRole, CreateRole, UnassignRole } from "./operations/roles.ts";
 
 /** Object types a subscription can reach, through fields, unions and interfaces. */
 function reachableFromSubscriptions(): GraphQLObjectType[] {
@@ -154,26 +95,27 @@ describe.each(backends())("grouped live delivery on %s", (backend) => {
     // Carol may read chats but not other users' details.
     const { createRole } = await ok(
       server.url,
-      SharedCreateRole,
+      CreateRole,
       { input: { name: "Reader", permissions: ["chats:read", "chats:create"] } },
       { apiKey: tenant.apiKey },
     );
-    await ok(server.url, SharedAssignRole, { userId: carol.id, roleId: createRole.id }, { apiKey: tenant.apiKey });
-    const { user } = await ok(server.url, SharedUserRoles, { id: carol.id }, { apiKey: tenant.apiKey });
-    const member = user?.roles.find((role) => role.name === "member");
-    expect(member).toBeDefined();
-    await ok(
+    const { assignRole } = await ok(
       server.url,
-      SharedUnassignRole,
-      { userId: carol.id, roleId: member?.id as string },
+      AssignRole,
+      { userId: carol.id, roleId: createRole.id },
       { apiKey: tenant.apiKey },
     );
+    const member = assignRole.roles.find((role) => role.name === "member");
+    expect(member).toBeDefined();
+    await ok(server.url, UnassignRole, { userId: carol.id, roleId: member?.id as string }, { apiKey: tenant.apiKey });
 
     const sockets = [bob, bob, carol, dave].map((viewer) => wsClient(server.wsUrl, { token: viewer.token }));
     const service = wsClient(server.wsUrl, { apiKey: tenant.apiKey });
     try {
-      const views = [...sockets, service].map((client) => subscribe(client, SharedViewerView, { conversationId }));
-      const plain = sockets.map((client) => subscribe(client, SharedPlainView, { conversationId }));
+      const views = [...sockets, service].map((client) =>
+        subscribe(client, MessageAddedViewerView, { conversationId }),
+      );
+      const plain = sockets.map((client) => subscribe(client, MessageAddedSenderName, { conversationId }));
       const send = (body: string, mentionedUserIds: string[] = []) =>
         ok(server.url, SendMessage, { input: { conversationId, body, mentionedUserIds } }, { token: alice.token });
       for (const sub of views) await whenLive(sub, () => send("warm-up"));
@@ -208,12 +150,7 @@ describe.each(backends())("grouped live delivery on %s", (backend) => {
       }
 
       // A role change mid-stream moves Carol to another audience: from the next message on she sees addresses.
-      await ok(
-        server.url,
-        SharedAssignRole,
-        { userId: carol.id, roleId: member?.id as string },
-        { apiKey: tenant.apiKey },
-      );
+      await ok(server.url, AssignRole, { userId: carol.id, roleId: member?.id as string }, { apiKey: tenant.apiKey });
       let carolNext = carolView;
       for (let attempt = 0; attempt < 20 && carolNext?.errors; attempt++) {
         await send(`after the role change ${attempt}`);

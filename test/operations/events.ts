@@ -286,3 +286,32 @@ export const ConversationEvents = graphql(`
     }
   }
 `);
+
+/** Viewer-dependent fields (mentionsViewer, email): viewers who see different things each get their own view. */
+export const MessageAddedViewerView = graphql(`
+  subscription MessageAddedViewerView($conversationId: ID!) {
+    messageAdded(conversationId: $conversationId) {
+      id
+      body
+      mentionsViewer
+      sender {
+        id
+        email
+      }
+    }
+  }
+`);
+
+/** Compared whole with toEqual: no viewer-dependent field, so every subscriber gets the same result. */
+export const MessageAddedSenderName = graphql(`
+  subscription MessageAddedSenderName($conversationId: ID!) {
+    messageAdded(conversationId: $conversationId) {
+      id
+      body
+      sender {
+        id
+        name
+      }
+    }
+  }
+`);
