@@ -53,7 +53,7 @@ const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 /** Turns without another write of the same user after which a held write goes ahead. */
 const QUIET_TURNS = 8;
 /** And as long, at least, since that user's last write arrived (a loaded machine reads sockets late). */
-const QUIET_MS = 1;
+const QUIET_MS = 5;
 /** The longest a write is held while a burst goes on. */
 const HOLD_MAX_MS = 1000;
 
