@@ -96,13 +96,16 @@ async function serverTarget(
   members: number,
 ): Promise<Target & { world: World }> {
   const servers: ServerProcess[] = [];
-  for (let i = 0; i < processes; i++) servers.push(await startServer(env));
+  // One process each, as the targets compare a single process with raw ws (WEB_CONCURRENCY: see README).
+  for (let i = 0; i < processes; i++) servers.push(await startServer({ ...env, WEB_CONCURRENCY: "1" }));
   const first = servers[0] as ServerProcess;
   const world = await seedGroup(first.url, members);
   return {
     name: processes === 1 ? "server" : `server x${processes} (Redis)`,
     world,
-    pids: servers.map((server) => server.pid),
+    get pids() {
+      return servers.flatMap((server) => server.pids);
+    },
     wsUrls: servers.map((server) => server.wsUrl),
     tokens: world.memberTokens,
     publish: () => sendStamped(first.url, world.senderToken, world.conversationId),

@@ -4,15 +4,17 @@
  * (BENCH_DATABASE_URL / BENCH_REDIS_URL, defaulting to the local ones).
  *
  *   npm run bench                       everything
- *   npm run bench -- --only fanout      one part (fanout)
+ *   npm run bench -- --only fanout      one part (fanout or request)
  *   npm run bench -- --quick            fewer and shorter runs
  *   npm run bench -- --json out.json    also write the figures as JSON
  */
 import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { type FanoutResult, type FanoutScenario, runFanout } from "./fanout.ts";
+import type { LoadResult } from "./lib/load.ts";
 import { createDatabase } from "./lib/proc.ts";
 import { median, round, table } from "./lib/stats.ts";
+import { type RequestOptions, type RequestResult, runRequestPglite, runRequestPostgres } from "./request.ts";
 
 const { values } = parseArgs({
   options: {
@@ -134,9 +136,126 @@ function fanoutTable(result: Awaited<ReturnType<typeof fanout>>): string {
   );
 }
 
+async function requestPath(): Promise<{ postgres: RequestResult[]; pglite: RequestResult[] }> {
+  const options: RequestOptions = values.quick
+    ? { seconds: 2, warmupSeconds: 1, concurrencies: [1, 32] }
+    : { seconds: 5, warmupSeconds: 1.5, concurrencies: [1, 8, 32] };
+  const postgres: RequestResult[] = [];
+  const pglite: RequestResult[] = [];
+  for (let run = 0; run < runs; run++) {
+    const result = await withDatabase((env) => runRequestPostgres(env, options));
+    postgres.push(result);
+    const sends = result.send.map(
+      (send, i) => `c=${send.concurrency} ${send.perSecond}/s (raw ${result.raw[i]?.perSecond}/s)`,
+    );
+    console.error(`request run ${run + 1}: sendMessage ${sends.join(", ")}`);
+    pglite.push(await runRequestPglite({ ...options, concurrencies: [1] }));
+  }
+  return { postgres, pglite };
+}
+
+/** The median of one figure across runs. */
+function across(results: RequestResult[], pick: (result: RequestResult) => number | undefined): number {
+  return median(results.map(pick).filter((value): value is number => value !== undefined));
+}
+
+function requestTables(result: Awaited<ReturnType<typeof requestPath>>): string {
+  const pgRuns = result.postgres;
+  const first = pgRuns[0] as RequestResult;
+  const at = (list: LoadResult[], i: number) => list[i] as LoadResult;
+  const sends = first.send.map((send, i) => {
+    const raw = across(pgRuns, (r) => r.raw[i]?.perSecond);
+    const server = across(pgRuns, (r) => r.send[i]?.perSecond);
+    const typename = across(pgRuns, (r) => r.typename[i]?.perSecond);
+    const sendP50 = across(pgRuns, (r) => r.send[i]?.latencyMs.p50);
+    const typenameP50 = across(pgRuns, (r) => r.typename[i]?.latencyMs.p50);
+    return [
+      `sendMessage c=${send.concurrency}`,
+      raw,
+      server,
+      `${round(server / raw)}x`,
+      typename,
+      `${sendP50} / ${typenameP50}`,
+      `${round(sendP50 / typenameP50)}x`,
+      across(pgRuns, (r) => r.send[i]?.latencyMs.p99),
+      across(pgRuns, (r) => r.send[i]?.cpuMicrosPerRequest),
+      errorsOf(pgRuns.map((r) => at(r.send, i))),
+    ];
+  });
+  const viewers = first.viewer.map((viewer, i) => {
+    const server = across(pgRuns, (r) => r.viewer[i]?.perSecond);
+    const typename = across(pgRuns, (r) => r.typename[i]?.perSecond);
+    const p50 = across(pgRuns, (r) => r.viewer[i]?.latencyMs.p50);
+    const typenameP50 = across(pgRuns, (r) => r.typename[i]?.latencyMs.p50);
+    return [
+      `viewer c=${viewer.concurrency}`,
+      "",
+      server,
+      "",
+      typename,
+      `${p50} / ${typenameP50}`,
+      `${round(p50 / typenameP50)}x`,
+      across(pgRuns, (r) => r.viewer[i]?.latencyMs.p99),
+      across(pgRuns, (r) => r.viewer[i]?.cpuMicrosPerRequest),
+      errorsOf(pgRuns.map((r) => at(r.viewer, i))),
+    ];
+  });
+  const headers = [
+    "PostgreSQL + Redis",
+    "raw tx/s",
+    "server/s",
+    "ratio",
+    "__typename/s",
+    "p50 ms op / __typename",
+    "time ratio",
+    "p99 ms",
+    "CPU us/req",
+    "errors",
+  ];
+  const history = (runsOf: RequestResult[]) =>
+    (runsOf[0] as RequestResult).history.map((page, i) => [
+      `history of ${page.messages} (${runsOf[0]?.backend})`,
+      across(runsOf, (r) => r.history[i]?.result.perSecond),
+      across(runsOf, (r) => r.history[i]?.result.latencyMs.p50),
+      across(runsOf, (r) => r.history[i]?.result.latencyMs.p99),
+      across(runsOf, (r) => r.history[i]?.result.cpuMicrosPerRequest),
+    ]);
+  const lite = result.pglite;
+  const embedded = [
+    [
+      "sendMessage c=1 (pglite)",
+      across(lite, (r) => r.send[0]?.perSecond),
+      across(lite, (r) => r.send[0]?.latencyMs.p50),
+      across(lite, (r) => r.send[0]?.latencyMs.p99),
+      across(lite, (r) => r.send[0]?.cpuMicrosPerRequest),
+    ],
+    [
+      "__typename c=1 (pglite)",
+      across(lite, (r) => r.typename[0]?.perSecond),
+      across(lite, (r) => r.typename[0]?.latencyMs.p50),
+      across(lite, (r) => r.typename[0]?.latencyMs.p99),
+      across(lite, (r) => r.typename[0]?.cpuMicrosPerRequest),
+    ],
+  ];
+  return [
+    table(headers, [...sends, ...viewers]),
+    table(
+      ["reads and embedded mode", "req/s", "p50 ms", "p99 ms", "CPU us/req"],
+      [...history(pgRuns), ...history(lite), ...embedded],
+    ),
+  ].join("\n\n");
+}
+
+const errorsOf = (list: LoadResult[]) => list.reduce((sum, item) => sum + item.errors, 0);
+
 async function main() {
   const report: Record<string, unknown> = { date: new Date().toISOString(), runs };
   const output: string[] = [];
+  if (!values.only || values.only === "request") {
+    const result = await requestPath();
+    report.request = result;
+    output.push(requestTables(result));
+  }
   if (!values.only || values.only === "fanout") {
     const result = await fanout();
     report.fanout = result;

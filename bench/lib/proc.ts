@@ -66,7 +66,23 @@ export interface ServerProcess {
   url: string;
   wsUrl: string;
   pid: number;
+  /** The server's process and its worker processes, if it runs any. */
+  readonly pids: number[];
   stop(): Promise<void>;
+}
+
+/** A process and its descendants, from /proc. */
+export function processTree(pid: number): number[] {
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) {
+    try {
+      const children = readFileSync(`/proc/${tree[i]}/task/${tree[i]}/children`, "utf8").trim();
+      if (children) tree.push(...children.split(" ").map(Number));
+    } catch {
+      // the process has exited
+    }
+  }
+  return tree;
 }
 
 /** Starts the server exactly as `npm start` does, with the given environment, and waits until it is ready. */
@@ -83,6 +99,9 @@ export async function startServer(env: Record<string, string>): Promise<ServerPr
     url,
     wsUrl: url.replace("http", "ws"),
     pid: child.pid as number,
+    get pids() {
+      return processTree(child.pid as number);
+    },
     stop: () => stopChild(child),
   };
 }
