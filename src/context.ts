@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { CredentialCache, Grants } from "./auth/credential-cache.ts";
 import type { FailureLimiter } from "./auth/limits.ts";
 import { type Credentials, type Principal, resolvePrincipal } from "./auth/principal.ts";
 import type { ResyncSignal } from "./auth/resync-signal.ts";
@@ -33,6 +34,8 @@ export interface AppDeps {
   writeLimits: WriteLimits;
   /** Raised when a revocation could not be published: re-read credentials from storage now. */
   credentialResync: ResyncSignal;
+  /** Valid credentials and users' grants, so that requests do not read them from storage each time. */
+  credentialCache: CredentialCache;
   /** Work that runs after the response (account mail); failures are logged. */
   tasks: BackgroundTasks;
   /** Release what the parts above hold, in reverse order (see deps.ts closeDeps). */
@@ -75,27 +78,33 @@ export interface RequestCredentials extends Credentials {
   platformAdminKey?: string | null;
 }
 
-interface Grants {
-  permissions: readonly string[];
-  roleIds: readonly string[];
-}
+const NO_GRANTS: Grants = { permissions: [], roleIds: [] };
+const SERVICE_GRANTS: Grants = { permissions: ["*"], roleIds: [] };
 
-async function loadGrants(prisma: PrismaClient, principal: Principal | null): Promise<Grants> {
-  if (!principal) return { permissions: [], roleIds: [] };
-  if (principal.kind === "service") return { permissions: ["*"], roleIds: [] };
+/** A principal's grants: from the cache when given (request contexts), else from storage. */
+async function loadGrants(prisma: PrismaClient, principal: Principal | null, cache?: CredentialCache): Promise<Grants> {
+  if (!principal) return NO_GRANTS;
+  if (principal.kind === "service") return SERVICE_GRANTS;
+  const { tenantId, userId } = principal;
+  const cached = cache?.grantsOf(tenantId, userId);
+  if (cached) return cached;
+  const readAt = cache?.version ?? 0;
   const roles = await prisma.role.findMany({
-    where: { tenantId: principal.tenantId, assignments: { some: { userId: principal.userId } } },
+    where: { tenantId, assignments: { some: { userId } } },
     select: { id: true, permissions: true },
   });
-  return {
+  const grants = {
     permissions: [...new Set(roles.flatMap((role) => role.permissions))],
     roleIds: roles.map((role) => role.id),
   };
+  cache?.storeGrants(tenantId, userId, grants, readAt);
+  return grants;
 }
 
 /**
  * A context for an already verified principal. Long-lived contexts (one per
- * subscription) pass cacheLoaders: false, so every event reads current state.
+ * subscription) pass cacheLoaders: false, so every event reads current state, and their
+ * grants come from storage (they re-read them when told permissions changed).
  */
 export function contextFor(
   deps: AppDeps,
@@ -111,9 +120,10 @@ export function contextFor(
   } = {},
 ): Context {
   const prisma = principal ? tenantScoped(deps.db.prisma, principal.tenantId) : deps.db.prisma;
+  const cacheLoaders = options.cacheLoaders ?? true;
   let grants: Promise<Grants> | null = null;
   const loaded = () => {
-    grants ??= loadGrants(prisma, principal);
+    grants ??= loadGrants(prisma, principal, cacheLoaders ? deps.credentialCache : undefined);
     return grants;
   };
   return {
@@ -130,7 +140,7 @@ export function contextFor(
     requestId: options.requestId ?? randomUUID(),
     origin: options.origin,
     client: options.client,
-    loaders: createLoaders(prisma, principal, options.cacheLoaders ?? true),
+    loaders: createLoaders(prisma, principal, cacheLoaders),
     streams: options.streams,
   };
 }
@@ -147,7 +157,7 @@ export async function createContext(
   let principal: Principal | null = verified ?? null;
   let authError: string | undefined;
   try {
-    principal ??= await resolvePrincipal(deps.db.prisma, deps.tokens, credentials);
+    principal ??= await resolvePrincipal(deps.db.prisma, deps.tokens, credentials, deps.credentialCache);
   } catch (error) {
     if (!(error instanceof Error) || !("extensions" in error)) throw error;
     authError = error.message;

@@ -1,5 +1,6 @@
 import { createHmac } from "node:crypto";
 import { Redis } from "ioredis";
+import { CredentialCache } from "./auth/credential-cache.ts";
 import { EMAIL_CODE_MAX_ATTEMPTS, FailureLimiter } from "./auth/limits.ts";
 import { ResyncSignal } from "./auth/resync-signal.ts";
 import { loadOrCreateJwtSecret } from "./auth/secrets.ts";
@@ -12,6 +13,7 @@ import type { Config } from "./env.ts";
 import type { Logger } from "./logger.ts";
 import { outboxMailer, smtpMailer } from "./mail.ts";
 import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
+import { topics } from "./realtime/topics.ts";
 import { LocalDiskStore } from "./storage/attachments.ts";
 
 export interface DepsOptions {
@@ -54,6 +56,21 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     return fail(error);
   }
   closers.push(() => pubsub.close());
+  // Cached credentials last at most as long as an open socket goes without a re-check.
+  const credentialCache = new CredentialCache(config.credentialResyncSeconds * 1000);
+  const credentialResync = new ResyncSignal();
+  try {
+    const stopListening = await pubsub.subscribe(topics.credentials, (change) => credentialCache.apply(change));
+    const stopResync = pubsub.onResync(() => credentialCache.clear());
+    const stopSignal = credentialResync.listen(() => credentialCache.clear());
+    closers.push(() => {
+      stopListening();
+      stopResync();
+      stopSignal();
+    });
+  } catch (error) {
+    return fail(error);
+  }
   // Failure counters live in Redis when there is one (shared by all instances).
   const limitsRedis = config.redisUrl
     ? new Redis(config.redisUrl, { enableOfflineQueue: false, disableClientInfo: true, connectionName: "chat-limits" })
@@ -103,7 +120,8 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     },
     // Embedded mode holds a user's burst of writes together (see WriteLimits).
     writeLimits: new WriteLimits(config.rateLimits, limitsRedis, log, !config.databaseUrl),
-    credentialResync: new ResyncSignal(),
+    credentialResync,
+    credentialCache,
     tasks,
     closers,
     attachments: new LocalDiskStore(config.attachmentsDir),

@@ -1,5 +1,6 @@
 import type { PrismaClient } from "../db/client.ts";
 import { unauthenticated } from "../errors.ts";
+import type { CredentialCache } from "./credential-cache.ts";
 import { hashApiKey, looksLikeApiKey } from "./secrets.ts";
 import type { TokenService } from "./tokens.ts";
 
@@ -24,11 +25,14 @@ export interface Credentials {
 /**
  * Resolves verified credentials to a principal. No credentials: null (anonymous).
  * Presented but invalid credentials: an UNAUTHENTICATED error, never a fallback.
+ * With a cache, a token's signature and expiry are still checked on every call; only the
+ * storage lookup (revoked? user and tenant active?) is remembered until a change ends it.
  */
 export async function resolvePrincipal(
   prisma: PrismaClient,
   tokens: TokenService,
   credentials: Credentials,
+  cache?: CredentialCache,
 ): Promise<Principal | null> {
   const apiKey = credentials.apiKey?.trim();
   const authorization = credentials.authorization?.trim();
@@ -37,18 +41,27 @@ export async function resolvePrincipal(
   }
   if (apiKey) {
     if (!looksLikeApiKey(apiKey)) throw unauthenticated("Invalid API key");
+    const hash = hashApiKey(apiKey);
+    const cached = cache?.apiKey(hash);
+    if (cached) return cached;
+    const readAt = cache?.version ?? 0;
     const key = await prisma.apiKey.findUnique({
-      where: { hash: hashApiKey(apiKey) },
+      where: { hash },
       select: { id: true, tenantId: true, revokedAt: true, tenant: { select: { active: true } } },
     });
     if (!key || key.revokedAt || !key.tenant.active) throw unauthenticated("Invalid API key");
-    return { kind: "service", tenantId: key.tenantId, apiKeyId: key.id };
+    const principal = { kind: "service", tenantId: key.tenantId, apiKeyId: key.id } as const;
+    cache?.storeApiKey(hash, principal, readAt);
+    return principal;
   }
   if (authorization) {
     const match = /^Bearer\s+(\S+)$/i.exec(authorization);
     if (!match?.[1]) throw unauthenticated("Authorization must be 'Bearer <token>'");
     const claims = await tokens.verify(match[1]);
     if (!claims) throw unauthenticated("Invalid or expired token");
+    const cached = cache?.token(claims.jti);
+    if (cached && cached.tenantId === claims.tenantId && cached.userId === claims.userId) return cached;
+    const readAt = cache?.version ?? 0;
     // One query: the token is on record, not revoked, and its user and tenant are active.
     const record = await prisma.userToken.findFirst({
       where: {
@@ -63,14 +76,16 @@ export async function resolvePrincipal(
       select: { id: true, sessionId: true },
     });
     if (!record) throw unauthenticated("Invalid or expired token");
-    return {
+    const principal = {
       kind: "user",
       tenantId: claims.tenantId,
       userId: claims.userId,
       tokenId: claims.jti,
       sessionId: record.sessionId,
       expiresAt: claims.expiresAt,
-    };
+    } as const;
+    cache?.storeToken(principal, readAt);
+    return principal;
   }
   return null;
 }

@@ -52,7 +52,7 @@ export function requestGuardPlugin(deps: AppDeps, endpoint: string): Plugin {
         // Checked before the body is read, so an upload with bad credentials costs nothing.
         let principal: Principal | null;
         try {
-          principal = await resolvePrincipal(deps.db.prisma, deps.tokens, credentials);
+          principal = await resolvePrincipal(deps.db.prisma, deps.tokens, credentials, deps.credentialCache);
         } catch (error) {
           const message = error instanceof Error && "extensions" in error ? error.message : "Invalid credentials";
           endResponse(jsonError(401, "UNAUTHENTICATED", message));

@@ -1,3 +1,4 @@
+import type { CredentialChange } from "../auth/credential-cache.ts";
 import type { ConversationEvent, Message } from "../generated/prisma/client.ts";
 
 declare const carries: unique symbol;
@@ -46,6 +47,11 @@ export const topics = {
   user: (tenantId: string, userId: string) => topic<UserEvent>(`chat:${tenantId}:user:${userId}`),
   /** Changes to the tenant's API keys. */
   apiKeys: (tenantId: string) => topic<ApiKeyEvent>(`chat:${tenantId}:api-keys`),
+  /**
+   * Every instance's credential cache listens here, for all tenants (each change names its
+   * tenant and carries ids only): one subscription per instance instead of one per user.
+   */
+  credentials: topic<CredentialChange>("chat:credentials"),
 };
 
 export type MembershipEvent =

@@ -8,9 +8,9 @@ import type { TransactionClient } from "../db/client.ts";
 import { isUniqueViolation } from "../db/errors.ts";
 import { appError, badInput, forbidden, notFound, unauthenticated } from "../errors.ts";
 import type { EmailCode, Session, Tenant, User } from "../generated/prisma/client.ts";
-import { topics, type UserEvent } from "../realtime/topics.ts";
 import { requireUserPrincipal } from "./access.ts";
 import { audit } from "./audit.ts";
+import { publishToUsersOf } from "./membership-events.ts";
 import { parseId, validate, zBounded, zEmail, zEmailLookup, zIntRange, zPhone, zText, zUrl } from "./validation.ts";
 
 export type SignInMethod = "PASSWORD" | "EMAIL_CODE" | "GOOGLE" | "GITHUB";
@@ -294,10 +294,7 @@ export async function revokeSessions(
     db.session.updateMany({ where: { id: { in: ids } }, data: { revokedAt: now, revokedReason: reason } }),
     db.userToken.updateMany({ where: { sessionId: { in: ids }, revokedAt: null }, data: { revokedAt: now } }),
   ]);
-  const event: UserEvent = { type: "revoked", sessionIds: ids };
-  await ctx.deps.pubsub.publish(topics.user(tenantId, userId), event).catch((error: unknown) => {
-    ctx.deps.log.warn({ err: error, requestId: ctx.requestId }, "session revocation publish failed");
-  });
+  await publishToUsersOf(ctx, tenantId, [userId], { type: "revoked", sessionIds: ids });
 }
 
 function currentSession(ctx: Context): { userId: string; tenantId: string; sessionId: string | null } {
@@ -318,7 +315,7 @@ export async function signOutEverywhere(ctx: Context): Promise<boolean> {
   await revokeSessions(ctx, tenantId, userId, "all", "signed out everywhere");
   // Tokens minted by the API key for this user end too: "everywhere" means everywhere.
   await ctx.prisma.userToken.updateMany({ where: { userId, revokedAt: null }, data: { revokedAt: new Date() } });
-  await ctx.deps.pubsub.publish(topics.user(tenantId, userId), { type: "revoked" } satisfies UserEvent);
+  await publishToUsersOf(ctx, tenantId, [userId], { type: "revoked" });
   return true;
 }
 

@@ -6,6 +6,7 @@ import { type ApiKeyEvent, topics } from "../realtime/topics.ts";
 import { tenantOf } from "./access.ts";
 import { parseAuthSettings } from "./accounts.ts";
 import { audit } from "./audit.ts";
+import { announceCredentialChange } from "./membership-events.ts";
 import { assertCanGrant } from "./policies.ts";
 import { createSystemRoles, requireRole } from "./roles.ts";
 import { validate, zLine } from "./validation.ts";
@@ -87,6 +88,7 @@ export async function rotateApiKey(ctx: Context) {
     );
     return old.map((row) => row.id);
   });
+  await announceCredentialChange(ctx, { type: "apiKeysRevoked", tenantId, keyIds: revoked });
   const event: ApiKeyEvent = { type: "revoked", keyIds: revoked };
   await ctx.deps.pubsub.publish(topics.apiKeys(tenantId), event).catch((error: unknown) => {
     ctx.deps.log.warn({ err: error, requestId: ctx.requestId }, "api key event publish failed");

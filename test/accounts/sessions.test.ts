@@ -201,6 +201,8 @@ describe.each(backends())("accounts on %s", (backend) => {
           "NOT_FOUND",
         );
         await expectWorks(stranger.signUp.accessToken, stranger.userId);
+        // Used once, so that the instance holds it as valid when it is revoked.
+        await expectWorks(a.accessToken, account.userId);
 
         const { revokeSession } = await ok(
           world.server.url,
