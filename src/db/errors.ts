@@ -20,8 +20,17 @@ function violatedFields(error: Prisma.PrismaClientKnownRequestError): string[] {
  * names none, any unique violation counts.
  */
 export function isUniqueViolation(error: unknown, target?: string): boolean {
+  if (isSqlUniqueViolation(error)) {
+    const constraint = (error as { constraint?: unknown }).constraint;
+    return target === undefined || typeof constraint !== "string" || constraint.includes(`_${target}_`);
+  }
   if (!(error instanceof Prisma.PrismaClientKnownRequestError) || error.code !== "P2002") return false;
   if (target === undefined) return true;
   const fields = violatedFields(error);
   return fields.length === 0 || fields.some((field) => field === target || field.includes(`_${target}_`));
+}
+
+/** A unique violation (SQLSTATE 23505) raised by plain SQL (`db.sql`), from `pg` or PGlite. */
+function isSqlUniqueViolation(error: unknown): boolean {
+  return typeof error === "object" && error !== null && (error as { code?: unknown }).code === "23505";
 }

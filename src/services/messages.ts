@@ -3,6 +3,7 @@ import { hasPermission } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
 import type { TransactionClient } from "../db/client.ts";
 import { isUniqueViolation } from "../db/errors.ts";
+import type { SqlConnection } from "../db/sql.ts";
 import { DEFAULT_MAX_MESSAGE_LENGTH } from "../env.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import type { Message, Prisma, PrismaClient } from "../generated/prisma/client.ts";
@@ -102,10 +103,12 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
     if (!senderId) throw badInput("input.senderId", "Sending to a recipient needs a sender");
     if (!principalUserId) await requireActiveUser(ctx, senderId);
     conversationId = (await openDirect(ctx, senderId, input.recipientId, "input.recipientId")).id;
+  } else if (principalUserId) {
+    conversationId = parseId("input.conversationId", input.conversationId as string);
   } else {
     const access = await requireConversation(ctx, input.conversationId as string, "input.conversationId");
     conversationId = access.conversation.id;
-    if (senderId && !principalUserId) {
+    if (senderId) {
       await requireActiveUser(ctx, senderId);
       const member = await ctx.prisma.member.findUnique({
         where: { conversationId_userId: { conversationId, userId: senderId } },
@@ -114,73 +117,61 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
     }
   }
 
-  let replyToId: string | null = null;
-  if (input.replyToId) {
-    replyToId = parseId("input.replyToId", input.replyToId);
+  const clientMessageId = input.clientMessageId ?? null;
+  const replyToId = input.replyToId ? parseId("input.replyToId", input.replyToId) : null;
+  const extras = !!(replyToId || input.mentionedUserIds?.length || input.attachmentIds?.length);
+  // A user's plain send checks membership inside the statement that stores it; anything that
+  // reads more of the conversation first (reply, mentions, attachments) checks access first.
+  if (extras) {
+    if (principalUserId) await requireConversation(ctx, conversationId, "input.conversationId");
+    // A repeated send returns the original before its attachments (now claimed) are checked again.
+    if (clientMessageId) {
+      const original = await findByClientId(ctx.prisma, conversationId, senderId, clientMessageId);
+      if (original) return original;
+    }
+  }
+  if (replyToId) {
     const parent = await ctx.prisma.message.findFirst({
       where: { id: replyToId, tenantId, conversationId },
       select: { id: true },
     });
     if (!parent) throw notFound("Message");
   }
-
-  const clientMessageId = input.clientMessageId ?? null;
-  if (clientMessageId) {
-    const original = await findByClientId(ctx.prisma, conversationId, senderId, clientMessageId);
-    if (original) return original;
-  }
-
   const mentioned = await resolveMentions(ctx, conversationId, input.mentionedUserIds ?? []);
   const attachments = await claimableAttachments(ctx, conversationId, senderId, input.attachmentIds ?? []);
   if (!input.body.trim() && attachments.length === 0) throw badInput("input.body", "input.body must not be empty");
 
-  let message: Message;
-  let event: ConversationEvent;
+  const row: NewMessageRow = {
+    tenantId,
+    conversationId,
+    senderId,
+    body: input.body,
+    type: attachments.length ? "FILE" : senderId ? "TEXT" : "SYSTEM",
+    clientMessageId,
+    replyToId,
+    mentioned,
+    actorId: principalUserId,
+    // A user sends only where they are a member; the API key's sender was checked above.
+    memberOnly: !!principalUserId,
+  };
+  let stored: StoredMessage | null;
   try {
-    [message, event] = await ctx.prisma.$transaction(async (tx) => {
-      // The row lock on the conversation serializes senders, so seq order is commit order.
-      const [bumped] = await tx.$queryRaw<{ lastSeq: number; lastEventSeq: number }[]>`
-        UPDATE "Conversation"
-           SET "lastSeq" = "lastSeq" + 1, "lastEventSeq" = "lastEventSeq" + 1,
-               "lastActivityAt" = now(), "updatedAt" = now()
-         WHERE "id" = ${conversationId}::uuid AND "tenantId" = ${tenantId}::uuid
-        RETURNING "lastSeq", "lastEventSeq"`;
-      if (!bumped) throw notFound("Conversation");
-      const created = await tx.message.create({
-        data: {
-          tenantId,
-          conversationId,
-          seq: bumped.lastSeq,
-          senderId,
-          body: input.body,
-          type: attachments.length ? "FILE" : senderId ? "TEXT" : "SYSTEM",
-          clientMessageId,
-          replyToId,
-        },
-      });
-      if (mentioned.length) {
-        await tx.mention.createMany({ data: mentioned.map((userId) => ({ tenantId, messageId: created.id, userId })) });
-      }
-      if (attachments.length) {
-        const { count } = await tx.attachment.updateMany({
-          where: { id: { in: attachments }, messageId: null },
-          data: { messageId: created.id },
-        });
-        if (count !== attachments.length)
-          throw conflict("An attachment was sent with another message", "input.attachmentIds");
-      }
-      if (senderId) {
-        // The sender has read everything up to their own message.
-        await tx.member.updateMany({
-          where: { conversationId, userId: senderId, lastReadSeq: { lt: created.seq } },
-          data: { lastReadSeq: created.seq, lastReadAt: created.createdAt },
-        });
-      }
-      const [added] = await insertEvents(tx, tenantId, conversationId, bumped.lastEventSeq, [
-        newEvent("MESSAGE_ADDED", principalUserId, { message: created }),
-      ]);
-      return [created, added as ConversationEvent] as const;
-    });
+    stored = attachments.length
+      ? await ctx.deps.db.sql.transaction(async (conn) => {
+          const result = await storeMessage(conn, row);
+          if (result && !result.repeated) {
+            const claimed = await conn.query(
+              `UPDATE "Attachment" SET "messageId" = $1::uuid
+                WHERE "tenantId" = $2::uuid AND "id" = ANY($3::uuid[]) AND "messageId" IS NULL RETURNING "id"`,
+              [result.message.id, tenantId, attachments],
+            );
+            if (claimed.length !== attachments.length) {
+              throw conflict("An attachment was sent with another message", "input.attachmentIds");
+            }
+          }
+          return result;
+        })
+      : await storeMessage(ctx.deps.db.sql, row);
   } catch (error) {
     if (clientMessageId && isUniqueViolation(error)) {
       const original = await findByClientId(ctx.prisma, conversationId, senderId, clientMessageId);
@@ -188,9 +179,135 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
     }
     throw error;
   }
-  await publishMessage(ctx, message);
-  await publishEvents(ctx, [event]);
-  return message;
+  if (!stored) {
+    // Nothing stored: find out why (missing conversation or not a member) for the right error.
+    await requireConversation(ctx, conversationId, "input.conversationId");
+    throw forbidden("You are not a member of this conversation");
+  }
+  if (stored.repeated) return stored.message;
+  await publishMessage(ctx, stored.message);
+  await publishEvents(ctx, [stored.event]);
+  return stored.message;
+}
+
+/** What storeMessage needs to store a message. */
+interface NewMessageRow {
+  tenantId: string;
+  conversationId: string;
+  senderId: string | null;
+  body: string;
+  type: "TEXT" | "FILE" | "SYSTEM";
+  clientMessageId: string | null;
+  replyToId: string | null;
+  mentioned: string[];
+  /** Who caused it (recorded in the event): the user, or null for the API key. */
+  actorId: string | null;
+  /** Store only if the sender is a member of the conversation. */
+  memberOnly: boolean;
+}
+
+type StoredMessage =
+  | { repeated: false; message: Message; event: ConversationEvent }
+  /** The sender's earlier message with the same clientMessageId: nothing was stored. */
+  | { repeated: true; message: Message };
+
+/** The columns of a Message row, in the order of the model (searchVector is internal). */
+const MESSAGE_COLUMNS = `"id", "tenantId", "conversationId", "seq", "senderId", "body", "type"::text AS "type",
+  "clientMessageId", "replyToId", "pinned", "createdAt", "editedAt", "deletedAt", "deletedById", "pinnedAt", "pinnedById"`;
+
+/**
+ * Stores a message in one statement (so one round trip, atomic without a transaction of its
+ * own): checks that the sender is a member, returns the sender's earlier message with the same
+ * clientMessageId instead if there is one, else takes the conversation's next seq and event
+ * seq (the row lock on the conversation serializes senders, so seq order is commit order),
+ * inserts the message, its mentions and its MESSAGE_ADDED event, and moves the sender's read
+ * horizon to it. Null when nothing was stored because the conversation is gone or the sender
+ * is not a member.
+ */
+async function storeMessage(conn: SqlConnection, row: NewMessageRow): Promise<StoredMessage | null> {
+  const params = [
+    row.tenantId,
+    row.conversationId,
+    row.senderId,
+    row.body,
+    row.type,
+    row.clientMessageId,
+    row.replyToId,
+    row.mentioned,
+    row.actorId,
+    row.memberOnly,
+  ];
+  const rows = await conn.query<
+    Message & { eventId: string | null; eventSeq: number | null; eventData: unknown; repeated: boolean }
+  >(
+    `WITH allowed AS (
+       SELECT 1 WHERE NOT $10::boolean
+       UNION ALL
+       SELECT 1 FROM "Member" WHERE "tenantId" = $1::uuid AND "conversationId" = $2::uuid AND "userId" = $3::uuid
+     ),
+     earlier AS (
+       SELECT ${MESSAGE_COLUMNS} FROM "Message"
+        WHERE $6::text IS NOT NULL AND "tenantId" = $1::uuid AND "conversationId" = $2::uuid
+          AND "senderId" IS NOT DISTINCT FROM $3::uuid AND "clientMessageId" = $6::text
+          AND EXISTS (SELECT 1 FROM allowed)
+     ),
+     bumped AS (
+       UPDATE "Conversation"
+          SET "lastSeq" = "lastSeq" + 1, "lastEventSeq" = "lastEventSeq" + 1,
+              "lastActivityAt" = now(), "updatedAt" = now()
+        WHERE "id" = $2::uuid AND "tenantId" = $1::uuid
+          AND EXISTS (SELECT 1 FROM allowed) AND NOT EXISTS (SELECT 1 FROM earlier)
+       RETURNING "lastSeq", "lastEventSeq"
+     ),
+     added AS (
+       INSERT INTO "Message" ("id", "tenantId", "conversationId", "seq", "senderId", "body", "type",
+                              "clientMessageId", "replyToId")
+       SELECT gen_random_uuid(), $1::uuid, $2::uuid, "lastSeq", $3::uuid, $4::text, $5::"MessageType",
+              $6::text, $7::uuid
+         FROM bumped
+       RETURNING ${MESSAGE_COLUMNS}
+     ),
+     mentioned AS (
+       INSERT INTO "Mention" ("tenantId", "messageId", "userId")
+       SELECT $1::uuid, added."id", mentioned FROM added, unnest($8::uuid[]) AS mentioned
+     ),
+     read AS (
+       UPDATE "Member" SET "lastReadSeq" = added."seq", "lastReadAt" = added."createdAt"
+         FROM added
+        WHERE "Member"."conversationId" = $2::uuid AND "Member"."userId" = $3::uuid
+          AND "Member"."lastReadSeq" < added."seq"
+     ),
+     event AS (
+       INSERT INTO "ConversationEvent" ("id", "tenantId", "conversationId", "seq", "type", "data", "createdAt")
+       SELECT gen_random_uuid(), $1::uuid, $2::uuid, bumped."lastEventSeq", 'MESSAGE_ADDED',
+              jsonb_build_object('actorId', $9::uuid, 'message', to_jsonb(added)), added."createdAt"
+         FROM added, bumped
+       RETURNING "id", "seq", "data"
+     )
+     SELECT added.*, event."id" AS "eventId", event."seq" AS "eventSeq", event."data" AS "eventData",
+            false AS "repeated"
+       FROM added, event
+     UNION ALL
+     SELECT earlier.*, NULL, NULL, NULL, true FROM earlier`,
+    params,
+  );
+  const found = rows[0];
+  if (!found) return null;
+  const { eventId, eventSeq, eventData, repeated, ...message } = found;
+  if (repeated) return { repeated: true, message };
+  return {
+    repeated: false,
+    message,
+    event: {
+      id: eventId as string,
+      tenantId: row.tenantId,
+      conversationId: row.conversationId,
+      seq: eventSeq as number,
+      type: "MESSAGE_ADDED",
+      data: eventData as ConversationEvent["data"],
+      createdAt: message.createdAt,
+    },
+  };
 }
 
 /** Mentioned users must be members of the conversation; anything else is refused. */
