@@ -46,7 +46,6 @@ function isWorkerReady(message: unknown): message is WorkerReady {
 
 /** One of the WEB_CONCURRENCY places a worker runs in; its worker is replaced when it dies. */
 interface Slot {
-  index: number;
   worker: Worker | null;
   startedAt: number;
   /** Told the primary it serves (WorkerReady). */
@@ -70,8 +69,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   await migrate(config, log);
 
   const count = config.webConcurrency;
-  const slots: Slot[] = Array.from({ length: count }, (_, index) => ({
-    index,
+  const slots: Slot[] = Array.from({ length: count }, () => ({
     worker: null,
     startedAt: 0,
     ready: false,

@@ -3,6 +3,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { restartDelayMs } from "../src/cluster.ts";
 import { loadConfig } from "../src/env.ts";
 import { topics } from "../src/realtime/topics.ts";
 import { backends, createTestDatabase, TEST_JWT_SECRET, type TestDatabase } from "./helpers/backends.ts";
@@ -61,6 +62,10 @@ describe("server processes", () => {
     expect(loadConfig({ WEB_CONCURRENCY: "1" }).webConcurrency).toBe(1);
     expect(() => loadConfig({ WEB_CONCURRENCY: "0" })).toThrow(/WEB_CONCURRENCY/);
     expect(() => loadConfig({ WEB_CONCURRENCY: "two" })).toThrow(/WEB_CONCURRENCY/);
+  });
+
+  it("a worker dying again and again is restarted after a doubling delay, at most 30 s", () => {
+    expect([0, 1, 2, 3, 5, 6, 20].map(restartDelayMs)).toEqual([0, 1000, 2000, 4000, 16_000, 30_000, 30_000]);
   });
 
   it("embedded mode refuses WEB_CONCURRENCY above 1 at startup", async () => {
