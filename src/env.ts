@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 
@@ -26,6 +27,7 @@ const envSchema = z.object({
       .optional(),
   ),
   DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(500).default(10),
+  WEB_CONCURRENCY: optionalString.pipe(z.coerce.number<string | undefined>().int().min(1).max(256).optional()),
   REDIS_URL: optionalString.pipe(
     z
       .string()
@@ -137,6 +139,17 @@ const configSchema = envSchema.transform((env, ctx) => {
     });
     return z.NEVER;
   }
+  // Several processes share only what lives outside them: PostgreSQL for data, Redis for news.
+  if (env.WEB_CONCURRENCY !== undefined && env.WEB_CONCURRENCY > 1 && !(env.DATABASE_URL && env.REDIS_URL)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["WEB_CONCURRENCY"],
+      message: !env.DATABASE_URL
+        ? "more than one process needs DATABASE_URL and REDIS_URL: the embedded database (PGlite) can only be opened by one process"
+        : "more than one process needs REDIS_URL: without it events travel in-process, and one worker's subscribers would miss what another worker publishes",
+    });
+    return z.NEVER;
+  }
   return {
     /** NODE_ENV=production: settings that are only safe for development are refused (see the check above). */
     production,
@@ -144,7 +157,14 @@ const configSchema = envSchema.transform((env, ctx) => {
     host: env.HOST,
     dataDir: env.DATA_DIR,
     databaseUrl: env.DATABASE_URL,
+    /** Connections of each process's pool (every worker has its own). */
     databasePoolSize: env.DATABASE_POOL_SIZE,
+    /**
+     * Server processes (see cluster.ts): 1 is a single process, more are workers of a primary
+     * that shares the port among them. Only on PostgreSQL + Redis (checked above), where it
+     * defaults to one per core; 1 otherwise.
+     */
+    webConcurrency: env.WEB_CONCURRENCY ?? (env.DATABASE_URL && env.REDIS_URL ? availableParallelism() : 1),
     redisUrl: env.REDIS_URL,
     /** Absent in embedded mode: a secret is then generated and kept in the data dir. */
     jwtSecret: env.JWT_SECRET,

@@ -1,9 +1,10 @@
-import { buildApp } from "./app.ts";
-import { ConfigError, loadConfig } from "./env.ts";
-import { createLogger } from "./logger.ts";
+import cluster from "node:cluster";
+import type { WorkerReady } from "./cluster.ts";
+import { type Config, ConfigError, loadConfig } from "./env.ts";
+import { createLogger, type Logger } from "./logger.ts";
 
 async function main(): Promise<void> {
-  let config: ReturnType<typeof loadConfig>;
+  let config: Config;
   try {
     config = loadConfig();
   } catch (error) {
@@ -14,15 +15,34 @@ async function main(): Promise<void> {
     throw error;
   }
   const log = createLogger(config.logLevel);
+  if (config.webConcurrency === 1) return serve(config, log);
+  // Several processes write to one output: each line says which one wrote it.
+  const own = log.child({ pid: process.pid });
+  if (cluster.isPrimary) {
+    // The primary serves nothing, so it does not load the application at all.
+    const { runPrimary } = await import("./cluster.ts");
+    return runPrimary(config, own);
+  }
+  return serve(config, own);
+}
+
+/** One whole server: alone, or as one worker of the primary in cluster.ts. */
+async function serve(config: Config, log: Logger): Promise<void> {
+  const { buildApp } = await import("./app.ts");
   const app = await buildApp(config, { log });
   const { url, wsUrl } = await app.start();
-  log.info(
-    {
-      database: app.deps.db.kind,
-      pubsub: app.deps.pubsub.kind,
-    },
-    `chat API ready: GraphQL and GraphiQL at ${url}, subscriptions at ${wsUrl}`,
-  );
+  if (cluster.isWorker) {
+    // The primary reports the server ready once every worker is.
+    process.send?.({ type: "chat:ready", url, wsUrl } satisfies WorkerReady);
+  } else {
+    log.info(
+      {
+        database: app.deps.db.kind,
+        pubsub: app.deps.pubsub.kind,
+      },
+      `chat API ready: GraphQL and GraphiQL at ${url}, subscriptions at ${wsUrl}`,
+    );
+  }
 
   let stopping = false;
   const shutdown = (signal: string) => {
