@@ -26,9 +26,9 @@ interface Entry<T> {
 const MAX_ENTRIES = 20_000;
 
 /**
- * What a request needs from storage to know who calls and what they may do, kept in memory
- * so that an authenticated request costs no query: token records that were valid, API keys,
- * and users' grants. Entries are forgotten when a change is announced (on this instance at
+ * What a request needs to know who calls and what they may do, kept in memory so that an
+ * authenticated request costs no query and no signature check: tokens that were verified and
+ * found on record (kept until they expire), API keys, and users' grants. Entries are forgotten when a change is announced (on this instance at
  * once, on others through pub/sub), when pub/sub may have lost news (`clear`), and at the
  * latest after `ttlMs`, the same bound as the timed re-check of open sockets.
  *
@@ -48,12 +48,19 @@ export class CredentialCache {
     return this.generation;
   }
 
-  token(tokenId: string): Extract<Principal, { kind: "user" }> | undefined {
-    return fresh(this.tokens, tokenId);
+  /** The principal of a token seen valid before, until the token expires. */
+  token(token: string): Extract<Principal, { kind: "user" }> | undefined {
+    const principal = fresh(this.tokens, token);
+    if (principal && principal.expiresAt.getTime() <= Date.now()) {
+      this.tokens.delete(token);
+      return undefined;
+    }
+    return principal;
   }
 
-  storeToken(principal: Extract<Principal, { kind: "user" }>, readAt: number): void {
-    if (readAt === this.generation) put(this.tokens, principal.tokenId, principal, this.ttlMs);
+  /** Remembers a token whose signature was verified and whose record was read at `readAt`. */
+  storeToken(token: string, principal: Extract<Principal, { kind: "user" }>, readAt: number): void {
+    if (readAt === this.generation) put(this.tokens, token, principal, this.ttlMs);
   }
 
   apiKey(hash: string): Extract<Principal, { kind: "service" }> | undefined {
@@ -86,11 +93,11 @@ export class CredentialCache {
     const users = new Set(change.userIds);
     for (const userId of users) this.grants.delete(`${change.tenantId}:${userId}`);
     if (change.type !== "revoked") return;
-    for (const [tokenId, entry] of this.tokens) {
+    for (const [token, entry] of this.tokens) {
       const principal = entry.value;
       if (principal.tenantId !== change.tenantId || !users.has(principal.userId)) continue;
       if (change.sessionIds && !(principal.sessionId && change.sessionIds.includes(principal.sessionId))) continue;
-      this.tokens.delete(tokenId);
+      this.tokens.delete(token);
     }
   }
 

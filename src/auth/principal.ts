@@ -25,8 +25,8 @@ export interface Credentials {
 /**
  * Resolves verified credentials to a principal. No credentials: null (anonymous).
  * Presented but invalid credentials: an UNAUTHENTICATED error, never a fallback.
- * With a cache, a token's signature and expiry are still checked on every call; only the
- * storage lookup (revoked? user and tenant active?) is remembered until a change ends it.
+ * With a cache, a token verified and found on record before is taken as is until it expires
+ * or a change ends it (see CredentialCache).
  */
 export async function resolvePrincipal(
   prisma: PrismaClient,
@@ -57,11 +57,12 @@ export async function resolvePrincipal(
   if (authorization) {
     const match = /^Bearer\s+(\S+)$/i.exec(authorization);
     if (!match?.[1]) throw unauthenticated("Authorization must be 'Bearer <token>'");
-    const claims = await tokens.verify(match[1]);
-    if (!claims) throw unauthenticated("Invalid or expired token");
-    const cached = cache?.token(claims.jti);
-    if (cached && cached.tenantId === claims.tenantId && cached.userId === claims.userId) return cached;
+    const token = match[1];
+    const cached = cache?.token(token);
+    if (cached) return cached;
     const readAt = cache?.version ?? 0;
+    const claims = await tokens.verify(token);
+    if (!claims) throw unauthenticated("Invalid or expired token");
     // One query: the token is on record, not revoked, and its user and tenant are active.
     const record = await prisma.userToken.findFirst({
       where: {
@@ -84,7 +85,7 @@ export async function resolvePrincipal(
       sessionId: record.sessionId,
       expiresAt: claims.expiresAt,
     } as const;
-    cache?.storeToken(principal, readAt);
+    cache?.storeToken(token, principal, readAt);
     return principal;
   }
   return null;

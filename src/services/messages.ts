@@ -49,8 +49,21 @@ const zBody = (maxLength: number) =>
 
 const CLIENT_MESSAGE_ID_MAX = 128;
 
-/** sendMessage's input, built per call as the body's limit is configuration. */
-export const sendMessageInput = (maxLength: number) =>
+/** A schema builder remembered per body limit (one in practice: the configured one). */
+function perLimit<T>(build: (maxLength: number) => T): (maxLength: number) => T {
+  const built = new Map<number, T>();
+  return (maxLength) => {
+    let schema = built.get(maxLength);
+    if (!schema) {
+      schema = build(maxLength);
+      built.set(maxLength, schema);
+    }
+    return schema;
+  };
+}
+
+/** sendMessage's input for a body limit (configuration); built once per limit, as building a schema is costly. */
+export const sendMessageInput = perLimit((maxLength: number) =>
   z.object({
     conversationId: z.string().nullish(),
     recipientId: z.string().nullish(),
@@ -66,7 +79,8 @@ export const sendMessageInput = (maxLength: number) =>
     replyToId: z.string().nullish(),
     mentionedUserIds: zList(MAX_MENTIONS, "users").nullish(),
     attachmentIds: zList(MAX_ATTACHMENTS, "attachments").nullish(),
-  });
+  }),
+);
 
 async function publishMessage(ctx: Context, message: Message): Promise<void> {
   try {
@@ -490,7 +504,7 @@ export async function setTyping(ctx: Context, conversationId: string, isTyping: 
   return true;
 }
 
-const editMessageInput = (maxLength: number) => z.object({ body: zBody(maxLength) });
+const editMessageInput = perLimit((maxLength: number) => z.object({ body: zBody(maxLength) }));
 
 async function requireMessage(ctx: Context, id: string, field = "id") {
   const message = await ctx.prisma.message.findFirst({ where: { id: parseId(field, id), tenantId: tenantOf(ctx) } });
