@@ -3,7 +3,11 @@ import type pg from "pg";
 
 /** A connection that runs plain SQL; used by the migration runner and health checks. */
 export interface SqlConnection {
-  query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
+  /**
+   * Runs one statement. A `name` makes it a prepared statement on PostgreSQL: parsed and
+   * planned once per connection, then sent as its name and parameters (for hot paths).
+   */
+  query<T = Record<string, unknown>>(sql: string, params?: unknown[], options?: { name?: string }): Promise<T[]>;
   /** Runs a multi-statement script as one simple-protocol query. */
   exec(script: string): Promise<void>;
 }
@@ -40,8 +44,10 @@ export function pgliteSql(db: PGlite): SqlDatabase {
 
 function pgConnection(client: pg.Pool | pg.PoolClient): SqlConnection {
   return {
-    async query<T>(sql: string, params?: unknown[]) {
-      const result = await client.query(sql, params as unknown[] | undefined);
+    async query<T>(sql: string, params?: unknown[], options?: { name?: string }) {
+      const result = options?.name
+        ? await client.query({ name: options.name, text: sql, values: params })
+        : await client.query(sql, params as unknown[] | undefined);
       return result.rows as T[];
     },
     async exec(script: string) {

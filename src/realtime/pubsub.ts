@@ -138,7 +138,13 @@ export async function createRedisPubSub(url: string, log: Logger): Promise<PubSu
   } as const;
   // Publishing never waits for a reconnect: a message is already stored when it is
   // published, and subscribers re-read storage after the outage.
-  const publisher = new Redis(url, { ...options, connectionName: "chat-pub", enableOfflineQueue: false });
+  // Publishes issued in the same tick (a send's message and event, concurrent requests) share one write.
+  const publisher = new Redis(url, {
+    ...options,
+    connectionName: "chat-pub",
+    enableOfflineQueue: false,
+    enableAutoPipelining: true,
+  });
   // Resubscription is done by hand so that listeners resync only once it is complete.
   const subscriber = new Redis(url, {
     ...options,

@@ -26,7 +26,6 @@ import {
   type ConversationEvent,
   type EventDataByType,
   eventCodec,
-  insertEvents,
   type MessageEventType,
   newEvent,
   publishEvents,
@@ -199,8 +198,8 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
     throw forbidden("You are not a member of this conversation");
   }
   if (stored.repeated) return stored.message;
-  await publishMessage(ctx, stored.message);
-  await publishEvents(ctx, [stored.event]);
+  // Both together: on Redis they leave in one write (auto-pipelining).
+  await Promise.all([publishMessage(ctx, stored.message), publishEvents(ctx, [stored.event])]);
   return stored.message;
 }
 
@@ -304,6 +303,7 @@ async function storeMessage(conn: SqlConnection, row: NewMessageRow): Promise<St
      UNION ALL
      SELECT earlier.*, NULL, NULL, NULL, true FROM earlier`,
     params,
+    { name: "store-message" },
   );
   const found = rows[0];
   if (!found) return null;
