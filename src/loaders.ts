@@ -1,11 +1,31 @@
 import DataLoader from "dataloader";
 import type { Principal } from "./auth/principal.ts";
 import type { PrismaClient } from "./db/client.ts";
-import type { Attachment, Member } from "./generated/prisma/client.ts";
+import type { Attachment, Conversation, Member, Message, Role, User } from "./generated/prisma/client.ts";
 import { type ReactionGroup, reactionGroups } from "./services/messages.ts";
+
+/** The first `take` of a conversation's members, or of its pinned messages. */
+export interface ListKey {
+  conversationId: string;
+  take: number;
+}
 
 /** Per-request batching of the reads that list fields repeat per row. */
 export interface Loaders {
+  /** Users by id (senders, members, reactors, mentioned users). */
+  user: DataLoader<string, User | null>;
+  /** Messages by id (replied-to messages). */
+  message: DataLoader<string, Message | null>;
+  /** Conversations by id (the conversation of a message). */
+  conversation: DataLoader<string, Conversation | null>;
+  /** The newest message that is not deleted, per conversation. */
+  lastMessage: DataLoader<string, Message | null>;
+  /** Members per conversation, in the order they joined. */
+  members: DataLoader<ListKey, Member[]>;
+  /** Pinned messages that are not deleted per conversation, most recently pinned first. */
+  pinnedMessages: DataLoader<ListKey, Message[]>;
+  /** Roles per user, by name. */
+  userRoles: DataLoader<string, Role[]>;
   /** The viewer's membership in a conversation (null when not a member). */
   membership: DataLoader<string, Member | null>;
   /** Members per conversation. */
@@ -26,12 +46,108 @@ export interface Loaders {
 
 /**
  * Loaders over a (tenant-scoped) client for one principal. Long-lived contexts pass
- * cache: false, so every event reads current state.
+ * cache: false, so every event reads current state. Lists that mutations change (members,
+ * roles, pinned and last messages) never cache: each is read once per parent anyway, and a
+ * document with several mutations must see each one's result.
  */
 export function createLoaders(prisma: PrismaClient, principal: Principal | null, cache: boolean): Loaders {
   const userId = principal?.kind === "user" ? principal.userId : null;
   const tenantId = principal?.tenantId ?? "";
   return lazily<Loaders>({
+    user: () =>
+      new DataLoader(async (ids) => byId(ids, await prisma.user.findMany({ where: { id: { in: unique(ids) } } })), {
+        cache,
+      }),
+    message: () =>
+      new DataLoader(async (ids) => byId(ids, await prisma.message.findMany({ where: { id: { in: unique(ids) } } })), {
+        cache,
+      }),
+    conversation: () =>
+      new DataLoader(
+        async (ids) => byId(ids, await prisma.conversation.findMany({ where: { id: { in: unique(ids) } } })),
+        { cache },
+      ),
+    lastMessage: () =>
+      new DataLoader(
+        async (conversationIds) => {
+          if (!principal) return conversationIds.map(() => null);
+          // One index probe per conversation on (conversationId, seq), newest first.
+          const newest = await prisma.$queryRaw<{ id: string }[]>`
+        SELECT last."id"
+        FROM unnest(${unique(conversationIds)}::uuid[]) AS c("id")
+        CROSS JOIN LATERAL (
+          SELECT msg."id" FROM "Message" msg
+          WHERE msg."conversationId" = c."id"
+            AND msg."tenantId" = ${tenantId}::uuid
+            AND msg."deletedAt" IS NULL
+          ORDER BY msg."seq" DESC
+          LIMIT 1
+        ) AS last`;
+          if (newest.length === 0) return conversationIds.map(() => null);
+          const rows = await prisma.message.findMany({ where: { id: { in: newest.map((row) => row.id) } } });
+          const byConversation = new Map(rows.map((row) => [row.conversationId, row]));
+          return conversationIds.map((id) => byConversation.get(id) ?? null);
+        },
+        { cache: false },
+      ),
+    members: () =>
+      new DataLoader(
+        async (keys) => {
+          const take = Math.max(...keys.map((key) => key.take));
+          if (!principal || take <= 0) return keys.map(() => []);
+          const rows = await prisma.$queryRaw<Member[]>`
+        SELECT "conversationId", "userId", "tenantId", "role"::text AS "role", "joinedAt", "lastReadSeq", "lastReadAt"
+        FROM (
+          SELECT m.*, row_number() OVER (PARTITION BY m."conversationId" ORDER BY m."joinedAt", m."userId") AS position
+          FROM "Member" m
+          WHERE m."tenantId" = ${tenantId}::uuid
+            AND m."conversationId" = ANY(${unique(keys.map((key) => key.conversationId))}::uuid[])
+        ) ranked
+        WHERE position <= ${take}
+        ORDER BY "conversationId", position`;
+          return firstOfEach(keys, rows);
+        },
+        { cache: false },
+      ),
+    pinnedMessages: () =>
+      new DataLoader(
+        async (keys) => {
+          const take = Math.max(...keys.map((key) => key.take));
+          if (!principal || take <= 0) return keys.map(() => []);
+          const ranked = await prisma.$queryRaw<{ id: string }[]>`
+        SELECT "id"
+        FROM (
+          SELECT msg."id",
+                 row_number() OVER (PARTITION BY msg."conversationId" ORDER BY msg."pinnedAt" DESC, msg."seq" DESC) AS position
+          FROM "Message" msg
+          WHERE msg."tenantId" = ${tenantId}::uuid
+            AND msg."conversationId" = ANY(${unique(keys.map((key) => key.conversationId))}::uuid[])
+            AND msg."pinned"
+            AND msg."deletedAt" IS NULL
+        ) pinned
+        WHERE position <= ${take}`;
+          if (ranked.length === 0) return keys.map(() => []);
+          const rows = await prisma.message.findMany({
+            where: { id: { in: ranked.map((row) => row.id) } },
+            orderBy: [{ pinnedAt: "desc" }, { seq: "desc" }],
+          });
+          return firstOfEach(keys, rows);
+        },
+        { cache: false },
+      ),
+    userRoles: () =>
+      new DataLoader(
+        async (userIds) => {
+          const rows = await prisma.userRole.findMany({
+            where: { userId: { in: unique(userIds) } },
+            include: { role: true },
+            orderBy: { role: { name: "asc" } },
+          });
+          const byUser = grouped(rows, (row) => row.userId);
+          return userIds.map((id) => (byUser.get(id) ?? []).map((row) => row.role));
+        },
+        { cache: false },
+      ),
     membership: () =>
       new DataLoader(
         async (conversationIds) => {
@@ -140,6 +256,34 @@ export function createLoaders(prisma: PrismaClient, principal: Principal | null,
         { cache },
       ),
   });
+}
+
+/** Without repeats: a loader without a cache hands its batch every load, repeats included. */
+function unique(ids: readonly string[]): string[] {
+  return [...new Set(ids)];
+}
+
+function grouped<T>(rows: readonly T[], keyOf: (row: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const row of rows) {
+    const key = keyOf(row);
+    const group = groups.get(key);
+    if (group) group.push(row);
+    else groups.set(key, [row]);
+  }
+  return groups;
+}
+
+/** Per key, the first `take` of its conversation's rows (rows in list order). */
+function firstOfEach<T extends { conversationId: string }>(keys: readonly ListKey[], rows: readonly T[]): T[][] {
+  const byConversation = grouped(rows, (row) => row.conversationId);
+  return keys.map((key) => (byConversation.get(key.conversationId) ?? []).slice(0, key.take));
+}
+
+/** Rows in the order of the ids asked for; null where there is none. */
+function byId<T extends { id: string }>(ids: readonly string[], rows: T[]): (T | null)[] {
+  const found = new Map(rows.map((row) => [row.id, row]));
+  return ids.map((id) => found.get(id) ?? null);
 }
 
 /**

@@ -1,3 +1,4 @@
+import { notFound } from "../errors.ts";
 import { viewerDependent } from "../graphql/audience.ts";
 import * as conversations from "../services/conversations.ts";
 import * as messages from "../services/messages.ts";
@@ -31,7 +32,15 @@ export const ConversationMemberRef = builder.prismaObject("Member", {
   description: "A user's membership in a conversation.",
   authScopes: { permission: "chats:read" },
   fields: (t) => ({
-    user: t.relation("user", { description: "The member." }),
+    user: t.prismaField({
+      type: "User",
+      description: "The member.",
+      resolve: async (_query, member, _args, ctx) => {
+        const user = await ctx.loaders.user.load(member.userId);
+        if (!user) throw notFound("User");
+        return user;
+      },
+    }),
     role: t.expose("role", { type: MemberRole, description: "Role inside this conversation." }),
     joinedAt: t.expose("joinedAt", { type: "DateTime", description: "When the user joined." }),
     lastReadSeq: t.exposeInt("lastReadSeq", {
@@ -49,14 +58,16 @@ export const ConversationRef = builder.prismaObject("Conversation", {
     kind: t.expose("kind", { type: ConversationKind, description: "DIRECT or GROUP." }),
     name: t.exposeString("name", { nullable: true, description: "Group name; null for direct conversations." }),
     description: t.exposeString("description", { nullable: true, description: "Group description." }),
-    members: t.relation("members", {
+    members: t.prismaField({
+      type: ["Member"],
       description:
         "Members, in the order they joined; the first `first` of them (memberCount says how many there are).",
       args: { first: t.arg.int({ description: `How many members, 0-${MAX_LIST} (default ${MAX_LIST}).` }) },
-      query: (args) => ({
-        orderBy: [{ joinedAt: "asc" }, { userId: "asc" }],
-        take: pageSize("first", args.first, MAX_LIST, MAX_LIST),
-      }),
+      resolve: (_query, conversation, args, ctx) =>
+        ctx.loaders.members.load({
+          conversationId: conversation.id,
+          take: pageSize("first", args.first, MAX_LIST, MAX_LIST),
+        }),
     }),
     // A loader rather than relationCount: many resolvers return conversations loaded without Pothos's query.
     memberCount: t.int({
@@ -79,14 +90,17 @@ export const ConversationRef = builder.prismaObject("Conversation", {
       description: "Pinned messages, most recently pinned first; the first `first` of them.",
       args: { first: t.arg.int({ description: `How many pinned messages, 0-${MAX_LIST} (default ${MAX_LIST}).` }) },
       resolve: (_query, conversation, args, ctx) =>
-        messages.pinnedMessages(ctx, conversation.id, pageSize("first", args.first, MAX_LIST, MAX_LIST)),
+        ctx.loaders.pinnedMessages.load({
+          conversationId: conversation.id,
+          take: pageSize("first", args.first, MAX_LIST, MAX_LIST),
+        }),
     }),
     lastMessage: t.field({
       type: MessageRef,
       nullable: true,
       description: "The newest message that is not deleted.",
-      select: { lastSeq: true },
-      resolve: (conversation, _args, ctx) => messages.lastMessageOf(ctx, conversation.id, conversation.lastSeq),
+      resolve: (conversation, _args, ctx) =>
+        conversation.lastSeq === 0 ? null : ctx.loaders.lastMessage.load(conversation.id),
     }),
     messages: t.field({
       type: MessageConnection,

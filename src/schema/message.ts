@@ -1,4 +1,7 @@
+import type { Context } from "../context.ts";
 import { DEFAULT_MAX_MESSAGE_LENGTH } from "../env.ts";
+import { notFound } from "../errors.ts";
+import type { User } from "../generated/prisma/client.ts";
 import { viewerDependent } from "../graphql/audience.ts";
 import { readFeed, typingFeed } from "../realtime/feeds.ts";
 import type { ReadPayload, TypingPayload } from "../realtime/topics.ts";
@@ -18,6 +21,17 @@ export const MessageType = builder.enumType("MessageType", {
   } as const,
 });
 
+/** A user read through the request's loader, so a list of rows reads its users at once. */
+function userById(ctx: Context, id: string | null): Promise<User | null> | null {
+  return id ? ctx.loaders.user.load(id) : null;
+}
+
+/** Users in the order of `ids`, leaving out any that no longer exist. */
+async function usersByIds(ctx: Context, ids: readonly string[]): Promise<User[]> {
+  const users = await Promise.all(ids.map((id) => ctx.loaders.user.load(id)));
+  return users.filter((user) => user !== null);
+}
+
 export const ReactionGroupRef = builder.objectRef<ReactionGroup>("ReactionGroup").implement({
   description: "Everyone who reacted to a message with one emoji.",
   authScopes: { permission: "chats:read" },
@@ -32,10 +46,7 @@ export const ReactionGroupRef = builder.objectRef<ReactionGroup>("ReactionGroup"
     users: t.prismaField({
       type: ["User"],
       description: "Who reacted, in the order they did.",
-      resolve: async (query, group, _args, ctx) => {
-        const users = await ctx.prisma.user.findMany({ ...query, where: { id: { in: group.userIds } } });
-        return group.userIds.map((id) => users.find((user) => user.id === id)).filter((user) => user !== undefined);
-      },
+      resolve: (_query, group, _args, ctx) => usersByIds(ctx, group.userIds),
     }),
   }),
 });
@@ -50,8 +61,21 @@ export const MessageRef = builder.prismaObject("Message", {
       resolve: (message) => messages.cursorOfMessage(message),
     }),
     seq: t.exposeInt("seq", { description: "Sequence number, strictly increasing inside its conversation." }),
-    conversation: t.relation("conversation", { description: "The conversation it belongs to." }),
-    sender: t.relation("sender", { nullable: true, description: "Who sent it; null for SYSTEM messages." }),
+    conversation: t.prismaField({
+      type: "Conversation",
+      description: "The conversation it belongs to.",
+      resolve: async (_query, message, _args, ctx) => {
+        const conversation = await ctx.loaders.conversation.load(message.conversationId);
+        if (!conversation) throw notFound("Conversation");
+        return conversation;
+      },
+    }),
+    sender: t.prismaField({
+      type: "User",
+      nullable: true,
+      description: "Who sent it; null for SYSTEM messages.",
+      resolve: (_query, message, _args, ctx) => userById(ctx, message.senderId),
+    }),
     body: t.string({
       nullable: true,
       description: "The text; null once the message is deleted.",
@@ -62,12 +86,23 @@ export const MessageRef = builder.prismaObject("Message", {
       nullable: true,
       description: "The sender's idempotency key, if one was given.",
     }),
-    replyTo: t.relation("replyTo", { nullable: true, description: "The message this one replies to." }),
+    replyTo: t.prismaField({
+      type: "Message",
+      nullable: true,
+      description: "The message this one replies to.",
+      resolve: (_query, message, _args, ctx) =>
+        message.replyToId ? ctx.loaders.message.load(message.replyToId) : null,
+    }),
     pinned: t.exposeBoolean("pinned", { description: "Whether the message is pinned in its conversation." }),
     editedAt: t.expose("editedAt", { type: "DateTime", nullable: true, description: "When it was last edited." }),
     deletedAt: t.expose("deletedAt", { type: "DateTime", nullable: true, description: "When it was deleted." }),
     pinnedAt: t.expose("pinnedAt", { type: "DateTime", nullable: true, description: "When it was pinned." }),
-    pinnedBy: t.relation("pinnedBy", { nullable: true, description: "Who pinned it (null for the API key)." }),
+    pinnedBy: t.prismaField({
+      type: "User",
+      nullable: true,
+      description: "Who pinned it (null for the API key).",
+      resolve: (_query, message, _args, ctx) => userById(ctx, message.pinnedById),
+    }),
     reactions: t.field({
       type: [ReactionGroupRef],
       description: "Reactions grouped by emoji, in the order each emoji was first used.",
@@ -80,12 +115,8 @@ export const MessageRef = builder.prismaObject("Message", {
     mentions: t.prismaField({
       type: ["User"],
       description: "Users mentioned in the message.",
-      resolve: async (query, message, _args, ctx) => {
-        const ids = message.deletedAt ? [] : await ctx.loaders.mentions.load(message.id);
-        if (ids.length === 0) return [];
-        const users = await ctx.prisma.user.findMany({ ...query, where: { id: { in: ids } } });
-        return ids.map((id) => users.find((user) => user.id === id)).filter((user) => user !== undefined);
-      },
+      resolve: async (_query, message, _args, ctx) =>
+        message.deletedAt ? [] : usersByIds(ctx, await ctx.loaders.mentions.load(message.id)),
     }),
     mentionsViewer: t.boolean({
       description: "Whether the message mentions the viewer.",
@@ -100,9 +131,11 @@ export const MessageRef = builder.prismaObject("Message", {
       description: "Files sent with the message; none once it is deleted.",
       resolve: async (message, _args, ctx) => (message.deletedAt ? [] : ctx.loaders.attachments.load(message.id)),
     }),
-    deletedBy: t.relation("deletedBy", {
+    deletedBy: t.prismaField({
+      type: "User",
       nullable: true,
       description: "Who deleted it: the sender, a moderator, or null when the API key did (or it is not deleted).",
+      resolve: (_query, message, _args, ctx) => userById(ctx, message.deletedById),
     }),
     createdAt: t.expose("createdAt", { type: "DateTime", description: "When it was sent." }),
   }),

@@ -27,12 +27,7 @@ export const UserRef = builder.prismaObject("User", {
       description: "The user's roles. Visible to the user and to holders of rbac:read.",
       extensions: viewerDependent,
       authScopes: (user) => ({ $any: { self: user.id, permission: "rbac:read" } }),
-      resolve: (query, user, _args, ctx) =>
-        ctx.prisma.role.findMany({
-          ...query,
-          where: { assignments: { some: { userId: user.id } } },
-          orderBy: { name: "asc" },
-        }),
+      resolve: (_query, user, _args, ctx) => ctx.loaders.userRoles.load(user.id),
     }),
     avatarUrl: t.exposeString("avatarUrl", { nullable: true, description: "URL of the avatar image." }),
     active: t.exposeBoolean("active", { description: "Inactive users cannot authenticate." }),

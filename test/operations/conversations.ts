@@ -275,3 +275,59 @@ export const ChatScreen = graphql(`
     }
   }
 `);
+
+/** A conversation list screen: what its statement count per request is measured on. */
+export const ConversationList = graphql(`
+  query ConversationList($first: Int) {
+    conversations(first: $first) {
+      edges {
+        node {
+          id
+          name
+          unreadCount
+          memberCount
+          lastMessage {
+            body
+            sender {
+              name
+            }
+          }
+          members {
+            role
+            user {
+              name
+            }
+          }
+          pinnedMessages {
+            body
+            pinnedBy {
+              name
+            }
+          }
+        }
+      }
+    }
+  }
+`);
+
+/** Two membership changes in one document: each field must show the members after its own change. */
+export const AddMemberThenPromote = graphql(`
+  mutation AddMemberThenPromote($conversationId: ID!, $userId: ID!) {
+    added: addMembers(conversationId: $conversationId, userIds: [$userId]) {
+      members {
+        role
+        user {
+          id
+        }
+      }
+    }
+    promoted: setMemberRole(conversationId: $conversationId, userId: $userId, role: ADMIN) {
+      members {
+        role
+        user {
+          id
+        }
+      }
+    }
+  }
+`);

@@ -315,3 +315,20 @@ export const MessageAddedSenderName = graphql(`
     }
   }
 `);
+
+/** A live message with its sender and reactions: what its statements per event are measured on. */
+export const MessageAddedWithReactions = graphql(`
+  subscription MessageAddedWithReactions($conversationId: ID!) {
+    messageAdded(conversationId: $conversationId) {
+      id
+      body
+      sender {
+        name
+      }
+      reactions {
+        emoji
+        count
+      }
+    }
+  }
+`);

@@ -235,3 +235,61 @@ export const SearchMessages = graphql(`
     }
   }
 `);
+
+/** A chat screen's history page: what its statement count per request is measured on. */
+export const HistoryPage = graphql(`
+  query HistoryPage($id: ID!, $last: Int) {
+    conversation(id: $id) {
+      messages(last: $last) {
+        edges {
+          node {
+            id
+            body
+            sender {
+              name
+            }
+            reactions {
+              emoji
+              count
+            }
+          }
+        }
+      }
+    }
+  }
+`);
+
+/** The history page with replies and attachments as well. */
+export const HistoryPageWithThreads = graphql(`
+  query HistoryPageWithThreads($id: ID!, $last: Int) {
+    conversation(id: $id) {
+      messages(last: $last) {
+        edges {
+          node {
+            id
+            body
+            sender {
+              name
+            }
+            reactions {
+              emoji
+              count
+            }
+            replyTo {
+              id
+              body
+              sender {
+                name
+              }
+            }
+            attachments {
+              id
+              filename
+              url
+            }
+          }
+        }
+      }
+    }
+  }
+`);

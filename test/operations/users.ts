@@ -125,3 +125,19 @@ export const RevokeUserTokens = graphql(`
     revokeUserTokens(userId: $userId)
   }
 `);
+
+/** A user administration page: what its statement count per request is measured on. */
+export const UsersWithRoles = graphql(`
+  query UsersWithRoles($first: Int) {
+    users(first: $first) {
+      edges {
+        node {
+          name
+          roles {
+            name
+          }
+        }
+      }
+    }
+  }
+`);
