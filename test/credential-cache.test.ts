@@ -7,8 +7,8 @@ import { describe, expect } from "vitest";
 import { backends, startServer, type TestServer } from "./helpers/backends.ts";
 import { type Auth, fails, ok, request } from "./helpers/client.ts";
 import { test, useServer } from "./helpers/world.ts";
-import { AssignRole, CreateRole, UnassignRole, UpdateRole } from "./operations/roles.ts";
 import { AuditLog } from "./operations/audit.ts";
+import { AssignRole, CreateRole, UnassignRole, UpdateRole } from "./operations/roles.ts";
 import { RotateApiKey } from "./operations/tenants.ts";
 import { DeleteUser, RevokeUserTokens, UpdateUser, Viewer } from "./operations/users.ts";
 
