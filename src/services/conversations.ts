@@ -38,15 +38,46 @@ export interface ConversationAccess {
  */
 export async function requireConversation(ctx: Context, id: string, field = "id"): Promise<ConversationAccess> {
   const conversationId = parseId(field, id);
-  const conversation = await ctx.prisma.conversation.findFirst({
-    where: { id: conversationId, tenantId: tenantOf(ctx) },
-  });
-  if (!conversation) throw notFound("Conversation");
   const userId = actingUserId(ctx);
-  if (!userId) return { conversation, membership: null };
-  const membership = await ctx.loaders.membership.load(conversation.id);
-  if (!membership) throw forbidden("You are not a member of this conversation");
+  if (!userId) {
+    const conversation = await ctx.prisma.conversation.findFirst({
+      where: { id: conversationId, tenantId: tenantOf(ctx) },
+    });
+    if (!conversation) throw notFound("Conversation");
+    return { conversation, membership: null };
+  }
+  // The conversation and the user's membership in one statement (a request's first read).
+  const [row] = await ctx.deps.db.sql.query<Conversation & MembershipColumns>(
+    `SELECT c.*, m."role" AS "memberRole", m."joinedAt" AS "memberJoinedAt",
+            m."lastReadSeq" AS "memberLastReadSeq", m."lastReadAt" AS "memberLastReadAt"
+       FROM "Conversation" c
+       LEFT JOIN "Member" m ON m."conversationId" = c."id" AND m."userId" = $3::uuid
+      WHERE c."id" = $1::uuid AND c."tenantId" = $2::uuid`,
+    [conversationId, tenantOf(ctx), userId],
+    { name: "conversation-access" },
+  );
+  if (!row) throw notFound("Conversation");
+  const { memberRole, memberJoinedAt, memberLastReadSeq, memberLastReadAt, ...conversation } = row;
+  if (!memberRole) throw forbidden("You are not a member of this conversation");
+  const membership: Member = {
+    tenantId: conversation.tenantId,
+    conversationId: conversation.id,
+    userId,
+    role: memberRole,
+    joinedAt: memberJoinedAt as Date,
+    lastReadSeq: memberLastReadSeq as number,
+    lastReadAt: memberLastReadAt,
+  };
+  ctx.loaders.membership.prime(conversation.id, membership);
   return { conversation, membership };
+}
+
+/** The membership columns requireConversation reads beside the conversation (null: not a member). */
+interface MembershipColumns {
+  memberRole: Member["role"] | null;
+  memberJoinedAt: Date | null;
+  memberLastReadSeq: number | null;
+  memberLastReadAt: Date | null;
 }
 
 /**

@@ -447,14 +447,6 @@ export async function messagePage(
   });
 }
 
-export async function lastMessageOf(ctx: Context, conversationId: string, lastSeq: number) {
-  if (lastSeq === 0) return null;
-  return ctx.prisma.message.findFirst({
-    where: { tenantId: tenantOf(ctx), conversationId, deletedAt: null },
-    orderBy: { seq: "desc" },
-  });
-}
-
 /** Read receipts follow the tenant role: moving the read horizon needs chats:read. */
 export async function markRead(ctx: Context, conversationId: string, upToMessageId: string) {
   const userId = requireUserPrincipal(ctx, "markRead");
@@ -644,14 +636,6 @@ export async function setPinned(ctx: Context, id: string, pinned: boolean): Prom
         ? { pinned: true, pinnedAt: new Date(), pinnedById: actingUserId(ctx) }
         : { pinned: false, pinnedAt: null, pinnedById: null },
     });
-  });
-}
-
-export function pinnedMessages(ctx: Context, conversationId: string, take: number) {
-  return ctx.prisma.message.findMany({
-    where: { tenantId: tenantOf(ctx), conversationId, pinned: true, deletedAt: null },
-    orderBy: [{ pinnedAt: "desc" }, { seq: "desc" }],
-    take,
   });
 }
 
