@@ -272,16 +272,18 @@ async function watchMembership(
 
 /**
  * A live-only feed of one conversation topic: events are handed to `accept`, which
- * pushes what the subscriber should see; the feed ends when the viewer leaves.
+ * pushes what the subscriber should see; the feed ends when the viewer leaves. Its
+ * events are states per `keyOf` (see BoundedQueue): a slow subscriber gets the latest.
  */
 function conversationTopicFeed<P, T>(
   ctx: Context,
   conversationId: string,
   topicOf: (tenantId: string, conversationId: string) => Topic<P>,
   accept: (payload: P, push: (event: T) => void) => void,
+  keyOf: (event: T) => string,
   dispose: () => void = () => {},
 ): AsyncGenerator<T> {
-  const queue = new BoundedQueue<T>(ctx.deps.config.subscriberBufferSize);
+  const queue = new BoundedQueue<T>(ctx.deps.config.subscriberBufferSize, keyOf);
   const push = (event: T) => queue.push(event);
   async function* run(): AsyncGenerator<T> {
     const principal = ctx.principal;
@@ -338,15 +340,20 @@ export function typingFeed(ctx: Context, conversationId: string): AsyncGenerator
         stop();
       }
     },
+    (event) => event.userId,
     () => {
       for (const timer of timers.values()) clearTimeout(timer);
     },
   );
 }
 
-/** Read receipts of the members of a conversation, as they happen. */
+/** Read receipts of the members of a conversation, as they happen (a slow subscriber gets each member's latest). */
 export function readFeed(ctx: Context, conversationId: string): AsyncGenerator<ReadPayload> {
-  return conversationTopicFeed<ReadPayload, ReadPayload>(ctx, conversationId, topics.reads, (receipt, push) =>
-    push(receipt),
+  return conversationTopicFeed<ReadPayload, ReadPayload>(
+    ctx,
+    conversationId,
+    topics.reads,
+    (receipt, push) => push(receipt),
+    (receipt) => receipt.userId,
   );
 }

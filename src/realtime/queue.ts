@@ -3,6 +3,9 @@ import { appError } from "../errors.ts";
 /**
  * A bounded single-consumer queue. When a consumer falls more than `limit` items
  * behind, the queue fails with SLOW_CONSUMER instead of growing without bound.
+ * With `keyOf`, the queue holds states rather than events: an item whose key is already
+ * waiting replaces it in place, so a slow consumer gets the latest state per key (one
+ * typing state, one read horizon per user) and the queue never outgrows the keys.
  */
 export class BoundedQueue<T> {
   private items: T[] = [];
@@ -11,7 +14,10 @@ export class BoundedQueue<T> {
   private done = false;
   private failure: unknown = null;
 
-  constructor(private readonly limit: number) {}
+  constructor(
+    private readonly limit: number,
+    private readonly keyOf?: (item: T) => string,
+  ) {}
 
   get closed(): boolean {
     return this.done;
@@ -25,6 +31,14 @@ export class BoundedQueue<T> {
       this.failWaiting = null;
       resolve({ value: item, done: false });
       return;
+    }
+    if (this.keyOf && this.items.length > 0) {
+      const key = this.keyOf(item);
+      const pending = this.items.findIndex((waiting) => this.keyOf?.(waiting) === key);
+      if (pending >= 0) {
+        this.items[pending] = item;
+        return;
+      }
     }
     if (this.items.length >= this.limit) {
       this.fail(
