@@ -6,7 +6,7 @@ import { isUniqueViolation } from "../db/errors.ts";
 import { DEFAULT_MAX_MESSAGE_LENGTH } from "../env.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import type { Message, Prisma, PrismaClient } from "../generated/prisma/client.ts";
-import { type FeedOptions, type SequencedSource, sequencedFeed } from "../realtime/feeds.ts";
+import { type FeedItem, type FeedOptions, type SequencedSource, sequencedFeed } from "../realtime/feeds.ts";
 import { type ReadPayload, type TypingPayload, topics, toWire, type WireMessage } from "../realtime/topics.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
@@ -665,6 +665,7 @@ export async function searchMessages(
 
 /** New messages: `messageAdded`. */
 export const messageSource: SequencedSource<Message, WireMessage> = {
+  store: { kind: "messages", table: "Message", counter: "lastSeq" },
   topic: topics.messages,
   revive: reviveMessage,
   conversationOf: (message) => message.conversationId,
@@ -683,6 +684,6 @@ export const messageSource: SequencedSource<Message, WireMessage> = {
   },
 };
 
-export function messageFeed(ctx: Context, options: FeedOptions): AsyncGenerator<Message> {
+export function messageFeed(ctx: Context, options: FeedOptions): AsyncGenerator<FeedItem<Message>> {
   return sequencedFeed(ctx, options, messageSource);
 }
