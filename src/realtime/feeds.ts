@@ -3,7 +3,7 @@ import { hasPermission } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
 import { forbidden } from "../errors.ts";
 import { readCounters, readResumePoints, type StreamStore } from "./position-reads.ts";
-import { type Positioned, type StreamCursor, StreamPosition } from "./positions.ts";
+import { type Positioned, type RebasePolicy, type StreamCursor, StreamPosition } from "./positions.ts";
 import type { Unsubscribe } from "./pubsub.ts";
 import { BoundedQueue, cancellable } from "./queue.ts";
 import { type ReadPayload, type Topic, type TypingPayload, topics, type UserEvent } from "./topics.ts";
@@ -63,6 +63,8 @@ export interface FeedOptions {
   afterSeq: number | null;
   /** Without conversationId: the stream cursor to resume from. */
   resume?: StreamCursor | null;
+  /** Without conversationId: when the position takes a new snapshot (the default suits every stream). */
+  rebase?: RebasePolicy;
 }
 
 /** What a feed yields: rows, each with its stream's position when the feed follows all conversations. */
@@ -164,12 +166,12 @@ async function* runFeed<T, W>(
           lastSeq.set(id, point.from);
           if (point.exception) exceptions.push([id, point.from]);
         }
-        position = new StreamPosition(source.store.kind, snapshot, at, exceptions);
+        position = new StreamPosition(source.store.kind, snapshot, at, exceptions, options.rebase);
       } else {
         // The counters and the snapshot come from one statement: the position starts with no exception.
         const now = await readCounters(prisma, source.store, tenantId, ids);
         for (const [id, seq] of now.seqs) lastSeq.set(id, seq);
-        position = new StreamPosition(source.store.kind, now.snapshot, now.at);
+        position = new StreamPosition(source.store.kind, now.snapshot, now.at, [], options.rebase);
       }
     }
 

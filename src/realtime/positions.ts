@@ -63,15 +63,25 @@ export const STREAM_CURSOR_MAX_AGE_SECONDS = 7 * 24 * 3600;
 export const MAX_STREAM_CURSOR_LENGTH = 256 * 1024;
 
 /**
- * When a stream takes a new snapshot: once it has more exceptions than SOON (then at most
- * every REBASE_INTERVAL_MS), at once past MAX (bounds the cursor's size), and when its
- * snapshot is older than REFRESH_MS (keeps the cursor of a long-lived stream far from
- * expiring). Each is one query over the followed conversations' counters.
+ * When a stream takes a new snapshot: once it has more than `soonEntries` exceptions (then
+ * at most every `intervalMs`), at once past `maxEntries` (bounds the cursor's size: about
+ * 23 bytes per exception), and when its snapshot is older than `refreshMs` (keeps the cursor
+ * of a long-lived stream far from expiring). Each is one query over the counters of the
+ * conversations followed, nothing per delivered item.
  */
-const REBASE_SOON_ENTRIES = 32;
-const REBASE_MAX_ENTRIES = 2000;
-const REBASE_INTERVAL_MS = 5_000;
-const REFRESH_MS = 60 * 60 * 1000;
+export interface RebasePolicy {
+  soonEntries: number;
+  maxEntries: number;
+  intervalMs: number;
+  refreshMs: number;
+}
+
+export const DEFAULT_REBASE_POLICY: RebasePolicy = {
+  soonEntries: 32,
+  maxEntries: 2000,
+  intervalMs: 5_000,
+  refreshMs: 60 * 60 * 1000,
+};
 
 const VERSION = 1;
 const KIND_CODES: Record<StreamKind, number> = { messages: 1, events: 2 };
@@ -139,6 +149,11 @@ function encodeCursor(head: number[], entries: Iterable<[string, number]>, count
   return Buffer.concat(parts).toString("base64url");
 }
 
+/** Encodes a decoded stream cursor again (its first entry is its item): for tools and tests. */
+export function encodeStreamCursor(cursor: Omit<StreamCursor, "item">): string {
+  return encodeCursor(encodeHead(cursor.kind, cursor.at, cursor.snapshot), cursor.entries, cursor.entries.size);
+}
+
 /** Whether a cursor string is a stream cursor (rather than a JSON-tuple cursor of one list). */
 export function isStreamCursor(cursor: string): boolean {
   // A JSON-tuple cursor starts with "[" (byte 0x5b); a stream cursor with its version byte.
@@ -176,10 +191,8 @@ export function decodeStreamCursor(
     return value;
   };
   if (byte() !== VERSION) throw invalid();
-  const kindCode = byte();
-  if (kindCode !== KIND_CODES[kind]) {
-    throw badInput(field, `${field} is a cursor of another subscription`);
-  }
+  // A cursor of the other stream (conversationEvents for messageAdded) is as foreign as any.
+  if (byte() !== KIND_CODES[kind]) throw invalid();
   const at = ((byte() << 24) | (byte() << 16) | (byte() << 8) | byte()) >>> 0;
   const xmin = varint(MAX_XID);
   const xmax = xmin + varint(MAX_XID - xmin);
@@ -241,8 +254,6 @@ export function itemOf<T>(payload: T | Positioned<T>): T {
 
 /** Where an all-conversations stream stands: a snapshot plus exceptions (see the top of this file). */
 export class StreamPosition {
-  private snapshot!: DbSnapshot;
-  private at = 0;
   private head: number[] = [];
   private readonly entries = new Map<string, number>();
   private version = 0;
@@ -254,14 +265,13 @@ export class StreamPosition {
     snapshot: DbSnapshot,
     at: number,
     entries: Iterable<[string, number]> = [],
+    private readonly policy: RebasePolicy = DEFAULT_REBASE_POLICY,
   ) {
     this.rebase(snapshot, at, entries);
   }
 
   /** Starts over from a new snapshot with the given exceptions. */
   rebase(snapshot: DbSnapshot, at: number, entries: Iterable<[string, number]>): void {
-    this.snapshot = snapshot;
-    this.at = at;
     this.head = encodeHead(this.kind, at, snapshot);
     this.entries.clear();
     for (const [conversationId, seq] of entries) this.entries.set(conversationId, seq);
@@ -286,12 +296,13 @@ export class StreamPosition {
     return new Positioned(item, this, this.version, conversationId);
   }
 
-  /** Whether it is time to take a new snapshot (see REBASE_*). */
+  /** Whether it is time to take a new snapshot (see RebasePolicy). */
   dueForRebase(now = Date.now()): boolean {
     const size = this.entries.size;
-    if (size > REBASE_MAX_ENTRIES) return true;
+    const { soonEntries, maxEntries, intervalMs, refreshMs } = this.policy;
+    if (size > maxEntries) return true;
     const since = now - this.rebasedAt;
-    return (size > REBASE_SOON_ENTRIES && since >= REBASE_INTERVAL_MS) || since >= REFRESH_MS;
+    return (size > soonEntries && since >= intervalMs) || since >= refreshMs;
   }
 
   /** Marks an attempt, so a rebase that cannot shrink the exceptions is not retried at once. */
@@ -308,10 +319,5 @@ export class StreamPosition {
     const cursor = encodeCursor(this.head, [[first, seq], ...rest], rest.length + 1);
     this.cached = { version, first, cursor };
     return cursor;
-  }
-
-  /** For tests and logs: the snapshot this position is based on. */
-  get base(): { snapshot: DbSnapshot; at: number; exceptions: number } {
-    return { snapshot: this.snapshot, at: this.at, exceptions: this.entries.size };
   }
 }
