@@ -104,14 +104,31 @@ export function snapshotText(snapshot: DbSnapshot): string {
 }
 
 // --- the binary form: version, kind, at, snapshot, exceptions; base64url ----------------
+//
+// [version 1] [kind 1] [at: uint32 seconds] [xmin, xmax - xmin, xip count, xip deltas: varints]
+// [exception count: varint] then per exception [conversation id: 16 bytes] [seq: varint]
 
-function pushVarint(out: number[], value: bigint | number): void {
-  let rest = BigInt(value);
+function pushVarint(out: number[], value: bigint): void {
+  let rest = value;
   while (rest >= 0x80n) {
     out.push(Number(rest & 0x7fn) | 0x80);
     rest >>= 7n;
   }
   out.push(Number(rest));
+}
+
+const varintLength = (value: number) =>
+  value < 0x80 ? 1 : value < 0x4000 ? 2 : value < 0x200000 ? 3 : value < 0x10000000 ? 4 : 5;
+
+function writeVarint(buffer: Buffer, offset: number, value: number): number {
+  let rest = value;
+  let at = offset;
+  while (rest >= 0x80) {
+    buffer[at++] = (rest & 0x7f) | 0x80;
+    rest = Math.floor(rest / 0x80);
+  }
+  buffer[at++] = rest;
+  return at;
 }
 
 function uuidBytes(id: string): Buffer {
@@ -124,34 +141,49 @@ function uuidOf(bytes: Buffer): string {
 }
 
 /** Everything before the exceptions; fixed between two snapshots, so encoded once per snapshot. */
-function encodeHead(kind: StreamKind, at: number, snapshot: DbSnapshot): number[] {
+function encodeHead(kind: StreamKind, at: number, snapshot: DbSnapshot): Buffer {
   const out = [VERSION, KIND_CODES[kind], (at >>> 24) & 0xff, (at >>> 16) & 0xff, (at >>> 8) & 0xff, at & 0xff];
   pushVarint(out, snapshot.xmin);
   pushVarint(out, snapshot.xmax - snapshot.xmin);
-  pushVarint(out, snapshot.xip.length);
+  pushVarint(out, BigInt(snapshot.xip.length));
   let previous = snapshot.xmin;
   for (const xid of snapshot.xip) {
     pushVarint(out, xid - previous);
     previous = xid;
   }
-  return out;
+  return Buffer.from(out);
 }
 
-function encodeCursor(head: number[], entries: Iterable<[string, number]>, count: number): string {
-  const tail: number[] = [];
-  pushVarint(tail, count);
-  const parts: Buffer[] = [Buffer.from(head), Buffer.from(tail)];
-  for (const [conversationId, seq] of entries) {
-    const seqBytes: number[] = [];
-    pushVarint(seqBytes, seq);
-    parts.push(uuidBytes(conversationId), Buffer.from(seqBytes));
-  }
-  return Buffer.concat(parts).toString("base64url");
+/** An exception as the cursor writes it: the conversation id's bytes are computed once. */
+interface Exception {
+  seq: number;
+  id: Buffer;
+}
+
+/** The cursor: head, then `first`'s exception, then the others. */
+function encodeCursor(head: Buffer, entries: Map<string, Exception>, first: string): string {
+  const own = entries.get(first);
+  if (!own) throw new Error("a stream cursor's item is not part of its position");
+  let size = head.length + varintLength(entries.size);
+  for (const entry of entries.values()) size += 16 + varintLength(entry.seq);
+  const buffer = Buffer.allocUnsafe(size);
+  buffer.set(head, 0);
+  let offset = writeVarint(buffer, head.length, entries.size);
+  const put = (entry: Exception) => {
+    buffer.set(entry.id, offset);
+    offset = writeVarint(buffer, offset + 16, entry.seq);
+  };
+  put(own);
+  for (const [id, entry] of entries) if (id !== first) put(entry);
+  return buffer.toString("base64url");
 }
 
 /** Encodes a decoded stream cursor again (its first entry is its item): for tools and tests. */
 export function encodeStreamCursor(cursor: Omit<StreamCursor, "item">): string {
-  return encodeCursor(encodeHead(cursor.kind, cursor.at, cursor.snapshot), cursor.entries, cursor.entries.size);
+  const entries = new Map<string, Exception>();
+  for (const [id, seq] of cursor.entries) entries.set(id, { seq, id: uuidBytes(id) });
+  const [first] = cursor.entries.keys();
+  return encodeCursor(encodeHead(cursor.kind, cursor.at, cursor.snapshot), entries, first as string);
 }
 
 /** Whether a cursor string is a stream cursor (rather than a JSON-tuple cursor of one list). */
@@ -254,8 +286,8 @@ export function itemOf<T>(payload: T | Positioned<T>): T {
 
 /** Where an all-conversations stream stands: a snapshot plus exceptions (see the top of this file). */
 export class StreamPosition {
-  private head: number[] = [];
-  private readonly entries = new Map<string, number>();
+  private head: Buffer = Buffer.alloc(0);
+  private readonly entries = new Map<string, Exception>();
   private version = 0;
   private cached: { version: number; first: string; cursor: string } | null = null;
   private rebasedAt = Date.now();
@@ -273,15 +305,20 @@ export class StreamPosition {
   /** Starts over from a new snapshot with the given exceptions. */
   rebase(snapshot: DbSnapshot, at: number, entries: Iterable<[string, number]>): void {
     this.head = encodeHead(this.kind, at, snapshot);
+    const previous = new Map(this.entries);
     this.entries.clear();
-    for (const [conversationId, seq] of entries) this.entries.set(conversationId, seq);
+    for (const [conversationId, seq] of entries) {
+      this.entries.set(conversationId, { seq, id: previous.get(conversationId)?.id ?? uuidBytes(conversationId) });
+    }
     this.rebasedAt = Date.now();
     this.version++;
   }
 
   /** A conversation's exact position, e.g. one just followed at a given seq. */
   set(conversationId: string, seq: number): void {
-    this.entries.set(conversationId, seq);
+    const entry = this.entries.get(conversationId);
+    if (entry) entry.seq = seq;
+    else this.entries.set(conversationId, { seq, id: uuidBytes(conversationId) });
     this.version++;
   }
 
@@ -310,13 +347,14 @@ export class StreamPosition {
     this.rebasedAt = Date.now();
   }
 
+  /**
+   * The cursor of the position as of `version`, with `first` (the item's conversation) first.
+   * Encoded only when a subscriber's document selects it, and once however often it does.
+   */
   cursorAt(version: number, first: string): string {
     if (version !== this.version) throw new Error("a stream cursor was read after its stream moved on");
     if (this.cached?.version === version && this.cached.first === first) return this.cached.cursor;
-    const seq = this.entries.get(first);
-    if (seq === undefined) throw new Error("a stream cursor's item is not part of its position");
-    const rest = [...this.entries].filter(([id]) => id !== first);
-    const cursor = encodeCursor(this.head, [[first, seq], ...rest], rest.length + 1);
+    const cursor = encodeCursor(this.head, this.entries, first);
     this.cached = { version, first, cursor };
     return cursor;
   }
