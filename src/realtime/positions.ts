@@ -33,6 +33,19 @@ import { appError, badInput } from "../errors.ts";
  * Resuming replays, in each of the viewer's conversations now, the rows after the exception
  * or, without one, the rows the snapshot does not see; then the stream goes live through the
  * usual per-conversation gap-free machinery.
+ *
+ * Why not a time watermark (what Stream's /sync or Sendbird's changelogs resume from): a
+ * row's time is taken before it commits, so "everything up to W was delivered" holds only
+ * after a margin longer than any write transaction (Prisma's interactive transactions may
+ * run 15 s here), clocks of several instances must agree, and a publish that fails or
+ * arrives late leaves a row behind the watermark that the stream never saw, so advancing W
+ * needs a read of storage anyway. A snapshot needs neither margin nor clock: it is what
+ * PostgreSQL itself uses to decide what a reader sees, and the same rebase read that keeps
+ * exceptions few also catches rows whose publish was lost.
+ *
+ * What writers must keep (sendMessage and appendEvents do): a row and the bump of its
+ * conversation's counter in one transaction, the counter row locked until commit, `txId`
+ * left to its default, and publishing only after commit.
  */
 
 export type StreamKind = "messages" | "events";
