@@ -12,7 +12,9 @@ export type ErrorCode =
   | "GRAPHQL_PARSE_FAILED"
   | "GRAPHQL_VALIDATION_FAILED"
   | "QUERY_TOO_COMPLEX"
-  | "SLOW_CONSUMER";
+  | "SLOW_CONSUMER"
+  /** A stream cursor too old to resume from: reload, then subscribe without it. */
+  | "CURSOR_EXPIRED";
 
 export const CLIENT_ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   "UNAUTHENTICATED",
@@ -26,6 +28,7 @@ export const CLIENT_ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   "GRAPHQL_VALIDATION_FAILED",
   "QUERY_TOO_COMPLEX",
   "SLOW_CONSUMER",
+  "CURSOR_EXPIRED",
 ]);
 
 export function appError(code: ErrorCode, message: string, extensions: Record<string, unknown> = {}): GraphQLError {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isViewerDependent } from "../src/graphql/audience.ts";
 import { schema } from "../src/schema/index.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
-import { drain, ok, subscribe, whenLive, wsClient } from "./helpers/client.ts";
+import { drain, ok, sleep, subscribe, whenLive, wsClient } from "./helpers/client.ts";
 import { createTenant, type TestUser } from "./helpers/fixtures.ts";
 import { initSocket, type WsMessage } from "./helpers/hostile.ts";
 import { CreateGroup } from "./operations/conversations.ts";
@@ -167,6 +167,10 @@ describe.each(backends())("grouped live delivery on %s", (backend) => {
 const SLOW_QUERY =
   "subscription($id: ID!, $after: String) { messageAdded(conversationId: $id, after: $after) { seq cursor body } }";
 
+/** All of the viewer's conversations, resumable by the last cursor. */
+const ALL_SLOW_QUERY =
+  "subscription($after: String) { messageAdded(after: $after) { seq cursor body conversation { id } } }";
+
 describe.each(backends())("a socket that stops reading on %s", (backend) => {
   let database: TestDatabase;
   let server: TestServer;
@@ -248,6 +252,86 @@ describe.each(backends())("a socket that stops reading on %s", (backend) => {
     expect(delivered("resume").map((message) => message.seq)).toEqual(
       Array.from({ length: total - last.seq }, (_, i) => last.seq + 1 + i),
     );
+    socket.close();
+  }, 180_000);
+
+  it("a stream of all conversations ended with SLOW_CONSUMER resumes from its last cursor with nothing lost or repeated", async () => {
+    const tenant = await createTenant(server.url, ["Alice", "Bob"]);
+    const [alice, bob] = tenant.users as [TestUser, TestUser];
+    const conversations: string[] = [];
+    for (const name of ["Slow one", "Slow two"]) {
+      const { createGroup } = await ok(
+        server.url,
+        CreateGroup,
+        { input: { name, memberIds: [bob.id] } },
+        { token: alice.token },
+      );
+      conversations.push(createGroup.id);
+    }
+    const [one, two] = conversations as [string, string];
+    const newest: Record<string, number> = { [one]: 0, [two]: 0 };
+    const send = async (conversationId: string, body: string) => {
+      const { sendMessage } = await ok(
+        server.url,
+        SendMessage,
+        { input: { conversationId, body } },
+        { token: alice.token },
+      );
+      newest[conversationId] = sendMessage.seq;
+    };
+    const body = "x".repeat(8000);
+    type Item = { seq: number; cursor: string; conversation: { id: string } };
+
+    const socket = await initSocket(server.wsUrl, bob.token);
+    const streams = Array.from({ length: 40 }, (_, i) => `a${i}`);
+    for (const id of streams) socket.send({ id, type: "subscribe", payload: { query: ALL_SLOW_QUERY } });
+    const live = (id: string) => socket.messages.some((m: WsMessage) => m.id === id && m.type === "next");
+    for (let attempt = 0; attempt < 20 && !streams.every(live); attempt++) {
+      await send(one, "first");
+      await sleep(200);
+    }
+    expect(streams.every(live)).toBe(true);
+
+    (socket.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+    const sent = 40;
+    for (let i = 0; i < sent; i++) await send(conversations[i % 2] as string, `${i} ${body}`);
+    (socket.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.resume();
+    for (const id of streams) await socket.waitFor((m) => m.id === id && m.type === "error", 60_000);
+    const ended = socket.messages.find((m: WsMessage) => m.id === "a0" && m.type === "error");
+    expect((ended?.payload as { extensions?: { code?: string } }[] | undefined)?.[0]?.extensions?.code).toBe(
+      "SLOW_CONSUMER",
+    );
+
+    const delivered = (id: string): Item[] =>
+      socket.messages
+        .filter((m: WsMessage) => m.id === id && m.type === "next")
+        .map((m) => (m.payload as { data: { messageAdded: Item } }).data.messageAdded);
+    const seqsIn = (items: Item[], conversationId: string) =>
+      items.filter((item) => item.conversation.id === conversationId).map((item) => item.seq);
+    const got = delivered("a0");
+    const firstSeen = seqsIn(got, one)[0] as number;
+    const missing = (newest[one] as number) - firstSeen + 1 + (newest[two] as number) - got.length;
+    expect(missing).toBeGreaterThan(0);
+
+    // Resuming from the last cursor: exactly the rest, each conversation in order.
+    const last = got[got.length - 1] as Item;
+    socket.send({
+      id: "resume",
+      type: "subscribe",
+      payload: { query: ALL_SLOW_QUERY, variables: { after: last.cursor } },
+    });
+    await socket.waitFor(
+      (m) => m.id === "resume" && m.type === "next" && delivered("resume").length === missing,
+      30_000,
+    );
+    const resumed = delivered("resume");
+    const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    expect([...seqsIn(got, one), ...seqsIn(resumed, one)]).toEqual(range(firstSeen, newest[one] as number));
+    expect([...seqsIn(got, two), ...seqsIn(resumed, two)]).toEqual(range(1, newest[two] as number));
+    // Live after the replay, and nothing else before it.
+    await send(two, "live");
+    await socket.waitFor((m) => m.id === "resume" && delivered("resume").length === missing + 1, 30_000);
+    expect(delivered("resume")[missing]).toMatchObject({ seq: newest[two], conversation: { id: two } });
     socket.close();
   }, 180_000);
 });

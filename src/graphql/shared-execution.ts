@@ -1,7 +1,9 @@
 import { createSourceEventStream, type ExecutionArgs, type ExecutionResult, execute } from "graphql";
 import type { Plugin } from "graphql-yoga";
 import type { Context } from "../context.ts";
+import { Positioned } from "../realtime/positions.ts";
 import { documentIsViewerDependent } from "./audience.ts";
+import { planStreamCursor, withStreamCursor } from "./stream-cursor.ts";
 
 /** Maps a source stream to execution results; return() reaches the source at once, even while it waits. */
 function mapStream<T>(
@@ -81,10 +83,18 @@ export const sharedExecutionPlugin: Plugin = {
       const base = args.contextValue as Context;
       const fixed = subscriptionKey(args, base);
       const run = (payload: unknown) => execute({ ...args, rootValue: payload, contextValue: { ...base } });
+      // Streams over all conversations position their items: the item is shared, its cursor is the subscriber's.
+      const cursorPlan = planStreamCursor(args);
       // The key changes only when the permissions are re-read (a role change mid-stream).
       let keyedPermissions: readonly string[] | null = null;
       let key = "";
-      return mapStream(source as AsyncIterable<unknown>, async (payload) => {
+      return mapStream(source as AsyncIterable<unknown>, async (streamed) => {
+        if (!(streamed instanceof Positioned)) return resultOf(streamed);
+        const result = await resultOf(streamed.item);
+        return cursorPlan ? withStreamCursor(cursorPlan, result, streamed, base) : result;
+      });
+
+      async function resultOf(payload: unknown): Promise<ExecutionResult> {
         if (payload === null || typeof payload !== "object") return run(payload);
         const permissions = await base.permissions();
         if (permissions !== keyedPermissions) {
@@ -102,7 +112,7 @@ export const sharedExecutionPlugin: Plugin = {
           results.set(key, result);
         }
         return result;
-      });
+      }
     });
   },
 };

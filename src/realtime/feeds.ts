@@ -2,6 +2,8 @@ import { revokesPrincipal, watchCredentialEnd } from "../auth/credential-end.ts"
 import { hasPermission } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
 import { forbidden } from "../errors.ts";
+import { readCounters, readResumePoints, type StreamStore } from "./position-reads.ts";
+import { type Positioned, type RebasePolicy, type StreamCursor, StreamPosition } from "./positions.ts";
 import type { Unsubscribe } from "./pubsub.ts";
 import { BoundedQueue, cancellable } from "./queue.ts";
 import { type ReadPayload, type Topic, type TypingPayload, topics, type UserEvent } from "./topics.ts";
@@ -14,6 +16,8 @@ const PAGE = 200;
  * crosses in its wire form W.
  */
 export interface SequencedSource<T, W> {
+  /** Its rows and counter, for the positions of streams over all conversations. */
+  store: StreamStore;
   topic(tenantId: string, conversationId: string): Topic<W>;
   /** Rows cross pub/sub as JSON; revive dates and the like. */
   revive(payload: W): T;
@@ -57,7 +61,14 @@ type Signal<T> = { type: "item"; item: T } | { type: "membership"; event: UserEv
 export interface FeedOptions {
   conversationId: string | null;
   afterSeq: number | null;
+  /** Without conversationId: the stream cursor to resume from. */
+  resume?: StreamCursor | null;
+  /** Without conversationId: when the position takes a new snapshot (the default suits every stream). */
+  rebase?: RebasePolicy;
 }
+
+/** What a feed yields: rows, each with its stream's position when the feed follows all conversations. */
+export type FeedItem<T> = T | Positioned<T>;
 
 /**
  * A gap-free stream. Each tracked conversation keeps the last delivered seq; a live row
@@ -65,12 +76,16 @@ export interface FeedOptions {
  * missed and the gap is read from storage, an old seq is a duplicate and dropped. After
  * a pub/sub reconnect every tracked conversation is re-read from its last seq. Storage
  * stays the source of truth; pub/sub only says "something new".
+ *
+ * Without a conversation id the stream also keeps its position over all conversations (a
+ * database snapshot plus exceptions, see positions.ts) and yields each row with it, so
+ * its cursor can resume the whole stream; with `resume` it starts from such a position.
  */
 export function sequencedFeed<T, W>(
   ctx: Context,
   options: FeedOptions,
   source: SequencedSource<T, W>,
-): AsyncGenerator<T> {
+): AsyncGenerator<FeedItem<T>> {
   const queue = new BoundedQueue<Signal<T>>(ctx.deps.config.subscriberBufferSize);
   return cancellable(runFeed(ctx, options, source, queue), queue as BoundedQueue<unknown>, ctx.streams);
 }
@@ -80,7 +95,7 @@ async function* runFeed<T, W>(
   options: FeedOptions,
   source: SequencedSource<T, W>,
   queue: BoundedQueue<Signal<T>>,
-): AsyncGenerator<T> {
+): AsyncGenerator<FeedItem<T>> {
   const { pubsub } = ctx.deps;
   const principal = ctx.principal;
   if (!principal) return;
@@ -90,6 +105,10 @@ async function* runFeed<T, W>(
   const lastSeq = new Map<string, number>();
   const unsubscribers = new Map<string, Unsubscribe>();
   const cleanups: Unsubscribe[] = [];
+  /** Set for streams over all conversations. */
+  let position: StreamPosition | null = null;
+  const emit = (item: T): FeedItem<T> =>
+    position ? position.deliver(item, source.conversationOf(item), source.seqOf(item)) : item;
 
   const onItem = (payload: W) => queue.push({ type: "item", item: reviveShared(source, payload) });
   const follow = async (conversationId: string) => {
@@ -101,6 +120,12 @@ async function* runFeed<T, W>(
     unsubscribers.get(conversationId)?.();
     unsubscribers.delete(conversationId);
     lastSeq.delete(conversationId);
+    position?.delete(conversationId);
+  };
+  /** A conversation followed from a seq the position's snapshot does not stand for. */
+  const startAt = (conversationId: string, seq: number) => {
+    lastSeq.set(conversationId, seq);
+    position?.set(conversationId, seq);
   };
   const positions = { lastSeq: true, lastEventSeq: true } as const;
 
@@ -133,17 +158,28 @@ async function* runFeed<T, W>(
     } else {
       const ids = await visibleConversationIds(ctx, tenantId, userId);
       await Promise.all(ids.map(follow));
-      const rows = await prisma.conversation.findMany({
-        where: { tenantId, id: { in: ids } },
-        select: { id: true, ...positions },
-      });
-      for (const row of rows) lastSeq.set(row.id, source.currentSeq(row));
+      if (options.resume) {
+        const { snapshot, at } = options.resume;
+        const points = await readResumePoints(prisma, source.store, tenantId, userId, ids, options.resume);
+        const exceptions: [string, number][] = [];
+        for (const [id, point] of points) {
+          lastSeq.set(id, point.from);
+          if (point.exception) exceptions.push([id, point.from]);
+        }
+        position = new StreamPosition(source.store.kind, snapshot, at, exceptions, options.rebase);
+      } else {
+        // The counters and the snapshot come from one statement: the position starts with no exception.
+        const now = await readCounters(prisma, source.store, tenantId, ids);
+        for (const [id, seq] of now.seqs) lastSeq.set(id, seq);
+        position = new StreamPosition(source.store.kind, now.snapshot, now.at, [], options.rebase);
+      }
     }
 
     // Replay (or catch up with whatever was committed while subscribing).
     for (const conversationId of [...lastSeq.keys()]) yield* readGap(conversationId);
 
     while (true) {
+      if (position?.dueForRebase()) yield* rebase(position);
       const next = await queue.next();
       if (next.done) return;
       const signal = next.value;
@@ -155,7 +191,7 @@ async function* runFeed<T, W>(
         if (seen === undefined || seq <= seen) continue;
         if (seq === seen + 1) {
           lastSeq.set(conversationId, seq);
-          yield item;
+          yield emit(item);
         } else {
           yield* readGap(conversationId);
         }
@@ -173,7 +209,7 @@ async function* runFeed<T, W>(
           unfollow(event.conversationId);
         } else if (!options.conversationId && !lastSeq.has(event.conversationId)) {
           await follow(event.conversationId);
-          lastSeq.set(event.conversationId, source.joinedSeq(event));
+          startAt(event.conversationId, source.joinedSeq(event));
           yield* readGap(event.conversationId);
         }
       } else {
@@ -185,7 +221,7 @@ async function* runFeed<T, W>(
           for (const id of ids) {
             if (!lastSeq.has(id)) {
               await follow(id);
-              lastSeq.set(id, await joinedAtSeq(ctx, source, id, userId));
+              startAt(id, await joinedAtSeq(ctx, source, id, userId));
             }
           }
         } else if (userId) {
@@ -203,17 +239,38 @@ async function* runFeed<T, W>(
     queue.end();
   }
 
-  async function* readGap(conversationId: string): AsyncGenerator<T> {
+  async function* readGap(conversationId: string): AsyncGenerator<FeedItem<T>> {
     while (true) {
       const from = lastSeq.get(conversationId);
       if (from === undefined) return;
       const rows = await source.fetchAfter(ctx, tenantId, conversationId, from, PAGE);
       for (const row of rows) {
         lastSeq.set(conversationId, source.seqOf(row));
-        yield row;
+        yield emit(row);
       }
       if (rows.length < PAGE) return;
     }
+  }
+
+  /**
+   * Takes a new snapshot for the position. Whatever that snapshot sees and the stream has
+   * not delivered (a publish that failed or is still on its way) is read from storage first;
+   * then a conversation needs an exception only if the stream delivered something there the
+   * snapshot does not see, or lags behind it (neither happens unless rows commit meanwhile).
+   */
+  async function* rebase(current: StreamPosition): AsyncGenerator<FeedItem<T>> {
+    current.attempted();
+    const now = await readCounters(prisma, source.store, tenantId, [...lastSeq.keys()]);
+    const moved = new Set<string>();
+    for (const [id, seq] of now.seqs) {
+      const seen = lastSeq.get(id);
+      if (seen === undefined || seq <= seen) continue;
+      moved.add(id);
+      yield* readGap(id);
+    }
+    const exceptions: [string, number][] = [];
+    for (const [id, seen] of lastSeq) if (moved.has(id) || now.seqs.get(id) !== seen) exceptions.push([id, seen]);
+    current.rebase(now.snapshot, now.at, exceptions);
   }
 }
 

@@ -1,3 +1,5 @@
+import { streamCursorField } from "../graphql/stream-cursor.ts";
+import { itemOf, STREAM_CURSOR_MAX_AGE_SECONDS } from "../realtime/positions.ts";
 import {
   type ConversationEvent,
   type ConversationEventType,
@@ -38,7 +40,9 @@ const groupChange = (event: ConversationEvent) => eventOf(event, "CONVERSATION_U
 function common(t: EventFieldBuilder) {
   return {
     cursor: t.string({
-      description: "Opaque position of this event; pass it as conversationEvents(after:) to resume.",
+      description:
+        "Opaque position of this event; pass it as conversationEvents(after:) to resume. From conversationEvents without conversationId it is the position of that whole stream: pass it without conversationId to resume the stream with nothing missed and nothing twice.",
+      extensions: streamCursorField,
       resolve: (event) => eventCursor(event),
     }),
     seq: t.exposeInt("seq", { description: "Sequence number, strictly increasing inside the conversation." }),
@@ -207,9 +211,11 @@ builder.subscriptionField("conversationEvents", (t) =>
     authScopes: { permission: "chats:read" },
     args: {
       conversationId: t.arg.id({ description: "Only this conversation." }),
-      after: t.arg.string({ description: "An event cursor to replay from (needs conversationId)." }),
+      after: t.arg.string({
+        description: `Where to resume. With conversationId: an event cursor of that conversation. Without: the cursor of the last event received from conversationEvents without conversationId; the stream resumes in the conversations the viewer is a member of now (one joined since starts where they joined; deletions that happened meanwhile are not replayed). Malformed cursors are BAD_USER_INPUT; one older than ${STREAM_CURSOR_MAX_AGE_SECONDS / 86_400} days is CURSOR_EXPIRED: reload the conversations, then subscribe without after.`,
+      }),
     },
     subscribe: (_root, args, ctx) => subscribeSequenced(ctx, args, eventSource, eventSeqFromCursor),
-    resolve: (event) => event,
+    resolve: (event) => itemOf(event),
   }),
 );

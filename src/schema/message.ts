@@ -3,7 +3,9 @@ import { DEFAULT_MAX_MESSAGE_LENGTH } from "../env.ts";
 import { notFound } from "../errors.ts";
 import type { User } from "../generated/prisma/client.ts";
 import { viewerDependent } from "../graphql/audience.ts";
+import { streamCursorField } from "../graphql/stream-cursor.ts";
 import { readFeed, typingFeed } from "../realtime/feeds.ts";
+import { itemOf, STREAM_CURSOR_MAX_AGE_SECONDS } from "../realtime/positions.ts";
 import type { ReadPayload, TypingPayload } from "../realtime/topics.ts";
 import type { ReactionGroup } from "../services/messages.ts";
 import * as messages from "../services/messages.ts";
@@ -57,7 +59,9 @@ export const MessageRef = builder.prismaObject("Message", {
   fields: (t) => ({
     id: t.exposeID("id", { description: "Message id." }),
     cursor: t.string({
-      description: "Opaque position of this message; accepted by `messages(after/before)` and `messageAdded(after)`.",
+      description:
+        "Opaque position of this message; accepted by `messages(after/before)` and `messageAdded(after)`. On the messages of `messageAdded` without conversationId it is also the position of that whole stream: pass the last one received as `messageAdded(after:)`, without conversationId, to resume the stream with nothing missed and nothing twice.",
+      extensions: streamCursorField,
       resolve: (message) => messages.cursorOfMessage(message),
     }),
     seq: t.exposeInt("seq", { description: "Sequence number, strictly increasing inside its conversation." }),
@@ -361,14 +365,16 @@ builder.subscriptionFields((t) => ({
   messageAdded: t.prismaField({
     type: "Message",
     description:
-      "New messages. With conversationId: that conversation, replaying every stored message after `after` first, then live, with no gap and no duplicate. Without: all of the viewer's conversations, including ones joined later.",
+      "New messages. With conversationId: that conversation. Without: all of the viewer's conversations, including ones joined later. With `after`, every stored message after that cursor is replayed first, then the stream continues live, with no gap and no duplicate.",
     authScopes: { permission: "chats:read" },
     args: {
       conversationId: t.arg.id({ description: "Only this conversation." }),
-      after: t.arg.string({ description: "A Message.cursor to replay from (needs conversationId)." }),
+      after: t.arg.string({
+        description: `Where to resume. With conversationId: a Message.cursor of that conversation. Without: the cursor of the last message received from messageAdded without conversationId; the stream resumes in the conversations the viewer is a member of now (one joined since starts where they joined). Malformed cursors are BAD_USER_INPUT; one older than ${STREAM_CURSOR_MAX_AGE_SECONDS / 86_400} days is CURSOR_EXPIRED: reload the conversations, then subscribe without after.`,
+      }),
     },
     subscribe: (_root, args, ctx) => subscribeSequenced(ctx, args, messages.messageSource, messages.seqFromCursor),
-    resolve: (_query, message) => message,
+    resolve: (_query, message) => itemOf(message),
   }),
   typing: t.field({
     type: TypingEventRef,

@@ -1,4 +1,5 @@
 import { badInput } from "../errors.ts";
+import { decodeStreamCursor, isStreamCursor } from "../realtime/positions.ts";
 import { isUuid } from "./validation.ts";
 
 /**
@@ -75,7 +76,12 @@ export function decodeCursor<const S extends readonly CursorPart[]>(
 
 export const messageCursor = (conversationId: string, seq: number) => encodeCursor("m1", [conversationId, seq]);
 
+/**
+ * A message cursor: Message.cursor, which in `messageAdded` without a conversation id is a
+ * stream cursor (see realtime/positions.ts) that also names its own message.
+ */
 export function decodeMessageCursor(field: string, cursor: string): { conversationId: string; seq: number } {
+  if (isStreamCursor(cursor)) return decodeStreamCursor(field, cursor, "messages").item;
   const [conversationId, seq] = decodeCursor(field, cursor, "m1", ["uuid", "seq"]);
   return { conversationId, seq };
 }

@@ -3,6 +3,7 @@ import type { Context } from "../context.ts";
 import { badInput } from "../errors.ts";
 import type { ConversationEvent, Message, Prisma, PrismaClient } from "../generated/prisma/client.ts";
 import type { SequencedSource } from "../realtime/feeds.ts";
+import { decodeStreamCursor, isStreamCursor } from "../realtime/positions.ts";
 import { topics, toWire, type WireConversationEvent, type WireMessage } from "../realtime/topics.ts";
 import { decodeCursor, encodeCursor } from "./cursors.ts";
 import { reviveMessage } from "./message-snapshot.ts";
@@ -133,14 +134,22 @@ export async function publishEvents(ctx: Context, events: ConversationEvent[]): 
 export const eventCursor = (event: Pick<ConversationEvent, "conversationId" | "seq">) =>
   encodeCursor("e1", [event.conversationId, event.seq]);
 
+/** The seq of an event cursor, or of the event a stream cursor of conversationEvents was handed out with. */
 export function eventSeqFromCursor(field: string, cursor: string, conversationId: string): number {
-  const [cursorConversation, seq] = decodeCursor(field, cursor, "e1", ["uuid", "seq"]);
-  if (cursorConversation !== conversationId) throw badInput(field, `${field} belongs to another conversation`);
-  return seq;
+  let event: { conversationId: string; seq: number };
+  if (isStreamCursor(cursor)) {
+    event = decodeStreamCursor(field, cursor, "events").item;
+  } else {
+    const [id, seq] = decodeCursor(field, cursor, "e1", ["uuid", "seq"]);
+    event = { conversationId: id, seq };
+  }
+  if (event.conversationId !== conversationId) throw badInput(field, `${field} belongs to another conversation`);
+  return event.seq;
 }
 
 /** Conversation events: `conversationEvents`. */
 export const eventSource: SequencedSource<ConversationEvent, WireConversationEvent> = {
+  store: { kind: "events", table: "ConversationEvent", counter: "lastEventSeq" },
   topic: topics.events,
   revive: (event) => ({ ...event, createdAt: new Date(event.createdAt) }),
   conversationOf: (event) => event.conversationId,

@@ -7,7 +7,7 @@ import type { SqlConnection } from "../db/sql.ts";
 import { DEFAULT_MAX_MESSAGE_LENGTH } from "../env.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
 import type { Message, Prisma, PrismaClient } from "../generated/prisma/client.ts";
-import { type FeedOptions, type SequencedSource, sequencedFeed } from "../realtime/feeds.ts";
+import { type FeedItem, type FeedOptions, type SequencedSource, sequencedFeed } from "../realtime/feeds.ts";
 import { type ReadPayload, type TypingPayload, topics, toWire, type WireMessage } from "../realtime/topics.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
@@ -780,6 +780,7 @@ export async function searchMessages(
 
 /** New messages: `messageAdded`. */
 export const messageSource: SequencedSource<Message, WireMessage> = {
+  store: { kind: "messages", table: "Message", counter: "lastSeq" },
   topic: topics.messages,
   revive: reviveMessage,
   conversationOf: (message) => message.conversationId,
@@ -798,6 +799,6 @@ export const messageSource: SequencedSource<Message, WireMessage> = {
   },
 };
 
-export function messageFeed(ctx: Context, options: FeedOptions): AsyncGenerator<Message> {
+export function messageFeed(ctx: Context, options: FeedOptions): AsyncGenerator<FeedItem<Message>> {
   return sequencedFeed(ctx, options, messageSource);
 }
