@@ -11,7 +11,7 @@ import { createTenant, type TestUser } from "./helpers/fixtures.ts";
 import { test, useServer } from "./helpers/world.ts";
 import { text, upload } from "./messaging/helpers.ts";
 import { AddMemberThenPromote, ConversationList, CreateGroup } from "./operations/conversations.ts";
-import { MessageAddedWithReactions } from "./operations/events.ts";
+import { MessageAddedSeq, MessageAddedWithReactions } from "./operations/events.ts";
 import { AddReaction, HistoryPage, HistoryPageWithThreads, PinMessage, SendMessage } from "./operations/messages.ts";
 import { UsersWithRoles } from "./operations/users.ts";
 
@@ -271,5 +271,67 @@ describe.each(backends())("statements per request on %s", (backend) => {
     );
     expect(ten).toBe(one);
     expect(one - sendOnly).toBeLessThanOrEqual(MAX_STATEMENTS.perLiveEvent);
+  });
+
+  test("messages published out of seq order cost no storage read per subscriber", async ({ server, sockets }) => {
+    const tenant = await createTenant(server.url, ["Alice", ...Array.from({ length: 10 }, (_, i) => `Reader${i}`)]);
+    const [alice, ...readers] = tenant.users as [TestUser, ...TestUser[]];
+    const { createGroup } = await ok(
+      server.url,
+      CreateGroup,
+      { input: { name: "Order", memberIds: readers.map((reader) => reader.id) } },
+      as(alice),
+    );
+    const conversationId = createGroup.id;
+    const send = (body: string) => ok(server.url, SendMessage, { input: { conversationId, body } }, as(alice));
+    const subscriptions = readers.map((reader) =>
+      subscribe(sockets.open(as(reader)), MessageAddedSeq, { conversationId }),
+    );
+    for (const subscription of subscriptions) await whenLive(subscription, () => send("probe"));
+    // Everything sent so far has reached everyone.
+    const { sendMessage: last } = await send("settle");
+    for (const subscription of subscriptions) {
+      while ((await subscription.next()).data?.messageAdded.seq !== last.seq);
+    }
+
+    /** Two sends and their delivery, in seq order, to every subscriber. */
+    const pair = (label: string) =>
+      counted(async () => {
+        const [first, second] = await Promise.all([send(`${label} 1`), send(`${label} 2`)]);
+        const seqs = [first.sendMessage.seq, second.sendMessage.seq].sort((a, b) => a - b);
+        for (const subscription of subscriptions) {
+          const got = [
+            (await subscription.next()).data?.messageAdded.seq,
+            (await subscription.next()).data?.messageAdded.seq,
+          ];
+          expect(got).toEqual(seqs);
+        }
+      });
+    const inOrder = await pair("in order");
+    // The earlier message's news is held back until the later one's has gone out: every
+    // subscriber sees a seq jump first, as happens when concurrent sends publish out of order.
+    const pubsub = server.app.deps.pubsub;
+    const publish = pubsub.publish.bind(pubsub);
+    let held: (() => void) | null = null;
+    let released: Promise<void> = Promise.resolve();
+    pubsub.publish = (async (topic: string, payload: unknown) => {
+      if (!topic.endsWith(":messages")) return publish(topic as never, payload as never);
+      if (!held) {
+        released = new Promise<void>((resolve) => {
+          held = () => resolve(publish(topic as never, payload as never));
+        });
+        return released;
+      }
+      await publish(topic as never, payload as never);
+      setTimeout(() => held?.(), 5);
+      await released;
+    }) as typeof pubsub.publish;
+    try {
+      const outOfOrder = await pair("out of order");
+      console.log(`statements for two sends on ${backend}: ${JSON.stringify({ inOrder, outOfOrder })}`);
+      expect(outOfOrder).toBe(inOrder);
+    } finally {
+      pubsub.publish = publish;
+    }
   });
 });

@@ -56,7 +56,54 @@ function reviveShared<T, W>(source: SequencedSource<T, W>, payload: W): T {
   return item;
 }
 
-type Signal<T> = { type: "item"; item: T } | { type: "membership"; event: UserEvent } | { type: "resync" };
+type Signal<T> =
+  | { type: "item"; item: T }
+  | { type: "membership"; event: UserEvent }
+  | { type: "resync" }
+  /** Rows of a conversation arrived ahead of a missing one, which did not come in time. */
+  | { type: "gap"; conversationId: string };
+
+/**
+ * How long rows that arrived ahead of a missing one wait for it before storage is read.
+ * Concurrent sends commit in seq order but may publish out of it; waiting a moment lets the
+ * missing row arrive instead of every subscriber reading the gap from the database.
+ */
+const REORDER_WAIT_MS = 25;
+/** Most rows held per conversation while waiting; past it the gap is read at once. */
+const MAX_EARLY_ROWS = 64;
+
+/**
+ * Reads of the same rows by many subscribers at once (a gap every stream of a conversation
+ * saw) share one query while it runs. Only in flight: nothing is cached after it answers.
+ */
+const inFlightReads = new WeakMap<object, Map<string, Promise<unknown[]>>>();
+
+function sharedFetchAfter<T, W>(
+  source: SequencedSource<T, W>,
+  ctx: Context,
+  tenantId: string,
+  conversationId: string,
+  afterSeq: number,
+  limit: number,
+): Promise<T[]> {
+  let reads = inFlightReads.get(source);
+  if (!reads) {
+    reads = new Map();
+    inFlightReads.set(source, reads);
+  }
+  const key = `${tenantId}:${conversationId}:${afterSeq}:${limit}`;
+  let read = reads.get(key) as Promise<T[]> | undefined;
+  if (!read) {
+    const started = source.fetchAfter(ctx, tenantId, conversationId, afterSeq, limit);
+    read = started;
+    reads.set(key, started);
+    const forget = () => {
+      if (reads?.get(key) === started) reads.delete(key);
+    };
+    started.then(forget, forget);
+  }
+  return read;
+}
 
 export interface FeedOptions {
   conversationId: string | null;
@@ -103,6 +150,9 @@ async function* runFeed<T, W>(
   const userId = principal.kind === "user" ? principal.userId : null;
   const prisma = ctx.prisma;
   const lastSeq = new Map<string, number>();
+  /** Rows that arrived ahead of a missing one, per conversation, by seq (see REORDER_WAIT_MS). */
+  const early = new Map<string, Map<number, T>>();
+  const gapTimers = new Map<string, NodeJS.Timeout>();
   const unsubscribers = new Map<string, Unsubscribe>();
   const cleanups: Unsubscribe[] = [];
   /** Set for streams over all conversations. */
@@ -121,6 +171,12 @@ async function* runFeed<T, W>(
     unsubscribers.delete(conversationId);
     lastSeq.delete(conversationId);
     position?.delete(conversationId);
+    forgetEarly(conversationId);
+  };
+  const forgetEarly = (conversationId: string) => {
+    early.delete(conversationId);
+    clearTimeout(gapTimers.get(conversationId));
+    gapTimers.delete(conversationId);
   };
   /** A conversation followed from a seq the position's snapshot does not stand for. */
   const startAt = (conversationId: string, seq: number) => {
@@ -192,9 +248,24 @@ async function* runFeed<T, W>(
         if (seq === seen + 1) {
           lastSeq.set(conversationId, seq);
           yield emit(item);
+          yield* deliverEarly(conversationId);
         } else {
-          yield* readGap(conversationId);
+          // Ahead of a missing row: hold it a moment, the missing one is likely on its way.
+          const waiting = early.get(conversationId) ?? new Map<number, T>();
+          early.set(conversationId, waiting);
+          waiting.set(seq, item);
+          if (waiting.size > MAX_EARLY_ROWS) {
+            yield* readGap(conversationId);
+          } else if (!gapTimers.has(conversationId)) {
+            const timer = setTimeout(() => {
+              gapTimers.delete(conversationId);
+              queue.push({ type: "gap", conversationId });
+            }, REORDER_WAIT_MS);
+            gapTimers.set(conversationId, timer);
+          }
         }
+      } else if (signal.type === "gap") {
+        if (early.has(signal.conversationId)) yield* readGap(signal.conversationId);
       } else if (signal.type === "membership") {
         const { event } = signal;
         if (revokesPrincipal(ctx.principal, event)) return;
@@ -236,20 +307,43 @@ async function* runFeed<T, W>(
   } finally {
     for (const cleanup of cleanups) cleanup();
     for (const unsubscribe of unsubscribers.values()) unsubscribe();
+    for (const timer of gapTimers.values()) clearTimeout(timer);
     queue.end();
   }
 
+  /** Reads what was committed after the last delivered row, then what was held and still follows. */
   async function* readGap(conversationId: string): AsyncGenerator<FeedItem<T>> {
     while (true) {
       const from = lastSeq.get(conversationId);
       if (from === undefined) return;
-      const rows = await source.fetchAfter(ctx, tenantId, conversationId, from, PAGE);
+      const rows = await sharedFetchAfter(source, ctx, tenantId, conversationId, from, PAGE);
       for (const row of rows) {
-        lastSeq.set(conversationId, source.seqOf(row));
+        const seq = source.seqOf(row);
+        // A shared read may have started before a row this stream already has.
+        if (seq <= (lastSeq.get(conversationId) ?? seq)) continue;
+        lastSeq.set(conversationId, seq);
         yield emit(row);
       }
-      if (rows.length < PAGE) return;
+      if (rows.length < PAGE) break;
     }
+    yield* deliverEarly(conversationId);
+  }
+
+  /** Delivers held rows that now follow on, and drops those already delivered. */
+  function* deliverEarly(conversationId: string): Generator<FeedItem<T>> {
+    const waiting = early.get(conversationId);
+    if (!waiting) return;
+    let seen = lastSeq.get(conversationId);
+    while (seen !== undefined) {
+      const next = waiting.get(seen + 1);
+      if (next === undefined) break;
+      waiting.delete(seen + 1);
+      seen += 1;
+      lastSeq.set(conversationId, seen);
+      yield emit(next);
+    }
+    for (const seq of waiting.keys()) if (seen === undefined || seq <= seen) waiting.delete(seq);
+    if (waiting.size === 0) forgetEarly(conversationId);
   }
 
   /**
