@@ -97,7 +97,7 @@ function fanoutTable(result: Awaited<ReturnType<typeof fanout>>): string {
       rawRate,
       serverRate,
       `${round(serverRate / rawRate)}x`,
-      `${m(raw, (r) => r.latencyMs.p99)} / ${m(server, (r) => r.latencyMs.p99)}`,
+      `${round(m(raw, (r) => r.latencyMs.p99), 1)} / ${round(m(server, (r) => r.latencyMs.p99), 1)}`,
       m(server, (r) => r.latencyMs.p50),
       m(server, (r) => r.latencyMs.max),
       `${m(raw, (r) => r.cpuMicrosPerDelivery)} / ${m(server, (r) => r.cpuMicrosPerDelivery)}`,
