@@ -97,7 +97,13 @@ function fanoutTable(result: Awaited<ReturnType<typeof fanout>>): string {
       rawRate,
       serverRate,
       `${round(serverRate / rawRate)}x`,
-      `${round(m(raw, (r) => r.latencyMs.p99), 1)} / ${round(m(server, (r) => r.latencyMs.p99), 1)}`,
+      `${round(
+        m(raw, (r) => r.latencyMs.p99),
+        1,
+      )} / ${round(
+        m(server, (r) => r.latencyMs.p99),
+        1,
+      )}`,
       m(server, (r) => r.latencyMs.p50),
       m(server, (r) => r.latencyMs.max),
       `${m(raw, (r) => r.cpuMicrosPerDelivery)} / ${m(server, (r) => r.cpuMicrosPerDelivery)}`,

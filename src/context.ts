@@ -72,6 +72,16 @@ export interface Context {
   loaders: Loaders;
   /** For an operation on a WebSocket: the socket's live streams, ended together when it cannot keep up. */
   streams?: SocketStreams;
+  /** For a subscription on a WebSocket: writes its `next` frames straight to the socket (see shared-execution.ts). */
+  delivery?: FrameDelivery;
+}
+
+/** Where a subscription's results can be written as ready-made `next` frames. */
+export interface FrameDelivery {
+  /** The operation id the frames carry. */
+  id: string;
+  /** Sends one complete frame (JSON text) on the socket. */
+  send(frame: string): void;
 }
 
 export interface RequestCredentials extends Credentials {
@@ -117,6 +127,7 @@ export function contextFor(
     origin?: string;
     client?: ClientInfo;
     streams?: SocketStreams;
+    delivery?: FrameDelivery;
   } = {},
 ): Context {
   const prisma = principal ? tenantScoped(deps.db.prisma, principal.tenantId) : deps.db.prisma;
@@ -142,6 +153,7 @@ export function contextFor(
     client: options.client,
     loaders: createLoaders(prisma, principal, cacheLoaders),
     streams: options.streams,
+    delivery: options.delivery,
   };
 }
 

@@ -1,6 +1,6 @@
 import { createSourceEventStream, type ExecutionArgs, type ExecutionResult, execute } from "graphql";
 import type { Plugin } from "graphql-yoga";
-import type { Context } from "../context.ts";
+import type { Context, FrameDelivery } from "../context.ts";
 import { Positioned } from "../realtime/positions.ts";
 import { documentIsViewerDependent } from "./audience.ts";
 import { planStreamCursor, withStreamCursor } from "./stream-cursor.ts";
@@ -33,8 +33,99 @@ function mapStream<T>(
   return stream;
 }
 
+/**
+ * Writes a subscription's results as `next` frames straight to its socket, without a trip
+ * through graphql-ws's per-operation loop; the frame's payload text is serialized once per
+ * group and event. graphql-ws still owns the operation: it waits on the returned stream,
+ * which ends when the source ends, fails when it fails (graphql-ws then sends `error` or
+ * `complete` as usual) and stops the source when the client completes. A result with errors
+ * goes through graphql-ws (its hooks give the errors their codes), and the frames after it
+ * wait until graphql-ws has sent it, so frames keep their order.
+ */
+function directStream(
+  source: AsyncIterable<unknown>,
+  deliver: (item: unknown) => Promise<ExecutionResult | null>,
+): AsyncGenerator<ExecutionResult, undefined, undefined> {
+  const iterator = source[Symbol.asyncIterator]();
+  type Waiter = { resolve(item: IteratorResult<ExecutionResult, undefined>): void; reject(error: unknown): void };
+  let waiter: Waiter | null = null;
+  /** Resolved when graphql-ws asks for the next result (it has sent the previous one). */
+  let asked: (() => void) | null = null;
+  let ending: { error: unknown } | { done: true } | null = null;
+  let stopped = false;
+  const settle = () => {
+    if (!waiter || !ending) return;
+    const { resolve, reject } = waiter;
+    waiter = null;
+    if ("error" in ending) reject(ending.error);
+    else resolve({ value: undefined, done: true });
+  };
+  const handOver = (result: ExecutionResult) =>
+    new Promise<void>((resume) => {
+      asked = resume;
+      const current = waiter as Waiter;
+      waiter = null;
+      current.resolve({ value: result, done: false });
+    });
+  let started = false;
+  const run = async () => {
+    try {
+      while (!stopped) {
+        const item = await iterator.next();
+        if (item.done || stopped) break;
+        const passed = await deliver(item.value);
+        if (passed && !stopped) await handOver(passed);
+      }
+      ending = { done: true };
+    } catch (error) {
+      ending = stopped ? { done: true } : { error };
+    }
+    settle();
+  };
+  const stream: AsyncGenerator<ExecutionResult, undefined, undefined> = {
+    next() {
+      return new Promise((resolve, reject) => {
+        waiter = { resolve, reject };
+        if (asked) {
+          const resume = asked;
+          asked = null;
+          resume();
+        }
+        if (!started) {
+          started = true;
+          void run();
+        }
+        settle();
+      });
+    },
+    async return() {
+      stopped = true;
+      ending ??= { done: true };
+      asked?.();
+      await iterator.return?.();
+      settle();
+      return { value: undefined, done: true };
+    },
+    async throw(error: unknown) {
+      stopped = true;
+      await iterator.return?.();
+      throw error;
+    },
+    [Symbol.asyncIterator]() {
+      return stream;
+    },
+  };
+  return stream;
+}
+
+/** A shared result and, once a socket needed it, its JSON text. */
+interface SharedResult {
+  result: Promise<ExecutionResult>;
+  json?: string;
+}
+
 /** Results of one event, per group key: shared while the event object lives. */
-const resultsByEvent = new WeakMap<object, Map<string, Promise<ExecutionResult>>>();
+const resultsByEvent = new WeakMap<object, Map<string, SharedResult>>();
 const documentIds = new WeakMap<object, number>();
 let nextDocumentId = 0;
 
@@ -88,14 +179,34 @@ export const sharedExecutionPlugin: Plugin = {
       // The key changes only when the permissions are re-read (a role change mid-stream).
       let keyedPermissions: readonly string[] | null = null;
       let key = "";
+      const { delivery } = base;
+      if (delivery) return directStream(source as AsyncIterable<unknown>, (streamed) => send(delivery, streamed));
       return mapStream(source as AsyncIterable<unknown>, async (streamed) => {
-        if (!(streamed instanceof Positioned)) return resultOf(streamed);
-        const result = await resultOf(streamed.item);
+        if (!(streamed instanceof Positioned)) return (await sharedOf(streamed)).result;
+        const result = await (await sharedOf(streamed.item)).result;
         return cursorPlan ? withStreamCursor(cursorPlan, result, streamed, base) : result;
       });
 
-      async function resultOf(payload: unknown): Promise<ExecutionResult> {
-        if (payload === null || typeof payload !== "object") return run(payload);
+      /** Writes the frame of one item; returns the result instead when graphql-ws must send it. */
+      async function send(target: FrameDelivery, streamed: unknown): Promise<ExecutionResult | null> {
+        const item = streamed instanceof Positioned ? streamed.item : streamed;
+        const shared = await sharedOf(item);
+        let result = await shared.result;
+        if (result.errors?.length) return result;
+        let json: string;
+        if (cursorPlan && streamed instanceof Positioned) {
+          result = withStreamCursor(cursorPlan, result, streamed, base);
+          json = JSON.stringify(result);
+        } else {
+          shared.json ??= JSON.stringify(result);
+          json = shared.json;
+        }
+        target.send(`{"id":${JSON.stringify(target.id)},"type":"next","payload":${json}}`);
+        return null;
+      }
+
+      async function sharedOf(payload: unknown): Promise<SharedResult> {
+        if (payload === null || typeof payload !== "object") return { result: Promise.resolve(run(payload)) };
         const permissions = await base.permissions();
         if (permissions !== keyedPermissions) {
           keyedPermissions = permissions;
@@ -106,12 +217,12 @@ export const sharedExecutionPlugin: Plugin = {
           results = new Map();
           resultsByEvent.set(payload, results);
         }
-        let result = results.get(key);
-        if (!result) {
-          result = Promise.resolve(run(payload));
-          results.set(key, result);
+        let shared = results.get(key);
+        if (!shared) {
+          shared = { result: Promise.resolve(run(payload)) };
+          results.set(key, shared);
         }
-        return result;
+        return shared;
       }
     });
   },

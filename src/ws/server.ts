@@ -23,6 +23,8 @@ interface Extra {
   principal?: Principal;
   /** The socket's live streams, ended together when the socket cannot keep up. */
   streams: SocketStreams;
+  /** Sends a frame on the socket, minding its send buffer (what graphql-ws sends goes through it too). */
+  send(frame: string): void;
 }
 
 /** Open sockets per key (a user or a tenant) on this instance. */
@@ -127,7 +129,7 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
       }
       return true;
     },
-    onSubscribe: async (ctx, _id, payload) => {
+    onSubscribe: async (ctx, id, payload) => {
       try {
         if (Object.keys(ctx.subscriptions).length > config.maxSubscriptionsPerSocket) {
           return [
@@ -142,11 +144,12 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
           ctx.extra.socket.close(CloseCode.Forbidden, "Credentials revoked");
           return [appError("UNAUTHENTICATED", "These credentials are no longer valid")];
         }
-        const { host, streams } = ctx.extra;
+        const { host, streams, send } = ctx.extra;
         const chatContext = contextFor(deps, principal, {
           cacheLoaders: false,
           origin: host ? `http://${host}` : undefined,
           streams,
+          delivery: { id, send },
         });
         const enveloped = yoga.getEnveloped({ chatContext } as never);
         let document: ReturnType<typeof enveloped.parse>;
@@ -229,17 +232,18 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
     socket.on("pong", () => unanswered.delete(socket));
     const streams = new SocketStreams();
     const limit = config.socketBufferLimitBytes;
+    // Frames are queued on the socket without waiting for each write: a client that
+    // does not read lets the buffer grow, and past its bound the socket's live streams
+    // end with SLOW_CONSUMER (resumable by cursor) instead of buffering without end.
+    const send = (data: string) => {
+      if (socket.readyState !== socket.OPEN) return;
+      socket.send(data);
+      if (socket.bufferedAmount > limit) streams.overflow(socket.bufferedAmount, limit);
+    };
     const closed = server.opened(
       {
         protocol: socket.protocol,
-        // Frames are queued on the socket without waiting for each write: a client that
-        // does not read lets the buffer grow, and past its bound the socket's live streams
-        // end with SLOW_CONSUMER (resumable by cursor) instead of buffering without end.
-        send: (data) => {
-          if (socket.readyState !== socket.OPEN) return;
-          socket.send(data);
-          if (socket.bufferedAmount > limit) streams.overflow(socket.bufferedAmount, limit);
-        },
+        send,
         close: (code, reason) => socket.close(code, reason),
         onMessage: (handle) =>
           socket.on("message", async (data) => {
@@ -257,7 +261,7 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
             }
           }),
       },
-      { socket, host: request.headers.host, streams },
+      { socket, host: request.headers.host, streams, send },
     );
     socket.once("close", (code, reason) => {
       for (const cleanup of cleanupsOf.get(socket) ?? []) cleanup();
