@@ -59,6 +59,8 @@ export interface Context {
   platformAdmin: boolean;
   /** The principal's effective permissions, loaded once per request (or subscription). */
   permissions(): Promise<readonly string[]>;
+  /** The permissions if they are loaded and current (no await on hot paths); else null. */
+  loadedPermissions(): readonly string[] | null;
   /** The ids of the user's roles, loaded with the permissions. */
   roleIds(): Promise<readonly string[]>;
   /** Forgets loaded permissions, so the next check reads current roles. */
@@ -133,8 +135,18 @@ export function contextFor(
   const prisma = principal ? tenantScoped(deps.db.prisma, principal.tenantId) : deps.db.prisma;
   const cacheLoaders = options.cacheLoaders ?? true;
   let grants: Promise<Grants> | null = null;
+  let settled: Grants | null = null;
   const loaded = () => {
-    grants ??= loadGrants(prisma, principal, cacheLoaders ? deps.credentialCache : undefined);
+    if (!grants) {
+      const loading = loadGrants(prisma, principal, cacheLoaders ? deps.credentialCache : undefined);
+      grants = loading;
+      loading.then(
+        (value) => {
+          if (grants === loading) settled = value;
+        },
+        () => {},
+      );
+    }
     return grants;
   };
   return {
@@ -144,9 +156,11 @@ export function contextFor(
     authError: options.authError,
     platformAdmin: options.platformAdmin ?? !deps.config.platformAdminKey,
     permissions: async () => (await loaded()).permissions,
+    loadedPermissions: () => settled?.permissions ?? null,
     roleIds: async () => (await loaded()).roleIds,
     refreshPermissions() {
       grants = null;
+      settled = null;
     },
     requestId: options.requestId ?? randomUUID(),
     origin: options.origin,

@@ -118,9 +118,10 @@ function directStream(
   return stream;
 }
 
-/** A shared result and, once a socket needed it, its JSON text. */
+/** A shared result, the result itself once it is there, and, once a socket needed it, its JSON text. */
 interface SharedResult {
   result: Promise<ExecutionResult>;
+  settled?: ExecutionResult;
   json?: string;
 }
 
@@ -180,18 +181,20 @@ export const sharedExecutionPlugin: Plugin = {
       let keyedPermissions: readonly string[] | null = null;
       let key = "";
       const { delivery } = base;
+      // graphql-ws's own frame, with the payload written in: {"id":…,"type":"next","payload":…}.
+      const framePrefix = delivery ? `{"id":${JSON.stringify(delivery.id)},"type":"next","payload":` : "";
       if (delivery) return directStream(source as AsyncIterable<unknown>, (streamed) => send(delivery, streamed));
       return mapStream(source as AsyncIterable<unknown>, async (streamed) => {
-        if (!(streamed instanceof Positioned)) return (await sharedOf(streamed)).result;
-        const result = await (await sharedOf(streamed.item)).result;
+        if (!(streamed instanceof Positioned)) return (await sharedFor(streamed)).result;
+        const result = await (await sharedFor(streamed.item)).result;
         return cursorPlan ? withStreamCursor(cursorPlan, result, streamed, base) : result;
       });
 
       /** Writes the frame of one item; returns the result instead when graphql-ws must send it. */
       async function send(target: FrameDelivery, streamed: unknown): Promise<ExecutionResult | null> {
         const item = streamed instanceof Positioned ? streamed.item : streamed;
-        const shared = await sharedOf(item);
-        let result = await shared.result;
+        const shared = sharedOf(item, base.loadedPermissions()) ?? (await sharedFor(item));
+        let result = shared.settled ?? (await shared.result);
         if (result.errors?.length) return result;
         let json: string;
         if (cursorPlan && streamed instanceof Positioned) {
@@ -201,13 +204,20 @@ export const sharedExecutionPlugin: Plugin = {
           shared.json ??= JSON.stringify(result);
           json = shared.json;
         }
-        target.send(`{"id":${JSON.stringify(target.id)},"type":"next","payload":${json}}`);
+        target.send(`${framePrefix}${json}}`);
         return null;
       }
 
-      async function sharedOf(payload: unknown): Promise<SharedResult> {
+      async function sharedFor(payload: unknown): Promise<SharedResult> {
+        return (
+          sharedOf(payload, base.loadedPermissions()) ?? (sharedOf(payload, await base.permissions()) as SharedResult)
+        );
+      }
+
+      /** The group's result for an event; null while the permissions (part of the key) are being read. */
+      function sharedOf(payload: unknown, permissions: readonly string[] | null): SharedResult | null {
         if (payload === null || typeof payload !== "object") return { result: Promise.resolve(run(payload)) };
-        const permissions = await base.permissions();
+        if (!permissions) return null;
         if (permissions !== keyedPermissions) {
           keyedPermissions = permissions;
           key = `${fixed}|${audienceOf(base, permissions)}`;
@@ -219,7 +229,14 @@ export const sharedExecutionPlugin: Plugin = {
         }
         let shared = results.get(key);
         if (!shared) {
-          shared = { result: Promise.resolve(run(payload)) };
+          const created: SharedResult = { result: Promise.resolve(run(payload)) };
+          created.result.then(
+            (value) => {
+              created.settled = value;
+            },
+            () => {},
+          );
+          shared = created;
           results.set(key, shared);
         }
         return shared;

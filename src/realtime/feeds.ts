@@ -248,7 +248,7 @@ async function* runFeed<T, W>(
         if (seq === seen + 1) {
           lastSeq.set(conversationId, seq);
           yield emit(item);
-          yield* deliverEarly(conversationId);
+          if (early.size > 0) yield* deliverEarly(conversationId);
         } else {
           // Ahead of a missing row: hold it a moment, the missing one is likely on its way.
           const waiting = early.get(conversationId) ?? new Map<number, T>();
