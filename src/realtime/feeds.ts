@@ -457,6 +457,7 @@ function conversationTopicFeed<P, T>(
       unwatch();
       unwatchCredentials();
       dispose();
+      queue.end();
     }
   }
   return cancellable(run(), queue as BoundedQueue<unknown>, ctx.streams);

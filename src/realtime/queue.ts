@@ -13,6 +13,8 @@ export class BoundedQueue<T> {
   private failWaiting: ((error: unknown) => void) | null = null;
   private done = false;
   private failure: unknown = null;
+  /** Called once when the queue ends, fails or is cancelled. */
+  private onClose: (() => void) | null = null;
 
   constructor(
     private readonly limit: number,
@@ -21,6 +23,18 @@ export class BoundedQueue<T> {
 
   get closed(): boolean {
     return this.done;
+  }
+
+  /** Runs `listener` once the queue is over (at once if it is). */
+  whenClosed(listener: () => void): void {
+    if (this.done) listener();
+    else this.onClose = listener;
+  }
+
+  private closing(): void {
+    const listener = this.onClose;
+    this.onClose = null;
+    listener?.();
   }
 
   push(item: T): void {
@@ -54,6 +68,7 @@ export class BoundedQueue<T> {
   /** Ends the queue; pending items are still delivered unless an error is given. */
   end(): void {
     this.done = true;
+    this.closing();
     if (this.waiting && this.items.length === 0) {
       const resolve = this.waiting;
       this.waiting = null;
@@ -71,6 +86,7 @@ export class BoundedQueue<T> {
     if (this.done && this.failure) return;
     this.done = true;
     this.failure = error;
+    this.closing();
     this.items = [];
     if (this.failWaiting) {
       const reject = this.failWaiting;
@@ -102,27 +118,15 @@ export function cancellable<T>(
   queue: BoundedQueue<unknown>,
   streams?: SocketStreams,
 ): AsyncGenerator<T> {
-  const untrack = streams?.track(queue);
-  const settle = <R>(result: Promise<IteratorResult<T, R>>) =>
-    result.then(
-      (item) => {
-        if (item.done) untrack?.();
-        return item;
-      },
-      (error: unknown) => {
-        untrack?.();
-        throw error;
-      },
-    );
+  // The generator ends its queue when it ends (feeds do so in their finally): that untracks it.
+  if (streams) queue.whenClosed(streams.track(queue));
   const wrapper: AsyncGenerator<T> = {
-    next: (...args) => (untrack ? settle(gen.next(...args)) : gen.next(...args)),
+    next: (...args) => gen.next(...args),
     return: (value) => {
-      untrack?.();
       queue.cancel();
       return gen.return(value);
     },
     throw: (error) => {
-      untrack?.();
       queue.cancel();
       return gen.throw(error);
     },
