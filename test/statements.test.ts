@@ -13,7 +13,7 @@ import { text, upload } from "./messaging/helpers.ts";
 import { AddMemberThenPromote, ConversationList, CreateGroup } from "./operations/conversations.ts";
 import { MessageAddedSeq, MessageAddedWithReactions } from "./operations/events.ts";
 import { AddReaction, HistoryPage, HistoryPageWithThreads, PinMessage, SendMessage } from "./operations/messages.ts";
-import { UsersWithRoles } from "./operations/users.ts";
+import { UsersWithRoles, ViewerId } from "./operations/users.ts";
 
 /**
  * Upper bounds with warm caches (credentials and grants come from memory). A history page is
@@ -117,6 +117,15 @@ describe.each(backends())("statements per request on %s", (backend) => {
     }
     return conversationId;
   }
+
+  test("who am I (viewer { user { id } }) reads nothing once credentials are cached", async ({ tenant }) => {
+    const alice = tenant.users[0] as TestUser;
+    const count = await warmCount(async () => {
+      const { viewer } = await ok(world.url, ViewerId, {}, as(alice));
+      expect(viewer.user?.id).toBe(alice.id);
+    });
+    expect(count).toBe(0);
+  });
 
   test("a history page runs as many statements for 50 messages as for 10", async ({ tenant }) => {
     const conversationId = await busyGroup(tenant.users, 60);

@@ -1,4 +1,6 @@
+import { type GraphQLResolveInfo, Kind } from "graphql";
 import type { Principal } from "../auth/principal.ts";
+import type { User } from "../generated/prisma/client.ts";
 import { builder } from "./builder.ts";
 
 const ViewerRef = builder.objectRef<{ principal: Principal }>("Viewer").implement({
@@ -9,10 +11,12 @@ const ViewerRef = builder.objectRef<{ principal: Principal }>("Viewer").implemen
       type: "User",
       nullable: true,
       description: "The user behind a Bearer token; null for the API key (service principal).",
-      resolve: (query, viewer, _args, ctx) =>
-        viewer.principal.kind === "user"
-          ? ctx.prisma.user.findUnique({ ...query, where: { id: viewer.principal.userId } })
-          : null,
+      resolve: (query, viewer, _args, ctx, info) => {
+        if (viewer.principal.kind !== "user") return null;
+        // Who am I (`user { id }`) needs no read: the credentials were checked against an active user.
+        if (selectsOnlyId(info)) return { id: viewer.principal.userId } as User;
+        return ctx.prisma.user.findUnique({ ...query, where: { id: viewer.principal.userId } });
+      },
     }),
     tenant: t.prismaField({
       type: "Tenant",
@@ -50,3 +54,15 @@ builder.queryField("viewer", (t) =>
     resolve: (_root, _args, ctx) => ({ principal: ctx.principal as Principal }),
   }),
 );
+
+/** Whether the field's selection is `id` (and `__typename`) alone, without fragments or directives. */
+function selectsOnlyId(info: GraphQLResolveInfo): boolean {
+  return info.fieldNodes.every((node) =>
+    (node.selectionSet?.selections ?? []).every(
+      (selection) =>
+        selection.kind === Kind.FIELD &&
+        !selection.directives?.length &&
+        (selection.name.value === "id" || selection.name.value === "__typename"),
+    ),
+  );
+}

@@ -141,3 +141,14 @@ export const UsersWithRoles = graphql(`
     }
   }
 `);
+
+/** Only who the caller is: the request path's cheapest authenticated query (no read once credentials are cached). */
+export const ViewerId = graphql(`
+  query ViewerId {
+    viewer {
+      user {
+        id
+      }
+    }
+  }
+`);
