@@ -48,6 +48,7 @@ const envSchema = z.object({
     .default(4 * 1024 * 1024),
   USER_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(86_400),
   TYPING_TIMEOUT_MS: z.coerce.number().int().min(500).default(6000),
+  LIVE_REORDER_WAIT_MS: z.coerce.number().int().min(0).max(10_000).default(25),
   ATTACHMENTS_DIR: optionalString,
   MAX_UPLOAD_BYTES: z.coerce.number().int().min(1).default(10_000_000),
   ATTACHMENT_TYPES: z
@@ -178,6 +179,8 @@ const configSchema = envSchema.transform((env, ctx) => {
     socketBufferLimitBytes: env.SOCKET_BUFFER_LIMIT_BYTES,
     userTokenTtlSeconds: env.USER_TOKEN_TTL_SECONDS,
     typingTimeoutMs: env.TYPING_TIMEOUT_MS,
+    /** How long live rows that arrive ahead of a missing one wait for it before storage is read. */
+    liveReorderWaitMs: env.LIVE_REORDER_WAIT_MS,
     /** Where uploaded files are kept (local disk); by default DATA_DIR/attachments. */
     attachmentsDir: env.ATTACHMENTS_DIR ?? join(env.DATA_DIR, "attachments"),
     maxUploadBytes: env.MAX_UPLOAD_BYTES,

@@ -31,6 +31,8 @@ describe.each(backends())("statements per request on %s", (backend) => {
     {
       // No timer may read the database while a request is being counted.
       credentialResyncSeconds: 3600,
+      // Rows published out of order wait for the missing one this long: ample on a loaded machine.
+      liveReorderWaitMs: 5000,
       uploadOrphanTtlSeconds: 4 * 3600,
       rateLimits: { ...testConfig().rateLimits, enabled: false },
     },

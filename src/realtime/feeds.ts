@@ -63,12 +63,6 @@ type Signal<T> =
   /** Rows of a conversation arrived ahead of a missing one, which did not come in time. */
   | { type: "gap"; conversationId: string };
 
-/**
- * How long rows that arrived ahead of a missing one wait for it before storage is read.
- * Concurrent sends commit in seq order but may publish out of it; waiting a moment lets the
- * missing row arrive instead of every subscriber reading the gap from the database.
- */
-const REORDER_WAIT_MS = 25;
 /** Most rows held per conversation while waiting; past it the gap is read at once. */
 const MAX_EARLY_ROWS = 64;
 
@@ -150,7 +144,7 @@ async function* runFeed<T, W>(
   const userId = principal.kind === "user" ? principal.userId : null;
   const prisma = ctx.prisma;
   const lastSeq = new Map<string, number>();
-  /** Rows that arrived ahead of a missing one, per conversation, by seq (see REORDER_WAIT_MS). */
+  /** Rows that arrived ahead of a missing one, per conversation, by seq (see LIVE_REORDER_WAIT_MS). */
   const early = new Map<string, Map<number, T>>();
   const gapTimers = new Map<string, NodeJS.Timeout>();
   const unsubscribers = new Map<string, Unsubscribe>();
@@ -250,7 +244,9 @@ async function* runFeed<T, W>(
           yield emit(item);
           if (early.size > 0) yield* deliverEarly(conversationId);
         } else {
-          // Ahead of a missing row: hold it a moment, the missing one is likely on its way.
+          // Ahead of a missing row: hold it a moment (LIVE_REORDER_WAIT_MS), the missing one is
+          // likely on its way (concurrent sends commit in seq order but may publish out of it),
+          // rather than have every subscriber read the gap from storage.
           const waiting = early.get(conversationId) ?? new Map<number, T>();
           early.set(conversationId, waiting);
           waiting.set(seq, item);
@@ -260,7 +256,7 @@ async function* runFeed<T, W>(
             const timer = setTimeout(() => {
               gapTimers.delete(conversationId);
               queue.push({ type: "gap", conversationId });
-            }, REORDER_WAIT_MS);
+            }, ctx.deps.config.liveReorderWaitMs);
             gapTimers.set(conversationId, timer);
           }
         }
