@@ -84,6 +84,10 @@ export interface FrameDelivery {
   id: string;
   /** Sends one complete frame (JSON text) on the socket. */
   send(frame: string): void;
+  /** Starts (or joins) the execution of a live item's result; undefined when it is ready or cannot be prepared. */
+  prepare?(item: unknown): Promise<unknown> | undefined;
+  /** Writes a live item's frame now if its result is ready and clean; false leaves it to the stream. */
+  fast?(item: unknown): boolean;
 }
 
 export interface RequestCredentials extends Credentials {

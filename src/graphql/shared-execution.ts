@@ -183,7 +183,23 @@ export const sharedExecutionPlugin: Plugin = {
       const { delivery } = base;
       // graphql-ws's own frame, with the payload written in: {"id":…,"type":"next","payload":…}.
       const framePrefix = delivery ? `{"id":${JSON.stringify(delivery.id)},"type":"next","payload":` : "";
-      if (delivery) return directStream(source as AsyncIterable<unknown>, (streamed) => send(delivery, streamed));
+      if (delivery) {
+        // Live items of single-conversation streams: executed once per group before the hub hands
+        // them over, then written by the feed in the same pass (see realtime/hub.ts).
+        delivery.prepare = (item) => {
+          const shared = sharedOf(item, base.loadedPermissions());
+          return shared && !shared.settled ? shared.result : undefined;
+        };
+        delivery.fast = (item) => {
+          const shared = sharedOf(item, base.loadedPermissions());
+          const result = shared?.settled;
+          if (!shared || !result || result.errors?.length) return false;
+          shared.json ??= JSON.stringify(result);
+          delivery.send(`${framePrefix}${shared.json}}`);
+          return true;
+        };
+        return directStream(source as AsyncIterable<unknown>, (streamed) => send(delivery, streamed));
+      }
       return mapStream(source as AsyncIterable<unknown>, async (streamed) => {
         if (!(streamed instanceof Positioned)) return (await sharedFor(streamed)).result;
         const result = await (await sharedFor(streamed.item)).result;

@@ -2,10 +2,11 @@ import { revokesPrincipal, watchCredentialEnd } from "../auth/credential-end.ts"
 import { hasPermission } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
 import { forbidden } from "../errors.ts";
+import { type HubListener, liveHub } from "./hub.ts";
 import { readCounters, readResumePoints, type StreamStore } from "./position-reads.ts";
 import { type Positioned, type RebasePolicy, type StreamCursor, StreamPosition } from "./positions.ts";
 import type { Unsubscribe } from "./pubsub.ts";
-import { BoundedQueue, cancellable } from "./queue.ts";
+import { BoundedQueue, cancellable, type Slot } from "./queue.ts";
 import { type ReadPayload, type Topic, type TypingPayload, topics, type UserEvent } from "./topics.ts";
 
 const PAGE = 200;
@@ -155,10 +156,44 @@ async function* runFeed<T, W>(
     position ? position.deliver(item, source.conversationOf(item), source.seqOf(item)) : item;
 
   const onItem = (payload: W) => queue.push({ type: "item", item: reviveShared(source, payload) });
+  /**
+   * Live rows come through the hub. Each takes its place in the queue as it arrives; when it
+   * is handed over and is first in line for a waiting stream, the next row of its
+   * conversation, and the socket can take its frame now (FrameDelivery.fast: the group's
+   * result is ready), it is written right there, in the hub's one pass over the topic's
+   * subscribers, with no promise of its own. Anything else goes through the queue, in order.
+   */
+  const listener: HubListener<W> = {
+    arrive: (payload) => {
+      if (!ctx.delivery?.fast) {
+        onItem(payload);
+        return null;
+      }
+      return queue.reserve();
+    },
+    prepare: (payload) => (ctx.delivery?.prepare ? ctx.delivery.prepare(reviveShared(source, payload)) : undefined),
+    deliver: (payload, token) => {
+      const slot = token as Slot<Signal<T>> | null;
+      if (!slot) return;
+      const item = reviveShared(source, payload);
+      const fast = ctx.delivery?.fast;
+      if (fast && !position && queue.isNext(slot)) {
+        const conversationId = source.conversationOf(item);
+        const seen = lastSeq.get(conversationId);
+        if (seen !== undefined && source.seqOf(item) === seen + 1 && !early.has(conversationId) && fast(item)) {
+          lastSeq.set(conversationId, seen + 1);
+          queue.drop(slot);
+          return;
+        }
+      }
+      queue.fill(slot, { type: "item", item });
+    },
+  };
+  const hub = liveHub(pubsub);
   const follow = async (conversationId: string) => {
     if (unsubscribers.has(conversationId)) return;
     unsubscribers.set(conversationId, () => {});
-    unsubscribers.set(conversationId, await pubsub.subscribe(source.topic(tenantId, conversationId), onItem));
+    unsubscribers.set(conversationId, await hub.subscribe(source.topic(tenantId, conversationId), listener));
   };
   const unfollow = (conversationId: string) => {
     unsubscribers.get(conversationId)?.();

@@ -7,8 +7,14 @@ import { appError } from "../errors.ts";
  * waiting replaces it in place, so a slow consumer gets the latest state per key (one
  * typing state, one read horizon per user) and the queue never outgrows the keys.
  */
+/** A place in a queue taken when an item arrives, filled (or given up) once it is ready. */
+export class Slot<T> {
+  filled = false;
+  value: T | undefined;
+}
+
 export class BoundedQueue<T> {
-  private items: T[] = [];
+  private items: (T | Slot<T>)[] = [];
   private waiting: ((value: IteratorResult<T>) => void) | null = null;
   private failWaiting: ((error: unknown) => void) | null = null;
   private done = false;
@@ -25,6 +31,71 @@ export class BoundedQueue<T> {
     return this.done;
   }
 
+  /**
+   * Takes the next place in the queue for an item that is not ready yet: the consumer gets
+   * what comes after it only once it is filled or given up. Null once the queue is over.
+   */
+  reserve(): Slot<T> | null {
+    if (this.done) return null;
+    if (this.items.length >= this.limit) {
+      this.overflow();
+      return null;
+    }
+    const slot = new Slot<T>();
+    this.items.push(slot);
+    return slot;
+  }
+
+  /** True when the slot is first in line and the consumer waits for it: nothing is before it. */
+  isNext(slot: Slot<T>): boolean {
+    return this.waiting !== null && this.items[0] === slot;
+  }
+
+  /** Puts an item in its reserved place. */
+  fill(slot: Slot<T>, item: T): void {
+    slot.value = item;
+    slot.filled = true;
+    this.wake();
+  }
+
+  /** Gives a reserved place up (its item went another way). */
+  drop(slot: Slot<T>): void {
+    const index = this.items.indexOf(slot);
+    if (index >= 0) this.items.splice(index, 1);
+    this.wake();
+  }
+
+  /** Hands the first item to a waiting consumer if it is ready. */
+  private wake(): void {
+    if (!this.waiting) return;
+    const head = this.items[0];
+    if (head === undefined) {
+      if (this.done) this.finish();
+      return;
+    }
+    if (head instanceof Slot && !head.filled) return;
+    this.items.shift();
+    const resolve = this.waiting;
+    this.waiting = null;
+    this.failWaiting = null;
+    resolve({ value: head instanceof Slot ? (head.value as T) : head, done: false });
+  }
+
+  private finish(): void {
+    const resolve = this.waiting;
+    this.waiting = null;
+    this.failWaiting = null;
+    resolve?.({ value: undefined, done: true });
+  }
+
+  private overflow(): void {
+    this.fail(
+      appError("SLOW_CONSUMER", "Subscription closed: the client did not keep up with its events", {
+        limit: this.limit,
+      }),
+    );
+  }
+
   /** Runs `listener` once the queue is over (at once if it is). */
   whenClosed(listener: () => void): void {
     if (this.done) listener();
@@ -39,7 +110,7 @@ export class BoundedQueue<T> {
 
   push(item: T): void {
     if (this.done) return;
-    if (this.waiting) {
+    if (this.waiting && this.items.length === 0) {
       const resolve = this.waiting;
       this.waiting = null;
       this.failWaiting = null;
@@ -48,18 +119,14 @@ export class BoundedQueue<T> {
     }
     if (this.keyOf && this.items.length > 0) {
       const key = this.keyOf(item);
-      const pending = this.items.findIndex((waiting) => this.keyOf?.(waiting) === key);
+      const pending = this.items.findIndex((waiting) => !(waiting instanceof Slot) && this.keyOf?.(waiting) === key);
       if (pending >= 0) {
         this.items[pending] = item;
         return;
       }
     }
     if (this.items.length >= this.limit) {
-      this.fail(
-        appError("SLOW_CONSUMER", "Subscription closed: the client did not keep up with its events", {
-          limit: this.limit,
-        }),
-      );
+      this.overflow();
       return;
     }
     this.items.push(item);
@@ -98,9 +165,12 @@ export class BoundedQueue<T> {
 
   async next(): Promise<IteratorResult<T>> {
     if (this.failure) throw this.failure;
-    const item = this.items.shift();
-    if (item !== undefined) return { value: item, done: false };
-    if (this.done) return { value: undefined, done: true };
+    const head = this.items[0];
+    if (head !== undefined && !(head instanceof Slot && !head.filled)) {
+      this.items.shift();
+      return { value: head instanceof Slot ? (head.value as T) : head, done: false };
+    }
+    if (this.done && head === undefined) return { value: undefined, done: true };
     return new Promise((resolve, reject) => {
       this.waiting = resolve;
       this.failWaiting = reject;
