@@ -127,6 +127,9 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
       } catch {
         return false;
       }
+      // Closed during that check: its close handler has run, so nothing may be added now.
+      if (socket.readyState !== socket.OPEN) return false;
+      if (principal.kind === "user") cleanups.push(deps.presence.connect(principal.tenantId, principal.userId));
       return true;
     },
     onSubscribe: async (ctx, id, payload) => {
@@ -208,19 +211,20 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
 
   wss.on("error", (error) => log.error({ err: error }, "websocket server error"));
 
-  // One timer pings every socket; a socket that did not answer the previous ping is dropped.
-  const unanswered = new WeakSet<WebSocket>();
+  // One timer pings every socket; a socket that missed two pongs in a row is dropped.
+  const missedPongs = new WeakMap<WebSocket, number>();
   const heartbeat = setInterval(() => {
     for (const socket of wss.clients) {
       if (socket.readyState !== socket.OPEN) continue;
-      if (unanswered.has(socket)) {
+      const missed = missedPongs.get(socket) ?? 0;
+      if (missed >= 2) {
         socket.terminate();
         continue;
       }
-      unanswered.add(socket);
+      missedPongs.set(socket, missed + 1);
       socket.ping();
     }
-  }, 12_000);
+  }, config.wsPingSeconds * 1000);
   heartbeat.unref();
 
   wss.on("connection", (socket, request) => {
@@ -229,7 +233,7 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
     socket.once("error", (error) => {
       log.warn({ err: error.message, address }, "websocket client error");
     });
-    socket.on("pong", () => unanswered.delete(socket));
+    socket.on("pong", () => missedPongs.delete(socket));
     const streams = new SocketStreams();
     const limit = config.socketBufferLimitBytes;
     // Frames are queued on the socket without waiting for each write: a client that

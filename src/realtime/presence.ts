@@ -1,0 +1,284 @@
+import { randomUUID } from "node:crypto";
+import { Redis } from "ioredis";
+import type { SqlDatabase } from "../db/sql.ts";
+import type { Logger } from "../logger.ts";
+import type { PubSub } from "./pubsub.ts";
+import { type PresenceChange, topics } from "./topics.ts";
+
+/**
+ * Who is online: a user is online while at least one authenticated socket of theirs is
+ * open on any instance. Each change (a user's first socket opening anywhere, their last
+ * one closing) is published once on the tenant's presence topic, and a user going
+ * offline has their `lastSeenAt` stored (in batches, off the connect/close path).
+ */
+export interface Presence {
+  /** Counts one open socket of a user on this instance; the returned function releases it (once). */
+  connect(tenantId: string, userId: string): () => void;
+  /** Which of these users of the tenant have an open socket on some instance. */
+  online(tenantId: string, userIds: readonly string[]): Promise<Set<string>>;
+  /** A last-seen time decided here and not yet stored, if any (so reads do not lag the batch). */
+  pendingLastSeen(userId: string): Date | undefined;
+  close(): Promise<void>;
+}
+
+export interface PresenceOptions {
+  sql: SqlDatabase;
+  pubsub: PubSub;
+  log: Logger;
+  /** How long an instance's presence entries live without a heartbeat. */
+  ttlSeconds: number;
+  /** How often the instance renews its entries and looks for instances that died. */
+  heartbeatSeconds: number;
+}
+
+const keyOf = (tenantId: string, userId: string) => `${tenantId}:${userId}`;
+const split = (key: string) => {
+  const [tenantId, userId] = key.split(":") as [string, string];
+  return { tenantId, userId };
+};
+
+/** Stores last-seen times in one statement per batch, never moving one back. */
+class LastSeenWriter {
+  private readonly pending = new Map<string, Date>();
+  private timer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly sql: SqlDatabase,
+    private readonly log: Logger,
+  ) {}
+
+  record(userId: string, at: Date): void {
+    this.pending.set(userId, at);
+    this.timer ??= setTimeout(() => {
+      this.timer = null;
+      this.flushing = this.flushing.then(() => this.flush());
+    }, 50);
+  }
+
+  get(userId: string): Date | undefined {
+    return this.pending.get(userId);
+  }
+
+  private async flush(): Promise<void> {
+    if (!this.pending.size) return;
+    const batch = [...this.pending];
+    try {
+      await this.sql.query(
+        `UPDATE "User" u SET "lastSeenAt" = v.at
+           FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, at)
+          WHERE u."id" = v.id AND (u."lastSeenAt" IS NULL OR u."lastSeenAt" < v.at)`,
+        [batch.map(([id]) => id), batch.map(([, at]) => at.toISOString())],
+        { name: "presence-last-seen" },
+      );
+    } catch (error) {
+      this.log.warn({ err: (error as Error).message }, "storing last-seen times failed");
+    }
+    // Entries recorded again meanwhile stay for the next batch.
+    for (const [id, at] of batch) if (this.pending.get(id) === at) this.pending.delete(id);
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.flushing = this.flushing.then(() => this.flush());
+    await this.flushing;
+  }
+}
+
+/** Sockets per user on this instance. */
+class LocalCounts {
+  readonly counts = new Map<string, number>();
+
+  /** Returns true when this is the key's first socket. */
+  add(key: string): boolean {
+    const count = (this.counts.get(key) ?? 0) + 1;
+    this.counts.set(key, count);
+    return count === 1;
+  }
+
+  /** Returns true when this was the key's last socket. */
+  remove(key: string): boolean {
+    const count = (this.counts.get(key) ?? 0) - 1;
+    if (count > 0) {
+      this.counts.set(key, count);
+      return false;
+    }
+    this.counts.delete(key);
+    return true;
+  }
+}
+
+function announce(options: PresenceOptions, writer: LastSeenWriter, key: string, online: boolean, at: Date): void {
+  const { tenantId, userId } = split(key);
+  const change: PresenceChange = { userId, online, lastSeenAt: online ? null : at.toISOString() };
+  if (!online) writer.record(userId, at);
+  options.pubsub
+    .publish(topics.presence(tenantId), change)
+    .catch((error: Error) => options.log.warn({ err: error.message }, "publishing a presence change failed"));
+}
+
+/** Embedded mode: one process, so its own counts are the whole truth. */
+export function createMemoryPresence(options: PresenceOptions): Presence {
+  const local = new LocalCounts();
+  const writer = new LastSeenWriter(options.sql, options.log);
+  let closed = false;
+  return {
+    connect(tenantId, userId) {
+      const key = keyOf(tenantId, userId);
+      if (local.add(key)) announce(options, writer, key, true, new Date());
+      let released = false;
+      return () => {
+        if (released || closed) return;
+        released = true;
+        if (local.remove(key)) announce(options, writer, key, false, new Date());
+      };
+    },
+    async online(tenantId, userIds) {
+      return new Set(userIds.filter((id) => local.counts.has(keyOf(tenantId, id))));
+    },
+    pendingLastSeen: (userId) => writer.get(userId),
+    async close() {
+      closed = true;
+      const at = new Date();
+      for (const key of local.counts.keys()) announce(options, writer, key, false, at);
+      local.counts.clear();
+      await writer.close();
+    },
+  };
+}
+
+const INSTANCES = "presence:instances";
+const userKey = (key: string) => `presence:user:${key}`;
+const instanceKey = (id: string) => `presence:instance:${id}`;
+
+/**
+ * Across instances, in Redis. Every instance (each worker process is one) has an id; for
+ * each user it has sockets of, it holds an entry in the user's sorted set
+ * `presence:user:<tenant>:<user>` scored with the time it expires, renewed by its
+ * heartbeat. A user is online while their set has an unexpired entry, so the users of an
+ * instance that died without closing its sockets count as offline once its entries
+ * expire (at most one TTL). The instances themselves are in `presence:instances`, scored
+ * the same way; the first instance to find a dead one there removes it (ZREM decides who)
+ * and announces its users that are then offline everywhere. Adding or removing an entry
+ * and counting the live ones is one transaction, so exactly one instance sees a user's
+ * first entry arrive or last one leave, and announces it.
+ */
+export async function createRedisPresence(url: string, options: PresenceOptions): Promise<Presence> {
+  const { log } = options;
+  const ttlMs = options.ttlSeconds * 1000;
+  const id = randomUUID();
+  const redis = new Redis(url, {
+    connectionName: "chat-presence",
+    disableClientInfo: true,
+    enableAutoPipelining: true,
+    maxRetriesPerRequest: 2,
+    lazyConnect: true,
+  });
+  redis.on("error", (error: Error) => {
+    if (!closed) log.warn({ err: error.message }, "redis presence error");
+  });
+  await redis.connect();
+  const local = new LocalCounts();
+  const writer = new LastSeenWriter(options.sql, log);
+  let closed = false;
+  const expiry = () => Date.now() + ttlMs;
+
+  const arrive = async (key: string) => {
+    const now = Date.now();
+    const result = await redis
+      .multi()
+      .zadd(userKey(key), now + ttlMs, id)
+      .pexpire(userKey(key), 2 * ttlMs)
+      .sadd(instanceKey(id), key)
+      .pexpire(instanceKey(id), 10 * ttlMs)
+      .zcount(userKey(key), now, "+inf")
+      .exec();
+    if (result?.[4]?.[1] === 1) announce(options, writer, key, true, new Date(now));
+  };
+
+  /** Removes an instance's entry for a user; announces the user offline if it was their last live one. */
+  const leave = async (key: string, instance: string) => {
+    const now = Date.now();
+    const result = await redis
+      .multi()
+      .zrem(userKey(key), instance)
+      .srem(instanceKey(instance), key)
+      .zcount(userKey(key), now, "+inf")
+      .exec();
+    if (result?.[0]?.[1] === 1 && result[2]?.[1] === 0) announce(options, writer, key, false, new Date(now));
+  };
+
+  const report = (what: string) => (error: Error) => log.warn({ err: error.message }, `presence ${what} failed`);
+
+  const heartbeat = async () => {
+    const until = expiry();
+    const renew = redis.multi().zadd(INSTANCES, until, id);
+    for (const key of local.counts.keys()) renew.zadd(userKey(key), until, id).pexpire(userKey(key), 2 * ttlMs);
+    renew.pexpire(instanceKey(id), 10 * ttlMs);
+    await renew.exec();
+    // Instances whose heartbeat stopped: the first to remove one announces its users.
+    const dead = await redis.zrangebyscore(INSTANCES, "-inf", Date.now());
+    for (const other of dead) {
+      if (other === id || (await redis.zrem(INSTANCES, other)) !== 1) continue;
+      const keys = await redis.smembers(instanceKey(other));
+      await Promise.all(keys.map((key) => leave(key, other)));
+      await redis.del(instanceKey(other));
+      log.info({ instance: other, users: keys.length }, "presence: an instance stopped without closing its sockets");
+    }
+  };
+  await redis.zadd(INSTANCES, expiry(), id);
+  const timer = setInterval(() => {
+    if (!closed) heartbeat().catch(report("heartbeat"));
+  }, options.heartbeatSeconds * 1000);
+  timer.unref();
+
+  // Operations on one user run in order (connect and release can interleave on a socket's life).
+  const chains = new Map<string, Promise<void>>();
+  const inOrder = (key: string, work: () => Promise<void>) => {
+    const next = (chains.get(key) ?? Promise.resolve()).then(work).catch(report("update"));
+    chains.set(key, next);
+    next.then(() => {
+      if (chains.get(key) === next) chains.delete(key);
+    });
+  };
+
+  return {
+    connect(tenantId, userId) {
+      const key = keyOf(tenantId, userId);
+      if (local.add(key)) inOrder(key, () => arrive(key));
+      let released = false;
+      return () => {
+        if (released || closed) return;
+        released = true;
+        if (local.remove(key)) inOrder(key, () => leave(key, id));
+      };
+    },
+    async online(tenantId, userIds) {
+      const now = Date.now();
+      const online = new Set<string>();
+      await Promise.all(
+        userIds.map(async (userId) => {
+          const key = keyOf(tenantId, userId);
+          if (local.counts.has(key) || (await redis.zcount(userKey(key), now, "+inf")) > 0) online.add(userId);
+        }),
+      );
+      return online;
+    },
+    pendingLastSeen: (userId) => writer.get(userId),
+    async close() {
+      closed = true;
+      clearInterval(timer);
+      try {
+        await Promise.all([...chains.values()]);
+        await Promise.all([...local.counts.keys()].map((key) => leave(key, id)));
+        await redis.multi().zrem(INSTANCES, id).del(instanceKey(id)).exec();
+      } catch (error) {
+        report("shutdown")(error as Error);
+      }
+      local.counts.clear();
+      await writer.close();
+      redis.disconnect();
+    },
+  };
+}

@@ -1,0 +1,127 @@
+import type { Context } from "../context.ts";
+import { type PresenceChange, topics } from "../realtime/topics.ts";
+import { actingUserId, tenantOf } from "./access.ts";
+import { requireConversation } from "./conversations.ts";
+
+/** What presenceChanged delivers: a change, and the conversation the subscription names (null without one). */
+export interface PresenceEvent extends PresenceChange {
+  conversationId: string | null;
+}
+
+/** Whether a user has an open socket on some instance. */
+export async function isOnline(ctx: Context, tenantId: string, userId: string): Promise<boolean> {
+  return (await ctx.deps.presence.online(tenantId, [userId])).has(userId);
+}
+
+/** When a user's last socket closed: a time not yet stored wins over the stored one. */
+export function lastSeenAt(ctx: Context, user: { id: string; lastSeenAt: Date | null }): Date | null {
+  const pending = ctx.deps.presence.pendingLastSeen(user.id);
+  if (pending && (!user.lastSeenAt || pending > user.lastSeenAt)) return pending;
+  return user.lastSeenAt ?? null;
+}
+
+/** Members of a conversation online now. */
+export async function onlineCount(ctx: Context, conversationId: string): Promise<number> {
+  const members = await ctx.deps.db.sql.query<{ userId: string }>(
+    `SELECT "userId" FROM "Member" WHERE "conversationId" = $1::uuid`,
+    [conversationId],
+    { name: "presence-members" },
+  );
+  const online = await ctx.deps.presence.online(
+    tenantOf(ctx),
+    members.map((m) => m.userId),
+  );
+  return online.size;
+}
+
+/**
+ * Whether the viewer may hear of this user's presence now. With a conversation: both are
+ * members of it (the API key: the user is). Without: they share a conversation (the API
+ * key: every user of its tenant, whose topic this is).
+ */
+async function concerns(ctx: Context, conversationId: string | null, userId: string): Promise<boolean> {
+  const viewerId = actingUserId(ctx);
+  if (conversationId) {
+    const ids = viewerId ? [viewerId, userId] : [userId];
+    const [row] = await ctx.deps.db.sql.query<{ n: number }>(
+      `SELECT count(DISTINCT "userId")::int AS n FROM "Member" WHERE "conversationId" = $1::uuid AND "userId" = ANY($2::uuid[])`,
+      [conversationId, ids],
+      { name: "presence-members-of" },
+    );
+    return row?.n === new Set(ids).size;
+  }
+  if (!viewerId) return true;
+  const rows = await ctx.deps.db.sql.query(
+    `SELECT 1 FROM "Member" a JOIN "Member" b ON b."conversationId" = a."conversationId"
+      WHERE a."userId" = $1::uuid AND b."userId" = $2::uuid LIMIT 1`,
+    [viewerId, userId],
+    { name: "presence-shared" },
+  );
+  return rows.length > 0;
+}
+
+/**
+ * Presence changes of a conversation's members, or without one of everyone who shares a
+ * conversation with the viewer. The conversation is checked as `conversation(id)` checks
+ * it. Changes are delivered in order; while the subscriber is behind, only each user's
+ * latest change is kept (an online-offline flicker the subscriber never saw is not replayed).
+ */
+export async function presenceFeed(
+  ctx: Context,
+  conversationId: string | null,
+): Promise<AsyncGenerator<PresenceEvent, undefined>> {
+  const id = conversationId ? (await requireConversation(ctx, conversationId, "conversationId")).conversation.id : null;
+  const pending = new Map<string, PresenceChange>();
+  let wake: (() => void) | null = null;
+  let checks = Promise.resolve();
+  let stopped = false;
+  const unsubscribe = await ctx.deps.pubsub.subscribe(topics.presence(tenantOf(ctx)), (change) => {
+    checks = checks
+      .then(async () => {
+        if (stopped || !(await concerns(ctx, id, change.userId))) return;
+        if (stopped) return;
+        pending.delete(change.userId);
+        pending.set(change.userId, change);
+        wake?.();
+      })
+      .catch((error: Error) => ctx.deps.log.warn({ err: error.message }, "presence check failed"));
+  });
+  const done = { value: undefined, done: true } as const;
+  const stop = () => {
+    if (stopped) return;
+    stopped = true;
+    unsubscribe();
+    pending.clear();
+    wake?.();
+  };
+  // A plain iterator rather than a generator: return() must release the topic even before the first next().
+  const feed: AsyncGenerator<PresenceEvent, undefined> = {
+    async next() {
+      while (!stopped) {
+        const next = pending.entries().next();
+        if (!next.done) {
+          const [userId, change] = next.value;
+          pending.delete(userId);
+          return { value: { ...change, conversationId: id }, done: false };
+        }
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+        wake = null;
+      }
+      return done;
+    },
+    async return() {
+      stop();
+      return done;
+    },
+    async throw(error: unknown) {
+      stop();
+      throw error;
+    },
+    [Symbol.asyncIterator]() {
+      return feed;
+    },
+  };
+  return feed;
+}
