@@ -1,8 +1,18 @@
 import type { ResultOf } from "@graphql-typed-document-node/core";
 import type { Client } from "graphql-ws";
 import { describe, expect } from "vitest";
+import { WebSocket } from "ws";
 import { backends, startServer, TEST_JWT_SECRET, type TestServer } from "./helpers/backends.ts";
-import { type Auth, ok, operationErrors, type Subscription, sleep, subscribe, wsClient } from "./helpers/client.ts";
+import {
+  type Auth,
+  expectOpen,
+  ok,
+  operationErrors,
+  type Subscription,
+  sleep,
+  subscribe,
+  wsClient,
+} from "./helpers/client.ts";
 import { createTenant, type TestTenant } from "./helpers/fixtures.ts";
 import { freePort, runServer, waitFor } from "./helpers/process.ts";
 import { test, useServer } from "./helpers/world.ts";
@@ -324,4 +334,39 @@ describe.each(backends())("presence on %s", (backend) => {
       });
     });
   }
+});
+
+describe.each(backends())("WebSocket liveness on %s", (backend) => {
+  useServer(backend, { wsPingSeconds: 1 });
+
+  test("a socket that misses two pongs is dropped and its user goes offline; one that answers stays", {
+    timeout: 30_000,
+  }, async ({ server, tenant, sockets }) => {
+    const [alice, bob] = usersOf(tenant);
+    // A client that never answers pings (the ws library answers them unless told not to).
+    const silent = new WebSocket(server.wsUrl, "graphql-transport-ws", { autoPong: false });
+    const closed = new Promise<number>((resolve) => silent.once("close", (code) => resolve(code)));
+    await new Promise((resolve, reject) => silent.once("open", resolve).once("error", reject));
+    silent.send(JSON.stringify({ type: "connection_init", payload: { authorization: `Bearer ${alice.token}` } }));
+    await onlineNow(server.url, tenant, alice.id, true);
+    const answering = sockets.open({ token: bob.token }, { keepOpen: true });
+    await acknowledged(answering);
+    // One that answers every other ping never misses two in a row: it stays.
+    const patchy = new WebSocket(server.wsUrl, "graphql-transport-ws", { autoPong: false });
+    let pings = 0;
+    patchy.on("ping", () => {
+      if (pings++ % 2 === 1) patchy.pong();
+    });
+    const patchyClosed = new Promise<number>((resolve) => patchy.once("close", (code) => resolve(code)));
+    await new Promise((resolve, reject) => patchy.once("open", resolve).once("error", reject));
+    patchy.send(JSON.stringify({ type: "connection_init", payload: { authorization: `Bearer ${bob.token}` } }));
+    // Pinged every second: dropped at the third tick, after two pings went unanswered.
+    expect(await closed).toBe(1006);
+    await onlineNow(server.url, tenant, alice.id, false);
+    await expectOpen(answering, "a socket that answers pings", 1_500);
+    expect((await presenceOf(server.url, tenant, bob.id))?.online).toBe(true);
+    expect(pings, "the patchy socket was pinged often enough to matter").toBeGreaterThanOrEqual(3);
+    expect(await Promise.race([patchyClosed, sleep(0).then(() => "open")])).toBe("open");
+    patchy.close();
+  });
 });
