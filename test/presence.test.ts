@@ -11,13 +11,16 @@ import {
   type Subscription,
   sleep,
   subscribe,
+  whenLive,
   wsClient,
 } from "./helpers/client.ts";
 import { createTenant, type TestTenant } from "./helpers/fixtures.ts";
 import { freePort, runServer, waitFor } from "./helpers/process.ts";
 import { test, useServer } from "./helpers/world.ts";
 import { CreateGroup } from "./operations/conversations.ts";
-import { ConversationPresence, PresenceChanged, UserPresence } from "./operations/presence.ts";
+import { ConversationEvents, MessageAdded, Typing } from "./operations/events.ts";
+import { SendMessage } from "./operations/messages.ts";
+import { ConversationConnections, ConversationPresence, PresenceChanged, UserPresence } from "./operations/presence.ts";
 
 type Change = ResultOf<typeof PresenceChanged>["presenceChanged"];
 
@@ -258,6 +261,50 @@ describe.each(backends())("presence on %s", (backend) => {
     expect(erinsView[0]?.extensions?.code).toBe("NOT_FOUND");
   });
 
+  test("connectionCount counts the sockets with a live subscription following the conversation", async ({
+    server,
+    tenant,
+    sockets,
+  }) => {
+    const [alice, bob, carol] = usersOf(tenant);
+    const group = await groupOf(server.url, tenant);
+    const connections = () =>
+      ok(server.url, ConversationConnections, { id: group }, { token: alice.token }).then(
+        (r) => r.conversation?.connectionCount,
+      );
+    const counted = (n: number) => until(connections, (count) => count === n);
+    expect(await connections()).toBe(0);
+    // A socket without subscriptions does not count.
+    sockets.open({ token: alice.token }, { keepOpen: true });
+    const bobs = sockets.open({ token: bob.token }, { keepOpen: true });
+    const typing = subscribe(bobs, Typing, { conversationId: group });
+    await counted(1);
+    // A second subscription of the same socket on the same conversation: still one socket.
+    const messages = subscribe(bobs, MessageAdded, { conversationId: group });
+    await whenLive(messages, () =>
+      ok(server.url, SendMessage, { input: { conversationId: group, body: "hello" } }, { token: carol.token }),
+    );
+    expect(await connections()).toBe(1);
+    // A refused subscription (Dave is not a member) does not count.
+    const daves = sockets.open({ token: usersOf(tenant)[3].token }, { keepOpen: true });
+    const refused = await operationErrors(daves, Typing, { conversationId: group });
+    expect(refused[0]?.extensions?.code).toBe("FORBIDDEN");
+    expect(await connections()).toBe(1);
+    // Following all of a member's conversations, or all of the tenant's (the API key), counts too.
+    subscribe(sockets.open({ token: carol.token }, { keepOpen: true }), ConversationEvents, {});
+    await counted(2);
+    const keys = sockets.open({ apiKey: tenant.apiKey }, { keepOpen: true });
+    const all = subscribe(keys, MessageAdded, {});
+    await counted(3);
+    // Unsubscribing one of Bob's two leaves his socket counted; the other one ends it.
+    messages.unsubscribe();
+    all.unsubscribe();
+    await counted(2);
+    expect(await connections()).toBe(2);
+    typing.unsubscribe();
+    await counted(1);
+  });
+
   if (backend === "postgres+redis") {
     describe("across instances", () => {
       test("a socket on another instance makes the user online here, and offline once it closes", async ({
@@ -286,6 +333,18 @@ describe.each(backends())("presence on %s", (backend) => {
           expect(await changeOf(sub, alice.id)).toMatchObject({ online: false });
           await onlineNow(other.url, tenant, alice.id, false);
           await fence.dispose();
+          // A subscription on the other instance counts in connectionCount here.
+          const group = await groupOf(server.url, tenant);
+          const follower = connect(other.wsUrl, { token: carol.token });
+          const typing = subscribe(follower, Typing, { conversationId: group });
+          const count = () =>
+            ok(server.url, ConversationConnections, { id: group }, { apiKey: tenant.apiKey }).then(
+              (r) => r.conversation?.connectionCount,
+            );
+          await until(count, (n) => n === 1);
+          typing.unsubscribe();
+          await until(count, (n) => n === 0);
+          await follower.dispose();
         } finally {
           await other.stop();
         }

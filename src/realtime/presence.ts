@@ -18,6 +18,14 @@ export interface Presence {
   online(tenantId: string, userIds: readonly string[]): Promise<Set<string>>;
   /** A last-seen time decided here and not yet stored, if any (so reads do not lag the batch). */
   pendingLastSeen(userId: string): Date | undefined;
+  /**
+   * Counts one live subscription of a socket that follows `target` (see followKeys); the
+   * returned function releases it (once). A socket counts once per target however many
+   * of its subscriptions follow it.
+   */
+  follow(socketId: string, target: string): () => void;
+  /** The distinct sockets, on every instance, with a live subscription following any of these targets. */
+  followers(targets: readonly string[]): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -32,6 +40,55 @@ export interface PresenceOptions {
 }
 
 const keyOf = (tenantId: string, userId: string) => `${tenantId}:${userId}`;
+
+/** What a subscription follows: one conversation, all of a user's, or all of a tenant's (the API key). */
+export const followKeys = {
+  conversation: (tenantId: string, conversationId: string) => `conversation:${tenantId}:${conversationId}`,
+  user: (tenantId: string, userId: string) => `user:${tenantId}:${userId}`,
+  tenant: (tenantId: string) => `tenant:${tenantId}`,
+};
+
+/** Sockets following each target on this instance, each with the number of its subscriptions there. */
+class LocalFollows {
+  readonly targets = new Map<string, Map<string, number>>();
+
+  /** Returns true when this is the socket's first subscription following the target. */
+  add(target: string, socketId: string): boolean {
+    let sockets = this.targets.get(target);
+    if (!sockets) {
+      sockets = new Map();
+      this.targets.set(target, sockets);
+    }
+    const count = (sockets.get(socketId) ?? 0) + 1;
+    sockets.set(socketId, count);
+    return count === 1;
+  }
+
+  /** Returns true when that was the socket's last one. */
+  remove(target: string, socketId: string): boolean {
+    const sockets = this.targets.get(target);
+    if (!sockets) return false;
+    const count = (sockets.get(socketId) ?? 0) - 1;
+    if (count > 0) {
+      sockets.set(socketId, count);
+      return false;
+    }
+    sockets.delete(socketId);
+    if (!sockets.size) this.targets.delete(target);
+    return true;
+  }
+
+  /** A handle that counts one subscription and releases it once. */
+  hold(target: string, socketId: string, first: () => void, last: () => void, closed: () => boolean): () => void {
+    if (this.add(target, socketId)) first();
+    let released = false;
+    return () => {
+      if (released || closed()) return;
+      released = true;
+      if (this.remove(target, socketId)) last();
+    };
+  }
+}
 const split = (key: string) => {
   const [tenantId, userId] = key.split(":") as [string, string];
   return { tenantId, userId };
@@ -121,9 +178,23 @@ function announce(options: PresenceOptions, writer: LastSeenWriter, key: string,
 /** Embedded mode: one process, so its own counts are the whole truth. */
 export function createMemoryPresence(options: PresenceOptions): Presence {
   const local = new LocalCounts();
+  const follows = new LocalFollows();
   const writer = new LastSeenWriter(options.sql, options.log);
   let closed = false;
   return {
+    follow: (socketId, target) =>
+      follows.hold(
+        target,
+        socketId,
+        () => {},
+        () => {},
+        () => closed,
+      ),
+    async followers(targets) {
+      const sockets = new Set<string>();
+      for (const target of targets) for (const id of follows.targets.get(target)?.keys() ?? []) sockets.add(id);
+      return sockets.size;
+    },
     connect(tenantId, userId) {
       const key = keyOf(tenantId, userId);
       if (local.add(key)) announce(options, writer, key, true, new Date());
@@ -151,6 +222,7 @@ export function createMemoryPresence(options: PresenceOptions): Presence {
 const INSTANCES = "presence:instances";
 const userKey = (key: string) => `presence:user:${key}`;
 const instanceKey = (id: string) => `presence:instance:${id}`;
+const followKey = (target: string) => `presence:follow:${target}`;
 
 /**
  * Across instances, in Redis. Every instance (each worker process is one) has an id; for
@@ -180,6 +252,7 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
   });
   await redis.connect();
   const local = new LocalCounts();
+  const follows = new LocalFollows();
   const writer = new LastSeenWriter(options.sql, log);
   let closed = false;
   const expiry = () => Date.now() + ttlMs;
@@ -215,6 +288,10 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
     const until = expiry();
     const renew = redis.multi().zadd(INSTANCES, until, id);
     for (const key of local.counts.keys()) renew.zadd(userKey(key), until, id).pexpire(userKey(key), 2 * ttlMs);
+    for (const [target, sockets] of follows.targets) {
+      renew.zadd(followKey(target), ...[...sockets.keys()].flatMap((socket) => [until, socket]));
+      renew.pexpire(followKey(target), 2 * ttlMs);
+    }
     renew.pexpire(instanceKey(id), 10 * ttlMs);
     await renew.exec();
     // Instances whose heartbeat stopped: the first to remove one announces its users.
@@ -244,6 +321,29 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
   };
 
   return {
+    follow: (socketId, target) =>
+      follows.hold(
+        target,
+        socketId,
+        () =>
+          inOrder(`follow:${target}:${socketId}`, async () => {
+            await redis
+              .multi()
+              .zadd(followKey(target), expiry(), socketId)
+              .pexpire(followKey(target), 2 * ttlMs)
+              .exec();
+          }),
+        () =>
+          inOrder(`follow:${target}:${socketId}`, async () => {
+            await redis.zrem(followKey(target), socketId);
+          }),
+        () => closed,
+      ),
+    async followers(targets) {
+      const now = Date.now();
+      const lists = await Promise.all(targets.map((target) => redis.zrangebyscore(followKey(target), now, "+inf")));
+      return new Set(lists.flat()).size;
+    },
     connect(tenantId, userId) {
       const key = keyOf(tenantId, userId);
       if (local.add(key)) inOrder(key, () => arrive(key));
@@ -272,11 +372,15 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
       try {
         await Promise.all([...chains.values()]);
         await Promise.all([...local.counts.keys()].map((key) => leave(key, id)));
+        const unfollow = redis.multi();
+        for (const [target, sockets] of follows.targets) unfollow.zrem(followKey(target), ...sockets.keys());
+        await unfollow.exec();
         await redis.multi().zrem(INSTANCES, id).del(instanceKey(id)).exec();
       } catch (error) {
         report("shutdown")(error as Error);
       }
       local.counts.clear();
+      follows.targets.clear();
       await writer.close();
       redis.disconnect();
     },

@@ -21,6 +21,11 @@ builder.prismaObjectFields("Conversation", (t) => ({
     description: "How many members are online now (see User.online), the viewer included when connected.",
     resolve: (conversation, _args, ctx) => presence.onlineCount(ctx, conversation.id),
   }),
+  connectionCount: t.int({
+    description:
+      "How many WebSocket connections, on every instance, hold a live subscription that follows this conversation: messageAdded, conversationEvents, typing or readReceipt naming it, or messageAdded or conversationEvents without conversationId of a member (or of the API key).",
+    resolve: (conversation, _args, ctx) => presence.connectionCount(ctx, conversation.id),
+  }),
 }));
 
 const PresenceEventRef = builder.objectRef<presence.PresenceEvent>("PresenceEvent").implement({

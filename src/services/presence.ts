@@ -1,4 +1,5 @@
 import type { Context } from "../context.ts";
+import { followKeys } from "../realtime/presence.ts";
 import { type PresenceChange, topics } from "../realtime/topics.ts";
 import { actingUserId, tenantOf } from "./access.ts";
 import { requireConversation } from "./conversations.ts";
@@ -20,18 +21,33 @@ export function lastSeenAt(ctx: Context, user: { id: string; lastSeenAt: Date | 
   return user.lastSeenAt ?? null;
 }
 
-/** Members of a conversation online now. */
-export async function onlineCount(ctx: Context, conversationId: string): Promise<number> {
+async function memberIds(ctx: Context, conversationId: string): Promise<string[]> {
   const members = await ctx.deps.db.sql.query<{ userId: string }>(
     `SELECT "userId" FROM "Member" WHERE "conversationId" = $1::uuid`,
     [conversationId],
     { name: "presence-members" },
   );
-  const online = await ctx.deps.presence.online(
-    tenantOf(ctx),
-    members.map((m) => m.userId),
-  );
-  return online.size;
+  return members.map((m) => m.userId);
+}
+
+/** Members of a conversation online now. */
+export async function onlineCount(ctx: Context, conversationId: string): Promise<number> {
+  return (await ctx.deps.presence.online(tenantOf(ctx), await memberIds(ctx, conversationId))).size;
+}
+
+/**
+ * Distinct sockets, on every instance, with a live subscription that follows this
+ * conversation: naming it, or following all conversations of one of its members (or, for
+ * the API key, of the tenant).
+ */
+export async function connectionCount(ctx: Context, conversationId: string): Promise<number> {
+  const tenantId = tenantOf(ctx);
+  const members = await memberIds(ctx, conversationId);
+  return ctx.deps.presence.followers([
+    followKeys.conversation(tenantId, conversationId),
+    followKeys.tenant(tenantId),
+    ...members.map((userId) => followKeys.user(tenantId, userId)),
+  ]);
 }
 
 /**

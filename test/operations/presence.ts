@@ -39,3 +39,12 @@ export const PresenceChanged = graphql(`
     }
   }
 `);
+
+export const ConversationConnections = graphql(`
+  query ConversationConnections($id: ID!) {
+    conversation(id: $id) {
+      id
+      connectionCount
+    }
+  }
+`);
