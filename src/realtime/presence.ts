@@ -293,7 +293,13 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
       renew.pexpire(followKey(target), 2 * ttlMs);
     }
     renew.pexpire(instanceKey(id), 10 * ttlMs);
-    await renew.exec();
+    const renewed = await renew.exec();
+    // Our entry was gone: another instance took us for dead (a heartbeat late by a whole TTL)
+    // and announced our users offline. Add them back; those now online nowhere else are announced.
+    if (renewed?.[0]?.[1] === 1) {
+      log.warn({ instance: id }, "presence: this instance was taken for dead; announcing its users again");
+      for (const key of local.counts.keys()) inOrder(key, () => arrive(key));
+    }
     // Instances whose heartbeat stopped: the first to remove one announces its users.
     const dead = await redis.zrangebyscore(INSTANCES, "-inf", Date.now());
     for (const other of dead) {

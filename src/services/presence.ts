@@ -1,3 +1,4 @@
+import DataLoader from "dataloader";
 import type { Context } from "../context.ts";
 import { followKeys } from "../realtime/presence.ts";
 import { type PresenceChange, topics } from "../realtime/topics.ts";
@@ -21,13 +22,29 @@ export function lastSeenAt(ctx: Context, user: { id: string; lastSeenAt: Date | 
   return user.lastSeenAt ?? null;
 }
 
-async function memberIds(ctx: Context, conversationId: string): Promise<string[]> {
-  const members = await ctx.deps.db.sql.query<{ userId: string }>(
-    `SELECT "userId" FROM "Member" WHERE "conversationId" = $1::uuid`,
-    [conversationId],
-    { name: "presence-members" },
-  );
-  return members.map((m) => m.userId);
+/** Member ids per conversation: one query for all the conversations a request resolves at once. */
+const memberIdLoaders = new WeakMap<object, DataLoader<string, string[]>>();
+
+function memberIds(ctx: Context, conversationId: string): Promise<string[]> {
+  let loader = memberIdLoaders.get(ctx.loaders);
+  if (!loader) {
+    loader = new DataLoader(
+      async (ids) => {
+        const rows = await ctx.deps.db.sql.query<{ conversationId: string; userId: string }>(
+          `SELECT "conversationId", "userId" FROM "Member" WHERE "conversationId" = ANY($1::uuid[])`,
+          [[...ids]],
+          { name: "presence-members" },
+        );
+        const byConversation = new Map<string, string[]>(ids.map((id) => [id, []]));
+        for (const row of rows) byConversation.get(row.conversationId)?.push(row.userId);
+        return ids.map((id) => byConversation.get(id) ?? []);
+        // Batched, never cached: membership changes within a request (mutations) and a subscription's life.
+      },
+      { cache: false },
+    );
+    memberIdLoaders.set(ctx.loaders, loader);
+  }
+  return loader.load(conversationId);
 }
 
 /** Members of a conversation online now. */
