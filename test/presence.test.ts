@@ -146,6 +146,12 @@ describe.each(backends())("presence on %s", (backend) => {
       );
       expect(after?.online).toBe(false);
       expect(stored?.lastSeenAt).toBe(offline.lastSeenAt);
+      // Stored in the user's row (in a batch shortly after), not only held in memory.
+      const row = () =>
+        server.app.deps.db.sql
+          .query<{ lastSeenAt: Date | null }>(`SELECT "lastSeenAt" FROM "User" WHERE "id" = $1::uuid`, [alice.id])
+          .then((rows) => rows[0]?.lastSeenAt?.toISOString() ?? null);
+      expect(await until(row, (value) => value === offline.lastSeenAt)).toBe(offline.lastSeenAt);
     } finally {
       await Promise.allSettled([first.dispose(), second.dispose()]);
     }
@@ -221,6 +227,8 @@ describe.each(backends())("presence on %s", (backend) => {
     const [alice, bob, carol, dave] = usersOf(tenant);
     await groupOf(server.url, tenant);
     const sub = subscribe(sockets.open({ token: alice.token }, { keepOpen: true }), PresenceChanged, {});
+    // The API key hears of every user of its tenant.
+    const keySub = subscribe(sockets.open({ apiKey: tenant.apiKey }, { keepOpen: true }), PresenceChanged, {});
     await onlineNow(server.url, tenant, alice.id, true);
     const bobSocket = connect(server.wsUrl, { token: bob.token });
     try {
@@ -231,6 +239,7 @@ describe.each(backends())("presence on %s", (backend) => {
       sockets.open({ token: carol.token }, { keepOpen: true });
       const seen = await changesUntil(sub, carol.id);
       expect(seen.filter((change) => change.user.id === dave.id)).toEqual([]);
+      expect(await changeOf(keySub, dave.id)).toMatchObject({ online: true, conversationId: null });
       await bobSocket.dispose();
       expect(await changeOf(sub, bob.id)).toMatchObject({ online: false, conversationId: null });
     } finally {
