@@ -5,6 +5,7 @@ import { WebSocket } from "ws";
 import { backends, startServer, TEST_JWT_SECRET, type TestServer } from "./helpers/backends.ts";
 import {
   type Auth,
+  drain,
   expectOpen,
   ok,
   operationErrors,
@@ -312,6 +313,52 @@ describe.each(backends())("presence on %s", (backend) => {
     expect(await connections()).toBe(2);
     typing.unsubscribe();
     await counted(1);
+  });
+
+  test("a change reaching many subscribers costs the instance a few statements, not some per subscriber", async ({
+    server,
+    tenant,
+    sockets,
+  }) => {
+    const [alice, bob, carol] = usersOf(tenant);
+    const group = await groupOf(server.url, tenant);
+    const subs = Array.from({ length: 10 }, (_, i) =>
+      subscribe(
+        sockets.open({ token: bob.token }, { keepOpen: true }),
+        PresenceChanged,
+        i % 2 ? { conversationId: group } : {},
+      ),
+    );
+    // Every subscription is live once it delivered one of Carol's changes (she comes and goes until then).
+    const live = new Set<number>();
+    for (let attempt = 0; live.size < subs.length && attempt < 20; attempt++) {
+      const carols = connect(server.wsUrl, { token: carol.token });
+      await acknowledged(carols);
+      await carols.dispose();
+      for (const [i, sub] of subs.entries()) {
+        if (live.has(i)) continue;
+        await changeOf(sub, carol.id, 500).then(
+          () => live.add(i),
+          () => {},
+        );
+      }
+    }
+    expect(live.size).toBe(subs.length);
+    await onlineNow(server.url, tenant, carol.id, false);
+    for (const sub of subs) await drain(sub, 200);
+    const aliceSocket = connect(server.wsUrl, { token: alice.token });
+    try {
+      for (const sub of subs) await changeOf(sub, alice.id);
+      const before = server.app.deps.db.stats.statements;
+      await aliceSocket.dispose();
+      for (const sub of subs) expect(await changeOf(sub, alice.id)).toMatchObject({ online: false });
+      const spent = server.app.deps.db.stats.statements - before;
+      // Per change and instance: the members of the group, Alice's partners, Alice's row per
+      // document and variables, and the last-seen batch; per subscriber it would be 20 or more.
+      expect(spent, `${spent} statements`).toBeLessThan(10);
+    } finally {
+      await aliceSocket.dispose();
+    }
   });
 
   if (backend === "postgres+redis") {

@@ -68,29 +68,81 @@ export async function connectionCount(ctx: Context, conversationId: string): Pro
 }
 
 /**
- * Whether the viewer may hear of this user's presence now. With a conversation: both are
- * members of it (the API key: the user is). Without: they share a conversation (the API
- * key: every user of its tenant, whose topic this is).
+ * Reads made for one change, shared by every subscription of this instance that receives it
+ * (pub/sub hands each local listener the same object): a change costs a query or two per
+ * instance, not one per subscriber.
  */
-async function concerns(ctx: Context, conversationId: string | null, userId: string): Promise<boolean> {
+const readsOfChange = new WeakMap<PresenceChange, Map<string, Promise<Set<string>>>>();
+
+function shared(change: PresenceChange, key: string, read: () => Promise<Set<string>>): Promise<Set<string>> {
+  let reads = readsOfChange.get(change);
+  if (!reads) {
+    reads = new Map();
+    readsOfChange.set(change, reads);
+  }
+  let result = reads.get(key);
+  if (!result) {
+    result = read();
+    reads.set(key, result);
+  }
+  return result;
+}
+
+async function idsOf(ctx: Context, sql: string, params: unknown[], name: string): Promise<Set<string>> {
+  const rows = await ctx.deps.db.sql.query<{ userId: string }>(sql, params, { name });
+  return new Set(rows.map((row) => row.userId));
+}
+
+/**
+ * One event object per change and conversation, handed to every subscription of this
+ * instance that delivers it, so that subscribers running the same document share one
+ * execution of it (see graphql/shared-execution.ts).
+ */
+const eventsOfChange = new WeakMap<PresenceChange, Map<string | null, PresenceEvent>>();
+
+function eventOf(change: PresenceChange, conversationId: string | null): PresenceEvent {
+  let events = eventsOfChange.get(change);
+  if (!events) {
+    events = new Map();
+    eventsOfChange.set(change, events);
+  }
+  let event = events.get(conversationId);
+  if (!event) {
+    event = { ...change, conversationId };
+    events.set(conversationId, event);
+  }
+  return event;
+}
+
+/**
+ * Whether the viewer may hear of this change now. With a conversation: both the user and
+ * the viewer are its members (the API key: the user is). Without: they share a
+ * conversation (the API key: every user of its tenant, whose topic this is).
+ */
+async function concerns(ctx: Context, conversationId: string | null, change: PresenceChange): Promise<boolean> {
   const viewerId = actingUserId(ctx);
   if (conversationId) {
-    const ids = viewerId ? [viewerId, userId] : [userId];
-    const [row] = await ctx.deps.db.sql.query<{ n: number }>(
-      `SELECT count(DISTINCT "userId")::int AS n FROM "Member" WHERE "conversationId" = $1::uuid AND "userId" = ANY($2::uuid[])`,
-      [conversationId, ids],
-      { name: "presence-members-of" },
+    const members = await shared(change, `members:${conversationId}`, () =>
+      idsOf(
+        ctx,
+        `SELECT "userId" FROM "Member" WHERE "conversationId" = $1::uuid`,
+        [conversationId],
+        "presence-conversation-members",
+      ),
     );
-    return row?.n === new Set(ids).size;
+    return members.has(change.userId) && (!viewerId || members.has(viewerId));
   }
   if (!viewerId) return true;
-  const rows = await ctx.deps.db.sql.query(
-    `SELECT 1 FROM "Member" a JOIN "Member" b ON b."conversationId" = a."conversationId"
-      WHERE a."userId" = $1::uuid AND b."userId" = $2::uuid LIMIT 1`,
-    [viewerId, userId],
-    { name: "presence-shared" },
+  const partners = await shared(change, "partners", () =>
+    idsOf(
+      ctx,
+      `SELECT DISTINCT b."userId" FROM "Member" a JOIN "Member" b ON b."conversationId" = a."conversationId"
+        WHERE a."userId" = $1::uuid`,
+      [change.userId],
+      "presence-partners",
+    ),
   );
-  return rows.length > 0;
+  return partners.has(viewerId);
 }
 
 /**
@@ -111,7 +163,7 @@ export async function presenceFeed(
   const unsubscribe = await ctx.deps.pubsub.subscribe(topics.presence(tenantOf(ctx)), (change) => {
     checks = checks
       .then(async () => {
-        if (stopped || !(await concerns(ctx, id, change.userId))) return;
+        if (stopped || !(await concerns(ctx, id, change))) return;
         if (stopped) return;
         pending.delete(change.userId);
         pending.set(change.userId, change);
@@ -135,7 +187,7 @@ export async function presenceFeed(
         if (!next.done) {
           const [userId, change] = next.value;
           pending.delete(userId);
-          return { value: { ...change, conversationId: id }, done: false };
+          return { value: eventOf(change, id), done: false };
         }
         await new Promise<void>((resolve) => {
           wake = resolve;
