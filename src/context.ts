@@ -13,6 +13,7 @@ import type { Config } from "./env.ts";
 import { createLoaders, type Loaders } from "./loaders.ts";
 import type { Logger } from "./logger.ts";
 import type { Mailer } from "./mail.ts";
+import type { Presence } from "./realtime/presence.ts";
 import type { PubSub } from "./realtime/pubsub.ts";
 import type { SocketStreams } from "./realtime/queue.ts";
 import type { AttachmentStore } from "./storage/attachments.ts";
@@ -36,6 +37,8 @@ export interface AppDeps {
   credentialResync: ResyncSignal;
   /** Valid credentials and users' grants, so that requests do not read them from storage each time. */
   credentialCache: CredentialCache;
+  /** Who is online, on every instance. */
+  presence: Presence;
   /** Work that runs after the response (account mail); failures are logged. */
   tasks: BackgroundTasks;
   /** Release what the parts above hold, in reverse order (see deps.ts closeDeps). */

@@ -12,6 +12,7 @@ import { type Database, embeddedDir, openMigratedDatabase } from "./db/client.ts
 import type { Config } from "./env.ts";
 import type { Logger } from "./logger.ts";
 import { outboxMailer, smtpMailer } from "./mail.ts";
+import { createMemoryPresence, createRedisPresence, type Presence } from "./realtime/presence.ts";
 import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
 import { topics } from "./realtime/topics.ts";
 import { LocalDiskStore } from "./storage/attachments.ts";
@@ -88,6 +89,22 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
       limitsRedis.once("ready", done).once("error", done);
     });
   }
+  const presenceOptions = {
+    sql: db.sql,
+    pubsub,
+    log,
+    ttlSeconds: config.presenceTtlSeconds,
+    heartbeatSeconds: config.presenceHeartbeatSeconds,
+  };
+  let presence: Presence;
+  try {
+    presence = config.redisUrl
+      ? await createRedisPresence(config.redisUrl, presenceOptions)
+      : createMemoryPresence(presenceOptions);
+  } catch (error) {
+    return fail(error);
+  }
+  closers.push(() => presence.close());
   const mailer = config.smtpUrl
     ? smtpMailer(config.smtpUrl, config.mailFrom)
     : outboxMailer(config.dataDir, config.mailFrom, log);
@@ -122,6 +139,7 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     writeLimits: new WriteLimits(config.rateLimits, limitsRedis, log, !config.databaseUrl),
     credentialResync,
     credentialCache,
+    presence,
     tasks,
     closers,
     attachments: new LocalDiskStore(config.attachmentsDir),

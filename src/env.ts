@@ -103,6 +103,9 @@ const envSchema = z.object({
   MAX_SUBSCRIPTIONS_PER_SOCKET: z.coerce.number().int().min(1).default(100),
   MAX_SOCKETS_PER_USER: z.coerce.number().int().min(1).default(50),
   MAX_SOCKETS_PER_TENANT: z.coerce.number().int().min(1).default(10_000),
+  WS_PING_SECONDS: z.coerce.number().int().min(1).max(3600).default(15),
+  PRESENCE_TTL_SECONDS: z.coerce.number().int().min(2).max(3600).default(30),
+  PRESENCE_HEARTBEAT_SECONDS: optionalString.pipe(z.coerce.number<string | undefined>().int().min(1).optional()),
   GRAPHIQL: z
     .enum(["true", "false"])
     .default("true")
@@ -148,6 +151,17 @@ const configSchema = envSchema.transform((env, ctx) => {
       message: !env.DATABASE_URL
         ? "more than one process needs DATABASE_URL and REDIS_URL: the embedded database (PGlite) can only be opened by one process"
         : "more than one process needs REDIS_URL: without it events travel in-process, and one worker's subscribers would miss what another worker publishes",
+    });
+    return z.NEVER;
+  }
+  // Unset: a third of the TTL, so an entry is renewed twice before it could expire.
+  const presenceHeartbeatSeconds =
+    env.PRESENCE_HEARTBEAT_SECONDS ?? Math.max(1, Math.floor(env.PRESENCE_TTL_SECONDS / 3));
+  if (presenceHeartbeatSeconds >= env.PRESENCE_TTL_SECONDS) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["PRESENCE_HEARTBEAT_SECONDS"],
+      message: "must be less than PRESENCE_TTL_SECONDS (entries would expire between heartbeats)",
     });
     return z.NEVER;
   }
@@ -234,6 +248,15 @@ const configSchema = envSchema.transform((env, ctx) => {
     /** Open WebSockets per user and per tenant on one instance; more are closed with 4429. */
     maxSocketsPerUser: env.MAX_SOCKETS_PER_USER,
     maxSocketsPerTenant: env.MAX_SOCKETS_PER_TENANT,
+    /** Every open WebSocket is pinged this often; one that misses two pongs in a row is dropped. */
+    wsPingSeconds: env.WS_PING_SECONDS,
+    /**
+     * Presence across instances (Redis): an instance's entries expire this long after its
+     * last heartbeat, so the users of an instance that died go offline within it.
+     */
+    presenceTtlSeconds: env.PRESENCE_TTL_SECONDS,
+    /** How often an instance renews its presence entries and looks for dead instances. */
+    presenceHeartbeatSeconds,
     /** Limits on writes (messages, edits, reactions, typing, uploads, group changes). */
     rateLimits: {
       /** RATE_LIMITS=off: no write limits at all (benchmarks, trusted backends). */

@@ -45,6 +45,8 @@ export const topics = {
   conversations: (tenantId: string) => topic<MembershipEvent>(`chat:${tenantId}:conversations`),
   /** Changes that concern one user: memberships, permissions, revoked credentials. */
   user: (tenantId: string, userId: string) => topic<UserEvent>(`chat:${tenantId}:user:${userId}`),
+  /** Users of the tenant coming online (first open socket on any instance) or going offline (last one closed). */
+  presence: (tenantId: string) => topic<PresenceChange>(`chat:${tenantId}:presence`),
   /** Changes to the tenant's API keys. */
   apiKeys: (tenantId: string) => topic<ApiKeyEvent>(`chat:${tenantId}:api-keys`),
   /**
@@ -82,4 +84,12 @@ export interface ReadPayload {
   lastReadSeq: number;
   lastReadMessageId: string;
   readAt: string;
+}
+
+/** A user came online or went offline (see realtime/presence.ts). */
+export interface PresenceChange {
+  userId: string;
+  online: boolean;
+  /** When they went offline (ISO); null when they came online. */
+  lastSeenAt: string | null;
 }

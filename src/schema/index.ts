@@ -11,5 +11,6 @@ import "./events.ts";
 import "./role.ts";
 import "./audit.ts";
 import "./account.ts";
+import "./presence.ts";
 
 export const schema = lexicographicSortSchema(builder.toSchema());

@@ -1,5 +1,6 @@
+import { randomUUID } from "node:crypto";
 import type { Server } from "node:http";
-import { GraphQLError } from "graphql";
+import { type ExecutionArgs, GraphQLError, getOperationAST, Kind } from "graphql";
 import { CloseCode, handleProtocols, makeServer } from "graphql-ws";
 import { type WebSocket, WebSocketServer } from "ws";
 import { watchCredentialEnd } from "../auth/credential-end.ts";
@@ -10,6 +11,7 @@ import { appError } from "../errors.ts";
 import { classifyError, createErrorMasker, withCode } from "../graphql/errors.ts";
 import { inspectOperationInput } from "../graphql/input-guards.ts";
 import type { ChatYoga } from "../graphql/yoga.ts";
+import { followKeys } from "../realtime/presence.ts";
 import { SocketStreams } from "../realtime/queue.ts";
 import { CredentialRegistry } from "./credentials.ts";
 
@@ -25,6 +27,10 @@ interface Extra {
   streams: SocketStreams;
   /** Sends a frame on the socket, minding its send buffer (what graphql-ws sends goes through it too). */
   send(frame: string): void;
+  /** Unique across instances: what Conversation.connectionCount counts. */
+  socketId: string;
+  /** Releases of the socket's live subscriptions that follow conversations, by operation id. */
+  follows: Map<string, () => void>;
 }
 
 /** Open sockets per key (a user or a tenant) on this instance. */
@@ -51,6 +57,31 @@ class SocketCounts {
 /** Protocol violations graphql-ws reports by throwing: message types only a server may send. */
 const isProtocolViolation = (error: unknown) =>
   error instanceof Error && error.message.startsWith("Unexpected message of type");
+
+/** Subscriptions that follow conversations: with conversationId one, without it all of the viewer's. */
+const FOLLOWING = new Set(["messageAdded", "conversationEvents", "typing", "readReceipt"]);
+
+const isAsyncIterable = (value: unknown): value is AsyncIterable<unknown> =>
+  typeof value === "object" && value !== null && Symbol.asyncIterator in value;
+
+/** What an accepted subscription follows, as a presence follow key; null when it follows no conversation. */
+function followedBy(args: ExecutionArgs, principal: Principal): string | null {
+  const operation = getOperationAST(args.document, args.operationName);
+  if (operation?.operation !== "subscription") return null;
+  const field = operation.selectionSet.selections[0];
+  if (field?.kind !== Kind.FIELD || !FOLLOWING.has(field.name.value)) return null;
+  const argument = field.arguments?.find((arg) => arg.name.value === "conversationId")?.value;
+  const value =
+    argument?.kind === Kind.VARIABLE
+      ? args.variableValues?.[argument.name.value]
+      : argument?.kind === Kind.STRING
+        ? argument.value
+        : null;
+  if (typeof value === "string") return followKeys.conversation(principal.tenantId, value.toLowerCase());
+  return principal.kind === "user"
+    ? followKeys.user(principal.tenantId, principal.userId)
+    : followKeys.tenant(principal.tenantId);
+}
 
 export interface WsServer {
   /** Closes every socket and stops accepting new ones. */
@@ -127,6 +158,9 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
       } catch {
         return false;
       }
+      // Closed during that check: its close handler has run, so nothing may be added now.
+      if (socket.readyState !== socket.OPEN) return false;
+      if (principal.kind === "user") cleanups.push(deps.presence.connect(principal.tenantId, principal.userId));
       return true;
     },
     onSubscribe: async (ctx, id, payload) => {
@@ -183,6 +217,19 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
         return [maskError(error)];
       }
     },
+    // A live subscription that follows conversations counts its socket in their connectionCount.
+    onOperation: (ctx, id, _payload, args, result) => {
+      const principal = ctx.extra.principal;
+      if (!principal || !isAsyncIterable(result)) return;
+      const target = followedBy(args, principal);
+      if (!target) return;
+      ctx.extra.follows.get(id)?.();
+      ctx.extra.follows.set(id, deps.presence.follow(ctx.extra.socketId, target));
+    },
+    onComplete: (ctx, id) => {
+      ctx.extra.follows.get(id)?.();
+      ctx.extra.follows.delete(id);
+    },
     execute: (args) => (args.rootValue as { execute: typeof import("graphql").execute }).execute(args),
     subscribe: (args) => (args.rootValue as { subscribe: typeof import("graphql").subscribe }).subscribe(args),
     // Errors graphql-ws builds itself (a stream that threw) carry raw messages: mask them.
@@ -208,19 +255,20 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
 
   wss.on("error", (error) => log.error({ err: error }, "websocket server error"));
 
-  // One timer pings every socket; a socket that did not answer the previous ping is dropped.
-  const unanswered = new WeakSet<WebSocket>();
+  // One timer pings every socket; a socket that missed two pongs in a row is dropped.
+  const missedPongs = new WeakMap<WebSocket, number>();
   const heartbeat = setInterval(() => {
     for (const socket of wss.clients) {
       if (socket.readyState !== socket.OPEN) continue;
-      if (unanswered.has(socket)) {
+      const missed = missedPongs.get(socket) ?? 0;
+      if (missed >= 2) {
         socket.terminate();
         continue;
       }
-      unanswered.add(socket);
+      missedPongs.set(socket, missed + 1);
       socket.ping();
     }
-  }, 12_000);
+  }, config.wsPingSeconds * 1000);
   heartbeat.unref();
 
   wss.on("connection", (socket, request) => {
@@ -229,8 +277,9 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
     socket.once("error", (error) => {
       log.warn({ err: error.message, address }, "websocket client error");
     });
-    socket.on("pong", () => unanswered.delete(socket));
+    socket.on("pong", () => missedPongs.delete(socket));
     const streams = new SocketStreams();
+    const follows = new Map<string, () => void>();
     const limit = config.socketBufferLimitBytes;
     // Frames are queued on the socket without waiting for each write: a client that
     // does not read lets the buffer grow, and past its bound the socket's live streams
@@ -261,9 +310,11 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
             }
           }),
       },
-      { socket, host: request.headers.host, streams, send },
+      { socket, host: request.headers.host, streams, send, socketId: randomUUID(), follows },
     );
     socket.once("close", (code, reason) => {
+      for (const release of follows.values()) release();
+      follows.clear();
       for (const cleanup of cleanupsOf.get(socket) ?? []) cleanup();
       cleanupsOf.delete(socket);
       closed(code, String(reason)).catch((error: unknown) => log.error({ err: error }, "websocket close failed"));

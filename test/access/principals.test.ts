@@ -26,6 +26,7 @@ import {
   SetTyping,
   UnpinMessage,
 } from "../operations/messages.ts";
+import { PresenceChanged } from "../operations/presence.ts";
 import { RotateApiKey, Tenant, UpdateTenant } from "../operations/tenants.ts";
 import { CreateUser, DeleteUser, IssueUserToken, UpdateUser, User, Users, Viewer } from "../operations/users.ts";
 import { anyId, fieldOf, firstError, named, uploadAttachment, useAccessWorld } from "./world.ts";
@@ -76,6 +77,7 @@ const anonymousCases: { field: string; form?: string; call: (url: string) => Pro
   { field: "messageAdded", call: (url) => request(url, MessageAdded, { conversationId: anyId() }) },
   { field: "typing", call: (url) => request(url, Typing, { conversationId: anyId() }) },
   { field: "readReceipt", call: (url) => request(url, ReadReceipt, { conversationId: anyId() }) },
+  { field: "presenceChanged", call: (url) => request(url, PresenceChanged, { conversationId: anyId() }) },
   // Roles, audit and moderation, sent as plain documents.
   { field: "role", call: (url) => request(url, `query { role(id: "${anyId()}") { id } }`) },
   { field: "roles", call: (url) => request(url, "query { roles { id } }") },

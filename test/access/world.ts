@@ -28,6 +28,7 @@ import {
   SendMessage,
   UnpinMessage,
 } from "../operations/messages.ts";
+import { PresenceChanged } from "../operations/presence.ts";
 import { AssignRole, CreateRole, Roles } from "../operations/roles.ts";
 import { TenantSnapshot, UpdateTenant } from "../operations/tenants.ts";
 import { Users, Viewer } from "../operations/users.ts";
@@ -417,6 +418,10 @@ export const subscriptionCases: { name: string; open: Subscribe }[] = [
   {
     name: "conversationEvents(conversationId)",
     open: (client, id) => subscribe(client, ConversationEvents, { conversationId: id }),
+  },
+  {
+    name: "presenceChanged(conversationId)",
+    open: (client, id) => subscribe(client, PresenceChanged, { conversationId: id }),
   },
 ];
 
