@@ -1,6 +1,6 @@
 import { createSourceEventStream, type ExecutionArgs, type ExecutionResult, execute } from "graphql";
 import type { Plugin } from "graphql-yoga";
-import type { Context, FrameDelivery } from "../context.ts";
+import type { Context } from "../context.ts";
 import { Positioned } from "../realtime/positions.ts";
 import { documentIsViewerDependent } from "./audience.ts";
 import { planStreamCursor, withStreamCursor } from "./stream-cursor.ts";
@@ -125,6 +125,12 @@ interface SharedResult {
   json?: string;
 }
 
+/** The group's result as JSON text, serialized by the first subscriber that needs it. */
+function sharedJson(shared: SharedResult, result: ExecutionResult): string {
+  if (shared.json === undefined) shared.json = JSON.stringify(result);
+  return shared.json;
+}
+
 /** Results of one event, per group key: shared while the event object lives. */
 const resultsByEvent = new WeakMap<object, Map<string, SharedResult>>();
 const documentIds = new WeakMap<object, number>();
@@ -181,9 +187,10 @@ export const sharedExecutionPlugin: Plugin = {
       let keyedPermissions: readonly string[] | null = null;
       let key = "";
       const { delivery } = base;
-      // graphql-ws's own frame, with the payload written in: {"id":…,"type":"next","payload":…}.
-      const framePrefix = delivery ? `{"id":${JSON.stringify(delivery.id)},"type":"next","payload":` : "";
       if (delivery) {
+        // graphql-ws's own frame, with the payload written in: {"id":…,"type":"next","payload":…}.
+        const framePrefix = `{"id":${JSON.stringify(delivery.id)},"type":"next","payload":`;
+        const write = (json: string) => delivery.send(`${framePrefix}${json}}`);
         // Live items of single-conversation streams: executed once per group before the hub hands
         // them over, then written by the feed in the same pass (see realtime/hub.ts).
         delivery.prepare = (item) => {
@@ -194,11 +201,10 @@ export const sharedExecutionPlugin: Plugin = {
           const shared = sharedOf(item, base.loadedPermissions());
           const result = shared?.settled;
           if (!shared || !result || result.errors?.length) return false;
-          shared.json ??= JSON.stringify(result);
-          delivery.send(`${framePrefix}${shared.json}}`);
+          write(sharedJson(shared, result));
           return true;
         };
-        return directStream(source as AsyncIterable<unknown>, (streamed) => send(delivery, streamed));
+        return directStream(source as AsyncIterable<unknown>, (streamed) => send(write, streamed));
       }
       return mapStream(source as AsyncIterable<unknown>, async (streamed) => {
         if (!(streamed instanceof Positioned)) return (await sharedFor(streamed)).result;
@@ -207,20 +213,17 @@ export const sharedExecutionPlugin: Plugin = {
       });
 
       /** Writes the frame of one item; returns the result instead when graphql-ws must send it. */
-      async function send(target: FrameDelivery, streamed: unknown): Promise<ExecutionResult | null> {
+      async function send(write: (json: string) => void, streamed: unknown): Promise<ExecutionResult | null> {
         const item = streamed instanceof Positioned ? streamed.item : streamed;
         const shared = sharedOf(item, base.loadedPermissions()) ?? (await sharedFor(item));
-        let result = shared.settled ?? (await shared.result);
+        const result = shared.settled ?? (await shared.result);
         if (result.errors?.length) return result;
-        let json: string;
-        if (cursorPlan && streamed instanceof Positioned) {
-          result = withStreamCursor(cursorPlan, result, streamed, base);
-          json = JSON.stringify(result);
-        } else {
-          shared.json ??= JSON.stringify(result);
-          json = shared.json;
-        }
-        target.send(`${framePrefix}${json}}`);
+        // A stream cursor makes the subscriber's copy its own; otherwise the group's text is shared.
+        write(
+          cursorPlan && streamed instanceof Positioned
+            ? JSON.stringify(withStreamCursor(cursorPlan, result, streamed, base))
+            : sharedJson(shared, result),
+        );
         return null;
       }
 
