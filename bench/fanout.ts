@@ -5,6 +5,7 @@
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
 import { gql, seedGroup, sendStamped, type World } from "./lib/graphql.ts";
 import { cpuSeconds, profileArgs, rssBytes, type ServerProcess, startServer, stopChild } from "./lib/proc.ts";
 import { round, type Summary, summarize } from "./lib/stats.ts";
@@ -66,14 +67,25 @@ interface Target {
   stop(): Promise<void>;
 }
 
+/** The raw broadcast server, built like ours (plain Node on built code, no loader at run time). */
+async function buildRawServer(): Promise<string> {
+  const outfile = fileURLToPath(new URL("../dist/bench/raw-ws-server.mjs", import.meta.url));
+  await build({
+    entryPoints: [fileURLToPath(new URL("./lib/raw-ws-server.ts", import.meta.url))],
+    outfile,
+    bundle: true,
+    packages: "external",
+    platform: "node",
+    format: "esm",
+    logLevel: "warning",
+  });
+  return outfile;
+}
+
 async function rawTarget(): Promise<Target> {
-  const child = spawn(
-    process.execPath,
-    [...profileArgs(), "--import", "tsx", fileURLToPath(new URL("./lib/raw-ws-server.ts", import.meta.url))],
-    {
-      stdio: ["ignore", "pipe", "inherit"],
-    },
-  );
+  const child = spawn(process.execPath, [...profileArgs(), await buildRawServer()], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
   const [chunk] = (await once(child.stdout as NodeJS.ReadableStream, "data")) as [Buffer];
   const port = Number(String(chunk).trim());
   return {

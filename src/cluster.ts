@@ -84,7 +84,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
 
   const fork = (slot: Slot) => {
     slot.restartTimer = null;
-    // The same entry point, Node flags (--import tsx) and environment as this process.
+    // The same entry point, Node flags and environment as this process.
     const worker = cluster.fork();
     slot.worker = worker;
     slot.startedAt = Date.now();

@@ -1,6 +1,6 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
@@ -85,10 +85,27 @@ export function processTree(pid: number): number[] {
   return tree;
 }
 
+let built: string[] | null = null;
+
+/**
+ * How `npm start` runs the measured checkout: its build (`npm run build`, once per bench run),
+ * then Node on dist/main.js. A checkout from before the build step ran src/main.ts through tsx.
+ */
+function serverCommand(): string[] {
+  if (built) return built;
+  if (existsSync(`${ROOT}/scripts/build.ts`)) {
+    execFileSync("npm", ["run", "build", "--silent"], { cwd: ROOT, stdio: "inherit" });
+    built = ["--enable-source-maps", "dist/main.js"];
+  } else {
+    built = ["--import", "tsx", "src/main.ts"];
+  }
+  return built;
+}
+
 /** Starts the server exactly as `npm start` does, with the given environment, and waits until it is ready. */
 export async function startServer(env: Record<string, string>): Promise<ServerProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, [...profileArgs(), "--import", "tsx", "src/main.ts"], {
+  const child = spawn(process.execPath, [...profileArgs(), ...serverCommand()], {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: "warn", RATE_LIMITS: "off", ...env, PORT: String(port), HOST: "127.0.0.1" },
     stdio: ["ignore", "inherit", "inherit"],

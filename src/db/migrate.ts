@@ -3,12 +3,26 @@
 // maintains, row for row, so either tool can take over from the other.
 
 import { createHash, randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { SqlConnection, SqlDatabase } from "./sql.ts";
 
-export const defaultMigrationsDir = fileURLToPath(new URL("../../prisma/migrations", import.meta.url));
+/**
+ * The project's prisma/migrations, found upward from this module: it runs from src/db as
+ * source and from dist/ as the built server.
+ */
+function findMigrationsDir(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (let dir = here; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, "prisma", "migrations");
+    if (existsSync(candidate)) return candidate;
+    if (path.dirname(dir) === dir) return path.resolve(here, "../../prisma/migrations");
+  }
+}
+
+export const defaultMigrationsDir = findMigrationsDir();
 
 export const MIGRATIONS_TABLE = "_prisma_migrations";
 

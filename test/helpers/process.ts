@@ -11,11 +11,10 @@ export interface Running {
   exited: Promise<number | null>;
 }
 
-/** Starts `src/main.ts` with only the given environment (plus PATH and HOME). */
+/** Starts the built server (`dist/main.js`, see test/global-setup.ts) with only the given environment (plus PATH and HOME). */
 export function runServer(env: Record<string, string>): Running {
-  // As `npm start` runs it: Node itself receives the signals (tsx's CLI relays them with a
-  // 30 ms deadline and kills a busy child outright).
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+  // As `npm start` runs it: Node itself on the built server, so Node receives the signals.
+  const child = spawn(process.execPath, ["--enable-source-maps", "dist/main.js"], {
     cwd: root,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
