@@ -1,3 +1,4 @@
+import { RequestCache } from "@pothos/plugin-scope-auth";
 import { createSourceEventStream, type ExecutionArgs, type ExecutionResult, execute } from "graphql";
 import type { Plugin } from "graphql-yoga";
 import type { Context } from "../context.ts";
@@ -146,6 +147,21 @@ function audienceOf(ctx: Context, permissions: readonly string[]): string {
   return `${principal?.tenantId}|${principal?.kind}|${ctx.origin ?? ""}|${[...permissions].sort().join(",")}`;
 }
 
+/**
+ * Group keys, one instance each: every subscriber of a group holds the same flat string
+ * instead of a concatenation of its own. Cleared when it grows large (keys are only
+ * compared, so a cleared entry just means a new instance).
+ */
+const internedKeys = new Map<string, string>();
+
+function intern(key: string): string {
+  const known = internedKeys.get(key);
+  if (known !== undefined) return known;
+  if (internedKeys.size >= 10_000) internedKeys.clear();
+  internedKeys.set(key, key);
+  return key;
+}
+
 /** The part of the group key fixed for the life of a subscription: document, variables and, if needed, the viewer. */
 function subscriptionKey(args: ExecutionArgs, ctx: Context): string {
   let id = documentIds.get(args.document);
@@ -179,7 +195,10 @@ export const sharedExecutionPlugin: Plugin = {
       const source = await createSourceEventStream(args);
       if (!(Symbol.asyncIterator in (source as object))) return source as ExecutionResult;
       const base = args.contextValue as Context;
-      const fixed = subscriptionKey(args, base);
+      // The scope checks of starting the stream are done; events run on copies with caches of
+      // their own, so the subscription's context need not keep its cache for its whole life.
+      RequestCache.clearForContext(base);
+      const fixed = intern(subscriptionKey(args, base));
       const run = (payload: unknown) => execute({ ...args, rootValue: payload, contextValue: { ...base } });
       // Streams over all conversations position their items: the item is shared, its cursor is the subscriber's.
       const cursorPlan = planStreamCursor(args);
@@ -239,7 +258,7 @@ export const sharedExecutionPlugin: Plugin = {
         if (!permissions) return null;
         if (permissions !== keyedPermissions) {
           keyedPermissions = permissions;
-          key = `${fixed}|${audienceOf(base, permissions)}`;
+          key = intern(`${fixed}|${audienceOf(base, permissions)}`);
         }
         let results = resultsByEvent.get(payload);
         if (!results) {

@@ -64,6 +64,12 @@ type Signal<T> =
   /** Rows of a conversation arrived ahead of a missing one, which did not come in time. */
   | { type: "gap"; conversationId: string };
 
+/** Rows of one conversation that arrived ahead of a missing one, by seq, and the timer that reads the gap. */
+interface Early<T> {
+  rows: Map<number, T>;
+  timer: NodeJS.Timeout | null;
+}
+
 /** Most rows held per conversation while waiting; past it the gap is read at once. */
 const MAX_EARLY_ROWS = 64;
 
@@ -145,9 +151,8 @@ async function* runFeed<T, W>(
   const userId = principal.kind === "user" ? principal.userId : null;
   const prisma = ctx.prisma;
   const lastSeq = new Map<string, number>();
-  /** Rows that arrived ahead of a missing one, per conversation, by seq (see LIVE_REORDER_WAIT_MS). */
-  const early = new Map<string, Map<number, T>>();
-  const gapTimers = new Map<string, NodeJS.Timeout>();
+  /** Rows that arrived ahead of a missing one, per conversation (see LIVE_REORDER_WAIT_MS); made when first needed. */
+  let early: Map<string, Early<T>> | null = null;
   const unsubscribers = new Map<string, Unsubscribe>();
   const cleanups: Unsubscribe[] = [];
   /** Set for streams over all conversations. */
@@ -180,7 +185,7 @@ async function* runFeed<T, W>(
       if (fast && !position && queue.isNext(slot)) {
         const conversationId = source.conversationOf(item);
         const seen = lastSeq.get(conversationId);
-        if (seen !== undefined && source.seqOf(item) === seen + 1 && !early.has(conversationId) && fast(item)) {
+        if (seen !== undefined && source.seqOf(item) === seen + 1 && !early?.has(conversationId) && fast(item)) {
           lastSeq.set(conversationId, seen + 1);
           queue.drop(slot);
           return;
@@ -203,9 +208,10 @@ async function* runFeed<T, W>(
     forgetEarly(conversationId);
   };
   const forgetEarly = (conversationId: string) => {
-    early.delete(conversationId);
-    clearTimeout(gapTimers.get(conversationId));
-    gapTimers.delete(conversationId);
+    const held = early?.get(conversationId);
+    if (!held) return;
+    if (held.timer) clearTimeout(held.timer);
+    early?.delete(conversationId);
   };
   /** A conversation followed from a seq the position's snapshot does not stand for. */
   const startAt = (conversationId: string, seq: number) => {
@@ -216,14 +222,17 @@ async function* runFeed<T, W>(
 
   try {
     cleanups.push(pubsub.onResync(() => queue.push({ type: "resync" })));
-    cleanups.push(
-      await watchCredentialEnd(
-        ctx.deps.pubsub,
-        ctx.principal,
-        () => queue.push({ type: "membership", event: { type: "revoked" } }),
-        { userRevocations: false },
-      ),
-    );
+    // On a socket, the socket's own watch closes it (ending this stream) when the credentials end.
+    if (!ctx.streams) {
+      cleanups.push(
+        await watchCredentialEnd(
+          ctx.deps.pubsub,
+          ctx.principal,
+          () => queue.push({ type: "membership", event: { type: "revoked" } }),
+          { userRevocations: false },
+        ),
+      );
+    }
     // Users follow their memberships; the API key follows every conversation of the tenant.
     const onMembership = (event: UserEvent) => queue.push({ type: "membership", event });
     cleanups.push(
@@ -277,26 +286,30 @@ async function* runFeed<T, W>(
         if (seq === seen + 1) {
           lastSeq.set(conversationId, seq);
           yield emit(item);
-          if (early.size > 0) yield* deliverEarly(conversationId);
+          if (early?.size) yield* deliverEarly(conversationId);
         } else {
           // Ahead of a missing row: hold it a moment (LIVE_REORDER_WAIT_MS), the missing one is
           // likely on its way (concurrent sends commit in seq order but may publish out of it),
           // rather than have every subscriber read the gap from storage.
-          const waiting = early.get(conversationId) ?? new Map<number, T>();
-          early.set(conversationId, waiting);
-          waiting.set(seq, item);
-          if (waiting.size > MAX_EARLY_ROWS) {
+          early ??= new Map();
+          let held = early.get(conversationId);
+          if (!held) {
+            held = { rows: new Map(), timer: null };
+            early.set(conversationId, held);
+          }
+          held.rows.set(seq, item);
+          if (held.rows.size > MAX_EARLY_ROWS) {
             yield* readGap(conversationId);
-          } else if (!gapTimers.has(conversationId)) {
-            const timer = setTimeout(() => {
-              gapTimers.delete(conversationId);
+          } else if (!held.timer) {
+            const waiting = held;
+            waiting.timer = setTimeout(() => {
+              waiting.timer = null;
               queue.push({ type: "gap", conversationId });
             }, ctx.deps.config.liveReorderWaitMs);
-            gapTimers.set(conversationId, timer);
           }
         }
       } else if (signal.type === "gap") {
-        if (early.has(signal.conversationId)) yield* readGap(signal.conversationId);
+        if (early?.has(signal.conversationId)) yield* readGap(signal.conversationId);
       } else if (signal.type === "membership") {
         const { event } = signal;
         if (revokesPrincipal(ctx.principal, event)) return;
@@ -338,7 +351,7 @@ async function* runFeed<T, W>(
   } finally {
     for (const cleanup of cleanups) cleanup();
     for (const unsubscribe of unsubscribers.values()) unsubscribe();
-    for (const timer of gapTimers.values()) clearTimeout(timer);
+    for (const held of early?.values() ?? []) if (held.timer) clearTimeout(held.timer);
     queue.end();
   }
 
@@ -362,7 +375,7 @@ async function* runFeed<T, W>(
 
   /** Delivers held rows that now follow on, and drops those already delivered. */
   function* deliverEarly(conversationId: string): Generator<FeedItem<T>> {
-    const waiting = early.get(conversationId);
+    const waiting = early?.get(conversationId)?.rows;
     if (!waiting) return;
     let seen = lastSeq.get(conversationId);
     while (seen !== undefined) {
@@ -474,9 +487,10 @@ function conversationTopicFeed<P, T>(
       accept(payload, push),
     );
     const unwatch = await watchMembership(ctx, conversationId, queue as BoundedQueue<unknown>);
-    const unwatchCredentials = await watchCredentialEnd(ctx.deps.pubsub, ctx.principal, () => queue.end(), {
-      userRevocations: false,
-    });
+    // On a socket, the socket's own watch closes it (ending this stream) when the credentials end.
+    const unwatchCredentials = ctx.streams
+      ? () => {}
+      : await watchCredentialEnd(ctx.deps.pubsub, ctx.principal, () => queue.end(), { userRevocations: false });
     try {
       while (true) {
         const next = await queue.next();

@@ -161,6 +161,8 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
       // Closed during that check: its close handler has run, so nothing may be added now.
       if (socket.readyState !== socket.OPEN) return false;
       if (principal.kind === "user") cleanups.push(deps.presence.connect(principal.tenantId, principal.userId));
+      // The principal stands for the credentials from here on: the socket keeps no token.
+      (ctx as { connectionParams?: unknown }).connectionParams = undefined;
       return true;
     },
     onSubscribe: async (ctx, id, payload) => {
