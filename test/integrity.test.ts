@@ -407,9 +407,11 @@ describe.each(backends())("integrity under concurrency and tenant roles on %s", 
         [tenant.id, conversationId],
       );
       expect(audits.map((a) => JSON.parse(a.details))).toEqual([{ userIds: [joiner.id] }]);
-      // What subscribers replay agrees.
+      // What subscribers replay agrees (after the group's first members, recorded with it).
       const events = await replay(as(bob), conversationId);
       expect(events.filter((e) => e.__typename === "MemberAddedEvent")).toEqual([
+        expect.objectContaining({ user: { id: alice.id } }),
+        expect.objectContaining({ user: { id: bob.id } }),
         expect.objectContaining({ user: { id: joiner.id } }),
       ]);
     });

@@ -119,7 +119,7 @@ const ReactionChangedEvent = builder.objectRef<ConversationEvent>("ReactionChang
 });
 
 const MemberAddedEvent = builder.objectRef<ConversationEvent>("MemberAddedEvent").implement({
-  description: "A user joined the conversation.",
+  description: "A user joined the conversation; a new conversation starts with one per first member.",
   authScopes: { permission: "chats:read" },
   fields: (t) => ({
     ...common(t),

@@ -9,7 +9,7 @@ import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
 import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
-import { appendEvents, publishEvents } from "./events.ts";
+import { appendEvents, insertEvents, type NewEvent, publishEvents } from "./events.ts";
 import { publishMembership } from "./membership-events.ts";
 import { pageSize, parseId, parseIds, validate, zList, zOptionalText, zText } from "./validation.ts";
 
@@ -115,6 +115,35 @@ async function requireUsersInTenant(ctx: Context, ids: string[]): Promise<void> 
   if (found.length !== ids.length) throw notFound("User");
 }
 
+/**
+ * Creates a conversation with its first members and records a MEMBER_ADDED event for each,
+ * in one transaction: a new member's conversationEvents stream over all conversations starts
+ * at the conversation's first event, so the conversation appears there at once.
+ */
+async function createWithMembers(
+  ctx: Context,
+  data: Omit<Prisma.ConversationUncheckedCreateInput, "members" | "lastEventSeq">,
+  members: { userId: string; role: "OWNER" | "MEMBER" }[],
+) {
+  const actorId = actingUserId(ctx);
+  const added: NewEvent[] = members.map(({ userId, role }) => ({
+    type: "MEMBER_ADDED",
+    actorId,
+    data: { userId, role },
+  }));
+  return ctx.prisma.$transaction(async (tx) => {
+    const conversation = await tx.conversation.create({
+      data: {
+        ...data,
+        lastEventSeq: added.length,
+        members: { createMany: { data: members.map(({ userId, role }) => ({ userId, role })) } },
+      },
+    });
+    const events = await insertEvents(tx, conversation.tenantId, conversation.id, 1, added);
+    return { conversation, events };
+  });
+}
+
 export async function createGroup(ctx: Context, input: unknown) {
   const data = validate(createGroupInput, input, "input");
   const tenantId = tenantOf(ctx);
@@ -127,15 +156,17 @@ export async function createGroup(ctx: Context, input: unknown) {
     ...(creatorId ? [{ tenantId, userId: creatorId, role: "OWNER" as const }] : []),
     ...memberIds.map((userId) => ({ tenantId, userId, role: "MEMBER" as const })),
   ];
-  const conversation = await ctx.prisma.conversation.create({
-    data: {
+  const { conversation, events } = await createWithMembers(
+    ctx,
+    {
       tenantId,
       kind: "GROUP",
       name: data.name,
       description: data.description ?? null,
-      members: { createMany: { data: members.map(({ userId, role }) => ({ userId, role })) } },
     },
-  });
+    members,
+  );
+  await publishEvents(ctx, events);
   await publishMembership(
     ctx,
     members.map((m) => m.userId),
@@ -338,14 +369,11 @@ export async function openDirect(ctx: Context, fromUserId: string, toUserId: str
   });
   if (existing) return existing;
   try {
-    const created = await ctx.prisma.conversation.create({
-      data: {
-        tenantId,
-        kind: "DIRECT",
-        directKey,
-        members: { createMany: { data: [{ userId: fromUserId }, { userId: otherId }] } },
-      },
-    });
+    const { conversation: created, events } = await createWithMembers(ctx, { tenantId, kind: "DIRECT", directKey }, [
+      { userId: fromUserId, role: "MEMBER" },
+      { userId: otherId, role: "MEMBER" },
+    ]);
+    await publishEvents(ctx, events);
     await publishMembership(
       ctx,
       [fromUserId, otherId],

@@ -7,6 +7,7 @@ import {
   AddMembers,
   DeleteGroup,
   MarkRead,
+  OpenDirect,
   RemoveMember,
   SetMemberRole,
   UpdateGroup,
@@ -193,11 +194,36 @@ describe.each(backends())("messaging on %s", (backend) => {
       const inG2 = await send(s.url, as(carol), g2, "now bob is in");
       expect(await nextEvent(sub)).toMatchObject({ conversationId: g2, message: { id: inG2.id } });
 
-      // A group created later with him in it joins the stream too.
+      // A group created later with him in it joins the stream at once, with its members' arrival
+      // (created on one instance, streamed from the other where there are two).
       const g3 = await group(s.url, as(alice), [bob], "Later");
-      await sleep(200);
+      expect(await nextEvent(sub)).toMatchObject({
+        __typename: "MemberAddedEvent",
+        conversationId: g3,
+        seq: 1,
+        actor: { id: alice.id },
+        user: { id: alice.id },
+        role: "OWNER",
+      });
+      expect(await nextEvent(sub)).toMatchObject({
+        __typename: "MemberAddedEvent",
+        conversationId: g3,
+        seq: 2,
+        user: { id: bob.id },
+        role: "MEMBER",
+      });
       const inG3 = await send(s.url, as(alice), g3, "brand new");
       expect(await nextEvent(sub)).toMatchObject({ conversationId: g3, message: { id: inG3.id } });
+
+      // So does a direct conversation someone opens with him, before anything is said in it.
+      const { openDirectConversation: direct } = await ok(s.url, OpenDirect, { userId: bob.id }, as(carol));
+      const opened = [await nextEvent(sub), await nextEvent(sub)];
+      expect(opened.map((e) => [e.__typename, e.conversationId, (e as { user?: { id: string } }).user?.id])).toEqual([
+        ["MemberAddedEvent", direct.id, carol.id],
+        ["MemberAddedEvent", direct.id, bob.id],
+      ]);
+      // Opening it again changes nothing.
+      await ok(s.url, OpenDirect, { userId: carol.id }, as(bob));
 
       // Removed from g2: his removal is the last he hears of it.
       await ok(s.url, RemoveMember, { conversationId: g2, userId: bob.id }, as(carol));
