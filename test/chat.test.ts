@@ -77,6 +77,11 @@ describe.each(backends())("chat API on %s", (backend) => {
 
     const found = await ok(url, Users, { search: "ALI" }, { apiKey });
     expect(found.users.edges.map((e) => e.node.id)).toEqual([alice.id]);
+    // The search is literal text: LIKE wildcards match themselves only.
+    for (const wildcard of ["%", "_", "A%e"]) {
+      const none = await ok(url, Users, { search: wildcard }, { apiKey });
+      expect(none.users.edges, wildcard).toEqual([]);
+    }
 
     const page1 = await ok(url, Users, { first: 2 }, { apiKey });
     expect(page1.users.edges).toHaveLength(2);

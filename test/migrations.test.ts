@@ -411,6 +411,63 @@ describe("committed migrations", () => {
   );
 
   it(
+    "takes groups:read from tenants' default member roles only, leaving edited member roles and other roles as they were",
+    async () => {
+      const migration = realMigrations.find((m) => m.name.endsWith("_member_without_groups_read"))?.name;
+      expect(migration).toBeDefined();
+      const pglite = new PGlite();
+      try {
+        await pglite.waitReady;
+        const db = pgliteSql(pglite);
+        await applyMigrations(db, { migrationsDir: await migrationsDirWith({}, migration) });
+        const oldMember = [
+          "users:read",
+          "groups:create",
+          "groups:read",
+          "chats:create",
+          "chats:read",
+          "chats:update",
+          "chats:delete",
+        ];
+        const tenants = ["00000000-0000-4000-8000-0000000000a1", "00000000-0000-4000-8000-0000000000a2"];
+        for (const tenant of tenants) {
+          await db.query(`INSERT INTO "Tenant" ("id", "name", "updatedAt") VALUES ($1, 'T', now())`, [tenant]);
+        }
+        const role = (tenant: string, name: string, systemKey: string | null, permissions: string[]) =>
+          db.query(
+            `INSERT INTO "Role" ("id", "tenantId", "name", "permissions", "systemKey", "updatedAt")
+             VALUES (gen_random_uuid(), $1, $2, $3, $4, now())`,
+            [tenant, name, permissions, systemKey],
+          );
+        await role(tenants[0] as string, "member", "member", oldMember);
+        await role(tenants[0] as string, "admin", "admin", ["tenant:read", "users:*", "groups:*", "chats:*", "rbac:*"]);
+        await role(tenants[0] as string, "auditors", null, ["groups:read"]);
+        // A tenant that edited its member role (here: added moderation) keeps what it chose.
+        await role(tenants[1] as string, "member", "member", [...oldMember, "chats:moderate"]);
+
+        await applyMigrations(db);
+
+        const rows = await db.query<{ tenantId: string; name: string; permissions: string[] }>(
+          `SELECT "tenantId", "name", "permissions" FROM "Role" ORDER BY "tenantId", "name"`,
+        );
+        expect(rows).toEqual([
+          {
+            tenantId: tenants[0],
+            name: "admin",
+            permissions: ["tenant:read", "users:*", "groups:*", "chats:*", "rbac:*"],
+          },
+          { tenantId: tenants[0], name: "auditors", permissions: ["groups:read"] },
+          { tenantId: tenants[0], name: "member", permissions: oldMember.filter((p) => p !== "groups:read") },
+          { tenantId: tenants[1], name: "member", permissions: [...oldMember, "chats:moderate"] },
+        ]);
+      } finally {
+        await pglite.close();
+      }
+    },
+    SLOW,
+  );
+
+  it(
     "converts stored event data to jsonb in place: an event written before reads back identically",
     async () => {
       const migration = realMigrations.find((m) => m.name.endsWith("_event_data_jsonb"))?.name;

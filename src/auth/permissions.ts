@@ -21,7 +21,10 @@ export const GRANTABLE: ReadonlySet<string> = new Set([
 
 export type SystemRoleKey = "owner" | "admin" | "member";
 
-/** The roles every tenant starts with. Keep in sync with the backfill in the roles migration. */
+/**
+ * The roles every tenant starts with. Keep in sync with the backfill in the roles migration
+ * and the migrations that changed them since (member_without_groups_read).
+ */
 export const SYSTEM_ROLES: readonly { key: SystemRoleKey; description: string; permissions: string[] }[] = [
   { key: "owner", description: "Everything in the tenant", permissions: ["*"] },
   {
@@ -32,15 +35,8 @@ export const SYSTEM_ROLES: readonly { key: SystemRoleKey; description: string; p
   {
     key: "member",
     description: "Chats, creates groups, sees other users",
-    permissions: [
-      "users:read",
-      "groups:create",
-      "groups:read",
-      "chats:create",
-      "chats:read",
-      "chats:update",
-      "chats:delete",
-    ],
+    // Not groups:read: listing every group of the tenant (Query.groups) is administration.
+    permissions: ["users:read", "groups:create", "chats:create", "chats:read", "chats:update", "chats:delete"],
   },
 ];
 

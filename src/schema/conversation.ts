@@ -1,4 +1,4 @@
-import { notFound } from "../errors.ts";
+import { forbidden, notFound } from "../errors.ts";
 import { viewerDependent } from "../graphql/audience.ts";
 import * as conversations from "../services/conversations.ts";
 import * as messages from "../services/messages.ts";
@@ -87,32 +87,41 @@ export const ConversationRef = builder.prismaObject("Conversation", {
     }),
     pinnedMessages: t.prismaField({
       type: ["Message"],
-      description: "Pinned messages, most recently pinned first; the first `first` of them.",
+      description:
+        "Pinned messages, most recently pinned first; the first `first` of them. Empty for a group the viewer manages without being a member.",
       args: { first: t.arg.int({ description: `How many pinned messages, 0-${MAX_LIST} (default ${MAX_LIST}).` }) },
-      resolve: (_query, conversation, args, ctx) =>
-        ctx.loaders.pinnedMessages.load({
-          conversationId: conversation.id,
-          take: pageSize("first", args.first, MAX_LIST, MAX_LIST),
-        }),
+      resolve: async (_query, conversation, args, ctx) => {
+        const take = pageSize("first", args.first, MAX_LIST, MAX_LIST);
+        if (!(await conversations.readsMessagesOf(ctx, conversation))) return [];
+        return ctx.loaders.pinnedMessages.load({ conversationId: conversation.id, take });
+      },
     }),
     lastMessage: t.field({
       type: MessageRef,
       nullable: true,
-      description: "The newest message that is not deleted.",
-      resolve: (conversation, _args, ctx) =>
-        conversation.lastSeq === 0 ? null : ctx.loaders.lastMessage.load(conversation.id),
+      description:
+        "The newest message that is not deleted; null for a group the viewer manages without being a member.",
+      resolve: async (conversation, _args, ctx) => {
+        if (conversation.lastSeq === 0 || !(await conversations.readsMessagesOf(ctx, conversation))) return null;
+        return ctx.loaders.lastMessage.load(conversation.id);
+      },
     }),
     messages: t.field({
       type: MessageConnection,
       description:
-        "Messages in chronological order. `last: N` returns the newest N; `before` pages back, `after` forward.",
+        "Messages in chronological order. `last: N` returns the newest N; `before` pages back, `after` forward. FORBIDDEN for a group the viewer manages without being a member.",
       args: {
         first: t.arg.int({ description: "Page size going forward, 0-100." }),
         after: t.arg.string({ description: "Message cursor to continue after." }),
         last: t.arg.int({ description: "Page size going backward, 0-100 (default 50)." }),
         before: t.arg.string({ description: "Message cursor to page back from." }),
       },
-      resolve: (conversation, args, ctx) => messages.messagePage(ctx, conversation.id, args),
+      resolve: async (conversation, args, ctx) => {
+        if (!(await conversations.readsMessagesOf(ctx, conversation))) {
+          throw forbidden("Only members read a conversation's messages");
+        }
+        return messages.messagePage(ctx, conversation.id, args);
+      },
     }),
     lastSeq: t.exposeInt("lastSeq", { description: "Sequence number of the newest message (0: none)." }),
     lastActivityAt: t.expose("lastActivityAt", {
@@ -173,6 +182,20 @@ builder.queryFields((t) => ({
       kind: t.arg({ type: ConversationKind, description: "Only conversations of this kind." }),
     },
     resolve: (_root, args, ctx) => conversations.listConversations(ctx, args),
+  }),
+  groups: t.field({
+    type: ConversationConnection,
+    description:
+      "Every group of the tenant, most recent activity first, for holders of groups:read (tenant administration). Groups the viewer is not in show their metadata and members, not their messages.",
+    authScopes: { permission: "groups:read" },
+    args: {
+      first: t.arg.int({ description: "Page size, 0-100 (default 20)." }),
+      after: t.arg.string({ description: "Cursor of the last group of the previous page." }),
+      search: t.arg.string({
+        description: "Only groups whose name contains this, case-insensitively (at most 200 characters).",
+      }),
+    },
+    resolve: (_root, args, ctx) => conversations.listGroups(ctx, args),
   }),
 }));
 

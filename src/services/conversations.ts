@@ -11,7 +11,7 @@ import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
 import { appendEvents, insertEvents, type NewEvent, publishEvents } from "./events.ts";
 import { publishMembership } from "./membership-events.ts";
-import { pageSize, parseId, parseIds, validate, zList, zOptionalText, zText } from "./validation.ts";
+import { literalLike, pageSize, parseId, parseIds, validate, zList, zOptionalText, zText } from "./validation.ts";
 
 /** Most users one call adds to a group (createGroup, addMembers). */
 export const MAX_ADDED_MEMBERS = 500;
@@ -33,10 +33,33 @@ export interface ConversationAccess {
 }
 
 /**
- * Loads a conversation the principal may read. Another tenant's id behaves exactly like
- * a missing one (NOT_FOUND); a conversation of the same tenant the user is not in is FORBIDDEN.
+ * Conversations a request read knowing the viewer is a member (their own list): their
+ * messages may be shown without asking storage again. Request-scoped objects only.
  */
-export async function requireConversation(ctx: Context, id: string, field = "id"): Promise<ConversationAccess> {
+const memberViews = new WeakSet<Conversation>();
+
+/**
+ * Whether the viewer may read a conversation's messages (lastMessage, pinnedMessages,
+ * messages): its members and the API key. A holder of groups:read or groups:update who is
+ * not a member sees a group's metadata and members, not what is said in it.
+ */
+export async function readsMessagesOf(ctx: Context, conversation: Conversation): Promise<boolean> {
+  if (!actingUserId(ctx) || memberViews.has(conversation)) return true;
+  return (await ctx.loaders.membership.load(conversation.id)) !== null;
+}
+
+/**
+ * Loads a conversation the principal may read. Another tenant's id behaves exactly like
+ * a missing one (NOT_FOUND); a conversation of the same tenant the user is not in is FORBIDDEN,
+ * unless they hold `managedWith` (a tenant-wide group permission): then it comes without a
+ * membership, for managing, and its messages stay hidden (readsMessagesOf).
+ */
+export async function requireConversation(
+  ctx: Context,
+  id: string,
+  field = "id",
+  managedWith?: "groups:update" | "groups:delete",
+): Promise<ConversationAccess> {
   const conversationId = parseId(field, id);
   const userId = actingUserId(ctx);
   if (!userId) {
@@ -58,7 +81,13 @@ export async function requireConversation(ctx: Context, id: string, field = "id"
   );
   if (!row) throw notFound("Conversation");
   const { memberRole, memberJoinedAt, memberLastReadSeq, memberLastReadAt, ...conversation } = row;
-  if (!memberRole) throw forbidden("You are not a member of this conversation");
+  if (!memberRole) {
+    if (managedWith && conversation.kind === "GROUP" && (await hasPermission(ctx, managedWith))) {
+      ctx.loaders.membership.prime(conversation.id, null);
+      return { conversation, membership: null };
+    }
+    throw forbidden("You are not a member of this conversation");
+  }
   const membership: Member = {
     tenantId: conversation.tenantId,
     conversationId: conversation.id,
@@ -177,7 +206,7 @@ export async function createGroup(ctx: Context, input: unknown) {
 }
 
 export async function updateGroup(ctx: Context, id: string, input: unknown) {
-  const access = await requireConversation(ctx, id);
+  const access = await requireConversation(ctx, id, "id", "groups:update");
   await assertCanManage(ctx, access, "groups:update", "id");
   const data = validate(updateGroupInput, input, "input");
   const [updated, events] = await ctx.prisma.$transaction(async (tx) => {
@@ -202,7 +231,7 @@ export async function updateGroup(ctx: Context, id: string, input: unknown) {
 }
 
 export async function deleteGroup(ctx: Context, id: string): Promise<string> {
-  const access = await requireConversation(ctx, id);
+  const access = await requireConversation(ctx, id, "id", "groups:delete");
   await assertCanManage(ctx, access, "groups:delete", "id", true);
   const members = await ctx.prisma.member.findMany({
     where: { conversationId: access.conversation.id },
@@ -237,7 +266,7 @@ export async function deleteGroup(ctx: Context, id: string): Promise<string> {
 }
 
 export async function addMembers(ctx: Context, conversationId: string, userIds: readonly string[]) {
-  const access = await requireConversation(ctx, conversationId, "conversationId");
+  const access = await requireConversation(ctx, conversationId, "conversationId", "groups:update");
   await assertCanManage(ctx, access, "groups:update", "conversationId");
   const ids = parseIds("userIds", userIds, MAX_ADDED_MEMBERS);
   await requireUsersInTenant(ctx, ids);
@@ -270,11 +299,13 @@ export async function addMembers(ctx: Context, conversationId: string, userIds: 
   });
   await publishEvents(ctx, events);
   await publishMembership(ctx, added, { type: "joined", conversationId: access.conversation.id, seq, eventSeq });
+  // A manager may have added themselves.
+  ctx.loaders.membership.clear(access.conversation.id);
   return access.conversation;
 }
 
 export async function removeMember(ctx: Context, conversationId: string, userId: string) {
-  const access = await requireConversation(ctx, conversationId, "conversationId");
+  const access = await requireConversation(ctx, conversationId, "conversationId", "groups:update");
   const targetId = parseId("userId", userId);
   const leaving = actingUserId(ctx) === targetId;
   if (!leaving) await assertCanManage(ctx, access, "groups:update", "conversationId");
@@ -325,7 +356,7 @@ export async function setMemberRole(
   userId: string,
   role: "OWNER" | "ADMIN" | "MEMBER",
 ) {
-  const access = await requireConversation(ctx, conversationId, "conversationId");
+  const access = await requireConversation(ctx, conversationId, "conversationId", "groups:update");
   await assertCanManage(ctx, access, "groups:update", "conversationId");
   const targetId = parseId("userId", userId);
   const managesGroups = await hasPermission(ctx, "groups:update");
@@ -398,8 +429,39 @@ export async function listConversations(
   ctx: Context,
   args: { first?: number | null; after?: string | null; kind?: "DIRECT" | "GROUP" | null },
 ) {
-  const tenantId = tenantOf(ctx);
   const userId = actingUserId(ctx);
+  const page = await conversationPage(ctx, args, {
+    ...(userId ? { members: { some: { userId } } } : {}),
+    ...(args.kind ? { kind: args.kind } : {}),
+  });
+  for (const edge of page.edges) memberViews.add(edge.node);
+  return page;
+}
+
+const groupSearch = z.string().trim().max(200, "At most 200 characters").nullish();
+
+/**
+ * Every group of the tenant, for holders of groups:read (checked by the schema), most recent
+ * activity first; `search` matches names, case-insensitively. Groups the viewer is not in show
+ * their metadata and members, not their messages (readsMessagesOf).
+ */
+export async function listGroups(
+  ctx: Context,
+  args: { first?: number | null; after?: string | null; search?: string | null },
+) {
+  const search = validate(groupSearch, args.search, "search");
+  return conversationPage(ctx, args, {
+    kind: "GROUP",
+    ...(search ? { name: { contains: literalLike(search), mode: "insensitive" } } : {}),
+  });
+}
+
+/** A page of the tenant's conversations matching `where`, most recent activity first. */
+async function conversationPage(
+  ctx: Context,
+  args: { first?: number | null; after?: string | null },
+  where: Prisma.ConversationWhereInput,
+) {
   const first = pageSize("first", args.first, 20);
   const and: Prisma.ConversationWhereInput[] = [];
   if (args.after) {
@@ -407,12 +469,7 @@ export async function listConversations(
     and.push({ OR: [{ lastActivityAt: { lt: date } }, { lastActivityAt: date, id: { lt: afterId } }] });
   }
   const rows = await ctx.prisma.conversation.findMany({
-    where: {
-      tenantId,
-      ...(userId ? { members: { some: { userId } } } : {}),
-      ...(args.kind ? { kind: args.kind } : {}),
-      ...(and.length ? { AND: and } : {}),
-    },
+    where: { tenantId: tenantOf(ctx), ...where, ...(and.length ? { AND: and } : {}) },
     orderBy: [{ lastActivityAt: "desc" }, { id: "desc" }],
     take: first + 1,
   });

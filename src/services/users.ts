@@ -10,7 +10,7 @@ import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
 import { appendEvents, type ConversationEvent, publishEvents } from "./events.ts";
 import { publishMembership, publishToUsers } from "./membership-events.ts";
 import { assertCanActOn, assertNotLastOwner } from "./policies.ts";
-import { pageSize, parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts";
+import { literalLike, pageSize, parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts";
 
 export const createUserInput = z.object({
   name: zText(200),
@@ -261,7 +261,10 @@ export async function listUsers(
   const and: Prisma.UserWhereInput[] = [];
   if (search) {
     and.push({
-      OR: [{ name: { contains: search, mode: "insensitive" } }, { email: { contains: search.toLowerCase() } }],
+      OR: [
+        { name: { contains: literalLike(search), mode: "insensitive" } },
+        { email: { contains: literalLike(search.toLowerCase()) } },
+      ],
     });
   }
   if (args.after) {

@@ -100,3 +100,11 @@ export function pageSize(field: string, value: number | null | undefined, fallba
   }
   return value;
 }
+
+/**
+ * Text for Prisma's `contains`/`startsWith`, which become SQL LIKE patterns: LIKE's
+ * wildcards and its escape character match themselves only.
+ */
+export function literalLike(text: string): string {
+  return text.replace(/[\\%_]/g, (char) => `\\${char}`);
+}

@@ -331,3 +331,72 @@ export const AddMemberThenPromote = graphql(`
     }
   }
 `);
+
+export const Groups = graphql(`
+  query Groups($first: Int, $after: String, $search: String) {
+    groups(first: $first, after: $after, search: $search) {
+      edges {
+        cursor
+        node {
+          id
+          name
+          kind
+          memberCount
+          members(first: 10) {
+            user {
+              id
+            }
+            role
+          }
+          unreadCount
+          lastMessage {
+            id
+            body
+          }
+          pinnedMessages(first: 5) {
+            id
+            body
+          }
+        }
+      }
+      pageInfo {
+        hasNextPage
+        endCursor
+      }
+    }
+  }
+`);
+
+export const GroupMessages = graphql(`
+  query GroupMessages($search: String) {
+    groups(search: $search) {
+      edges {
+        node {
+          id
+          messages(last: 5) {
+            edges {
+              node {
+                body
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+`);
+
+export const UpdateGroupWithMessages = graphql(`
+  mutation UpdateGroupWithMessages($id: ID!, $input: UpdateGroupInput!) {
+    updateGroup(id: $id, input: $input) {
+      id
+      name
+      lastMessage {
+        body
+      }
+      pinnedMessages {
+        body
+      }
+    }
+  }
+`);
