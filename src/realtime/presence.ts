@@ -324,7 +324,8 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
   let closed = false;
   const expiry = () => Date.now() + ttlMs;
 
-  const arrive = async (key: string) => {
+  /** Adds this instance's entry for a user; `renewed`: the entry may exist already (see heartbeat). */
+  const arrive = async (key: string, renewed = false) => {
     const now = Date.now();
     const result = await redis
       .multi()
@@ -336,7 +337,9 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
       .exec();
     // Announced only when our entry is new and the only live one (an entry still there, of
     // a user departing within the offline delay, was never announced offline).
-    if (result?.[0]?.[1] === 1 && result[4]?.[1] === 1) announce(options, writer, key, true, new Date(now));
+    if ((renewed || result?.[0]?.[1] === 1) && result?.[4]?.[1] === 1) {
+      announce(options, writer, key, true, new Date(now));
+    }
   };
 
   /** Removes an instance's entry for a user; announces the user offline if it was their last live one. */
@@ -370,7 +373,7 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
     // and announced our users offline. Add them back; those now online nowhere else are announced.
     if (renewed?.[0]?.[1] === 1) {
       log.warn({ instance: id }, "presence: this instance was taken for dead; announcing its users again");
-      for (const key of local.counts.keys()) inOrder(key, () => arrive(key));
+      for (const key of local.counts.keys()) inOrder(key, () => arrive(key, true));
     }
     // Instances whose heartbeat stopped: the first to remove one announces its users.
     const dead = await redis.zrangebyscore(INSTANCES, "-inf", Date.now());
