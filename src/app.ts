@@ -7,9 +7,10 @@ import type { Config } from "./env.ts";
 import { createGraphQLServer, GRAPHQL_ENDPOINT } from "./graphql/yoga.ts";
 import { attachmentsRoute } from "./http/attachments.ts";
 import { providerSignInRoute } from "./http/oauth.ts";
-import { readyRoute } from "./http/ready.ts";
+import { readyRoute, type Warmth } from "./http/ready.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { startAttachmentSweeper } from "./services/attachment-gc.ts";
+import { warmUp } from "./warmup.ts";
 import { createWsServer } from "./ws/server.ts";
 
 export interface App {
@@ -30,7 +31,8 @@ export interface AppOptions {
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<App> {
   const log = options.log ?? createLogger(config.logLevel);
   const deps = await createDeps(config, { log, db: options.db });
-  const yoga = createGraphQLServer(deps, [readyRoute(deps), providerSignInRoute(deps), attachmentsRoute(deps)]);
+  const warmth: Warmth = { warm: false };
+  const yoga = createGraphQLServer(deps, [readyRoute(deps, warmth), providerSignInRoute(deps), attachmentsRoute(deps)]);
   const server: Server = createServer(yoga);
   server.on("clientError", (error, socket) => {
     // A peer that hung up mid-request is reported once, where its body was being read.
@@ -67,6 +69,16 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       started = true;
       const address = server.address() as AddressInfo;
       const shownHost = host === "0.0.0.0" || host === "::" ? "localhost" : host;
+      // Listening already, so /ready can answer 503 meanwhile; start() returns once warm.
+      const loopback =
+        address.family === "IPv6"
+          ? `[${address.address === "::" ? "::1" : address.address}]`
+          : address.address === "0.0.0.0"
+            ? "127.0.0.1"
+            : address.address;
+      const report = await warmUp(deps, yoga, `ws://${loopback}:${address.port}${GRAPHQL_ENDPOINT}`);
+      warmth.warm = true;
+      log.info(report, "warmed up");
       return {
         port: address.port,
         url: `http://${shownHost}:${address.port}${GRAPHQL_ENDPOINT}`,

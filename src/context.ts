@@ -79,6 +79,8 @@ export interface Context {
   streams?: SocketStreams;
   /** For a subscription on a WebSocket: writes its `next` frames straight to the socket (see shared-execution.ts). */
   delivery?: FrameDelivery;
+  /** When this context was made (for a subscription: as its subscribe frame was read), in ms since the epoch. */
+  startedAt: number;
 }
 
 /** Where a subscription's results can be written as ready-made `next` frames. */
@@ -175,6 +177,7 @@ export function contextFor(
     loaders: createLoaders(prisma, principal, cacheLoaders),
     streams: options.streams,
     delivery: options.delivery,
+    startedAt: Date.now(),
   };
 }
 

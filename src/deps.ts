@@ -95,6 +95,7 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     log,
     ttlSeconds: config.presenceTtlSeconds,
     heartbeatSeconds: config.presenceHeartbeatSeconds,
+    offlineDelayMs: config.presenceOfflineDelayMs,
   };
   let presence: Presence;
   try {

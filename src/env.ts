@@ -106,6 +106,7 @@ const envSchema = z.object({
   WS_PING_SECONDS: z.coerce.number().int().min(1).max(3600).default(15),
   PRESENCE_TTL_SECONDS: z.coerce.number().int().min(2).max(3600).default(30),
   PRESENCE_HEARTBEAT_SECONDS: optionalString.pipe(z.coerce.number<string | undefined>().int().min(1).optional()),
+  PRESENCE_OFFLINE_DELAY_MS: z.coerce.number().int().min(0).max(60_000).default(1500),
   GRAPHIQL: z
     .enum(["true", "false"])
     .default("true")
@@ -257,6 +258,11 @@ const configSchema = envSchema.transform((env, ctx) => {
     presenceTtlSeconds: env.PRESENCE_TTL_SECONDS,
     /** How often an instance renews its presence entries and looks for dead instances. */
     presenceHeartbeatSeconds,
+    /**
+     * How long a user whose last socket closed still counts as online before going offline
+     * is announced: a reconnect within it (a page reload) announces nothing. 0: at once.
+     */
+    presenceOfflineDelayMs: env.PRESENCE_OFFLINE_DELAY_MS,
     /** Limits on writes (messages, edits, reactions, typing, uploads, group changes). */
     rateLimits: {
       /** RATE_LIMITS=off: no write limits at all (benchmarks, trusted backends). */

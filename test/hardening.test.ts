@@ -894,14 +894,14 @@ describe.each(backends())("hardening on %s", (backend) => {
   });
 
   describe("health", () => {
-    it("/health is 200 and /ready reports the database and pub/sub", async () => {
+    it("/health is 200 and /ready reports warmth, the database and pub/sub", async () => {
       const origin = new URL(url).origin;
       const health = await fetch(`${origin}/health`);
       expect(health.status).toBe(200);
       await health.body?.cancel();
       const ready = await fetch(`${origin}/ready`);
       expect(ready.status).toBe(200);
-      expect(await ready.json()).toEqual({ database: true, pubsub: true });
+      expect(await ready.json()).toEqual({ warm: true, database: true, pubsub: true });
       await stillServing();
     });
   });

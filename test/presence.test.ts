@@ -335,6 +335,8 @@ describe.each(backends())("presence on %s", (backend) => {
       const carols = connect(server.wsUrl, { token: carol.token });
       await acknowledged(carols);
       await carols.dispose();
+      // Gone for good (past the offline delay), so her next socket is announced again.
+      await onlineNow(server.url, tenant, carol.id, false);
       for (const [i, sub] of subs.entries()) {
         if (live.has(i)) continue;
         await changeOf(sub, carol.id, 500).then(
@@ -358,6 +360,90 @@ describe.each(backends())("presence on %s", (backend) => {
       expect(spent, `${spent} statements`).toBeLessThan(10);
     } finally {
       await aliceSocket.dispose();
+    }
+  });
+
+  test("a reload (the last socket closes, a new one opens within the offline delay) announces nothing; going offline is announced once, after the delay, with the time the socket closed", {
+    timeout: 30_000,
+  }, async ({ tenant }) => {
+    const [alice, bob, carol] = usersOf(tenant);
+    const reloading = await startServer(world.database, { presenceOfflineDelayMs: 4000 });
+    const watcher = connect(reloading.wsUrl, { token: bob.token });
+    const opened: Client[] = [watcher];
+    try {
+      await groupOf(reloading.url, tenant);
+      const sub = subscribe(watcher, PresenceChanged, {});
+      await onlineNow(reloading.url, tenant, bob.id, true);
+      const page = connect(reloading.wsUrl, { token: alice.token });
+      opened.push(page);
+      expect(await changeOf(sub, alice.id)).toMatchObject({ online: true });
+      await acknowledged(page);
+      // The page reloads: its socket closes and the new page's one opens.
+      await page.dispose();
+      const reloaded = connect(reloading.wsUrl, { token: alice.token });
+      opened.push(reloaded);
+      await acknowledged(reloaded);
+      const fence = connect(reloading.wsUrl, { token: carol.token });
+      opened.push(fence);
+      const seen = await changesUntil(sub, carol.id);
+      expect(seen.filter((change) => change.user.id === alice.id)).toEqual([]);
+      expect((await presenceOf(reloading.url, tenant, alice.id))?.online).toBe(true);
+
+      // Now she leaves for good: one change, offline, dated when the socket closed.
+      const closedAt = Date.now();
+      await reloaded.dispose();
+      const offline = await changeOf(sub, alice.id);
+      expect(offline).toMatchObject({ online: false });
+      expect(Date.parse(offline.lastSeenAt as string)).toBeGreaterThanOrEqual(closedAt - 1000);
+      expect(Date.parse(offline.lastSeenAt as string)).toBeLessThanOrEqual(closedAt + 1000);
+      // Read at once it is the announced time, before or after its batch is stored.
+      expect(await presenceOf(reloading.url, tenant, alice.id)).toEqual({
+        id: alice.id,
+        online: false,
+        lastSeenAt: offline.lastSeenAt,
+      });
+      const row = () =>
+        reloading.app.deps.db.sql
+          .query<{ lastSeenAt: Date | null }>(`SELECT "lastSeenAt" FROM "User" WHERE "id" = $1::uuid`, [alice.id])
+          .then((rows) => rows[0]?.lastSeenAt?.toISOString() ?? null);
+      expect(await until(row, (value) => value === offline.lastSeenAt)).toBe(offline.lastSeenAt);
+    } finally {
+      await Promise.allSettled(opened.map((client) => client.dispose()));
+      await reloading.stop();
+    }
+  });
+
+  test("a user still within the offline delay when the server stops goes offline then, with their last-seen time stored", {
+    timeout: 30_000,
+  }, async ({ server, tenant }) => {
+    const [alice] = usersOf(tenant);
+    const stopping = await startServer(world.database, { presenceOfflineDelayMs: 60_000 });
+    const page = connect(stopping.wsUrl, { token: alice.token });
+    let stopped = false;
+    try {
+      await acknowledged(page);
+      await onlineNow(stopping.url, tenant, alice.id, true);
+      const closedAt = Date.now();
+      await page.dispose();
+      // Within the delay: still online, nothing stored yet.
+      expect(await presenceOf(stopping.url, tenant, alice.id)).toEqual({
+        id: alice.id,
+        online: true,
+        lastSeenAt: null,
+      });
+      stopped = true;
+      await stopping.stop();
+      // Stored by the stopping server before it closed, dated when the socket closed.
+      const rows = await server.app.deps.db.sql.query<{ lastSeenAt: Date | null }>(
+        `SELECT "lastSeenAt" FROM "User" WHERE "id" = $1::uuid`,
+        [alice.id],
+      );
+      const stored = rows[0]?.lastSeenAt?.getTime();
+      expect(stored).toBeGreaterThanOrEqual(closedAt - 1000);
+      expect(stored).toBeLessThanOrEqual(closedAt + 1000);
+    } finally {
+      await page.dispose();
+      if (!stopped) await stopping.stop();
     }
   });
 
@@ -403,6 +489,39 @@ describe.each(backends())("presence on %s", (backend) => {
           await follower.dispose();
         } finally {
           await other.stop();
+        }
+      });
+
+      test("a reload onto another instance within the offline delay announces nothing", {
+        timeout: 30_000,
+      }, async ({ server, tenant, sockets }) => {
+        const [alice, bob, carol] = usersOf(tenant);
+        await groupOf(server.url, tenant);
+        // The instance she leaves waits long enough that the test never races its delay.
+        const left = await startServer(world.database, { presenceOfflineDelayMs: 5000 });
+        const sub = subscribe(sockets.open({ token: bob.token }, { keepOpen: true }), PresenceChanged, {});
+        await onlineNow(server.url, tenant, bob.id, true);
+        const page = connect(left.wsUrl, { token: alice.token });
+        try {
+          expect(await changeOf(sub, alice.id)).toMatchObject({ online: true });
+          await acknowledged(page);
+          await page.dispose();
+          const reloaded = connect(server.wsUrl, { token: alice.token });
+          await acknowledged(reloaded);
+          const fence = connect(server.wsUrl, { token: carol.token });
+          const seen = await changesUntil(sub, carol.id);
+          expect(seen.filter((change) => change.user.id === alice.id)).toEqual([]);
+          await fence.dispose();
+          // Past the other instance's delay she is still online (its departure found her here).
+          await sleep(5500);
+          const later = await drain(sub);
+          expect(later.map((event) => event.data?.presenceChanged?.user.id)).not.toContain(alice.id);
+          expect((await presenceOf(left.url, tenant, alice.id))?.online).toBe(true);
+          await reloaded.dispose();
+          expect(await changeOf(sub, alice.id)).toMatchObject({ online: false });
+        } finally {
+          await page.dispose();
+          await left.stop();
         }
       });
 

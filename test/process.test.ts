@@ -56,7 +56,7 @@ describe("the server process", () => {
     expect(first.output()).toContain("JWT_SECRET is not set: generated one");
     expect(existsSync(join(dataDir, "jwt-secret"))).toBe(true);
     const health = await fetch(new URL("/ready", url));
-    expect(await health.json()).toEqual({ database: true, pubsub: true });
+    expect(await health.json()).toEqual({ warm: true, database: true, pubsub: true });
     const { createTenant } = await ok(url, CreateTenant, { input: { name: "Persisted" } });
 
     const client = wsClient(url.replace("http", "ws"), { apiKey: createTenant.apiKey });

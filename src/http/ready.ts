@@ -1,8 +1,17 @@
 import type { AppDeps } from "../context.ts";
 import type { Route } from "./routes.ts";
 
-/** Readiness: 200 when the database and pub/sub answer, 503 otherwise. */
-export function readyRoute(deps: AppDeps): Route {
+/** Whether the instance has finished warming up (see warmup.ts). */
+export interface Warmth {
+  warm: boolean;
+}
+
+/**
+ * Readiness: 200 when the instance is warm and the database and pub/sub answer, 503
+ * otherwise (a fresh instance answers `{ warm: false }` until its warm-up is done, so a
+ * load balancer sends it no client whose first subscription would wait for it).
+ */
+export function readyRoute(deps: AppDeps, warmth: Warmth): Route {
   return {
     methods: ["GET", "HEAD"],
     path: /^\/ready$/,
@@ -14,7 +23,8 @@ export function readyRoute(deps: AppDeps): Route {
         ),
         deps.pubsub.isReady(),
       ]);
-      return Response.json({ database, pubsub }, { status: database && pubsub ? 200 : 503 });
+      const { warm } = warmth;
+      return Response.json({ warm, database, pubsub }, { status: warm && database && pubsub ? 200 : 503 });
     },
   };
 }

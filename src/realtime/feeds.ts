@@ -248,7 +248,10 @@ async function* runFeed<T, W>(
         select: positions,
       });
       if (!conversation) return;
-      lastSeq.set(options.conversationId, options.afterSeq ?? source.currentSeq(conversation));
+      lastSeq.set(
+        options.conversationId,
+        options.afterSeq ?? (await startingSeq(ctx, source, options.conversationId, source.currentSeq(conversation))),
+      );
     } else {
       const ids = await visibleConversationIds(ctx, tenantId, userId);
       await Promise.all(ids.map(follow));
@@ -410,6 +413,22 @@ async function* runFeed<T, W>(
     for (const [id, seen] of lastSeq) if (moved.has(id) || now.seqs.get(id) !== seen) exceptions.push([id, seen]);
     current.rebase(now.snapshot, now.at, exceptions);
   }
+}
+
+/**
+ * Where a stream without a cursor starts: at the row before the first one stored after the
+ * operation arrived, so a row sent while the stream was being set up (right after the
+ * subscribe frame) is delivered too. Row times are the database's, the arrival time this
+ * instance's: clocks apart by a few ms move that point by as much.
+ */
+async function startingSeq<T, W>(
+  ctx: Context,
+  source: SequencedSource<T, W>,
+  conversationId: string,
+  current: number,
+): Promise<number> {
+  if (current === 0) return 0;
+  return Math.min(current, await source.seqBefore(ctx, conversationId, new Date(ctx.startedAt)));
 }
 
 async function visibleConversationIds(ctx: Context, tenantId: string, userId: string | null): Promise<string[]> {

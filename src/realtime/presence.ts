@@ -9,7 +9,9 @@ import { type PresenceChange, topics } from "./topics.ts";
  * Who is online: a user is online while at least one authenticated socket of theirs is
  * open on any instance. Each change (a user's first socket opening anywhere, their last
  * one closing) is published once on the tenant's presence topic, and a user going
- * offline has their `lastSeenAt` stored (in batches, off the connect/close path).
+ * offline has their `lastSeenAt` stored (in batches, off the connect/close path). Going
+ * offline waits `offlineDelayMs` after the last socket closed: a user who reconnects
+ * meanwhile (a page reload, a flaky network) stays online and nothing is announced.
  */
 export interface Presence {
   /** Counts one open socket of a user on this instance; the returned function releases it (once). */
@@ -37,6 +39,62 @@ export interface PresenceOptions {
   ttlSeconds: number;
   /** How often the instance renews its entries and looks for instances that died. */
   heartbeatSeconds: number;
+  /** How long a user stays online after their last socket here closed (0: not at all). */
+  offlineDelayMs?: number;
+}
+
+/**
+ * Users whose last socket on this instance closed, still counted here until the offline
+ * delay ends: then `leave` runs with the time the socket closed. A socket of theirs
+ * opening meanwhile takes the user back (`rejoin` is true: nothing was announced).
+ */
+class Departures {
+  private readonly timers = new Map<string, { timer: NodeJS.Timeout; at: Date }>();
+
+  constructor(
+    private readonly delayMs: number,
+    private readonly leave: (key: string, at: Date) => void,
+  ) {}
+
+  has(key: string): boolean {
+    return this.timers.has(key);
+  }
+
+  keys(): IterableIterator<string> {
+    return this.timers.keys();
+  }
+
+  depart(key: string, at: Date): void {
+    if (this.delayMs <= 0) {
+      this.leave(key, at);
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.timers.delete(key);
+      this.leave(key, at);
+    }, this.delayMs);
+    timer.unref();
+    this.timers.set(key, { timer, at });
+  }
+
+  /** A socket of the user opened: true when they were departing (and now are not). */
+  rejoin(key: string): boolean {
+    const pending = this.timers.get(key);
+    if (!pending) return false;
+    clearTimeout(pending.timer);
+    this.timers.delete(key);
+    return true;
+  }
+
+  /** Ends every pending departure now (shutdown), each with the time its socket closed. */
+  flush(): void {
+    const pending = [...this.timers];
+    this.timers.clear();
+    for (const [key, { timer, at }] of pending) {
+      clearTimeout(timer);
+      this.leave(key, at);
+    }
+  }
 }
 
 const keyOf = (tenantId: string, userId: string) => `${tenantId}:${userId}`;
@@ -180,6 +238,9 @@ export function createMemoryPresence(options: PresenceOptions): Presence {
   const local = new LocalCounts();
   const follows = new LocalFollows();
   const writer = new LastSeenWriter(options.sql, options.log);
+  const departures = new Departures(options.offlineDelayMs ?? 0, (key, at) =>
+    announce(options, writer, key, false, at),
+  );
   let closed = false;
   return {
     follow: (socketId, target) =>
@@ -197,20 +258,26 @@ export function createMemoryPresence(options: PresenceOptions): Presence {
     },
     connect(tenantId, userId) {
       const key = keyOf(tenantId, userId);
-      if (local.add(key)) announce(options, writer, key, true, new Date());
+      if (local.add(key) && !departures.rejoin(key)) announce(options, writer, key, true, new Date());
       let released = false;
       return () => {
         if (released || closed) return;
         released = true;
-        if (local.remove(key)) announce(options, writer, key, false, new Date());
+        if (local.remove(key)) departures.depart(key, new Date());
       };
     },
     async online(tenantId, userIds) {
-      return new Set(userIds.filter((id) => local.counts.has(keyOf(tenantId, id))));
+      return new Set(
+        userIds.filter((id) => {
+          const key = keyOf(tenantId, id);
+          return local.counts.has(key) || departures.has(key);
+        }),
+      );
     },
     pendingLastSeen: (userId) => writer.get(userId),
     async close() {
       closed = true;
+      departures.flush();
       const at = new Date();
       for (const key of local.counts.keys()) announce(options, writer, key, false, at);
       local.counts.clear();
@@ -257,7 +324,8 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
   let closed = false;
   const expiry = () => Date.now() + ttlMs;
 
-  const arrive = async (key: string) => {
+  /** Adds this instance's entry for a user; `renewed`: the entry may exist already (see heartbeat). */
+  const arrive = async (key: string, renewed = false) => {
     const now = Date.now();
     const result = await redis
       .multi()
@@ -267,11 +335,15 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
       .pexpire(instanceKey(id), 10 * ttlMs)
       .zcount(userKey(key), now, "+inf")
       .exec();
-    if (result?.[4]?.[1] === 1) announce(options, writer, key, true, new Date(now));
+    // Announced only when our entry is new and the only live one (an entry still there, of
+    // a user departing within the offline delay, was never announced offline).
+    if ((renewed || result?.[0]?.[1] === 1) && result?.[4]?.[1] === 1) {
+      announce(options, writer, key, true, new Date(now));
+    }
   };
 
   /** Removes an instance's entry for a user; announces the user offline if it was their last live one. */
-  const leave = async (key: string, instance: string) => {
+  const leave = async (key: string, instance: string, at?: Date) => {
     const now = Date.now();
     const result = await redis
       .multi()
@@ -279,15 +351,18 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
       .srem(instanceKey(instance), key)
       .zcount(userKey(key), now, "+inf")
       .exec();
-    if (result?.[0]?.[1] === 1 && result[2]?.[1] === 0) announce(options, writer, key, false, new Date(now));
+    if (result?.[0]?.[1] === 1 && result[2]?.[1] === 0) announce(options, writer, key, false, at ?? new Date(now));
   };
+  const departures = new Departures(options.offlineDelayMs ?? 0, (key, at) => inOrder(key, () => leave(key, id, at)));
 
   const report = (what: string) => (error: Error) => log.warn({ err: error.message }, `presence ${what} failed`);
 
   const heartbeat = async () => {
     const until = expiry();
     const renew = redis.multi().zadd(INSTANCES, until, id);
-    for (const key of local.counts.keys()) renew.zadd(userKey(key), until, id).pexpire(userKey(key), 2 * ttlMs);
+    for (const key of [...local.counts.keys(), ...departures.keys()]) {
+      renew.zadd(userKey(key), until, id).pexpire(userKey(key), 2 * ttlMs);
+    }
     for (const [target, sockets] of follows.targets) {
       renew.zadd(followKey(target), ...[...sockets.keys()].flatMap((socket) => [until, socket]));
       renew.pexpire(followKey(target), 2 * ttlMs);
@@ -298,7 +373,7 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
     // and announced our users offline. Add them back; those now online nowhere else are announced.
     if (renewed?.[0]?.[1] === 1) {
       log.warn({ instance: id }, "presence: this instance was taken for dead; announcing its users again");
-      for (const key of local.counts.keys()) inOrder(key, () => arrive(key));
+      for (const key of local.counts.keys()) inOrder(key, () => arrive(key, true));
     }
     // Instances whose heartbeat stopped: the first to remove one announces its users.
     const dead = await redis.zrangebyscore(INSTANCES, "-inf", Date.now());
@@ -352,12 +427,16 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
     },
     connect(tenantId, userId) {
       const key = keyOf(tenantId, userId);
-      if (local.add(key)) inOrder(key, () => arrive(key));
+      // A user departing here comes back too: arrive renews the entry and announces nothing.
+      if (local.add(key)) {
+        departures.rejoin(key);
+        inOrder(key, () => arrive(key));
+      }
       let released = false;
       return () => {
         if (released || closed) return;
         released = true;
-        if (local.remove(key)) inOrder(key, () => leave(key, id));
+        if (local.remove(key)) departures.depart(key, new Date());
       };
     },
     async online(tenantId, userIds) {
@@ -366,7 +445,9 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
       await Promise.all(
         userIds.map(async (userId) => {
           const key = keyOf(tenantId, userId);
-          if (local.counts.has(key) || (await redis.zcount(userKey(key), now, "+inf")) > 0) online.add(userId);
+          if (local.counts.has(key) || departures.has(key) || (await redis.zcount(userKey(key), now, "+inf")) > 0) {
+            online.add(userId);
+          }
         }),
       );
       return online;
@@ -376,6 +457,7 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
       closed = true;
       clearInterval(timer);
       try {
+        departures.flush();
         await Promise.all([...chains.values()]);
         await Promise.all([...local.counts.keys()].map((key) => leave(key, id)));
         const unfollow = redis.multi();
