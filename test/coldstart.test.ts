@@ -1,4 +1,7 @@
+import { mkdtempSync, rmSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { print } from "graphql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -120,6 +123,53 @@ async function holdingProxy(redisUrl: string, channel: string) {
   };
 }
 
+/** Polls /ready from the moment the process starts until it answers 200; every answer seen, in order. */
+async function readyAnswers(running: Running, origin: string) {
+  const answers: { status: number; body: Record<string, unknown> }[] = [];
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (running.child.exitCode !== null) throw new Error(`server exited:\n${running.output()}`);
+    try {
+      const response = await fetch(`${origin}/ready`);
+      answers.push({ status: response.status, body: (await response.json()) as Record<string, unknown> });
+      if (response.status === 200) return answers;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error(`never ready:\n${running.output()}`);
+}
+
+describe("a freshly started embedded instance", () => {
+  const dirs: string[] = [];
+  afterAll(() => {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("/ready is 200 with warm: true only after the warm-up, which is logged before the start", {
+    timeout: 120_000,
+  }, async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "chat-coldstart-"));
+    dirs.push(dataDir);
+    const port = await freePort();
+    const server = runServer({ DATA_DIR: dataDir, HOST: "127.0.0.1", PORT: String(port) });
+    try {
+      const answers = await readyAnswers(server, `http://127.0.0.1:${port}`);
+      expect(answers.at(-1)).toEqual({ status: 200, body: { warm: true, database: true, pubsub: true } });
+      for (const answer of answers.slice(0, -1)) expect(answer).toMatchObject({ status: 503, body: { warm: false } });
+      await waitFor(server, READY);
+      const output = server.output();
+      expect(output.indexOf('"msg":"warmed up"')).toBeGreaterThan(-1);
+      expect(output.indexOf("chat API ready")).toBeGreaterThan(output.indexOf('"msg":"warmed up"'));
+      expect(output).toMatch(/"failed":\[\]/);
+    } finally {
+      server.child.kill("SIGTERM");
+      await server.exited;
+    }
+  });
+});
+
 // A fresh instance needs a database and pub/sub shared with another one: PostgreSQL + Redis.
 if (backends().includes("postgres+redis")) {
   describe("a freshly started instance on PostgreSQL + Redis", () => {
@@ -151,24 +201,6 @@ if (backends().includes("postgres+redis")) {
       });
       servers.push(server);
       return { server, origin: `http://127.0.0.1:${port}` };
-    };
-
-    /** Polls /ready from the moment the process starts until it answers 200; every answer seen, in order. */
-    const readyAnswers = async (running: Running, origin: string) => {
-      const answers: { status: number; body: Record<string, unknown> }[] = [];
-      const deadline = Date.now() + 60_000;
-      while (Date.now() < deadline) {
-        if (running.child.exitCode !== null) throw new Error(`server exited:\n${running.output()}`);
-        try {
-          const response = await fetch(`${origin}/ready`);
-          answers.push({ status: response.status, body: (await response.json()) as Record<string, unknown> });
-          if (response.status === 200) return answers;
-        } catch {
-          // not listening yet
-        }
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
-      throw new Error(`never ready:\n${running.output()}`);
     };
 
     it("/ready is 503 with warm: false until the warm-up is done, then 200; the start is logged after it", {
