@@ -4,7 +4,7 @@ import type { Context } from "../context.ts";
 import type { TransactionClient } from "../db/client.ts";
 import { isUniqueViolation } from "../db/errors.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
-import type { Conversation, Member, Prisma } from "../generated/prisma/client.ts";
+import type { Conversation, Member } from "../generated/prisma/client.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
 import { audit } from "./audit.ts";
@@ -49,7 +49,8 @@ export async function requireConversation(ctx: Context, id: string, field = "id"
   // The conversation and the user's membership in one statement (a request's first read).
   const [row] = await ctx.deps.db.sql.query<Conversation & MembershipColumns>(
     `SELECT c.*, m."role" AS "memberRole", m."joinedAt" AS "memberJoinedAt",
-            m."lastReadSeq" AS "memberLastReadSeq", m."lastReadAt" AS "memberLastReadAt"
+            m."lastReadSeq" AS "memberLastReadSeq", m."lastReadAt" AS "memberLastReadAt",
+            m."hiddenAtSeq" AS "memberHiddenAtSeq"
        FROM "Conversation" c
        LEFT JOIN "Member" m ON m."conversationId" = c."id" AND m."userId" = $3::uuid
       WHERE c."id" = $1::uuid AND c."tenantId" = $2::uuid`,
@@ -57,7 +58,7 @@ export async function requireConversation(ctx: Context, id: string, field = "id"
     { name: "conversation-access" },
   );
   if (!row) throw notFound("Conversation");
-  const { memberRole, memberJoinedAt, memberLastReadSeq, memberLastReadAt, ...conversation } = row;
+  const { memberRole, memberJoinedAt, memberLastReadSeq, memberLastReadAt, memberHiddenAtSeq, ...conversation } = row;
   if (!memberRole) throw forbidden("You are not a member of this conversation");
   const membership: Member = {
     tenantId: conversation.tenantId,
@@ -67,6 +68,7 @@ export async function requireConversation(ctx: Context, id: string, field = "id"
     joinedAt: memberJoinedAt as Date,
     lastReadSeq: memberLastReadSeq as number,
     lastReadAt: memberLastReadAt,
+    hiddenAtSeq: memberHiddenAtSeq,
   };
   ctx.loaders.membership.prime(conversation.id, membership);
   return { conversation, membership };
@@ -78,6 +80,7 @@ interface MembershipColumns {
   memberJoinedAt: Date | null;
   memberLastReadSeq: number | null;
   memberLastReadAt: Date | null;
+  memberHiddenAtSeq: number | null;
 }
 
 /**
@@ -362,32 +365,67 @@ export async function openDirect(ctx: Context, fromUserId: string, toUserId: str
   }
 }
 
+/** Opening a direct conversation also shows it again in the viewer's list if they had hidden it. */
 export async function openDirectConversation(ctx: Context, userId: string) {
-  return openDirect(ctx, requireUserPrincipal(ctx, "openDirectConversation"), userId);
+  const viewerId = requireUserPrincipal(ctx, "openDirectConversation");
+  const conversation = await openDirect(ctx, viewerId, userId);
+  await ctx.prisma.member.updateMany({
+    where: { conversationId: conversation.id, userId: viewerId, hiddenAtSeq: { not: null } },
+    data: { hiddenAtSeq: null },
+  });
+  return conversation;
 }
 
+/**
+ * Hides a direct conversation from the viewer's `conversations` list until it has new
+ * activity: a new message from either member (its seq passes the one recorded here) or
+ * the viewer's own openDirectConversation. The other member's list, the history and
+ * `conversation(id)` are untouched. Sends need no change: the list compares seqs when read.
+ */
+export async function hideConversation(ctx: Context, id: string): Promise<boolean> {
+  const viewerId = requireUserPrincipal(ctx, "hideConversation");
+  const { conversation } = await requireConversation(ctx, id);
+  if (conversation.kind !== "DIRECT") {
+    throw badInput("id", "Only direct conversations can be hidden; leave a group with removeMember");
+  }
+  // The seq read above: a message sent meanwhile has a higher one and keeps the conversation listed.
+  await ctx.prisma.member.update({
+    where: { conversationId_userId: { conversationId: conversation.id, userId: viewerId } },
+    data: { hiddenAtSeq: conversation.lastSeq },
+  });
+  return true;
+}
+
+/**
+ * The viewer's conversations (the API key: the tenant's), newest activity first. A direct
+ * conversation the viewer hid is left out while its lastSeq has not passed the hidden seq.
+ */
 export async function listConversations(
   ctx: Context,
   args: { first?: number | null; after?: string | null; kind?: "DIRECT" | "GROUP" | null },
 ) {
-  const tenantId = tenantOf(ctx);
   const userId = actingUserId(ctx);
   const first = pageSize("first", args.first, 20);
-  const and: Prisma.ConversationWhereInput[] = [];
+  const params: unknown[] = [tenantOf(ctx)];
+  const param = (value: unknown) => `$${params.push(value)}`;
+  const where = [`c."tenantId" = $1::uuid`];
+  if (userId) {
+    where.push(`EXISTS (SELECT 1 FROM "Member" m
+       WHERE m."conversationId" = c."id" AND m."userId" = ${param(userId)}::uuid
+         AND (m."hiddenAtSeq" IS NULL OR c."lastSeq" > m."hiddenAtSeq"))`);
+  }
+  if (args.kind) where.push(`c."kind" = ${param(args.kind)}::"ConversationKind"`);
   if (args.after) {
     const [date, afterId] = decodeCursor("after", args.after, "c1", ["time", "uuid"]);
-    and.push({ OR: [{ lastActivityAt: { lt: date } }, { lastActivityAt: date, id: { lt: afterId } }] });
+    where.push(`(c."lastActivityAt", c."id") < (${param(date)}::timestamptz, ${param(afterId)}::uuid)`);
   }
-  const rows = await ctx.prisma.conversation.findMany({
-    where: {
-      tenantId,
-      ...(userId ? { members: { some: { userId } } } : {}),
-      ...(args.kind ? { kind: args.kind } : {}),
-      ...(and.length ? { AND: and } : {}),
-    },
-    orderBy: [{ lastActivityAt: "desc" }, { id: "desc" }],
-    take: first + 1,
-  });
+  const rows = await ctx.deps.db.sql.query<Conversation>(
+    `SELECT c.* FROM "Conversation" c
+      WHERE ${where.join(" AND ")}
+      ORDER BY c."lastActivityAt" DESC, c."id" DESC
+      LIMIT ${param(first + 1)}`,
+    params,
+  );
   return connectionOf(rows.slice(0, first), (c) => encodeCursor("c1", [c.lastActivityAt.getTime(), c.id]), {
     hasNextPage: rows.length > first,
     hasPreviousPage: !!args.after,
