@@ -107,6 +107,39 @@ const envSchema = z.object({
   PRESENCE_TTL_SECONDS: z.coerce.number().int().min(2).max(3600).default(30),
   PRESENCE_HEARTBEAT_SECONDS: optionalString.pipe(z.coerce.number<string | undefined>().int().min(1).optional()),
   PRESENCE_OFFLINE_DELAY_MS: z.coerce.number().int().min(0).max(60_000).default(1500),
+  CORS_ORIGINS: optionalString.pipe(
+    z
+      .string()
+      .transform((value, ctx) => {
+        const entries = value
+          .split(",")
+          .map((entry) => entry.trim())
+          .filter(Boolean);
+        if (entries.includes("*")) return "*" as const;
+        const origins: string[] = [];
+        for (const entry of entries) {
+          const url = URL.canParse(entry) ? new URL(entry) : null;
+          // Only a bare origin (scheme, host, port): with a path it would never match an Origin header.
+          if (
+            !url ||
+            !/^https?:$/.test(url.protocol) ||
+            url.pathname !== "/" ||
+            url.search ||
+            url.hash ||
+            url.username
+          ) {
+            ctx.addIssue({
+              code: "custom",
+              message: `"${entry}" is not an origin like https://app.example.com (or *)`,
+            });
+            return z.NEVER;
+          }
+          origins.push(url.origin);
+        }
+        return origins;
+      })
+      .optional(),
+  ),
   GRAPHIQL: z
     .enum(["true", "false"])
     .default("true")
@@ -242,6 +275,12 @@ const configSchema = envSchema.transform((env, ctx) => {
       apiUrl: env.GITHUB_API_URL.replace(/\/+$/, ""),
     },
     graphiql: env.GRAPHIQL,
+    /**
+     * Browser origins allowed to call the API from other sites (CORS on HTTP, the Origin of
+     * WebSocket upgrades): "*" any, or a list; the server's own origin is always allowed.
+     * Unset: any outside production mode, none but the server's own in production.
+     */
+    corsOrigins: env.CORS_ORIGINS ?? (production ? [] : ("*" as const)),
     /** How often open sockets' credentials are re-read from storage (revocation news can be lost). */
     credentialResyncSeconds: env.CREDENTIAL_RESYNC_SECONDS,
     /** Operations one WebSocket may run at once; more get an error for that operation. */

@@ -7,6 +7,7 @@ import { GraphQLError } from "graphql";
 import { createYoga, type Plugin, type YogaServerInstance } from "graphql-yoga";
 import { credentialsFromHeaders } from "../auth/credentials.ts";
 import { type AppDeps, type Context, createContext } from "../context.ts";
+import { corsPlugin } from "../http/cors.ts";
 import { type GateContext, requestGuardPlugin } from "../http/request-guard.ts";
 import { clientInfo, type NodeServerContext } from "../http/respond.ts";
 import { type Route, routesPlugin } from "../http/routes.ts";
@@ -66,6 +67,8 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
     graphqlEndpoint: GRAPHQL_ENDPOINT,
     healthCheckEndpoint: "/health",
     landingPage: false,
+    // CORS_ORIGINS, applied by corsPlugin to the routes beside GraphQL as well.
+    cors: false,
     graphiql: config.graphiql ? { subscriptionsProtocol: "WS", title: "Chat API" } : false,
     logging: {
       debug: (...args) => log.debug(args.map(String).join(" ")),
@@ -87,6 +90,7 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
     // Never attach originalError details, whatever NODE_ENV says.
     maskedErrors: { isDev: false, maskError: createErrorMasker(log) },
     plugins: [
+      corsPlugin(config),
       routesPlugin(routes, log),
       requestGuardPlugin(deps, GRAPHQL_ENDPOINT),
       requestParseErrorsPlugin,

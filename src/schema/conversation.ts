@@ -174,7 +174,8 @@ builder.queryFields((t) => ({
   }),
   conversations: t.field({
     type: ConversationConnection,
-    description: "The viewer's conversations, most recent activity first.",
+    description:
+      "The viewer's conversations, most recent activity first. Direct conversations the viewer hid (hideConversation) are left out until they have new activity.",
     authScopes: { permission: "chats:read" },
     args: {
       first: t.arg.int({ description: "Page size, 0-100 (default 20)." }),
@@ -268,6 +269,13 @@ builder.mutationFields((t) => ({
     authScopes: { permission: "chats:create" },
     args: { userId: t.arg.id({ required: true, description: "The other user." }) },
     resolve: (_query, _root, { userId }, ctx) => conversations.openDirectConversation(ctx, userId),
+  }),
+  hideConversation: t.boolean({
+    description:
+      "Hides a direct conversation from the viewer's `conversations` list until it has new activity (a new message from either member, or the viewer's openDirectConversation). The other member's list, the history and `conversation(id)` are unchanged. A group is BAD_USER_INPUT (leave it with removeMember). Needs a user token and chats:read.",
+    authScopes: { $all: { user: true, permission: "chats:read" } },
+    args: { id: t.arg.id({ required: true, description: "Id of the direct conversation." }) },
+    resolve: (_root, { id }, ctx) => conversations.hideConversation(ctx, id),
   }),
 }));
 

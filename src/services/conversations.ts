@@ -72,7 +72,8 @@ export async function requireConversation(
   // The conversation and the user's membership in one statement (a request's first read).
   const [row] = await ctx.deps.db.sql.query<Conversation & MembershipColumns>(
     `SELECT c.*, m."role" AS "memberRole", m."joinedAt" AS "memberJoinedAt",
-            m."lastReadSeq" AS "memberLastReadSeq", m."lastReadAt" AS "memberLastReadAt"
+            m."lastReadSeq" AS "memberLastReadSeq", m."lastReadAt" AS "memberLastReadAt",
+            m."hiddenAtSeq" AS "memberHiddenAtSeq"
        FROM "Conversation" c
        LEFT JOIN "Member" m ON m."conversationId" = c."id" AND m."userId" = $3::uuid
       WHERE c."id" = $1::uuid AND c."tenantId" = $2::uuid`,
@@ -80,7 +81,7 @@ export async function requireConversation(
     { name: "conversation-access" },
   );
   if (!row) throw notFound("Conversation");
-  const { memberRole, memberJoinedAt, memberLastReadSeq, memberLastReadAt, ...conversation } = row;
+  const { memberRole, memberJoinedAt, memberLastReadSeq, memberLastReadAt, memberHiddenAtSeq, ...conversation } = row;
   if (!memberRole) {
     if (managedWith && conversation.kind === "GROUP" && (await hasPermission(ctx, managedWith))) {
       ctx.loaders.membership.prime(conversation.id, null);
@@ -96,6 +97,7 @@ export async function requireConversation(
     joinedAt: memberJoinedAt as Date,
     lastReadSeq: memberLastReadSeq as number,
     lastReadAt: memberLastReadAt,
+    hiddenAtSeq: memberHiddenAtSeq,
   };
   ctx.loaders.membership.prime(conversation.id, membership);
   return { conversation, membership };
@@ -107,6 +109,7 @@ interface MembershipColumns {
   memberJoinedAt: Date | null;
   memberLastReadSeq: number | null;
   memberLastReadAt: Date | null;
+  memberHiddenAtSeq: number | null;
 }
 
 /**
@@ -421,19 +424,56 @@ export async function openDirect(ctx: Context, fromUserId: string, toUserId: str
   }
 }
 
+/** Opening a direct conversation also shows it again in the viewer's list if they had hidden it. */
 export async function openDirectConversation(ctx: Context, userId: string) {
-  return openDirect(ctx, requireUserPrincipal(ctx, "openDirectConversation"), userId);
+  const viewerId = requireUserPrincipal(ctx, "openDirectConversation");
+  const conversation = await openDirect(ctx, viewerId, userId);
+  await ctx.prisma.member.updateMany({
+    where: { conversationId: conversation.id, userId: viewerId, hiddenAtSeq: { not: null } },
+    data: { hiddenAtSeq: null },
+  });
+  return conversation;
 }
 
+/**
+ * Hides a direct conversation from the viewer's `conversations` list until it has new
+ * activity: a new message from either member (its seq passes the one recorded here) or
+ * the viewer's own openDirectConversation. The other member's list, the history and
+ * `conversation(id)` are untouched. Sends need no change: the list compares seqs when read.
+ */
+export async function hideConversation(ctx: Context, id: string): Promise<boolean> {
+  const viewerId = requireUserPrincipal(ctx, "hideConversation");
+  const { conversation } = await requireConversation(ctx, id);
+  if (conversation.kind !== "DIRECT") {
+    throw badInput("id", "Only direct conversations can be hidden; leave a group with removeMember");
+  }
+  // The seq read above: a message sent meanwhile has a higher one and keeps the conversation listed.
+  await ctx.prisma.member.update({
+    where: { conversationId_userId: { conversationId: conversation.id, userId: viewerId } },
+    data: { hiddenAtSeq: conversation.lastSeq },
+  });
+  return true;
+}
+
+/**
+ * The viewer's conversations (the API key: the tenant's), newest activity first. A direct
+ * conversation the viewer hid is left out while its lastSeq has not passed the hidden seq.
+ */
 export async function listConversations(
   ctx: Context,
   args: { first?: number | null; after?: string | null; kind?: "DIRECT" | "GROUP" | null },
 ) {
   const userId = actingUserId(ctx);
-  const page = await conversationPage(ctx, args, {
-    ...(userId ? { members: { some: { userId } } } : {}),
-    ...(args.kind ? { kind: args.kind } : {}),
-  });
+  const page = await conversationPage(ctx, args, (param) => [
+    ...(userId
+      ? [
+          `EXISTS (SELECT 1 FROM "Member" m
+             WHERE m."conversationId" = c."id" AND m."userId" = ${param(userId)}::uuid
+               AND (m."hiddenAtSeq" IS NULL OR c."lastSeq" > m."hiddenAtSeq"))`,
+        ]
+      : []),
+    ...(args.kind ? [`c."kind" = ${param(args.kind)}::"ConversationKind"`] : []),
+  ]);
   for (const edge of page.edges) memberViews.add(edge.node);
   return page;
 }
@@ -442,37 +482,44 @@ const groupSearch = z.string().trim().max(200, "At most 200 characters").nullish
 
 /**
  * Every group of the tenant, for holders of groups:read (checked by the schema), most recent
- * activity first; `search` matches names, case-insensitively. Groups the viewer is not in show
- * their metadata and members, not their messages (readsMessagesOf).
+ * activity first; `search` matches names, case-insensitively, as literal text. Groups the
+ * viewer is not in show their metadata and members, not their messages (readsMessagesOf).
  */
 export async function listGroups(
   ctx: Context,
   args: { first?: number | null; after?: string | null; search?: string | null },
 ) {
   const search = validate(groupSearch, args.search, "search");
-  return conversationPage(ctx, args, {
-    kind: "GROUP",
-    ...(search ? { name: { contains: literalLike(search), mode: "insensitive" } } : {}),
-  });
+  return conversationPage(ctx, args, (param) => [
+    `c."kind" = 'GROUP'`,
+    ...(search ? [`c."name" ILIKE '%' || ${param(literalLike(search))} || '%'`] : []),
+  ]);
 }
 
-/** A page of the tenant's conversations matching `where`, most recent activity first. */
+/**
+ * A page of the tenant's conversations, most recent activity first, with the conditions
+ * `filters` writes (each a SQL condition on `c`, its values passed through `param`).
+ */
 async function conversationPage(
   ctx: Context,
   args: { first?: number | null; after?: string | null },
-  where: Prisma.ConversationWhereInput,
+  filters: (param: (value: unknown) => string) => string[],
 ) {
   const first = pageSize("first", args.first, 20);
-  const and: Prisma.ConversationWhereInput[] = [];
+  const params: unknown[] = [tenantOf(ctx)];
+  const param = (value: unknown) => `$${params.push(value)}`;
+  const where = [`c."tenantId" = $1::uuid`, ...filters(param)];
   if (args.after) {
     const [date, afterId] = decodeCursor("after", args.after, "c1", ["time", "uuid"]);
-    and.push({ OR: [{ lastActivityAt: { lt: date } }, { lastActivityAt: date, id: { lt: afterId } }] });
+    where.push(`(c."lastActivityAt", c."id") < (${param(date)}::timestamptz, ${param(afterId)}::uuid)`);
   }
-  const rows = await ctx.prisma.conversation.findMany({
-    where: { tenantId: tenantOf(ctx), ...where, ...(and.length ? { AND: and } : {}) },
-    orderBy: [{ lastActivityAt: "desc" }, { id: "desc" }],
-    take: first + 1,
-  });
+  const rows = await ctx.deps.db.sql.query<Conversation>(
+    `SELECT c.* FROM "Conversation" c
+      WHERE ${where.join(" AND ")}
+      ORDER BY c."lastActivityAt" DESC, c."id" DESC
+      LIMIT ${param(first + 1)}`,
+    params,
+  );
   return connectionOf(rows.slice(0, first), (c) => encodeCursor("c1", [c.lastActivityAt.getTime(), c.id]), {
     hasNextPage: rows.length > first,
     hasPreviousPage: !!args.after,

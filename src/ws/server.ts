@@ -11,6 +11,7 @@ import { appError } from "../errors.ts";
 import { classifyError, createErrorMasker, withCode } from "../graphql/errors.ts";
 import { inspectOperationInput } from "../graphql/input-guards.ts";
 import type { ChatYoga } from "../graphql/yoga.ts";
+import { originAllowed } from "../http/cors.ts";
 import { followKeys } from "../realtime/presence.ts";
 import { SocketStreams } from "../realtime/queue.ts";
 import { CredentialRegistry } from "./credentials.ts";
@@ -97,7 +98,14 @@ export interface WsServer {
 export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server, path: string): WsServer {
   const { config, log } = deps;
   const maskError = createErrorMasker(log);
-  const wss = new WebSocketServer({ server: httpServer, path, maxPayload: config.maxBodyBytes, handleProtocols });
+  const wss = new WebSocketServer({
+    server: httpServer,
+    path,
+    maxPayload: config.maxBodyBytes,
+    handleProtocols,
+    // Browsers send the page's Origin with the upgrade; one CORS_ORIGINS does not allow is refused with 403.
+    verifyClient: ({ origin, req }, done) => done(originAllowed(config, origin, req.headers.host), 403, "Forbidden"),
+  });
   const perUser = new SocketCounts();
   const perTenant = new SocketCounts();
   const credentials = new CredentialRegistry(deps);

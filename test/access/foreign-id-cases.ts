@@ -4,6 +4,7 @@ import {
   AddMembers,
   Conversation,
   DeleteGroup,
+  HideConversation,
   MarkRead,
   OpenDirect,
   RemoveMember,
@@ -144,6 +145,21 @@ export const foreignIdCases: ForeignIdCase[] = [
     actors: TOKEN,
     foreign: (home) => home.member.id,
     call: (w, auth, id) => request(w.url, OpenDirect, { userId: id }, auth),
+  },
+  {
+    name: "hideConversation(id) of a direct conversation",
+    field: "hideConversation",
+    actors: TOKEN,
+    foreign: (home) => home.direct,
+    call: (w, auth, id) => request(w.url, HideConversation, { id }, auth),
+  },
+  {
+    // NOT_FOUND, not the BAD_USER_INPUT a group of the caller's own tenant gets.
+    name: "hideConversation(id) of a group",
+    field: "hideConversation",
+    actors: TOKEN,
+    foreign: (home) => home.group,
+    call: (w, auth, id) => request(w.url, HideConversation, { id }, auth),
   },
   {
     name: "sendMessage(input.conversationId)",

@@ -7,6 +7,7 @@ import {
   Conversation,
   CreateGroup,
   DeleteGroup,
+  HideConversation,
   MarkRead,
   OpenDirect,
   RemoveMember,
@@ -126,6 +127,11 @@ const malformedIdCases: {
     name: "openDirectConversation(userId)",
     field: "userId",
     call: (w, bad) => request(w.url, OpenDirect, { userId: bad }, { token: w.home.owner.token }),
+  },
+  {
+    name: "hideConversation(id)",
+    field: "id",
+    call: (w, bad) => request(w.url, HideConversation, { id: bad }, { token: w.home.owner.token }),
   },
   {
     name: "sendMessage(input.conversationId)",

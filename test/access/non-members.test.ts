@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { backends } from "../helpers/backends.ts";
 import { type GqlResult, ok, request, subscribe, whenLive, wsClient } from "../helpers/client.ts";
 import { createTenant, type TestUser } from "../helpers/fixtures.ts";
-import { Conversation, CreateGroup, MarkRead } from "../operations/conversations.ts";
+import { Conversation, CreateGroup, HideConversation, MarkRead } from "../operations/conversations.ts";
 import { MessageAdded } from "../operations/events.ts";
 import {
   AddReaction,
@@ -65,6 +65,11 @@ const nonMemberCases: {
       const upToMessageId = page.messages.edges[0]?.node.id as string;
       return request(w.url, MarkRead, { conversationId: id, upToMessageId }, { token: w.home.outsider.token });
     },
+  },
+  {
+    name: "hideConversation(id)",
+    field: "hideConversation",
+    call: (w, id) => request(w.url, HideConversation, { id }, { token: w.home.outsider.token }),
   },
   {
     name: "setTyping(conversationId)",

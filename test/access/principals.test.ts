@@ -11,6 +11,7 @@ import {
   CreateGroup,
   DeleteGroup,
   Groups,
+  HideConversation,
   MarkRead,
   OpenDirect,
   RemoveMember,
@@ -69,6 +70,7 @@ const anonymousCases: { field: string; form?: string; call: (url: string) => Pro
   { field: "addMembers", call: (url) => request(url, AddMembers, { conversationId: anyId(), userIds: [anyId()] }) },
   { field: "removeMember", call: (url) => request(url, RemoveMember, { conversationId: anyId(), userId: anyId() }) },
   { field: "openDirectConversation", call: (url) => request(url, OpenDirect, { userId: anyId() }) },
+  { field: "hideConversation", call: (url) => request(url, HideConversation, { id: anyId() }) },
   {
     field: "sendMessage",
     call: (url) => request(url, SendMessage, { input: { conversationId: anyId(), body: "hi" } }),
@@ -212,6 +214,11 @@ describe.each(backends())("access rules on %s", (backend) => {
           name: "openDirectConversation",
           field: "openDirectConversation",
           call: () => request(w.url, OpenDirect, { userId: w.home.member.id }, { apiKey: w.home.apiKey }),
+        },
+        {
+          name: "hideConversation",
+          field: "hideConversation",
+          call: () => request(w.url, HideConversation, { id: w.home.direct }, { apiKey: w.home.apiKey }),
         },
       ]),
     )("the API key cannot call %s (FORBIDDEN)", async (_, { call, field }) => {

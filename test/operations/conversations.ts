@@ -45,6 +45,12 @@ export const OpenDirect = graphql(`
   }
 `);
 
+export const HideConversation = graphql(`
+  mutation HideConversation($id: ID!) {
+    hideConversation(id: $id)
+  }
+`);
+
 export const AddMembers = graphql(`
   mutation AddMembers($conversationId: ID!, $userIds: [ID!]!) {
     addMembers(conversationId: $conversationId, userIds: $userIds) {

@@ -9,6 +9,7 @@ import {
   Conversations,
   CreateGroup,
   DeleteGroup,
+  HideConversation,
   OpenDirect,
   UpdateGroup,
 } from "../operations/conversations.ts";
@@ -162,6 +163,19 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       name: "conversations",
       permission: "chats:read",
       run: (env) => request(world.url, Conversations, { first: 5 }, as(env)),
+    },
+    {
+      name: "hideConversation of an own direct conversation",
+      permission: "chats:read",
+      run: async (env) => {
+        const { sendMessage } = await ok(
+          world.url,
+          SendMessage,
+          { input: { recipientId: env.actor.id, senderId: env.poster.id, body: "hi" } },
+          { apiKey: env.apiKey },
+        );
+        return request(world.url, HideConversation, { id: sendMessage.conversation.id }, as(env));
+      },
     },
     {
       name: "editMessage of an own message",
