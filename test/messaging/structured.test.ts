@@ -11,7 +11,7 @@ import {
   SearchMessages,
   SendFullMessage,
 } from "../operations/messages.ts";
-import { as, type EventsResult, history, messageAs, refused, send, useMessagingServers } from "./helpers.ts";
+import { as, drain, type EventsResult, history, messageAs, refused, send, useMessagingServers } from "./helpers.ts";
 
 /** A poll as a client would send it: nested objects, arrays, numbers, booleans, null and non-ASCII text. */
 const poll = () => ({
@@ -204,6 +204,10 @@ describe.each(backends())("structured messages on %s", (backend) => {
       try {
         const sub = subscribe(client, MessageAddedStructured, { conversationId });
         await whenLive(sub, () => send(s.url, as(alice), conversationId, "poke"));
+        // The stream of all of Bob's conversations, too.
+        const everywhere = subscribe(client, MessageAddedStructured, {});
+        await whenLive(everywhere, () => send(s.url, as(alice), conversationId, "poke all"));
+        await drain(sub);
         const data = poll();
         const sent = await send(s.url, as(alice), conversationId, "fallback", {
           type: "CUSTOM",
@@ -221,6 +225,7 @@ describe.each(backends())("structured messages on %s", (backend) => {
           body: "fallback",
           sender: { id: alice.id },
         });
+        expect((await everywhere.next()).data?.messageAdded).toEqual(event.data?.messageAdded);
         // Replayed from storage after a cursor, the same.
         const replay = subscribe(client, MessageAddedStructured, { conversationId, after: sent.cursor });
         const text = await send(s.url, as(alice), conversationId, "plain");
