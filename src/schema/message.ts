@@ -18,7 +18,7 @@ export const MessageType = builder.enumType("MessageType", {
   description: "What kind of message this is.",
   values: {
     TEXT: { description: "Text written by a user." },
-    FILE: { description: "A message carrying attachments." },
+    FILE: { description: "A message carrying attachments (a CUSTOM message with attachments stays CUSTOM)." },
     SYSTEM: { description: "Sent by the tenant's backend, without a user as sender." },
     CUSTOM: {
       description:
@@ -98,7 +98,7 @@ export const MessageRef = builder.prismaObject("Message", {
       type: "JSON",
       nullable: true,
       description:
-        "CUSTOM messages: the JSON object sent with it, as sent (object keys may come back in another order); null for other types and once the message is deleted.",
+        "CUSTOM messages: the JSON object sent with it (equal to it, though its keys may come back in another order); null for other types and once the message is deleted.",
       resolve: (message) => (message.deletedAt ? null : message.data),
     }),
     clientMessageId: t.exposeString("clientMessageId", {
@@ -216,7 +216,7 @@ const SendMessageInput = builder.inputType("SendMessageInput", {
     }),
     senderId: t.id({
       description:
-        "API key only: the user to send as. Without it the API key sends a SYSTEM message. Users always send as themselves.",
+        "API key only: the user to send as. Without it the API key sends a SYSTEM message (or, with type CUSTOM, a CUSTOM message without sender). Users always send as themselves.",
     }),
   }),
 });

@@ -11,7 +11,18 @@ import {
   SearchMessages,
   SendFullMessage,
 } from "../operations/messages.ts";
-import { as, drain, type EventsResult, history, messageAs, refused, send, useMessagingServers } from "./helpers.ts";
+import {
+  as,
+  drain,
+  type EventsResult,
+  history,
+  messageAs,
+  refused,
+  send,
+  text,
+  upload,
+  useMessagingServers,
+} from "./helpers.ts";
 
 /** A poll as a client would send it: nested objects, arrays, numbers, booleans, null and non-ASCII text. */
 const poll = () => ({
@@ -110,6 +121,27 @@ describe.each(backends())("structured messages on %s", (backend) => {
       // Without type the API key's senderless message is still SYSTEM, and has no customType or data.
       const system = await send(s.url, key, conversationId, "maintenance tonight");
       expect(system).toMatchObject({ type: "SYSTEM", customType: null, data: null, sender: null });
+    });
+
+    it("carries attachments, replies and mentions like a text message, and stays CUSTOM", async () => {
+      const { alice, bob, conversationId } = await setup();
+      const parent = await send(s.url, as(bob), conversationId, "where to eat?");
+      const file = await upload(s.url, as(alice), conversationId, text("menu"));
+      const sent = await send(s.url, as(alice), conversationId, "", {
+        type: "CUSTOM",
+        customType: "poll",
+        data: { a: 1 },
+        attachmentIds: [file.id],
+        replyToId: parent.id,
+        mentionedUserIds: [bob.id],
+      });
+      expect(sent).toMatchObject({
+        type: "CUSTOM",
+        data: { a: 1 },
+        attachments: [{ id: file.id }],
+        replyTo: { id: parent.id },
+        mentions: [{ id: bob.id }],
+      });
     });
 
     it("returns the original on an idempotent resend, storing nothing twice", async () => {
