@@ -83,6 +83,24 @@ describe.each(backends())("statements per request on %s", (backend) => {
     expect(await counted(() => db.sql.transaction((conn) => conn.query("SELECT 1")))).toBe(3);
   });
 
+  test("a CUSTOM message with data is stored in as many statements as a text message", async () => {
+    const tenant = await createTenant(world.url, ["Alice", "Bob"]);
+    const [alice, bob] = tenant.users as [TestUser, TestUser];
+    const { createGroup } = await ok(
+      world.url,
+      CreateGroup,
+      { input: { name: "Structured", memberIds: [bob.id] } },
+      as(alice),
+    );
+    const send = (input: Record<string, unknown>) => () =>
+      ok(world.url, SendMessage, { input: { conversationId: createGroup.id, ...input } }, as(alice));
+    const plain = await warmCount(send({ body: "text" }));
+    const custom = await warmCount(
+      send({ type: "CUSTOM", customType: "poll", data: { question: "Lunch?", options: ["a", "b"] } }),
+    );
+    expect(custom).toBe(plain);
+  });
+
   /** A group of Alice, Bob and Carol with `count` messages from all three, replies, reactions and attachments. */
   async function busyGroup(users: TestUser[], count: number): Promise<string> {
     const [alice, bob, carol] = users as [TestUser, TestUser, TestUser];

@@ -2,7 +2,7 @@ import SchemaBuilder from "@pothos/core";
 import PrismaPlugin from "@pothos/plugin-prisma";
 import RelayPlugin from "@pothos/plugin-relay";
 import ScopeAuthPlugin from "@pothos/plugin-scope-auth";
-import { GraphQLError, Kind } from "graphql";
+import { GraphQLError, Kind, valueFromASTUntyped } from "graphql";
 import { grants } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
 import type PrismaTypes from "../generated/pothos-types.ts";
@@ -36,6 +36,7 @@ export const builder = new SchemaBuilder<{
     DateTime: { Input: Date; Output: Date | string };
     ID: { Input: string; Output: string };
     File: { Input: File; Output: never };
+    JSON: { Input: unknown; Output: unknown };
   };
 }>({
   plugins: [ScopeAuthPlugin, PrismaPlugin, RelayPlugin],
@@ -114,4 +115,13 @@ builder.scalarType("File", {
   serialize: () => {
     throw new Error("File is an input-only scalar");
   },
+});
+
+builder.scalarType("JSON", {
+  description:
+    "A JSON value, as JSON in variables or as a GraphQL literal; each field that takes one says which values it accepts (CUSTOM message data: an object).",
+  serialize: (value) => value,
+  parseValue: (value) => value,
+  // Literals become plain values; variables inside them are read from the operation's variables.
+  parseLiteral: (ast, variables) => valueFromASTUntyped(ast, variables),
 });

@@ -18,8 +18,12 @@ export const MessageType = builder.enumType("MessageType", {
   description: "What kind of message this is.",
   values: {
     TEXT: { description: "Text written by a user." },
-    FILE: { description: "A message carrying attachments." },
+    FILE: { description: "A message carrying attachments (a CUSTOM message with attachments stays CUSTOM)." },
     SYSTEM: { description: "Sent by the tenant's backend, without a user as sender." },
+    CUSTOM: {
+      description:
+        "A structured message: `customType` names its kind, `data` holds a JSON object, `body` is optional fallback text.",
+    },
   } as const,
 });
 
@@ -77,15 +81,26 @@ export const MessageRef = builder.prismaObject("Message", {
     sender: t.prismaField({
       type: "User",
       nullable: true,
-      description: "Who sent it; null for SYSTEM messages.",
+      description: "Who sent it; null for SYSTEM messages and for CUSTOM messages the API key sent without a sender.",
       resolve: (_query, message, _args, ctx) => userById(ctx, message.senderId),
     }),
     body: t.string({
       nullable: true,
-      description: "The text; null once the message is deleted.",
+      description: "The text; null once the message is deleted, and for a CUSTOM message sent without fallback text.",
       resolve: (message) => (message.deletedAt ? null : message.body),
     }),
-    type: t.expose("type", { type: MessageType, description: "TEXT, FILE or SYSTEM." }),
+    type: t.expose("type", { type: MessageType, description: "TEXT, FILE, SYSTEM or CUSTOM." }),
+    customType: t.exposeString("customType", {
+      nullable: true,
+      description: "CUSTOM messages: the sender's name for the kind of message (e.g. `poll`); null for other types.",
+    }),
+    data: t.field({
+      type: "JSON",
+      nullable: true,
+      description:
+        "CUSTOM messages: the JSON object sent with it (equal to it, though its keys may come back in another order); null for other types and once the message is deleted.",
+      resolve: (message) => (message.deletedAt ? null : message.data),
+    }),
     clientMessageId: t.exposeString("clientMessageId", {
       nullable: true,
       description: "The sender's idempotency key, if one was given.",
@@ -174,7 +189,21 @@ const SendMessageInput = builder.inputType("SendMessageInput", {
   fields: (t) => ({
     conversationId: t.id({ description: "Target conversation. Give this or recipientId." }),
     recipientId: t.id({ description: "Target user; the direct conversation is opened if needed." }),
-    body: t.string({ required: true, description: `The text, ${rule(send.body)}.` }),
+    type: t.field({
+      type: MessageType,
+      description:
+        "TEXT (the default) or CUSTOM. FILE follows from attachmentIds and SYSTEM from the API key sending without senderId; giving either here is BAD_USER_INPUT.",
+    }),
+    body: t.string({
+      description: `The text, ${rule(send.body)}. Required for TEXT (it may be blank only with attachments); optional fallback text for CUSTOM, shown by clients that do not know its customType and used by search.`,
+    }),
+    customType: t.string({
+      description: `CUSTOM only (required there, refused otherwise): the kind of message, ${rule(send.customType)}.`,
+    }),
+    data: t.field({
+      type: "JSON",
+      description: `CUSTOM only (required there, refused otherwise): ${rule(send.data)}. Arrays, strings, numbers and null are refused.`,
+    }),
     clientMessageId: t.string({
       description: `Idempotency key chosen by the client, ${rule(send.clientMessageId)}. Sending again with the same key returns the original message.`,
     }),
@@ -187,7 +216,7 @@ const SendMessageInput = builder.inputType("SendMessageInput", {
     }),
     senderId: t.id({
       description:
-        "API key only: the user to send as. Without it the API key sends a SYSTEM message. Users always send as themselves.",
+        "API key only: the user to send as. Without it the API key sends a SYSTEM message (or, with type CUSTOM, a CUSTOM message without sender). Users always send as themselves.",
     }),
   }),
 });
@@ -286,14 +315,22 @@ builder.mutationFields((t) => ({
   }),
   editMessage: t.prismaField({
     type: "Message",
-    description: "Replaces the text of one of the viewer's own messages and sets editedAt.",
+    description:
+      "Replaces the text (and, for a CUSTOM message, optionally the data) of one of the viewer's own messages and sets editedAt.",
     authScopes: { permission: "chats:update" },
     args: {
       id: t.arg.id({ required: true, description: "Message id." }),
-      body: t.arg.string({ required: true, description: `The new text, ${rule(send.body)}.` }),
+      body: t.arg.string({
+        required: true,
+        description: `The new text, ${rule(send.body)}. Blank only for a CUSTOM message, where it removes the fallback text.`,
+      }),
+      data: t.arg({
+        type: "JSON",
+        description: `CUSTOM messages only: new data replacing the old, ${rule(send.data)}. Left out, the data stays; customType never changes.`,
+      }),
     },
     resolve: (_query, _root, args, ctx) =>
-      ctx.deps.writeLimits.run(ctx, () => messages.editMessage(ctx, args.id, args.body)),
+      ctx.deps.writeLimits.run(ctx, () => messages.editMessage(ctx, args.id, args.body, args.data)),
   }),
   deleteMessage: t.prismaField({
     type: "Message",

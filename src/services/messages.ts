@@ -6,7 +6,7 @@ import { isUniqueViolation } from "../db/errors.ts";
 import type { SqlConnection } from "../db/sql.ts";
 import { DEFAULT_MAX_MESSAGE_LENGTH } from "../env.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
-import type { Message, Prisma, PrismaClient } from "../generated/prisma/client.ts";
+import { type Message, Prisma, type PrismaClient } from "../generated/prisma/client.ts";
 import { type FeedItem, type FeedOptions, type SequencedSource, sequencedFeed } from "../realtime/feeds.ts";
 import { type ReadPayload, type TypingPayload, topics, toWire, type WireMessage } from "../realtime/topics.ts";
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
@@ -48,6 +48,60 @@ const zBody = (maxLength: number) =>
 
 const CLIENT_MESSAGE_ID_MAX = 128;
 
+/** Most bytes a CUSTOM message's data may take as JSON (UTF-8). */
+export const MAX_CUSTOM_DATA_BYTES = 16 * 1024;
+const CUSTOM_TYPE_MAX = 64;
+
+/** The name a client gives the kind of a CUSTOM message, e.g. `poll` or `app.card:v2`. */
+export const zCustomType = z
+  .string()
+  .regex(
+    new RegExp(`^[A-Za-z0-9_.:-]{1,${CUSTOM_TYPE_MAX}}$`),
+    `must be 1-${CUSTOM_TYPE_MAX} characters of letters, digits, _ . : or -`,
+  )
+  .describe(`1-${CUSTOM_TYPE_MAX} characters of letters, digits, \`_\`, \`.\`, \`:\` and \`-\``);
+
+/** Whether every key and string inside a JSON value is text jsonb can store: no NUL, no lone surrogate. */
+function storableJson(value: unknown): boolean {
+  const stack: unknown[] = [value];
+  const storable = (text: string) => !text.includes("\u0000") && text.isWellFormed();
+  while (stack.length) {
+    const item = stack.pop();
+    if (typeof item === "string") {
+      if (!storable(item)) return false;
+    } else if (Array.isArray(item)) {
+      stack.push(...item);
+    } else if (item && typeof item === "object") {
+      for (const [key, child] of Object.entries(item)) {
+        if (!storable(key)) return false;
+        stack.push(child);
+      }
+    }
+  }
+  return true;
+}
+
+/**
+ * A CUSTOM message's data: a JSON object (not an array, string, number or null) of at most
+ * MAX_CUSTOM_DATA_BYTES serialized, whose keys and strings PostgreSQL's jsonb can store (no
+ * NUL, no lone surrogate). Nesting is bounded for every request by the input guards.
+ */
+export const zCustomData = z
+  .unknown()
+  .superRefine((value, issues) => {
+    if (!value || typeof value !== "object" || Array.isArray(value)) {
+      issues.addIssue({ code: "custom", message: "must be a JSON object" });
+    } else if (Buffer.byteLength(JSON.stringify(value), "utf8") > MAX_CUSTOM_DATA_BYTES) {
+      issues.addIssue({ code: "custom", message: `must be at most ${MAX_CUSTOM_DATA_BYTES} bytes as JSON` });
+    } else if (!storableJson(value)) {
+      issues.addIssue({ code: "custom", message: "must not contain NUL characters or lone surrogates" });
+    }
+  })
+  .describe(`a JSON object of at most ${MAX_CUSTOM_DATA_BYTES / 1024} KB as JSON (UTF-8)`);
+
+/** The message types a client may send; FILE is set by attachments, SYSTEM only by the server. */
+const SENDABLE_TYPES = ["TEXT", "CUSTOM"] as const;
+
 /** A schema builder remembered per body limit (one in practice: the configured one). */
 function perLimit<T>(build: (maxLength: number) => T): (maxLength: number) => T {
   const built = new Map<number, T>();
@@ -67,7 +121,10 @@ export const sendMessageInput = perLimit((maxLength: number) =>
     conversationId: z.string().nullish(),
     recipientId: z.string().nullish(),
     senderId: z.string().nullish(),
-    body: zBody(maxLength),
+    type: z.string().nullish(),
+    customType: zCustomType.nullish(),
+    data: zCustomData.nullish(),
+    body: zBody(maxLength).nullish(),
     clientMessageId: z
       .string()
       .trim()
@@ -97,6 +154,7 @@ async function publishMessage(ctx: Context, message: Message): Promise<void> {
  */
 export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Message> {
   const input = validate(sendMessageInput(ctx.deps.config.maxMessageLength), rawInput, "input");
+  const content = messageContent(input);
   const tenantId = tenantOf(ctx);
   const principalUserId = actingUserId(ctx);
   let senderId = principalUserId;
@@ -152,14 +210,18 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
   }
   const mentioned = await resolveMentions(ctx, conversationId, input.mentionedUserIds ?? []);
   const attachments = await claimableAttachments(ctx, conversationId, senderId, input.attachmentIds ?? []);
-  if (!input.body.trim() && attachments.length === 0) throw badInput("input.body", "input.body must not be empty");
+  if (!content.custom && !content.body?.trim() && attachments.length === 0) {
+    throw badInput("input.body", "input.body must not be empty");
+  }
 
   const row: NewMessageRow = {
     tenantId,
     conversationId,
     senderId,
-    body: input.body,
-    type: attachments.length ? "FILE" : senderId ? "TEXT" : "SYSTEM",
+    body: content.body,
+    type: content.custom ? "CUSTOM" : attachments.length ? "FILE" : senderId ? "TEXT" : "SYSTEM",
+    customType: content.customType,
+    data: content.data,
     clientMessageId,
     replyToId,
     mentioned,
@@ -203,13 +265,50 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
   return stored.message;
 }
 
+/** What a message says, by its type: text, or a CUSTOM message's kind, data and optional fallback text. */
+interface MessageContent {
+  custom: boolean;
+  body: string | null;
+  customType: string | null;
+  data: Record<string, unknown> | null;
+}
+
+/**
+ * The rules of sendMessage's type: TEXT (the default) needs a body and takes no customType or
+ * data; CUSTOM needs customType and data, its body is optional fallback text (blank is none).
+ * FILE follows from attachments and SYSTEM from the API key sending without a sender, so
+ * neither is accepted as input.
+ */
+function messageContent(input: z.infer<ReturnType<typeof sendMessageInput>>): MessageContent {
+  const type = input.type ?? "TEXT";
+  if (!(SENDABLE_TYPES as readonly string[]).includes(type)) {
+    throw badInput("input.type", `input.type must be TEXT or CUSTOM: ${type} messages are set by the server`);
+  }
+  if (type === "CUSTOM") {
+    if (!input.customType) throw badInput("input.customType", "input.customType is required for CUSTOM messages");
+    if (!input.data) throw badInput("input.data", "input.data is required for CUSTOM messages");
+    return {
+      custom: true,
+      body: input.body?.trim() ? input.body : null,
+      customType: input.customType,
+      data: input.data as Record<string, unknown>,
+    };
+  }
+  if (input.customType != null) throw badInput("input.customType", "input.customType is only for CUSTOM messages");
+  if (input.data != null) throw badInput("input.data", "input.data is only for CUSTOM messages");
+  if (input.body == null) throw badInput("input.body", "input.body is required for TEXT messages");
+  return { custom: false, body: input.body, customType: null, data: null };
+}
+
 /** What storeMessage needs to store a message. */
 interface NewMessageRow {
   tenantId: string;
   conversationId: string;
   senderId: string | null;
-  body: string;
-  type: "TEXT" | "FILE" | "SYSTEM";
+  body: string | null;
+  type: "TEXT" | "FILE" | "SYSTEM" | "CUSTOM";
+  customType: string | null;
+  data: Record<string, unknown> | null;
   clientMessageId: string | null;
   replyToId: string | null;
   mentioned: string[];
@@ -226,7 +325,8 @@ type StoredMessage =
 
 /** The columns of a Message row, in the order of the model (searchVector is internal). */
 const MESSAGE_COLUMNS = `"id", "tenantId", "conversationId", "seq", "senderId", "body", "type"::text AS "type",
-  "clientMessageId", "replyToId", "pinned", "createdAt", "editedAt", "deletedAt", "deletedById", "pinnedAt", "pinnedById"`;
+  "clientMessageId", "replyToId", "pinned", "createdAt", "editedAt", "deletedAt", "deletedById", "pinnedAt", "pinnedById",
+  "customType", "data"`;
 
 /**
  * Stores a message in one statement (so one round trip, atomic without a transaction of its
@@ -249,6 +349,9 @@ async function storeMessage(conn: SqlConnection, row: NewMessageRow): Promise<St
     row.mentioned,
     row.actorId,
     row.memberOnly,
+    row.customType,
+    // Sent as text and cast, so both drivers store the object itself, not a JSON string of it.
+    row.data === null ? null : JSON.stringify(row.data),
   ];
   const rows = await conn.query<
     Message & { eventId: string | null; eventSeq: number | null; eventData: unknown; repeated: boolean }
@@ -274,9 +377,9 @@ async function storeMessage(conn: SqlConnection, row: NewMessageRow): Promise<St
      ),
      added AS (
        INSERT INTO "Message" ("id", "tenantId", "conversationId", "seq", "senderId", "body", "type",
-                              "clientMessageId", "replyToId")
+                              "clientMessageId", "replyToId", "customType", "data")
        SELECT gen_random_uuid(), $1::uuid, $2::uuid, "lastSeq", $3::uuid, $4::text, $5::"MessageType",
-              $6::text, $7::uuid
+              $6::text, $7::uuid, $11::text, $12::text::jsonb
          FROM bumped
        RETURNING ${MESSAGE_COLUMNS}
      ),
@@ -496,7 +599,9 @@ export async function setTyping(ctx: Context, conversationId: string, isTyping: 
   return true;
 }
 
-const editMessageInput = perLimit((maxLength: number) => z.object({ body: zBody(maxLength) }));
+const editMessageInput = perLimit((maxLength: number) =>
+  z.object({ body: zBody(maxLength), data: zCustomData.nullish() }),
+);
 
 async function requireMessage(ctx: Context, id: string, field = "id") {
   const message = await ctx.prisma.message.findFirst({ where: { id: parseId(field, id), tenantId: tenantOf(ctx) } });
@@ -526,9 +631,9 @@ async function lockMessage(tx: TransactionClient, message: Pick<Message, "id" | 
   return tx.message.findUniqueOrThrow({ where: { id: message.id } });
 }
 
-/** The message as events record it: a deleted message's snapshot never carries text. */
+/** The message as events record it: a deleted message's snapshot never carries text or data. */
 function snapshotOf(message: Message): Message {
-  return message.deletedAt ? { ...message, body: null } : message;
+  return message.deletedAt ? { ...message, body: null, data: null } : message;
 }
 
 /**
@@ -568,21 +673,37 @@ async function eraseFromHistory(tx: TransactionClient, message: Message, deleted
   for (const row of rows) {
     const event = eventCodec.decode(row);
     if (!("message" in event.data)) continue;
-    const erased = { ...event, data: { ...event.data, message: { ...event.data.message, body: null, deletedAt } } };
+    const erased = {
+      ...event,
+      data: { ...event.data, message: { ...event.data.message, body: null, data: null, deletedAt } },
+    };
     await tx.conversationEvent.update({ where: { id: row.id }, data: { data: eventCodec.encode(erased) } });
   }
 }
 
-/** Senders edit their own messages (chats:update); the API key may edit any. */
-export async function editMessage(ctx: Context, id: string, body: string): Promise<Message> {
-  const { body: text } = validate(editMessageInput(ctx.deps.config.maxMessageLength), { body }, "");
-  if (!text.trim()) throw badInput("body", "body must not be empty");
+/**
+ * Senders edit their own messages (chats:update); the API key may edit any. The body is
+ * replaced; for a CUSTOM message a blank body removes the fallback text and `data`, when
+ * given, replaces its data (customType never changes). Other messages take no data.
+ */
+export async function editMessage(ctx: Context, id: string, body: string, data?: unknown): Promise<Message> {
+  const input = validate(editMessageInput(ctx.deps.config.maxMessageLength), { body, data }, "");
   const message = await requireMessage(ctx, id);
   const userId = actingUserId(ctx);
   if (userId && message.senderId !== userId) throw forbidden("Only the sender may edit a message");
+  const custom = message.type === "CUSTOM";
+  if (!custom && input.data != null) throw badInput("data", "data can only be edited on CUSTOM messages");
+  if (!custom && !input.body.trim()) throw badInput("body", "body must not be empty");
   return changeMessage(ctx, message, "MESSAGE_EDITED", async (tx, current) => {
     if (current.deletedAt) throw badInput("id", "A deleted message cannot be edited");
-    return tx.message.update({ where: { id: current.id }, data: { body: text, editedAt: new Date() } });
+    return tx.message.update({
+      where: { id: current.id },
+      data: {
+        body: custom && !input.body.trim() ? null : input.body,
+        ...(custom && input.data != null ? { data: input.data as Prisma.InputJsonObject } : {}),
+        editedAt: new Date(),
+      },
+    });
   });
 }
 
@@ -606,7 +727,15 @@ export async function deleteMessage(ctx: Context, id: string): Promise<Message> 
     // The search trigger recomputes the search vector from the (now empty) body.
     const deleted = await tx.message.update({
       where: { id: current.id },
-      data: { body: null, deletedAt, deletedById: userId, pinned: false, pinnedAt: null, pinnedById: null },
+      data: {
+        body: null,
+        data: Prisma.DbNull,
+        deletedAt,
+        deletedById: userId,
+        pinned: false,
+        pinnedAt: null,
+        pinnedById: null,
+      },
     });
     // A tombstone carries nothing: its text, attachments and reactions go, history included.
     await tx.reaction.deleteMany({ where: { messageId: current.id } });

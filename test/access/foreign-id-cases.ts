@@ -15,6 +15,7 @@ import {
   AddReaction,
   DeleteMessage,
   EditMessage,
+  EditMessageData,
   Messages,
   PinMessage,
   RemoveReaction,
@@ -169,6 +170,19 @@ export const foreignIdCases: ForeignIdCase[] = [
     call: (w, auth, id) => request(w.url, SendMessage, { input: { conversationId: id, body: "hello" } }, auth),
   },
   {
+    name: "sendMessage(input.conversationId) of a CUSTOM message",
+    field: "sendMessage",
+    actors: BOTH,
+    foreign: (home) => home.group,
+    call: (w, auth, id) =>
+      request(
+        w.url,
+        SendMessage,
+        { input: { conversationId: id, type: "CUSTOM", customType: "poll", data: { q: "mine?" } } },
+        auth,
+      ),
+  },
+  {
     name: "sendMessage(input.recipientId)",
     field: "sendMessage",
     actors: TOKEN,
@@ -298,6 +312,13 @@ export const foreignIdCases: ForeignIdCase[] = [
     actors: ALL,
     foreign: (home) => home.message,
     call: (w, auth, id) => request(w.url, EditMessage, { id, body: "rewritten" }, auth),
+  },
+  {
+    name: "editMessage(id, data) of a CUSTOM message",
+    field: "editMessage",
+    actors: ALL,
+    foreign: (home) => home.custom,
+    call: (w, auth, id) => request(w.url, EditMessageData, { id, body: "", data: { question: "rigged" } }, auth),
   },
   {
     name: "deleteMessage(id)",

@@ -50,6 +50,8 @@ export interface Side {
   message: string;
   /** Another message of the owner in `group`, pinned. */
   pinned: string;
+  /** A CUSTOM message of the owner in `group`, with data. */
+  custom: string;
   /** A file the owner uploaded to `group` and sent with a message. */
   attachment: string;
   /** A file the owner uploaded to `group` and has not sent yet. */
@@ -160,6 +162,15 @@ export async function createSide(url: string, label: string, shared: string): Pr
     { input: { conversationId: createGroup.id, body: "", attachmentIds: [attachment as string] } },
     { token: owner.token },
   );
+  const customData = { question: `${label} secret ballot ${tag}`, options: [1, 2] };
+  const custom = (
+    await ok(
+      url,
+      SendMessage,
+      { input: { conversationId: createGroup.id, type: "CUSTOM", customType: "poll", data: customData } },
+      { token: owner.token },
+    )
+  ).sendMessage.id;
   const directBody = `${label} secret whisper ${tag} ${own} ${shared}`;
   const { openDirectConversation } = await ok(url, OpenDirect, { userId: member.id }, { token: owner.token });
   await ok(
@@ -202,6 +213,7 @@ export async function createSide(url: string, label: string, shared: string): Pr
     direct: openDirectConversation.id,
     message: sendMessage.id,
     pinned,
+    custom,
     attachment: attachment as string,
     upload: upload as string,
     groupName,
@@ -215,6 +227,7 @@ export async function createSide(url: string, label: string, shared: string): Pr
       description,
       body,
       pinnedBody,
+      customData.question,
       directBody,
       ...files.flatMap((file) => [file.name, file.content]),
       signUp.accessToken,

@@ -134,6 +134,8 @@ graphql(`
     id
     seq
     type
+    customType
+    data
     body
     editedAt
     deletedAt
@@ -146,6 +148,23 @@ graphql(`
     }
     deletedBy {
       id
+    }
+  }
+`);
+
+/** messageAdded with what a CUSTOM message carries. */
+export const MessageAddedStructured = graphql(`
+  subscription MessageAddedStructured($conversationId: ID, $after: String) {
+    messageAdded(conversationId: $conversationId, after: $after) {
+      id
+      seq
+      type
+      customType
+      data
+      body
+      sender {
+        id
+      }
     }
   }
 `);

@@ -6,6 +6,8 @@ graphql(`
     seq
     cursor
     type
+    customType
+    data
     body
     clientMessageId
     createdAt
@@ -93,6 +95,15 @@ export const SendFullMessage = graphql(`
 export const EditMessage = graphql(`
   mutation EditMessage($id: ID!, $body: String!) {
     editMessage(id: $id, body: $body) {
+      ...MessageFields
+    }
+  }
+`);
+
+/** editMessage with new data for a CUSTOM message. */
+export const EditMessageData = graphql(`
+  mutation EditMessageData($id: ID!, $body: String!, $data: JSON) {
+    editMessage(id: $id, body: $body, data: $data) {
       ...MessageFields
     }
   }

@@ -140,6 +140,9 @@ export const TenantSnapshot = graphql(`
         node {
           id
           body
+          type
+          customType
+          data
           editedAt
           deletedAt
           pinned
