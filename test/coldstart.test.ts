@@ -203,6 +203,21 @@ if (backends().includes("postgres+redis")) {
       return { server, origin: `http://127.0.0.1:${port}` };
     };
 
+    /** A started instance A, its URL, and a group of Alice and Bob in a new tenant there. */
+    const instanceWithGroup = async (name: string) => {
+      const a = await start();
+      const [, url] = (await waitFor(a.server, READY)) as [string, string];
+      const tenant = await createTenant(url);
+      const [alice, bob] = tenant.users as [TestUser, TestUser];
+      const { createGroup } = await ok(
+        url,
+        CreateGroup,
+        { input: { name, memberIds: [bob.id] } },
+        { token: alice.token },
+      );
+      return { a, url, alice, bob, conversationId: createGroup.id };
+    };
+
     it("/ready is 503 with warm: false until the warm-up is done, then 200; the start is logged after it", {
       timeout: 120_000,
     }, async () => {
@@ -229,19 +244,7 @@ if (backends().includes("postgres+redis")) {
     it("the first subscription on a fresh instance receives a message sent right after its subscribe frame, sent here or on another instance", {
       timeout: 180_000,
     }, async () => {
-      const a = await start();
-      const [, url] = (await waitFor(a.server, READY)) as [string, string];
-      const tenant = await createTenant(url);
-      const [alice, bob] = tenant.users as [TestUser, TestUser];
-      const { createGroup } = await ok(
-        url,
-        CreateGroup,
-        { input: { name: "Cold", memberIds: [bob.id] } },
-        {
-          token: alice.token,
-        },
-      );
-      const conversationId = createGroup.id;
+      const { a, url, alice, bob, conversationId } = await instanceWithGroup("Cold");
       const sendOn = (on: string, body: string) =>
         ok(on, SendMessage, { input: { conversationId, body } }, { token: alice.token });
       await sendOn(url, "before");
@@ -270,19 +273,7 @@ if (backends().includes("postgres+redis")) {
     it("a subscription without a cursor delivers a message stored while it was being set up (after its subscribe frame was read)", {
       timeout: 180_000,
     }, async () => {
-      const a = await start();
-      const [, url] = (await waitFor(a.server, READY)) as [string, string];
-      const tenant = await createTenant(url);
-      const [alice, bob] = tenant.users as [TestUser, TestUser];
-      const { createGroup } = await ok(
-        url,
-        CreateGroup,
-        { input: { name: "Slow", memberIds: [bob.id] } },
-        {
-          token: alice.token,
-        },
-      );
-      const conversationId = createGroup.id;
+      const { a, url, alice, bob, conversationId } = await instanceWithGroup("Slow");
       await ok(url, SendMessage, { input: { conversationId, body: "before" } }, { token: alice.token });
       // Instance B reaches Redis through the proxy, which holds back its subscription to the
       // conversation: the message below is stored after the subscribe frame and before B's

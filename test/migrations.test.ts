@@ -60,6 +60,24 @@ async function migrationsDirWith(extra: Record<string, string>, before?: string)
   return dir;
 }
 
+/**
+ * Runs `body` on a fresh PGlite database holding every committed migration before the one
+ * named `*_<suffix>` (which must exist), then closes it.
+ */
+async function beforeMigration(suffix: string, body: (db: SqlDatabase) => Promise<void>): Promise<void> {
+  const migration = realMigrations.find((m) => m.name.endsWith(`_${suffix}`))?.name;
+  expect(migration).toBeDefined();
+  const pglite = new PGlite();
+  try {
+    await pglite.waitReady;
+    const db = pgliteSql(pglite);
+    await applyMigrations(db, { migrationsDir: await migrationsDirWith({}, migration) });
+    await body(db);
+  } finally {
+    await pglite.close();
+  }
+}
+
 async function relationExists(db: SqlDatabase, name: string): Promise<boolean> {
   const [row] = await db.query<{ present: boolean }>("SELECT to_regclass($1) IS NOT NULL AS present", [name]);
   return row?.present === true;
@@ -339,13 +357,7 @@ describe("committed migrations", () => {
   it(
     "blank the text of messages deleted before, and keep one sender-less message per clientMessageId key",
     async () => {
-      const first = realMigrations.find((m) => m.name.endsWith("_deleted_messages_keep_no_text"))?.name;
-      expect(first).toBeDefined();
-      const pglite = new PGlite();
-      try {
-        await pglite.waitReady;
-        const db = pgliteSql(pglite);
-        await applyMigrations(db, { migrationsDir: await migrationsDirWith({}, first) });
+      await beforeMigration("deleted_messages_keep_no_text", async (db) => {
         const tenant = "00000000-0000-4000-8000-000000000001";
         const conversation = "00000000-0000-4000-8000-000000000002";
         const [gone, kept, dupA, dupB] = [3, 4, 5, 6].map((n) => `00000000-0000-4000-8000-00000000000${n}`);
@@ -403,9 +415,7 @@ describe("committed migrations", () => {
         await expect(message("00000000-0000-4000-8000-000000000007", 5, "third", false, "notice-1")).rejects.toThrow(
           /unique/i,
         );
-      } finally {
-        await pglite.close();
-      }
+      });
     },
     SLOW,
   );
@@ -413,13 +423,7 @@ describe("committed migrations", () => {
   it(
     "takes groups:read from tenants' default member roles only, leaving edited member roles and other roles as they were",
     async () => {
-      const migration = realMigrations.find((m) => m.name.endsWith("_member_without_groups_read"))?.name;
-      expect(migration).toBeDefined();
-      const pglite = new PGlite();
-      try {
-        await pglite.waitReady;
-        const db = pgliteSql(pglite);
-        await applyMigrations(db, { migrationsDir: await migrationsDirWith({}, migration) });
+      await beforeMigration("member_without_groups_read", async (db) => {
         const oldMember = [
           "users:read",
           "groups:create",
@@ -460,9 +464,7 @@ describe("committed migrations", () => {
           { tenantId: tenants[0], name: "member", permissions: oldMember.filter((p) => p !== "groups:read") },
           { tenantId: tenants[1], name: "member", permissions: [...oldMember, "chats:moderate"] },
         ]);
-      } finally {
-        await pglite.close();
-      }
+      });
     },
     SLOW,
   );
@@ -470,13 +472,7 @@ describe("committed migrations", () => {
   it(
     "converts stored event data to jsonb in place: an event written before reads back identically",
     async () => {
-      const migration = realMigrations.find((m) => m.name.endsWith("_event_data_jsonb"))?.name;
-      expect(migration).toBeDefined();
-      const pglite = new PGlite();
-      try {
-        await pglite.waitReady;
-        const db = pgliteSql(pglite);
-        await applyMigrations(db, { migrationsDir: await migrationsDirWith({}, migration) });
+      await beforeMigration("event_data_jsonb", async (db) => {
         const tenant = "00000000-0000-4000-8000-000000000011";
         const conversation = "00000000-0000-4000-8000-000000000012";
         await db.query(`INSERT INTO "Tenant" ("id", "name", "updatedAt") VALUES ($1, 'T', now())`, [tenant]);
@@ -536,9 +532,7 @@ describe("committed migrations", () => {
           ["00000000-0000-4000-8000-000000000014"],
         );
         expect(hits?.n).toBe(2);
-      } finally {
-        await pglite.close();
-      }
+      });
     },
     SLOW,
   );
