@@ -4,12 +4,13 @@
  * (BENCH_DATABASE_URL / BENCH_REDIS_URL, defaulting to the local ones).
  *
  *   npm run bench                       everything
- *   npm run bench -- --only fanout      one part (fanout or request)
+ *   npm run bench -- --only fanout      one part (fanout, request or coldstart)
  *   npm run bench -- --quick            fewer and shorter runs
  *   npm run bench -- --json out.json    also write the figures as JSON
  */
 import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { type ColdStartResult, runColdStart } from "./coldstart.ts";
 import { type FanoutResult, type FanoutScenario, runFanout } from "./fanout.ts";
 import type { LoadResult } from "./lib/load.ts";
 import { createDatabase } from "./lib/proc.ts";
@@ -254,6 +255,44 @@ function requestTables(result: Awaited<ReturnType<typeof requestPath>>): string 
 
 const errorsOf = (list: LoadResult[]) => list.reduce((sum, item) => sum + item.errors, 0);
 
+/** Cold start: a fresh instance per run (5 runs, 2 with --quick). */
+async function coldStart(): Promise<ColdStartResult[]> {
+  const results: ColdStartResult[] = [];
+  for (let run = 0; run < (values.quick ? 2 : Math.max(5, runs)); run++) {
+    const result = await withDatabase((env) => runColdStart(env));
+    console.error(
+      `cold start run ${run + 1}: first subscription ${round(result.firstMs, 1)} ms, warm ${round(result.warmMs, 1)} ms`,
+    );
+    results.push(result);
+  }
+  return results;
+}
+
+function coldStartTable(results: ColdStartResult[]): string {
+  const first = median(results.map((r) => r.firstMs));
+  const warm = median(results.map((r) => r.warmMs));
+  return table(
+    [
+      "cold start (fresh instance)",
+      "first subscription ms",
+      "same instance, warm ms",
+      "ratio",
+      "max first ms",
+      "start -> /ready ms",
+    ],
+    [
+      [
+        `${results.length} fresh instances, medians`,
+        round(first, 1),
+        round(warm, 1),
+        `${round(first / warm)}x`,
+        round(Math.max(...results.map((r) => r.firstMs)), 1),
+        Math.round(median(results.map((r) => r.readyMs))),
+      ],
+    ],
+  );
+}
+
 async function main() {
   const report: Record<string, unknown> = { date: new Date().toISOString(), runs };
   const output: string[] = [];
@@ -266,6 +305,11 @@ async function main() {
     const result = await fanout();
     report.fanout = result;
     output.push(fanoutTable(result));
+  }
+  if (!values.only || values.only === "coldstart") {
+    const result = await coldStart();
+    report.coldStart = result;
+    output.push(coldStartTable(result));
   }
   console.log(output.join("\n\n"));
   if (values.json) writeFileSync(values.json, `${JSON.stringify(report, null, 2)}\n`);
