@@ -126,7 +126,11 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     pubsub,
     tokens: new TokenService(
       secret,
-      new ExternalJwtVerifier(db.prisma, new KeySetCache({ production: config.production }, log), log),
+      new ExternalJwtVerifier(
+        db.prisma,
+        new KeySetCache({ production: config.production }, log, config.jwksMinFetchIntervalSeconds * 1000),
+        log,
+      ),
     ),
     log,
     mailer,

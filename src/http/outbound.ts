@@ -32,10 +32,10 @@ for (const [net, prefix] of [
 ] as const) {
   nonPublic.addSubnet(net, prefix, "ipv4");
 }
+// IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are checked against the IPv4 rules by BlockList.
 for (const [net, prefix] of [
   ["::", 128],
   ["::1", 128],
-  ["::ffff:0:0", 96],
   ["64:ff9b::", 96],
   ["fc00::", 7],
   ["fe80::", 10],
@@ -60,8 +60,6 @@ export function isLoopbackAddress(address: string): boolean {
 export function isNonPublicAddress(address: string): boolean {
   const family = isIP(address);
   if (family === 0) return true;
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped?.[1]) return nonPublic.check(mapped[1], "ipv4");
   return nonPublic.check(address, family === 4 ? "ipv4" : "ipv6");
 }
 
