@@ -1,61 +1,13 @@
-import { randomBytes, randomUUID } from "node:crypto";
-import { SignJWT } from "jose";
+import { randomBytes } from "node:crypto";
 import { describe, expect } from "vitest";
 import { backends } from "./helpers/backends.ts";
 import { fails, ok, request, subscribe } from "./helpers/client.ts";
 import { createTenant } from "./helpers/fixtures.ts";
+import { newIssuer, newSecret, type Provider, providerToken, unsignedToken } from "./helpers/identity-provider.ts";
 import { test, useServer } from "./helpers/world.ts";
 import { Conversation, CreateGroup } from "./operations/conversations.ts";
 import { ExternalViewer, TenantExternalJwt, UpdateTenantExternalJwt } from "./operations/external-jwt.ts";
-import { CreateUser, UpdateUser, Users, Viewer } from "./operations/users.ts";
-
-const newSecret = () => randomBytes(32).toString("hex");
-const newIssuer = () => `https://idp-${randomBytes(4).toString("hex")}.example.com/`;
-
-interface Provider {
-  issuer: string;
-  secret: string;
-  audience?: string;
-}
-
-interface TokenOptions {
-  sub?: string;
-  name?: string;
-  email?: string;
-  groups?: string[];
-  expiresIn?: number;
-  notBefore?: number;
-  issuer?: string;
-  audience?: string;
-  secret?: string;
-}
-
-/** An HS256 token as the tenant's identity provider would sign it. */
-async function providerToken(provider: Provider, options: TokenOptions = {}): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  const claims: Record<string, unknown> = {};
-  if (options.name !== undefined) claims.name = options.name;
-  if (options.email !== undefined) claims.email = options.email;
-  if (options.groups !== undefined) claims.groups = options.groups;
-  const jwt = new SignJWT(claims)
-    .setProtectedHeader({ alg: "HS256", typ: "JWT" })
-    .setSubject(options.sub ?? "user-1")
-    .setIssuer(options.issuer ?? provider.issuer)
-    .setIssuedAt(now)
-    .setJti(randomUUID())
-    .setExpirationTime(now + (options.expiresIn ?? 600));
-  const audience = options.audience ?? provider.audience;
-  if (audience) jwt.setAudience(audience);
-  if (options.notBefore !== undefined) jwt.setNotBefore(now + options.notBefore);
-  return jwt.sign(new TextEncoder().encode(options.secret ?? provider.secret));
-}
-
-/** A token with `alg: none` and no signature. */
-function unsignedToken(provider: Provider, sub = "user-1"): string {
-  const now = Math.floor(Date.now() / 1000);
-  const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
-  return `${part({ alg: "none", typ: "JWT" })}.${part({ sub, iss: provider.issuer, exp: now + 600, aud: provider.audience })}.`;
-}
+import { CreateUser, DeleteUser, UpdateUser, Users, Viewer } from "./operations/users.ts";
 
 describe.each(backends())("tokens from the tenant's identity provider on %s", (backend) => {
   const world = useServer(backend);
@@ -263,10 +215,34 @@ describe.each(backends())("tokens from the tenant's identity provider on %s", (b
       "UNAUTHENTICATED",
     );
 
+    const goner = await providerToken(provider, { sub: "goner" });
+    const gone = await ok(world.url, ExternalViewer, {}, { token: goner });
+    await ok(world.url, DeleteUser, { id: gone.viewer.user?.id as string }, { apiKey: tenant.apiKey });
+    await fails(
+      world.url,
+      ExternalViewer,
+      {},
+      { token: await providerToken(provider, { sub: "goner" }) },
+      "UNAUTHENTICATED",
+    );
+
     // A token seen valid (and so cached) ends when the tenant replaces its provider's secret.
     const stayer = await providerToken(provider, { sub: "stayer" });
     await ok(world.url, ExternalViewer, {}, { token: stayer });
     await withProvider(tenant.apiKey);
     await fails(world.url, ExternalViewer, {}, { token: stayer }, "UNAUTHENTICATED");
+  });
+
+  test("an open socket of a provider's token closes (4403) when the tenant changes the setting", async ({
+    tenant,
+    sockets,
+  }) => {
+    const provider = await withProvider(tenant.apiKey);
+    const socket = sockets.open({ token: await providerToken(provider, { sub: "socket" }) }, { keepOpen: true });
+    const first = await subscribe(socket, ExternalViewer).next();
+    expect(first.errors).toBeUndefined();
+    await withProvider(tenant.apiKey);
+    const closed = await socket.closed;
+    expect(closed.code).toBe(4403);
   });
 });

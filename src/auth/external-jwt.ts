@@ -14,6 +14,7 @@ import { isUniqueViolation } from "../db/errors.ts";
 import { type OutboundPolicy, outboundGetJson } from "../http/outbound.ts";
 import type { Logger } from "../logger.ts";
 import { zEmail } from "../services/validation.ts";
+import type { Principal } from "./principal.ts";
 
 /** The issuer of the tokens this server issues itself; no tenant may claim it. */
 export const OWN_ISSUER = "chat-api";
@@ -41,7 +42,10 @@ export interface ExternalIdentity {
 }
 
 /** Called once per token the first time it is seen on this instance, after its user is known. */
-export type NewExternalTokenHook = (identity: ExternalIdentity, userId: string) => Promise<void>;
+export type NewExternalTokenHook = (
+  identity: ExternalIdentity,
+  principal: Extract<Principal, { kind: "user" }>,
+) => Promise<void>;
 
 interface KeySetEntry {
   keys: ReturnType<typeof createLocalJWKSet> | null;
@@ -264,7 +268,11 @@ export class ExternalJwtVerifier {
   }
 
   /** Runs the new-token hook the first time this instance sees a token. */
-  async firstSeen(token: string, identity: ExternalIdentity, userId: string): Promise<void> {
+  async firstSeen(
+    token: string,
+    identity: ExternalIdentity,
+    principal: Extract<Principal, { kind: "user" }>,
+  ): Promise<void> {
     const now = Date.now();
     const fingerprint = tokenFingerprint(token);
     if ((this.seen.get(fingerprint) ?? 0) > now) return;
@@ -274,7 +282,7 @@ export class ExternalJwtVerifier {
     }
     if (!this.onNewToken) return;
     try {
-      await this.onNewToken(identity, userId);
+      await this.onNewToken(identity, principal);
     } catch (error) {
       this.log.warn({ err: (error as Error).message, tenantId: identity.tenantId }, "external token hook failed");
     }

@@ -111,8 +111,7 @@ async function resolveExternal(
   if (!identity) throw unauthenticated("Invalid or expired token");
   const userId = await verifier.userOf(identity);
   if (!userId) throw unauthenticated("Invalid or expired token");
-  await verifier.firstSeen(token, identity, userId);
-  return {
+  const principal = {
     kind: "user",
     tenantId: identity.tenantId,
     userId,
@@ -121,5 +120,8 @@ async function resolveExternal(
     sessionId: null,
     expiresAt: identity.expiresAt,
     external: { configStamp: identity.configStamp },
-  };
+  } as const;
+  // Group memberships follow the token's groups claim, once per token.
+  await verifier.firstSeen(token, identity, principal);
+  return principal;
 }

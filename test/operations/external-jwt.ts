@@ -50,3 +50,36 @@ export const ExternalViewer = graphql(`
     }
   }
 `);
+
+/** A group with its external id and members: what the groups claim changes. */
+export const ExternalGroup = graphql(`
+  query ExternalGroup($id: ID!) {
+    conversation(id: $id) {
+      id
+      externalId
+      members {
+        user {
+          id
+        }
+      }
+    }
+  }
+`);
+
+export const CreateExternalGroup = graphql(`
+  mutation CreateExternalGroup($input: CreateGroupInput!) {
+    createGroup(input: $input) {
+      id
+      externalId
+    }
+  }
+`);
+
+export const UpdateExternalGroup = graphql(`
+  mutation UpdateExternalGroup($id: ID!, $input: UpdateGroupInput!) {
+    updateGroup(id: $id, input: $input) {
+      id
+      externalId
+    }
+  }
+`);
