@@ -113,6 +113,16 @@ describe.each(backends())("groups from the identity provider's groups claim on %
     expect(await membersOf(apiKey, openDirectConversation.id)).toContain(userId);
   });
 
+  test("a groups claim reaches only groups of the token's own tenant", async ({ tenant }) => {
+    const foreign = await createTenant(world.url, []);
+    const theirs = await withProvider(foreign.apiKey);
+    const ours = await group(tenant.apiKey, "shared-name");
+    const token = await providerToken(theirs, { sub: "outsider", groups: ["shared-name"] });
+    const { viewer } = await ok(world.url, ExternalViewer, {}, { token });
+    expect(viewer.user?.id).toBeTruthy();
+    expect(await membersOf(tenant.apiKey, ours)).toEqual([]);
+  });
+
   test("joins and leaves by the groups claim reach live streams as member events", async ({ tenant, sockets }) => {
     const apiKey = tenant.apiKey;
     const provider = await withProvider(apiKey);
