@@ -5,6 +5,7 @@ import { fails, ok, request, subscribe } from "./helpers/client.ts";
 import { createTenant } from "./helpers/fixtures.ts";
 import { newIssuer, newSecret, type Provider, providerToken, unsignedToken } from "./helpers/identity-provider.ts";
 import { test, useServer } from "./helpers/world.ts";
+import { AuditLog } from "./operations/audit.ts";
 import { Conversation, CreateGroup } from "./operations/conversations.ts";
 import { ExternalViewer, TenantExternalJwt, UpdateTenantExternalJwt } from "./operations/external-jwt.ts";
 import { CreateUser, DeleteUser, UpdateUser, Users, Viewer } from "./operations/users.ts";
@@ -27,10 +28,11 @@ describe.each(backends())("tokens from the tenant's identity provider on %s", (b
     tenant,
   }) => {
     const issuer = newIssuer();
+    const secret = newSecret();
     const { updateTenant } = await ok(
       world.url,
       UpdateTenantExternalJwt,
-      { input: { auth: { externalJwt: { issuer, hmacSecret: newSecret(), groupsClaim: "roles" } } } },
+      { input: { auth: { externalJwt: { issuer, hmacSecret: secret, groupsClaim: "roles" } } } },
       { apiKey: tenant.apiKey },
     );
     expect(updateTenant.externalJwt).toEqual({
@@ -43,6 +45,11 @@ describe.each(backends())("tokens from the tenant's identity provider on %s", (b
       emailClaim: "email",
       groupsClaim: "roles",
     });
+    // The secret is not in the audit log either.
+    const { auditLog } = await ok(world.url, AuditLog, { first: 5 }, { apiKey: tenant.apiKey });
+    const logged = auditLog.edges.find((e) => e.node.action === "tenant.updated");
+    expect(JSON.stringify(logged?.node.details)).toContain(issuer);
+    expect(JSON.stringify(auditLog)).not.toContain(secret);
     const raw = await request(world.url, "{ tenant { externalJwt { hmacSecret } } }", {}, { apiKey: tenant.apiKey });
     expect(raw.errors?.[0]?.extensions?.code).toBe("GRAPHQL_VALIDATION_FAILED");
 
@@ -156,6 +163,7 @@ describe.each(backends())("tokens from the tenant's identity provider on %s", (b
     await ok(world.url, ExternalViewer, {}, { token: valid });
     const refused = [
       await providerToken(provider, { expiresIn: -60 }),
+      await providerToken(provider, { noExpiry: true }),
       await providerToken(provider, { notBefore: 300 }),
       await providerToken(provider, { secret: newSecret() }),
       unsignedToken(provider),

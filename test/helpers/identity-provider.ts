@@ -21,6 +21,8 @@ export interface TokenOptions {
   issuer?: string;
   audience?: string;
   secret?: string;
+  /** Leaves out `exp`. */
+  noExpiry?: boolean;
 }
 
 /** An HS256 token as the tenant's identity provider would sign it. */
@@ -35,8 +37,8 @@ export async function providerToken(provider: Provider, options: TokenOptions = 
     .setSubject(options.sub ?? "user-1")
     .setIssuer(options.issuer ?? provider.issuer)
     .setIssuedAt(now)
-    .setJti(randomUUID())
-    .setExpirationTime(now + (options.expiresIn ?? 600));
+    .setJti(randomUUID());
+  if (!options.noExpiry) jwt.setExpirationTime(now + (options.expiresIn ?? 600));
   const audience = options.audience ?? provider.audience;
   if (audience) jwt.setAudience(audience);
   if (options.notBefore !== undefined) jwt.setNotBefore(now + options.notBefore);
