@@ -3,7 +3,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { exportJWK, exportSPKI, generateKeyPair, type JWK, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isNonPublicAddress, outboundUrlProblem } from "../src/http/outbound.ts";
+import { guardedLookup, isNonPublicAddress, outboundGetJson, outboundUrlProblem } from "../src/http/outbound.ts";
 import { backends } from "./helpers/backends.ts";
 import { fails, ok } from "./helpers/client.ts";
 import { test, useServer } from "./helpers/world.ts";
@@ -101,6 +101,34 @@ describe("outbound URL rules", () => {
     }
     for (const address of ["93.184.216.34", "2606:4700::1111", "::ffff:93.184.216.34"]) {
       expect(isNonPublicAddress(address), address).toBe(false);
+    }
+  });
+});
+
+describe("outbound calls", () => {
+  const resolve = (production: boolean, hostname: string) =>
+    new Promise<{ error: Error | null; address: unknown }>((done) =>
+      guardedLookup({ production })(hostname, {}, (error, address) => done({ error, address })),
+    );
+
+  it("in production mode, refuses at connect time a host name that resolves to a loopback address", async () => {
+    const dev = await resolve(false, "localhost");
+    expect(dev.error).toBeNull();
+    expect(typeof dev.address).toBe("string");
+    const prod = await resolve(true, "localhost");
+    expect(prod.error?.message).toMatch(/private or loopback/);
+  });
+
+  it("refuses by shape before connecting, and does not follow redirects", async () => {
+    await expect(outboundGetJson("http://127.0.0.1:1/jwks", { production: true })).rejects.toThrow(/https/);
+    await expect(outboundGetJson("https://10.0.0.1/jwks", { production: true })).rejects.toThrow(/private/);
+    const target = createServer((_req, res) => res.writeHead(302, { location: "http://127.0.0.1:1/elsewhere" }).end());
+    await new Promise<void>((done) => target.listen(0, "127.0.0.1", done));
+    const port = (target.address() as AddressInfo).port;
+    try {
+      await expect(outboundGetJson(`http://127.0.0.1:${port}/jwks`, { production: false })).rejects.toThrow(/302/);
+    } finally {
+      await new Promise<void>((done) => target.close(() => done()));
     }
   });
 });

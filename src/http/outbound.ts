@@ -1,4 +1,6 @@
-import { lookup } from "node:dns/promises";
+import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
+import { get as httpGet } from "node:http";
+import { get as httpsGet } from "node:https";
 import { BlockList, isIP } from "node:net";
 
 /**
@@ -8,7 +10,7 @@ import { BlockList, isIP } from "node:net";
  * - https always; plain http only to a loopback host, and only outside production mode;
  * - no credentials, fragments or unusual ports in the URL;
  * - in production mode, a host must not resolve to a loopback, private, link-local or
- *   otherwise non-public address (checked when the URL is set and again before each call).
+ *   otherwise non-public address (checked on every connection, by the socket's DNS lookup).
  */
 export interface OutboundPolicy {
   production: boolean;
@@ -70,7 +72,7 @@ function isLoopbackHost(hostname: string): boolean {
 
 /**
  * Checks a URL's shape against the rules; returns why it is refused, or null when it may be
- * used. Does not resolve the host (see assertReachable for that).
+ * used. Does not resolve the host (outboundGetJson checks the addresses it connects to).
  */
 export function outboundUrlProblem(raw: string, policy: OutboundPolicy): string | null {
   let url: URL;
@@ -96,65 +98,83 @@ export function outboundUrlProblem(raw: string, policy: OutboundPolicy): string 
   return "must use https";
 }
 
-/** An outbound URL refused by the rules. */
+/** An outbound URL refused by the rules, or a call under them that failed. */
 export class OutboundUrlError extends Error {}
 
+type LookupCallback = (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
+
 /**
- * Checks a URL right before calling it: its shape, and in production mode every address its
- * host resolves to.
+ * A DNS lookup for outbound calls: in production mode it refuses a host that resolves to a
+ * non-public address. Used as the socket's own lookup, so the address checked is the address
+ * connected to (no window for a DNS answer that changes in between).
  */
-export async function assertReachable(raw: string, policy: OutboundPolicy): Promise<URL> {
-  const problem = outboundUrlProblem(raw, policy);
-  if (problem) throw new OutboundUrlError(`URL ${problem}`);
-  const url = new URL(raw);
-  if (policy.production) {
-    const host = bareHost(url.hostname);
-    const addresses = isIP(host) ? [{ address: host }] : await lookup(host, { all: true, verbatim: true });
-    if (addresses.length === 0 || addresses.some((entry) => isNonPublicAddress(entry.address))) {
-      throw new OutboundUrlError("URL resolves to a private or loopback address");
-    }
-  }
-  return url;
+export function guardedLookup(policy: OutboundPolicy) {
+  return (hostname: string, options: LookupOptions, callback: LookupCallback): void => {
+    dnsLookup(hostname, { ...options, all: true }, (error, addresses) => {
+      if (error) return callback(error, []);
+      const list = addresses as LookupAddress[];
+      if (policy.production && (list.length === 0 || list.some((entry) => isNonPublicAddress(entry.address)))) {
+        return callback(
+          new OutboundUrlError("URL resolves to a private or loopback address") as NodeJS.ErrnoException,
+          [],
+        );
+      }
+      if (options.all) return callback(null, list);
+      const first = list[0] as LookupAddress;
+      callback(null, first.address, first.family);
+    });
+  };
 }
 
 /**
- * GET under the rules: no redirects followed (a redirect could lead anywhere), a time limit
- * and a size limit on the body.
+ * GET of a JSON document under the rules: the URL's shape checked, in production mode every
+ * address connected to public, no redirects followed (a redirect could lead anywhere), a
+ * time limit and a size limit on the body.
  */
 export async function outboundGetJson(
   raw: string,
   policy: OutboundPolicy,
   options: { timeoutMs?: number; maxBytes?: number } = {},
 ): Promise<unknown> {
-  const url = await assertReachable(raw, policy);
+  const problem = outboundUrlProblem(raw, policy);
+  if (problem) throw new OutboundUrlError(`URL ${problem}`);
+  const url = new URL(raw);
+  const host = bareHost(url.hostname);
+  if (policy.production && isIP(host) && isNonPublicAddress(host)) {
+    throw new OutboundUrlError("URL points to a private or loopback address");
+  }
   const maxBytes = options.maxBytes ?? 256 * 1024;
-  const response = await fetch(url, {
-    redirect: "manual",
-    signal: AbortSignal.timeout(options.timeoutMs ?? 5000),
-    headers: { accept: "application/json" },
+  const get = url.protocol === "https:" ? httpsGet : httpGet;
+  const body = await new Promise<Buffer>((resolve, reject) => {
+    const request = get(
+      url,
+      {
+        headers: { accept: "application/json" },
+        lookup: guardedLookup(policy) as never,
+        signal: AbortSignal.timeout(options.timeoutMs ?? 5000),
+      },
+      (response) => {
+        if (response.statusCode !== 200) {
+          response.resume();
+          reject(new OutboundUrlError(`${url.origin} answered ${response.statusCode}`));
+          return;
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        response.on("data", (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > maxBytes) {
+            response.destroy();
+            reject(new OutboundUrlError(`${url.origin} answered more than ${maxBytes} bytes`));
+            return;
+          }
+          chunks.push(chunk);
+        });
+        response.on("end", () => resolve(Buffer.concat(chunks)));
+        response.on("error", reject);
+      },
+    );
+    request.on("error", reject);
   });
-  if (response.status !== 200) {
-    await response.body?.cancel().catch(() => {});
-    throw new OutboundUrlError(`${url.origin} answered ${response.status}`);
-  }
-  const declared = Number(response.headers.get("content-length") ?? "0");
-  if (declared > maxBytes) {
-    await response.body?.cancel().catch(() => {});
-    throw new OutboundUrlError(`${url.origin} answered more than ${maxBytes} bytes`);
-  }
-  const reader = response.body?.getReader();
-  if (!reader) throw new OutboundUrlError(`${url.origin} answered no body`);
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > maxBytes) {
-      await reader.cancel().catch(() => {});
-      throw new OutboundUrlError(`${url.origin} answered more than ${maxBytes} bytes`);
-    }
-    chunks.push(value);
-  }
-  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  return JSON.parse(body.toString("utf8"));
 }
