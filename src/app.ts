@@ -1,6 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { AppDeps } from "./context.ts";
+import { contextFor } from "./context.ts";
 import type { Database } from "./db/client.ts";
 import { closeDeps, createDeps } from "./deps.ts";
 import type { Config } from "./env.ts";
@@ -10,6 +11,7 @@ import { providerSignInRoute } from "./http/oauth.ts";
 import { readyRoute, type Warmth } from "./http/ready.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { startAttachmentSweeper } from "./services/attachment-gc.ts";
+import { syncExternalGroups } from "./services/external-groups.ts";
 import { warmUp } from "./warmup.ts";
 import { createWsServer } from "./ws/server.ts";
 
@@ -31,6 +33,11 @@ export interface AppOptions {
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<App> {
   const log = options.log ?? createLogger(config.logLevel);
   const deps = await createDeps(config, { log, db: options.db });
+  // Group memberships follow each new token of a tenant's identity provider.
+  if (deps.tokens.external) {
+    deps.tokens.external.onNewToken = (identity, principal) =>
+      syncExternalGroups(contextFor(deps, principal), principal.userId, identity.groups);
+  }
   const warmth: Warmth = { warm: false };
   const yoga = createGraphQLServer(deps, [readyRoute(deps, warmth), providerSignInRoute(deps), attachmentsRoute(deps)]);
   const server: Server = createServer(yoga);

@@ -1,6 +1,7 @@
 import { createHmac } from "node:crypto";
 import { Redis } from "ioredis";
 import { CredentialCache } from "./auth/credential-cache.ts";
+import { ExternalJwtVerifier, KeySetCache } from "./auth/external-jwt.ts";
 import { EMAIL_CODE_MAX_ATTEMPTS, FailureLimiter } from "./auth/limits.ts";
 import { ResyncSignal } from "./auth/resync-signal.ts";
 import { loadOrCreateJwtSecret } from "./auth/secrets.ts";
@@ -61,7 +62,11 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
   const credentialCache = new CredentialCache(config.credentialResyncSeconds * 1000);
   const credentialResync = new ResyncSignal();
   try {
-    const stopListening = await pubsub.subscribe(topics.credentials, (change) => credentialCache.apply(change));
+    const stopListening = await pubsub.subscribe(topics.credentials, (change) => {
+      credentialCache.apply(change);
+      // Sockets verified under a tenant's former identity provider setting are re-checked now.
+      if (change.type === "externalJwtChanged") credentialResync.request();
+    });
     const stopResync = pubsub.onResync(() => credentialCache.clear());
     const stopSignal = credentialResync.listen(() => credentialCache.clear());
     closers.push(() => {
@@ -119,7 +124,14 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     config,
     db,
     pubsub,
-    tokens: new TokenService(secret),
+    tokens: new TokenService(
+      secret,
+      new ExternalJwtVerifier(
+        db.prisma,
+        new KeySetCache({ production: config.production }, log, config.jwksMinFetchIntervalSeconds * 1000),
+        log,
+      ),
+    ),
     log,
     mailer,
     limits: {

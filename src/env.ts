@@ -100,6 +100,7 @@ const envSchema = z.object({
   GITHUB_TOKEN_URL: z.string().url().default("https://github.com/login/oauth/access_token"),
   GITHUB_API_URL: z.string().url().default("https://api.github.com"),
   CREDENTIAL_RESYNC_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
+  JWKS_MIN_FETCH_INTERVAL_SECONDS: z.coerce.number().int().min(0).max(3600).default(30),
   MAX_SUBSCRIPTIONS_PER_SOCKET: z.coerce.number().int().min(1).default(100),
   MAX_SOCKETS_PER_USER: z.coerce.number().int().min(1).default(50),
   MAX_SOCKETS_PER_TENANT: z.coerce.number().int().min(1).default(10_000),
@@ -283,6 +284,8 @@ const configSchema = envSchema.transform((env, ctx) => {
     corsOrigins: env.CORS_ORIGINS ?? (production ? [] : ("*" as const)),
     /** How often open sockets' credentials are re-read from storage (revocation news can be lost). */
     credentialResyncSeconds: env.CREDENTIAL_RESYNC_SECONDS,
+    /** Shortest time between two fetches of one identity provider's key set (JWKS URL). */
+    jwksMinFetchIntervalSeconds: env.JWKS_MIN_FETCH_INTERVAL_SECONDS,
     /** Operations one WebSocket may run at once; more get an error for that operation. */
     maxSubscriptionsPerSocket: env.MAX_SUBSCRIPTIONS_PER_SOCKET,
     /** Open WebSockets per user and per tenant on one instance; more are closed with 4429. */

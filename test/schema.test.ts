@@ -12,6 +12,7 @@ import { describe, expect, it } from "vitest";
 import { schema } from "../src/schema/index.ts";
 import * as accounts from "../src/services/accounts.ts";
 import * as conversations from "../src/services/conversations.ts";
+import * as externalJwt from "../src/services/external-jwt.ts";
 import * as messages from "../src/services/messages.ts";
 import * as roles from "../src/services/roles.ts";
 import * as tenants from "../src/services/tenants.ts";
@@ -58,6 +59,7 @@ describe("schema", () => {
       ChangePasswordInput: accounts.changePasswordInput,
       UpdateProfileInput: accounts.profileInput,
       TenantAuthSettingsInput: accounts.settingsInput,
+      ExternalJwtInput: externalJwt.externalJwtInput,
       CreateGroupInput: conversations.createGroupInput,
       UpdateGroupInput: conversations.updateGroupInput,
       SendMessageInput: messages.sendMessageInput(1),

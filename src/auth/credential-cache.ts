@@ -8,7 +8,9 @@ import type { Principal } from "./principal.ts";
 export type CredentialChange =
   | { type: "revoked"; tenantId: string; userIds: string[]; sessionIds?: string[] }
   | { type: "permissionsChanged"; tenantId: string; userIds: string[] }
-  | { type: "apiKeysRevoked"; tenantId: string; keyIds: string[] };
+  | { type: "apiKeysRevoked"; tenantId: string; keyIds: string[] }
+  /** The tenant's identity provider setting changed: tokens verified under it are checked again. */
+  | { type: "externalJwtChanged"; tenantId: string };
 
 /** A user's effective permissions and the roles they come from. */
 export interface Grants {
@@ -87,6 +89,12 @@ export class CredentialCache {
         if (entry.value.tenantId === change.tenantId && change.keyIds.includes(entry.value.apiKeyId)) {
           this.keys.delete(hash);
         }
+      }
+      return;
+    }
+    if (change.type === "externalJwtChanged") {
+      for (const [token, entry] of this.tokens) {
+        if (entry.value.tenantId === change.tenantId && entry.value.external) this.tokens.delete(token);
       }
       return;
     }

@@ -1,6 +1,7 @@
 import type { PrismaClient } from "../db/client.ts";
 import { unauthenticated } from "../errors.ts";
 import type { CredentialCache } from "./credential-cache.ts";
+import { ExternalJwtVerifier, tokenFingerprint } from "./external-jwt.ts";
 import { hashApiKey, looksLikeApiKey } from "./secrets.ts";
 import type { TokenService } from "./tokens.ts";
 
@@ -14,6 +15,11 @@ export type Principal =
       /** The sign-in session of the token, for tokens from signIn/signUp/refreshSession. */
       sessionId: string | null;
       expiresAt: Date;
+      /**
+       * For a token of the tenant's own identity provider (no token row here): when the tenant's
+       * setting it was verified under last changed; a later change ends it.
+       */
+      external?: { configStamp: number };
     };
 
 /** Credentials as presented: HTTP headers or the graphql-ws connection_init payload. */
@@ -61,6 +67,11 @@ export async function resolvePrincipal(
     const cached = cache?.token(token);
     if (cached) return cached;
     const readAt = cache?.version ?? 0;
+    if (tokens.external && ExternalJwtVerifier.isForeign(token)) {
+      const principal = await resolveExternal(tokens.external, token);
+      cache?.storeToken(token, principal, readAt);
+      return principal;
+    }
     const claims = await tokens.verify(token);
     if (!claims) throw unauthenticated("Invalid or expired token");
     // One query: the token is on record, not revoked, and its user and tenant are active.
@@ -89,4 +100,28 @@ export async function resolvePrincipal(
     return principal;
   }
   return null;
+}
+
+/** A token of a tenant's identity provider: verified, then its user found or provisioned. */
+async function resolveExternal(
+  verifier: ExternalJwtVerifier,
+  token: string,
+): Promise<Extract<Principal, { kind: "user" }>> {
+  const identity = await verifier.verify(token);
+  if (!identity) throw unauthenticated("Invalid or expired token");
+  const userId = await verifier.userOf(identity);
+  if (!userId) throw unauthenticated("Invalid or expired token");
+  const principal = {
+    kind: "user",
+    tenantId: identity.tenantId,
+    userId,
+    // No row of ours: the id names the token itself, so sockets can tell tokens apart.
+    tokenId: `ext:${tokenFingerprint(token)}`,
+    sessionId: null,
+    expiresAt: identity.expiresAt,
+    external: { configStamp: identity.configStamp },
+  } as const;
+  // Group memberships follow the token's groups claim, once per token.
+  await verifier.firstSeen(token, identity, principal);
+  return principal;
 }

@@ -1,7 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { errors as joseErrors, jwtVerify, SignJWT } from "jose";
+import type { ExternalJwtVerifier } from "./external-jwt.ts";
 
 const ALG = "HS256";
+// Also OWN_ISSUER in external-jwt.ts: no tenant's identity provider may use it.
 const ISSUER = "chat-api";
 
 export interface UserTokenClaims {
@@ -15,7 +17,11 @@ export interface UserTokenClaims {
 export class TokenService {
   private readonly key: Uint8Array;
 
-  constructor(secret: string) {
+  constructor(
+    secret: string,
+    /** Verifies tokens of tenants' own identity providers (any issuer but this server). */
+    readonly external?: ExternalJwtVerifier,
+  ) {
     this.key = new TextEncoder().encode(secret);
   }
 

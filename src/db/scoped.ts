@@ -20,6 +20,7 @@ const TENANT_OWNED = new Set([
   "UserRole",
   "UserToken",
   "AuditEntry",
+  "TenantExternalJwt",
 ]);
 
 const FILTERED = new Set([

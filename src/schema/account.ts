@@ -1,6 +1,7 @@
 import type { Session } from "../generated/prisma/client.ts";
 import { viewerDependent } from "../graphql/audience.ts";
 import * as accounts from "../services/accounts.ts";
+import { externalJwtInput } from "../services/external-jwt.ts";
 import { rule, zEmail } from "../services/validation.ts";
 import { builder } from "./builder.ts";
 
@@ -151,6 +152,36 @@ const UpdateProfileInput = builder.inputType("UpdateProfileInput", {
   }),
 });
 
+const ext = externalJwtInput.shape;
+const ExternalJwtInput = builder.inputType("ExternalJwtInput", {
+  description:
+    "The tenant's own identity provider: its tokens are accepted as `Authorization: Bearer` (and in connection_init), and their users provisioned on first use. Give either hmacSecret or jwksUrl.",
+  fields: (t) => ({
+    issuer: t.string({
+      required: true,
+      description: `The tokens' \`iss\`, ${rule(ext.issuer)}. With the audience, it names this tenant: no other tenant may use it.`,
+    }),
+    audience: t.string({
+      description: `The \`aud\` tokens must carry, ${rule(ext.audience)}; null accepts any (and then no other tenant may use the issuer).`,
+    }),
+    hmacSecret: t.string({
+      description: `Shared secret of HS256-signed tokens, ${rule(ext.hmacSecret)}. Never readable afterwards.`,
+    }),
+    jwksUrl: t.string({
+      description:
+        "Where the provider publishes its public keys (RS256, ES256, EdDSA): https (plain http only to a loopback host, outside production mode).",
+    }),
+    userIdClaim: t.string({ description: "Claim holding the user's id in the provider; default `sub`." }),
+    nameClaim: t.string({ description: "Claim holding the display name; default `name`." }),
+    emailClaim: t.string({
+      description: "Claim holding the email address (stored, never used to match users); default `email`.",
+    }),
+    groupsClaim: t.string({
+      description: "Claim listing the external ids of the user's groups; default `groups`.",
+    }),
+  }),
+});
+
 const settings = accounts.settingsInput.shape;
 export const TenantAuthSettingsInput = builder.inputType("TenantAuthSettingsInput", {
   description: "How end users sign in to the tenant; omitted fields stay as they are.",
@@ -169,6 +200,33 @@ export const TenantAuthSettingsInput = builder.inputType("TenantAuthSettingsInpu
     oauthRedirectUris: t.stringList({
       description: `Exact URLs Google/GitHub sign-in may return users to (with tokens in the fragment), ${rule(settings.oauthRedirectUris)}; replaces the list.`,
     }),
+    externalJwt: t.field({
+      type: ExternalJwtInput,
+      description: "Accept tokens of the tenant's own identity provider; replaces the whole setting, null removes it.",
+    }),
+  }),
+});
+
+const ExternalJwtRef = builder.prismaObject("TenantExternalJwt", {
+  name: "ExternalJwt",
+  description: "The tenant's own identity provider, whose tokens the API accepts. The HMAC secret is never readable.",
+  authScopes: { permission: "tenant:read" },
+  fields: (t) => ({
+    issuer: t.exposeString("issuer", { description: "The tokens' `iss`." }),
+    audience: t.string({
+      nullable: true,
+      description: "The `aud` tokens must carry; null when any is accepted.",
+      resolve: (row) => row.audience || null,
+    }),
+    jwksUrl: t.exposeString("jwksUrl", { nullable: true, description: "Where the provider's public keys are read." }),
+    hasHmacSecret: t.boolean({
+      description: "Whether tokens are checked with a shared HS256 secret.",
+      resolve: (row) => !!row.hmacSecret,
+    }),
+    userIdClaim: t.exposeString("userIdClaim", { description: "Claim holding the user's id in the provider." }),
+    nameClaim: t.exposeString("nameClaim", { description: "Claim holding the display name." }),
+    emailClaim: t.exposeString("emailClaim", { description: "Claim holding the email address." }),
+    groupsClaim: t.exposeString("groupsClaim", { description: "Claim listing the user's groups (external ids)." }),
   }),
 });
 
@@ -186,6 +244,13 @@ builder.prismaObjectFields("Tenant", (t) => ({
   }),
   refreshTokenTtlSeconds: t.exposeInt("refreshTokenTtlSeconds", {
     description: "Session lifetime without refresh, in seconds.",
+  }),
+  externalJwt: t.field({
+    type: ExternalJwtRef,
+    nullable: true,
+    description: "The tenant's own identity provider, if its tokens are accepted.",
+    authScopes: { permission: "tenant:read" },
+    resolve: (tenant, _args, ctx) => ctx.prisma.tenantExternalJwt.findUnique({ where: { tenantId: tenant.id } }),
   }),
 }));
 

@@ -58,6 +58,11 @@ export const ConversationRef = builder.prismaObject("Conversation", {
     kind: t.expose("kind", { type: ConversationKind, description: "DIRECT or GROUP." }),
     name: t.exposeString("name", { nullable: true, description: "Group name; null for direct conversations." }),
     description: t.exposeString("description", { nullable: true, description: "Group description." }),
+    externalId: t.exposeString("externalId", {
+      nullable: true,
+      description:
+        "The group's id in the tenant's identity provider: membership follows its tokens' groups claim. Null for other groups and direct conversations.",
+    }),
     members: t.prismaField({
       type: ["Member"],
       description:
@@ -149,6 +154,9 @@ const CreateGroupInput = builder.inputType("CreateGroupInput", {
     name: t.string({ required: true, description: `Group name, ${rule(group.name)}.` }),
     description: t.string({ description: `What the group is about, ${rule(group.description)}.` }),
     memberIds: t.idList({ description: `Users to add as members, ${rule(group.memberIds)}.` }),
+    externalId: t.string({
+      description: `The group's id in the tenant's identity provider, ${rule(group.externalId)}, unique in the tenant: users join and leave it as their tokens' groups claim lists it.`,
+    }),
   }),
 });
 
@@ -159,6 +167,9 @@ const UpdateGroupInput = builder.inputType("UpdateGroupInput", {
     name: t.string({ description: `Group name, ${rule(groupChanges.name)}.` }),
     description: t.string({
       description: `What the group is about, ${rule(groupChanges.description)}; null clears it.`,
+    }),
+    externalId: t.string({
+      description: `The group's id in the tenant's identity provider, ${rule(groupChanges.externalId)}, unique in the tenant; null unlinks it (members stay).`,
     }),
   }),
 });

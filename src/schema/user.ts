@@ -16,6 +16,13 @@ export const UserRef = builder.prismaObject("User", {
       extensions: viewerDependent,
       authScopes: (user) => ({ $any: { self: user.id, permission: "users:read" } }),
     }),
+    externalId: t.exposeString("externalId", {
+      nullable: true,
+      description:
+        "The user's id in the tenant's identity provider, for users provisioned from its tokens; unique in the tenant. Visible to the user and to holders of users:read.",
+      extensions: viewerDependent,
+      authScopes: (user) => ({ $any: { self: user.id, permission: "users:read" } }),
+    }),
     phone: t.exposeString("phone", {
       nullable: true,
       description: "Phone number. Visible to the user and to holders of users:read.",

@@ -10,6 +10,7 @@ import { appError, badInput, forbidden, notFound, unauthenticated } from "../err
 import type { EmailCode, Session, Tenant, User } from "../generated/prisma/client.ts";
 import { requireUserPrincipal } from "./access.ts";
 import { audit } from "./audit.ts";
+import { externalJwtInput } from "./external-jwt.ts";
 import { publishToUsersOf } from "./membership-events.ts";
 import { parseId, validate, zBounded, zEmail, zEmailLookup, zIntRange, zPhone, zText, zUrl } from "./validation.ts";
 
@@ -653,6 +654,8 @@ export const settingsInput = z.object({
     .max(REDIRECT_URIS_MAX, `accepts at most ${REDIRECT_URIS_MAX} URLs`)
     .describe(`up to ${REDIRECT_URIS_MAX} http(s) URLs without fragment`)
     .nullish(),
+  /** Checked in full (key source, URL rules, issuer clash) by services/external-jwt.ts. */
+  externalJwt: externalJwtInput.nullish(),
 });
 
 export function parseAuthSettings(raw: unknown) {

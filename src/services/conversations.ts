@@ -11,7 +11,17 @@ import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
 import { appendEvents, insertEvents, type NewEvent, publishEvents } from "./events.ts";
 import { publishMembership } from "./membership-events.ts";
-import { literalLike, pageSize, parseId, parseIds, validate, zList, zOptionalText, zText } from "./validation.ts";
+import {
+  literalLike,
+  pageSize,
+  parseId,
+  parseIds,
+  validate,
+  zLine,
+  zList,
+  zOptionalText,
+  zText,
+} from "./validation.ts";
 
 /** Most users one call adds to a group (createGroup, addMembers). */
 export const MAX_ADDED_MEMBERS = 500;
@@ -20,11 +30,15 @@ export const createGroupInput = z.object({
   name: zText(200),
   description: zOptionalText(2000).nullish(),
   memberIds: zList(MAX_ADDED_MEMBERS, "ids").nullish(),
+  externalId: zLine(200).nullish(),
 });
 export const updateGroupInput = z.object({
   name: createGroupInput.shape.name.nullish(),
   description: createGroupInput.shape.description,
+  externalId: createGroupInput.shape.externalId,
 });
+
+const externalIdTaken = () => conflict("Another group has this external id", "input.externalId");
 
 export interface ConversationAccess {
   conversation: Conversation;
@@ -195,9 +209,13 @@ export async function createGroup(ctx: Context, input: unknown) {
       kind: "GROUP",
       name: data.name,
       description: data.description ?? null,
+      externalId: data.externalId ?? null,
     },
     members,
-  );
+  ).catch((error: unknown) => {
+    if (isUniqueViolation(error, "externalId")) throw externalIdTaken();
+    throw error;
+  });
   await publishEvents(ctx, events);
   await publishMembership(
     ctx,
@@ -213,13 +231,19 @@ export async function updateGroup(ctx: Context, id: string, input: unknown) {
   await assertCanManage(ctx, access, "groups:update", "id");
   const data = validate(updateGroupInput, input, "input");
   const [updated, events] = await ctx.prisma.$transaction(async (tx) => {
-    const next = await tx.conversation.update({
-      where: { id: access.conversation.id },
-      data: {
-        ...(data.name ? { name: data.name } : {}),
-        ...(data.description !== undefined ? { description: data.description } : {}),
-      },
-    });
+    const next = await tx.conversation
+      .update({
+        where: { id: access.conversation.id },
+        data: {
+          ...(data.name ? { name: data.name } : {}),
+          ...(data.description !== undefined ? { description: data.description } : {}),
+          ...(data.externalId !== undefined ? { externalId: data.externalId } : {}),
+        },
+      })
+      .catch((error: unknown) => {
+        if (isUniqueViolation(error, "externalId")) throw externalIdTaken();
+        throw error;
+      });
     const recorded = await appendEvents(tx, next.tenantId, next.id, [
       {
         type: "CONVERSATION_UPDATED",

@@ -6,6 +6,7 @@ import { type ApiKeyEvent, topics } from "../realtime/topics.ts";
 import { tenantOf } from "./access.ts";
 import { parseAuthSettings } from "./accounts.ts";
 import { audit } from "./audit.ts";
+import { applyExternalJwt, prepareExternalJwt } from "./external-jwt.ts";
 import { announceCredentialChange } from "./membership-events.ts";
 import { assertCanGrant } from "./policies.ts";
 import { createSystemRoles, requireRole } from "./roles.ts";
@@ -47,7 +48,9 @@ export async function updateTenant(ctx: Context, input: unknown) {
   const defaultRole = data.defaultRoleId ? await requireRole(ctx, data.defaultRoleId, "input.defaultRoleId") : null;
   // The default role is granted to every new user: choosing it is granting it.
   if (defaultRole) await assertCanGrant(ctx, defaultRole.permissions);
-  return ctx.prisma.$transaction(async (tx) => {
+  const externalJwtValues = await prepareExternalJwt(ctx, auth?.externalJwt);
+  const updated = await ctx.prisma.$transaction(async (tx) => {
+    const externalJwt = await applyExternalJwt(ctx, tx, externalJwtValues);
     const tenant = await tx.tenant.update({
       where: { id: tenantOf(ctx) },
       data: {
@@ -64,11 +67,16 @@ export async function updateTenant(ctx: Context, input: unknown) {
       ctx,
       "tenant.updated",
       { type: "Tenant", id: tenant.id },
-      { name: data.name, defaultRole: defaultRole?.name, auth },
+      // The provider's secret stays out of the log: only whether there is one.
+      { name: data.name, defaultRole: defaultRole?.name, auth: auth && { ...auth, externalJwt } },
       tx,
     );
-    return tenant;
+    return { tenant, externalJwtChanged: externalJwt !== undefined };
   });
+  if (updated.externalJwtChanged) {
+    await announceCredentialChange(ctx, { type: "externalJwtChanged", tenantId: updated.tenant.id });
+  }
+  return updated.tenant;
 }
 
 /** Replaces every active key of the tenant with a new one; old keys and their sockets stop at once. */

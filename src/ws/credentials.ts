@@ -91,7 +91,16 @@ export class CredentialRegistry {
     const holders = [...this.holders.values()];
     if (holders.length === 0) return;
     const prisma = this.deps.db.prisma;
-    const tokenIds = [...new Set(holders.flatMap((h) => (h.principal.kind === "user" ? [h.principal.tokenId] : [])))];
+    const tokenIds = [
+      ...new Set(
+        holders.flatMap((h) => (h.principal.kind === "user" && !h.principal.external ? [h.principal.tokenId] : [])),
+      ),
+    ];
+    const externalUserIds = [
+      ...new Set(
+        holders.flatMap((h) => (h.principal.kind === "user" && h.principal.external ? [h.principal.userId] : [])),
+      ),
+    ];
     const keyIds = [...new Set(holders.flatMap((h) => (h.principal.kind === "service" ? [h.principal.apiKeyId] : [])))];
     const validKeys = new Set<string>();
     const now = new Date();
@@ -108,6 +117,25 @@ export class CredentialRegistry {
         select: { id: true },
       });
       for (const row of rows) validKeys.add(`token:${row.id}`);
+    }
+    // Tokens of a tenant's identity provider have no row here: their user and tenant must still
+    // be active, and the tenant's setting the same one they were verified under.
+    const externalValid = new Map<string, number>();
+    for (const ids of chunks(externalUserIds)) {
+      const rows = await prisma.user.findMany({
+        where: { id: { in: ids }, active: true, deletedAt: null, tenant: { active: true } },
+        select: { id: true, tenant: { select: { externalJwt: { select: { updatedAt: true } } } } },
+      });
+      for (const row of rows) {
+        const stamp = row.tenant.externalJwt?.updatedAt.getTime();
+        if (stamp !== undefined) externalValid.set(row.id, stamp);
+      }
+    }
+    for (const holder of holders) {
+      const principal = holder.principal;
+      if (principal.kind === "user" && principal.external) {
+        if (externalValid.get(principal.userId) === principal.external.configStamp) validKeys.add(keyOf(principal));
+      }
     }
     for (const ids of chunks(keyIds)) {
       const rows = await prisma.apiKey.findMany({

@@ -11,6 +11,7 @@ import {
   SetMemberRole,
   UpdateGroup,
 } from "../operations/conversations.ts";
+import { UpdateExternalGroup } from "../operations/external-jwt.ts";
 import {
   AddReaction,
   DeleteMessage,
@@ -104,6 +105,15 @@ export const foreignIdCases: ForeignIdCase[] = [
     actors: BOTH,
     foreign: (home) => home.group,
     call: (w, auth, id) => request(w.url, UpdateGroup, { id, input: { name: "Taken over" } }, auth),
+  },
+  {
+    // Linking another tenant's group to an identity provider group would let this tenant's
+    // tokens join it.
+    name: "updateGroup(id) with input.externalId",
+    field: "updateGroup",
+    actors: BOTH,
+    foreign: (home) => home.group,
+    call: (w, auth, id) => request(w.url, UpdateExternalGroup, { id, input: { externalId: "idp-group" } }, auth),
   },
   {
     name: "deleteGroup(id)",
