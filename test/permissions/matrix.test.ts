@@ -9,6 +9,7 @@ import {
   Conversations,
   CreateGroup,
   DeleteGroup,
+  Groups,
   HideConversation,
   OpenDirect,
   UpdateGroup,
@@ -139,6 +140,7 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       run: async (env) => request(world.url, DeleteRole, { id: await createRoleWithKey(env.apiKey, []) }, as(env)),
     },
     { name: "auditLog", permission: "tenant:read", run: (env) => request(world.url, AuditLog, { first: 5 }, as(env)) },
+    { name: "groups", permission: "groups:read", run: (env) => request(world.url, Groups, { first: 5 }, as(env)) },
     {
       name: "updateTenant",
       permission: "tenant:update",
