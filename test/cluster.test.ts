@@ -9,7 +9,7 @@ import { topics } from "../src/realtime/topics.ts";
 import { backends, createTestDatabase, TEST_JWT_SECRET, type TestDatabase } from "./helpers/backends.ts";
 import { ok, subscribe, whenLive, wsClient } from "./helpers/client.ts";
 import { createTenant, type TestUser } from "./helpers/fixtures.ts";
-import { childPids, freePort, processExists, type Running, runServer, waitFor } from "./helpers/process.ts";
+import { childPids, freePort, killAll, processExists, type Running, runServer, waitFor } from "./helpers/process.ts";
 import { CreateGroup } from "./operations/conversations.ts";
 import { MessageAdded } from "./operations/events.ts";
 import { SendMessage } from "./operations/messages.ts";
@@ -111,12 +111,7 @@ if (backends().includes("postgres+redis")) {
     });
     afterAll(async () => {
       // A test that failed half-way leaves no process behind.
-      for (const server of servers) {
-        if (server.child.exitCode !== null || server.child.signalCode !== null) continue;
-        for (const pid of childPids(server.child.pid as number)) process.kill(pid, "SIGKILL");
-        server.child.kill("SIGKILL");
-        await server.exited;
-      }
+      await killAll(servers);
       redis?.disconnect();
       await database?.drop();
     });

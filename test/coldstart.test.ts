@@ -8,7 +8,7 @@ import WebSocket from "ws";
 import { backends, createTestDatabase, TEST_JWT_SECRET, type TestDatabase } from "./helpers/backends.ts";
 import { ok } from "./helpers/client.ts";
 import { createTenant, type TestUser } from "./helpers/fixtures.ts";
-import { childPids, freePort, type Running, runServer, waitFor } from "./helpers/process.ts";
+import { freePort, killAll, type Running, runServer, waitFor } from "./helpers/process.ts";
 import { CreateGroup } from "./operations/conversations.ts";
 import { MessageAdded } from "./operations/events.ts";
 import { SendMessage } from "./operations/messages.ts";
@@ -180,12 +180,7 @@ if (backends().includes("postgres+redis")) {
       database = await createTestDatabase("postgres+redis");
     });
     afterAll(async () => {
-      for (const server of servers) {
-        if (server.child.exitCode !== null || server.child.signalCode !== null) continue;
-        for (const pid of childPids(server.child.pid as number)) process.kill(pid, "SIGKILL");
-        server.child.kill("SIGKILL");
-        await server.exited;
-      }
+      await killAll(servers);
       await database?.drop();
     });
 

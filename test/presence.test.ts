@@ -74,6 +74,22 @@ async function changesUntil(sub: Subscription<{ presenceChanged: Change }>, fenc
 /** A socket that connects at once (not lazily) and stays open until disposed. */
 const connect = (wsUrl: string, auth: Auth) => wsClient(wsUrl, auth, { keepOpen: true });
 
+/**
+ * Expects that no change of `userId` was announced so far: `fence`, another user, connects on
+ * `wsUrl`, and every change announced before theirs is checked. Returns the fence's socket.
+ */
+async function expectNoChangeOf(
+  sub: Subscription<{ presenceChanged: Change }>,
+  userId: string,
+  wsUrl: string,
+  fence: User,
+): Promise<Client> {
+  const socket = connect(wsUrl, { token: fence.token });
+  const seen = await changesUntil(sub, fence.id);
+  expect(seen.filter((change) => change.user.id === userId)).toEqual([]);
+  return socket;
+}
+
 /** Resolves once the server has accepted the socket's connection_init (an operation gets an answer). */
 async function acknowledged(client: Client): Promise<void> {
   const errors = await operationErrors(client, PresenceChanged, { conversationId: "not-an-id" });
@@ -128,9 +144,7 @@ describe.each(backends())("presence on %s", (backend) => {
 
       // One of two sockets closes: still online, and no change is announced (Carol's change is the fence).
       await first.dispose();
-      const fence = connect(server.wsUrl, { token: carol.token });
-      const seen = await changesUntil(sub, carol.id);
-      expect(seen.filter((change) => change.user.id === alice.id)).toEqual([]);
+      const fence = await expectNoChangeOf(sub, alice.id, server.wsUrl, carol);
       expect((await presenceOf(server.url, tenant, alice.id))?.online).toBe(true);
       await fence.dispose();
 
@@ -383,10 +397,8 @@ describe.each(backends())("presence on %s", (backend) => {
       const reloaded = connect(reloading.wsUrl, { token: alice.token });
       opened.push(reloaded);
       await acknowledged(reloaded);
-      const fence = connect(reloading.wsUrl, { token: carol.token });
+      const fence = await expectNoChangeOf(sub, alice.id, reloading.wsUrl, carol);
       opened.push(fence);
-      const seen = await changesUntil(sub, carol.id);
-      expect(seen.filter((change) => change.user.id === alice.id)).toEqual([]);
       expect((await presenceOf(reloading.url, tenant, alice.id))?.online).toBe(true);
 
       // Now she leaves for good: one change, offline, dated when the socket closed.
@@ -467,9 +479,7 @@ describe.each(backends())("presence on %s", (backend) => {
           const local = connect(server.wsUrl, { token: alice.token });
           await acknowledged(local);
           await remote.dispose();
-          const fence = connect(other.wsUrl, { token: carol.token });
-          const seen = await changesUntil(sub, carol.id);
-          expect(seen.filter((change) => change.user.id === alice.id)).toEqual([]);
+          const fence = await expectNoChangeOf(sub, alice.id, other.wsUrl, carol);
           expect((await presenceOf(server.url, tenant, alice.id))?.online).toBe(true);
           await local.dispose();
           expect(await changeOf(sub, alice.id)).toMatchObject({ online: false });
@@ -508,9 +518,7 @@ describe.each(backends())("presence on %s", (backend) => {
           await page.dispose();
           const reloaded = connect(server.wsUrl, { token: alice.token });
           await acknowledged(reloaded);
-          const fence = connect(server.wsUrl, { token: carol.token });
-          const seen = await changesUntil(sub, carol.id);
-          expect(seen.filter((change) => change.user.id === alice.id)).toEqual([]);
+          const fence = await expectNoChangeOf(sub, alice.id, server.wsUrl, carol);
           await fence.dispose();
           // Past the other instance's delay she is still online (its departure found her here).
           await sleep(5500);

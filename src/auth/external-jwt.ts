@@ -15,9 +15,7 @@ import { type OutboundPolicy, outboundGetJson } from "../http/outbound.ts";
 import type { Logger } from "../logger.ts";
 import { zEmail } from "../services/validation.ts";
 import type { Principal } from "./principal.ts";
-
-/** The issuer of the tokens this server issues itself; no tenant may claim it. */
-export const OWN_ISSUER = "chat-api";
+import { OWN_ISSUER } from "./tokens.ts";
 
 /** Algorithms accepted per kind of key: a shared secret only signs HS256, a key set never does. */
 const HMAC_ALGORITHMS = ["HS256"];

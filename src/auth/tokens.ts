@@ -3,8 +3,8 @@ import { errors as joseErrors, jwtVerify, SignJWT } from "jose";
 import type { ExternalJwtVerifier } from "./external-jwt.ts";
 
 const ALG = "HS256";
-// Also OWN_ISSUER in external-jwt.ts: no tenant's identity provider may use it.
-const ISSUER = "chat-api";
+/** The issuer of the tokens this server issues itself; no tenant's identity provider may claim it. */
+export const OWN_ISSUER = "chat-api";
 
 export interface UserTokenClaims {
   userId: string;
@@ -35,7 +35,7 @@ export class TokenService {
     const token = await new SignJWT({ tid: tenantId })
       .setProtectedHeader({ alg: ALG, typ: "JWT" })
       .setSubject(userId)
-      .setIssuer(ISSUER)
+      .setIssuer(OWN_ISSUER)
       .setIssuedAt(now)
       .setExpirationTime(now + ttlSeconds)
       .setJti(jti)
@@ -48,7 +48,7 @@ export class TokenService {
     try {
       const { payload } = await jwtVerify(token, this.key, {
         algorithms: [ALG],
-        issuer: ISSUER,
+        issuer: OWN_ISSUER,
         requiredClaims: ["sub", "tid", "exp", "iat", "jti"],
       });
       if (typeof payload.tid !== "string" || typeof payload.sub !== "string") return null;

@@ -222,6 +222,16 @@ class LocalCounts {
     this.counts.delete(key);
     return true;
   }
+
+  /** Releases one socket of `key`, once, and not after `closed()`; the key's last socket starts its departure. */
+  releaser(key: string, departures: Departures, closed: () => boolean): () => void {
+    let released = false;
+    return () => {
+      if (released || closed()) return;
+      released = true;
+      if (this.remove(key)) departures.depart(key, new Date());
+    };
+  }
 }
 
 function announce(options: PresenceOptions, writer: LastSeenWriter, key: string, online: boolean, at: Date): void {
@@ -259,12 +269,7 @@ export function createMemoryPresence(options: PresenceOptions): Presence {
     connect(tenantId, userId) {
       const key = keyOf(tenantId, userId);
       if (local.add(key) && !departures.rejoin(key)) announce(options, writer, key, true, new Date());
-      let released = false;
-      return () => {
-        if (released || closed) return;
-        released = true;
-        if (local.remove(key)) departures.depart(key, new Date());
-      };
+      return local.releaser(key, departures, () => closed);
     },
     async online(tenantId, userIds) {
       return new Set(
@@ -432,12 +437,7 @@ export async function createRedisPresence(url: string, options: PresenceOptions)
         departures.rejoin(key);
         inOrder(key, () => arrive(key));
       }
-      let released = false;
-      return () => {
-        if (released || closed) return;
-        released = true;
-        if (local.remove(key)) departures.depart(key, new Date());
-      };
+      return local.releaser(key, departures, () => closed);
     },
     async online(tenantId, userIds) {
       const now = Date.now();

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { OWN_ISSUER } from "../auth/external-jwt.ts";
+import { OWN_ISSUER } from "../auth/tokens.ts";
 import type { Context } from "../context.ts";
 import type { TransactionClient } from "../db/client.ts";
 import { isUniqueViolation } from "../db/errors.ts";

@@ -69,3 +69,13 @@ export function processExists(pid: number): boolean {
     return false;
   }
 }
+
+/** Kills servers a test left running (and their workers), so a test that failed half-way leaves no process behind. */
+export async function killAll(servers: Running[]): Promise<void> {
+  for (const server of servers) {
+    if (server.child.exitCode !== null || server.child.signalCode !== null) continue;
+    for (const pid of childPids(server.child.pid as number)) process.kill(pid, "SIGKILL");
+    server.child.kill("SIGKILL");
+    await server.exited;
+  }
+}

@@ -1,18 +1,24 @@
 import { graphql } from "../generated/gql.ts";
 
+export const ExternalJwtFields = graphql(`
+  fragment ExternalJwtFields on ExternalJwt {
+    issuer
+    audience
+    jwksUrl
+    hasHmacSecret
+    userIdClaim
+    nameClaim
+    emailClaim
+    groupsClaim
+  }
+`);
+
 export const UpdateTenantExternalJwt = graphql(`
   mutation UpdateTenantExternalJwt($input: UpdateTenantInput!) {
     updateTenant(input: $input) {
       id
       externalJwt {
-        issuer
-        audience
-        jwksUrl
-        hasHmacSecret
-        userIdClaim
-        nameClaim
-        emailClaim
-        groupsClaim
+        ...ExternalJwtFields
       }
     }
   }
@@ -23,14 +29,7 @@ export const TenantExternalJwt = graphql(`
     tenant {
       id
       externalJwt {
-        issuer
-        audience
-        jwksUrl
-        hasHmacSecret
-        userIdClaim
-        nameClaim
-        emailClaim
-        groupsClaim
+        ...ExternalJwtFields
       }
     }
   }
