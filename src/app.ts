@@ -1,5 +1,6 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { safeEqual } from "./auth/secrets.ts";
 import type { AppDeps } from "./context.ts";
 import { contextFor } from "./context.ts";
 import type { Database } from "./db/client.ts";
@@ -10,6 +11,7 @@ import { attachmentsRoute } from "./http/attachments.ts";
 import { providerSignInRoute } from "./http/oauth.ts";
 import { readyRoute, type Warmth } from "./http/ready.ts";
 import { createLogger, type Logger } from "./logger.ts";
+import { metricsRoute, shareWithPrimary } from "./metrics.ts";
 import { startAttachmentSweeper } from "./services/attachment-gc.ts";
 import { syncExternalGroups } from "./services/external-groups.ts";
 import { warmUp } from "./warmup.ts";
@@ -33,13 +35,19 @@ export interface AppOptions {
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<App> {
   const log = options.log ?? createLogger(config.logLevel);
   const deps = await createDeps(config, { log, db: options.db });
+  shareWithPrimary(deps.metrics);
   // Group memberships follow each new token of a tenant's identity provider.
   if (deps.tokens.external) {
     deps.tokens.external.onNewToken = (identity, principal) =>
       syncExternalGroups(contextFor(deps, principal), principal.userId, identity.groups);
   }
   const warmth: Warmth = { warm: false };
-  const yoga = createGraphQLServer(deps, [readyRoute(deps, warmth), providerSignInRoute(deps), attachmentsRoute(deps)]);
+  const yoga = createGraphQLServer(deps, [
+    readyRoute(deps, warmth),
+    metricsRoute(deps.metrics, config.metricsToken, safeEqual),
+    providerSignInRoute(deps),
+    attachmentsRoute(deps),
+  ]);
   const server: Server = createServer(yoga);
   server.on("clientError", (error, socket) => {
     // A peer that hung up mid-request is reported once, where its body was being read.

@@ -4,6 +4,7 @@ import { applyMigrations } from "./db/migrate.ts";
 import { pgPoolSql } from "./db/sql.ts";
 import type { Config } from "./env.ts";
 import type { Logger } from "./logger.ts";
+import { serveClusterMetrics } from "./metrics.ts";
 
 /**
  * The primary process of a server with WEB_CONCURRENCY > 1 (PostgreSQL + Redis only). It
@@ -67,6 +68,8 @@ async function migrate(config: Config, log: Logger): Promise<void> {
 
 export async function runPrimary(config: Config, log: Logger): Promise<void> {
   await migrate(config, log);
+  // GET /metrics on any worker answers for all of them.
+  serveClusterMetrics();
 
   const count = config.webConcurrency;
   const slots: Slot[] = Array.from({ length: count }, () => ({

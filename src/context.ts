@@ -13,12 +13,13 @@ import type { Config } from "./env.ts";
 import { createLoaders, type Loaders } from "./loaders.ts";
 import type { Logger } from "./logger.ts";
 import type { Mailer } from "./mail.ts";
+/** Long-lived parts shared by every request of one server instance. */
+import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./realtime/presence.ts";
 import type { PubSub } from "./realtime/pubsub.ts";
 import type { SocketStreams } from "./realtime/queue.ts";
 import type { AttachmentStore } from "./storage/attachments.ts";
 
-/** Long-lived parts shared by every request of one server instance. */
 export interface AppDeps {
   config: Config;
   db: Database;
@@ -41,6 +42,8 @@ export interface AppDeps {
   presence: Presence;
   /** Work that runs after the response (account mail); failures are logged. */
   tasks: BackgroundTasks;
+  /** Prometheus metrics of this instance (GET /metrics). */
+  metrics: Metrics;
   /** Release what the parts above hold, in reverse order (see deps.ts closeDeps). */
   closers: (() => Promise<void> | void)[];
 }

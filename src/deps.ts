@@ -13,6 +13,7 @@ import { type Database, embeddedDir, openMigratedDatabase } from "./db/client.ts
 import type { Config } from "./env.ts";
 import type { Logger } from "./logger.ts";
 import { outboxMailer, smtpMailer } from "./mail.ts";
+import { Metrics } from "./metrics.ts";
 import { createMemoryPresence, createRedisPresence, type Presence } from "./realtime/presence.ts";
 import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
 import { topics } from "./realtime/topics.ts";
@@ -124,6 +125,7 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     config,
     db,
     pubsub,
+    metrics: new Metrics(db),
     tokens: new TokenService(
       secret,
       new ExternalJwtVerifier(

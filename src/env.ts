@@ -108,6 +108,7 @@ const envSchema = z.object({
   PRESENCE_TTL_SECONDS: z.coerce.number().int().min(2).max(3600).default(30),
   PRESENCE_HEARTBEAT_SECONDS: optionalString.pipe(z.coerce.number<string | undefined>().int().min(1).optional()),
   PRESENCE_OFFLINE_DELAY_MS: z.coerce.number().int().min(0).max(60_000).default(1500),
+  METRICS_TOKEN: optionalString.pipe(z.string().min(16).optional()),
   CORS_ORIGINS: optionalString.pipe(
     z
       .string()
@@ -305,6 +306,8 @@ const configSchema = envSchema.transform((env, ctx) => {
      * is announced: a reconnect within it (a page reload) announces nothing. 0: at once.
      */
     presenceOfflineDelayMs: env.PRESENCE_OFFLINE_DELAY_MS,
+    /** GET /metrics asks for `Authorization: Bearer <metricsToken>` when set; open otherwise. */
+    metricsToken: env.METRICS_TOKEN,
     /** Limits on writes (messages, edits, reactions, typing, uploads, group changes). */
     rateLimits: {
       /** RATE_LIMITS=off: no write limits at all (benchmarks, trusted backends). */

@@ -1,6 +1,7 @@
 import type { Redis } from "ioredis";
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { appError } from "../errors.ts";
+import { countRateLimited } from "../metrics.ts";
 
 export interface LimitSettings {
   points: number;
@@ -41,7 +42,7 @@ export class FailureLimiter {
   async check(key: string): Promise<void> {
     const state = await this.limiter.get(key);
     if (state && state.consumedPoints >= this.settings.points) {
-      throw limited(state.msBeforeNext);
+      throw limited(this.name, state.msBeforeNext);
     }
   }
 
@@ -50,7 +51,7 @@ export class FailureLimiter {
     try {
       await this.limiter.consume(key, 1);
     } catch (error) {
-      if (error instanceof RateLimiterRes) throw limited(error.msBeforeNext);
+      if (error instanceof RateLimiterRes) throw limited(this.name, error.msBeforeNext);
       throw error;
     }
   }
@@ -73,7 +74,8 @@ export class FailureLimiter {
   }
 }
 
-function limited(msBeforeNext: number) {
+function limited(limit: string, msBeforeNext: number) {
+  countRateLimited(limit);
   const retryAfterSeconds = Math.max(1, Math.ceil(msBeforeNext / 1000));
   return appError("RATE_LIMITED", `Too many attempts; try again in ${retryAfterSeconds} seconds`, {
     retryAfterSeconds,

@@ -9,6 +9,7 @@ import {
 import type { RateBudget, RateLimitConfig } from "../env.ts";
 import { appError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
+import { countRateLimited } from "../metrics.ts";
 import type { Principal } from "./principal.ts";
 
 /** A Redis answer slower than this counts in process instead, so a stalled Redis cannot stall writes. */
@@ -58,6 +59,7 @@ const QUIET_MS = 5;
 const HOLD_MAX_MS = 1000;
 
 function limited(message: string, msBeforeNext: number) {
+  countRateLimited("writes");
   const retryAfterSeconds = Math.max(1, Math.ceil(msBeforeNext / 1000));
   return appError("RATE_LIMITED", `${message}; try again in ${retryAfterSeconds} seconds`, { retryAfterSeconds });
 }

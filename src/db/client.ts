@@ -33,6 +33,8 @@ export interface DatabaseStats {
    * BEGIN, COMMIT and ROLLBACK counted as one each. Only grows.
    */
   readonly statements: number;
+  /** Reports the duration of every statement (in seconds) to `listener` from now on. */
+  observeQueries(listener: (seconds: number) => void): void;
 }
 
 export interface Database {
@@ -40,6 +42,8 @@ export interface Database {
   prisma: PrismaClient;
   sql: SqlDatabase;
   stats: DatabaseStats;
+  /** The PostgreSQL pool's connections and waiting requests; absent for PGlite. */
+  pool?: () => { total: number; idle: number; waiting: number };
   close(): Promise<void>;
 }
 
@@ -58,7 +62,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     });
     // An idle client losing its connection must not crash the process.
     pool.on("error", () => {});
-    const stats = { statements: 0 };
+    const stats: Counter = { statements: 0 };
     const prisma = new PrismaClient({
       adapter: countedAdapter(new PrismaPg(pool), stats),
       transactionOptions: TRANSACTION_OPTIONS,
@@ -68,6 +72,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
       prisma,
       sql: countedSql(pgPoolSql(pool), stats),
       stats: readOnly(stats),
+      pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
       async close() {
         await prisma.$disconnect();
         await pool.end().catch(() => {});
@@ -77,7 +82,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   const dir = options.pgliteDir ?? "memory://";
   if (!dir.startsWith("memory://")) mkdirSync(dir, { recursive: true });
   const pglite = await PGlite.create(dir);
-  const stats = { statements: 0 };
+  const stats: Counter = { statements: 0 };
   const prisma = new PrismaClient({
     adapter: countedAdapter(new PrismaPGlite(pglite), stats),
     transactionOptions: TRANSACTION_OPTIONS,
@@ -96,6 +101,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 
 interface Counter {
   statements: number;
+  onQuery?: (seconds: number) => void;
 }
 
 function readOnly(counter: Counter): DatabaseStats {
@@ -103,7 +109,21 @@ function readOnly(counter: Counter): DatabaseStats {
     get statements() {
       return counter.statements;
     },
+    observeQueries(listener) {
+      counter.onQuery = listener;
+    },
   };
+}
+
+/** Times a statement for the listener, when there is one. */
+function timed<T>(counter: Counter, run: () => Promise<T>): Promise<T> {
+  const listener = counter.onQuery;
+  if (!listener) return run();
+  const started = performance.now();
+  const done = () => listener((performance.now() - started) / 1000);
+  const result = run();
+  result.then(done, done);
+  return result;
 }
 
 /**
@@ -118,11 +138,11 @@ function countedAdapter(factory: SqlDriverAdapterFactory, counter: Counter): Sql
     adapterName: inner.adapterName,
     queryRaw(query: SqlQuery) {
       counter.statements++;
-      return inner.queryRaw(query);
+      return timed(counter, () => inner.queryRaw(query));
     },
     executeRaw(query: SqlQuery) {
       counter.statements++;
-      return inner.executeRaw(query);
+      return timed(counter, () => inner.executeRaw(query));
     },
   });
   const transaction = (inner: Transaction): Transaction => {
@@ -174,7 +194,7 @@ function countedSql(inner: SqlDatabase, counter: Counter): SqlDatabase {
   const connection = (conn: SqlConnection): SqlConnection => ({
     query<T>(sql: string, params?: unknown[]) {
       counter.statements++;
-      return conn.query<T>(sql, params);
+      return timed(counter, () => conn.query<T>(sql, params));
     },
     exec(script: string) {
       counter.statements++;

@@ -15,6 +15,7 @@ import { schema } from "../schema/index.ts";
 import { queryCostPlugin } from "./cost.ts";
 import { createErrorMasker, errorCodesPlugin } from "./errors.ts";
 import { inputGuardsPlugin } from "./input-guards.ts";
+import { observePlugin, type RequestInfo, requestIdPlugin } from "./observe.ts";
 import { sharedExecutionPlugin } from "./shared-execution.ts";
 
 export const GRAPHQL_ENDPOINT = "/graphql";
@@ -22,6 +23,8 @@ export const GRAPHQL_ENDPOINT = "/graphql";
 /** What the server passes to Yoga with each request; the WebSocket server brings its own context. */
 export interface ServerContext extends NodeServerContext, GateContext {
   chatContext?: Context;
+  /** The request's id and start (requestIdPlugin). */
+  requestInfo?: RequestInfo;
 }
 
 export type ChatYoga = YogaServerInstance<ServerContext, object>;
@@ -77,12 +80,12 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
       // Yoga reports each unexpected error here as well; the masker has logged it once, with its id.
       error: (...args) => log.debug(args.map(String).join(" ")),
     },
-    context: async ({ request, chatContext, req, verifiedPrincipal }) =>
+    context: async ({ request, chatContext, req, verifiedPrincipal, requestInfo }) =>
       chatContext ??
       createContext(
         deps,
         credentialsFromHeaders(request.headers),
-        undefined,
+        requestInfo?.id,
         new URL(request.url).origin,
         clientInfo(config, request, { req }),
         verifiedPrincipal,
@@ -90,6 +93,7 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
     // Never attach originalError details, whatever NODE_ENV says.
     maskedErrors: { isDev: false, maskError: createErrorMasker(log) },
     plugins: [
+      requestIdPlugin,
       corsPlugin(config),
       routesPlugin(routes, log),
       requestGuardPlugin(deps, GRAPHQL_ENDPOINT),
@@ -99,6 +103,7 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
       inputGuardsPlugin,
       sharedExecutionPlugin,
       errorCodesPlugin,
+      observePlugin(deps),
     ],
   });
 }

@@ -25,6 +25,7 @@ interface Arrival {
 }
 
 interface TopicState {
+  topic: string;
   listeners: Set<HubListener<unknown>>;
   ready: Promise<Unsubscribe>;
   /** Events handed over in arrival order: each waits for its preparation and the one before it. */
@@ -41,6 +42,8 @@ interface TopicState {
  */
 export class LiveHub {
   private readonly topics = new Map<string, TopicState>();
+  /** Told of each event once every local subscriber has taken it (for metrics). */
+  onDelivered: ((topic: string, payload: unknown) => void) | null = null;
 
   constructor(private readonly pubsub: PubSub) {}
 
@@ -49,6 +52,7 @@ export class LiveHub {
     let state = this.topics.get(topic);
     if (!state) {
       const created: TopicState = {
+        topic,
         listeners: new Set(),
         ready: Promise.resolve(() => {}),
         chain: Promise.resolve(),
@@ -86,6 +90,7 @@ export class LiveHub {
     }
     if (state.pending === 0 && waits.size === 0) {
       deliver(arrival);
+      this.onDelivered?.(state.topic, payload);
       return;
     }
     state.pending += 1;
@@ -94,6 +99,7 @@ export class LiveHub {
       .then(() => {
         state.pending -= 1;
         deliver(arrival);
+        this.onDelivered?.(state.topic, payload);
       });
   }
 }

@@ -1,5 +1,6 @@
 import { Redis } from "ioredis";
 import type { Logger } from "../logger.ts";
+import { tallies } from "../metrics.ts";
 import type { Topic } from "./topics.ts";
 
 export type Listener<T> = (payload: T) => void;
@@ -84,6 +85,7 @@ export function createMemoryPubSub(log: Logger): PubSub {
   return {
     kind: "memory",
     async publish(topic, payload) {
+      tallies.published++;
       // Deliver asynchronously, as a network transport would, so publishers never
       // run subscriber code inside their own transaction or call stack.
       setImmediate(() => fanout.dispatch(topic, payload));
@@ -175,6 +177,7 @@ export async function createRedisPubSub(url: string, log: Logger): Promise<PubSu
     resubscribe.then(
       () => {
         log.info({ topics: topics.length }, "redis subscriber reconnected; resyncing from storage");
+        tallies.pubsubResyncs++;
         fanout.resync();
       },
       (error: Error) => {
@@ -206,6 +209,7 @@ export async function createRedisPubSub(url: string, log: Logger): Promise<PubSu
   return {
     kind: "redis",
     async publish(topic, payload) {
+      tallies.published++;
       await publisher.publish(topic, JSON.stringify(payload));
     },
     async subscribe(topic, listener) {

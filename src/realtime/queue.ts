@@ -1,4 +1,5 @@
 import { appError } from "../errors.ts";
+import { tallies } from "../metrics.ts";
 
 /**
  * A bounded single-consumer queue. When a consumer falls more than `limit` items
@@ -89,6 +90,7 @@ export class BoundedQueue<T> {
   }
 
   private overflow(): void {
+    tallies.queueOverflows++;
     this.fail(
       appError("SLOW_CONSUMER", "Subscription closed: the client did not keep up with its events", {
         limit: this.limit,
@@ -215,6 +217,11 @@ export function cancellable<T>(
 export class SocketStreams {
   private readonly queues = new Set<BoundedQueue<unknown>>();
 
+  /** Live streams tracked now. */
+  get size(): number {
+    return this.queues.size;
+  }
+
   track(queue: BoundedQueue<unknown>): () => void {
     this.queues.add(queue);
     return () => this.queues.delete(queue);
@@ -223,6 +230,7 @@ export class SocketStreams {
   /** Fails every tracked stream with SLOW_CONSUMER. */
   overflow(bufferedBytes: number, limit: number): void {
     if (this.queues.size === 0) return;
+    tallies.socketOverflows++;
     const error = appError("SLOW_CONSUMER", "Subscription closed: the client did not read its socket fast enough", {
       bufferedBytes,
       limit,

@@ -12,6 +12,8 @@ import { classifyError, createErrorMasker, withCode } from "../graphql/errors.ts
 import { inspectOperationInput } from "../graphql/input-guards.ts";
 import type { ChatYoga } from "../graphql/yoga.ts";
 import { originAllowed } from "../http/cors.ts";
+import { countRateLimited, tallies } from "../metrics.ts";
+import { liveHub } from "../realtime/hub.ts";
 import { followKeys } from "../realtime/presence.ts";
 import { SocketStreams } from "../realtime/queue.ts";
 import { CredentialRegistry } from "./credentials.ts";
@@ -106,6 +108,22 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
     // Browsers send the page's Origin with the upgrade; one CORS_ORIGINS does not allow is refused with 403.
     verifyClient: ({ origin, req }, done) => done(originAllowed(config, origin, req.headers.host), 403, "Forbidden"),
   });
+  // Every open socket's streams, for the metrics (sockets, live subscriptions).
+  const open = new Set<SocketStreams>();
+  deps.metrics.watch({
+    sockets: () => open.size,
+    subscriptions: () => {
+      let live = 0;
+      for (const streams of open) live += streams.size;
+      return live;
+    },
+  });
+  // Commit-to-frame latency of new messages, once per message and instance.
+  liveHub(deps.pubsub).onDelivered = (topic, payload) => {
+    if (!topic.endsWith(":messages")) return;
+    const createdAt = Date.parse((payload as { createdAt?: string }).createdAt ?? "");
+    if (!Number.isNaN(createdAt)) deps.metrics.delivered(createdAt);
+  };
   const perUser = new SocketCounts();
   const perTenant = new SocketCounts();
   const credentials = new CredentialRegistry(deps);
@@ -169,6 +187,10 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
       // Closed during that check: its close handler has run, so nothing may be added now.
       if (socket.readyState !== socket.OPEN) return false;
       if (principal.kind === "user") cleanups.push(deps.presence.connect(principal.tenantId, principal.userId));
+      log.info(
+        { socketId: ctx.extra.socketId, tenantId: principal.tenantId, principal: principal.kind },
+        "socket authenticated",
+      );
       // The principal stands for the credentials from here on: the socket keeps no token.
       (ctx as { connectionParams?: unknown }).connectionParams = undefined;
       return true;
@@ -176,6 +198,7 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
     onSubscribe: async (ctx, id, payload) => {
       try {
         if (Object.keys(ctx.subscriptions).length > config.maxSubscriptionsPerSocket) {
+          countRateLimited("subscriptions-per-socket");
           return [
             appError("RATE_LIMITED", `A connection may hold at most ${config.maxSubscriptionsPerSocket} operations`, {
               limit: config.maxSubscriptionsPerSocket,
@@ -191,6 +214,7 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
         const { host, streams, send } = ctx.extra;
         const chatContext = contextFor(deps, principal, {
           cacheLoaders: false,
+          requestId: `${ctx.extra.socketId}/${id}`,
           origin: host ? `http://${host}` : undefined,
           streams,
           delivery: { id, send },
@@ -289,6 +313,9 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
     });
     socket.on("pong", () => missedPongs.delete(socket));
     const streams = new SocketStreams();
+    open.add(streams);
+    const socketId = randomUUID();
+    log.info({ socketId, address }, "socket opened");
     const follows = new Map<string, () => void>();
     const limit = config.socketBufferLimitBytes;
     // Frames are queued on the socket without waiting for each write: a client that
@@ -297,6 +324,7 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
     const send = (data: string) => {
       if (socket.readyState !== socket.OPEN) return;
       socket.send(data);
+      if (data.startsWith('{"id":') && data.includes('"type":"next"')) tallies.deliveries++;
       if (socket.bufferedAmount > limit) streams.overflow(socket.bufferedAmount, limit);
     };
     const closed = server.opened(
@@ -320,9 +348,11 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
             }
           }),
       },
-      { socket, host: request.headers.host, streams, send, socketId: randomUUID(), follows },
+      { socket, host: request.headers.host, streams, send, socketId, follows },
     );
     socket.once("close", (code, reason) => {
+      open.delete(streams);
+      log.info({ socketId, code, reason: String(reason) }, "socket closed");
       for (const release of follows.values()) release();
       follows.clear();
       for (const cleanup of cleanupsOf.get(socket) ?? []) cleanup();
