@@ -10,10 +10,11 @@ import type { BackgroundTasks } from "./background.ts";
 import type { Database, PrismaClient } from "./db/client.ts";
 import { tenantScoped } from "./db/scoped.ts";
 import type { Config } from "./env.ts";
+/** Long-lived parts shared by every request of one server instance. */
+import type { TrustedDocuments } from "./graphql/trusted-documents.ts";
 import { createLoaders, type Loaders } from "./loaders.ts";
 import type { Logger } from "./logger.ts";
 import type { Mailer } from "./mail.ts";
-/** Long-lived parts shared by every request of one server instance. */
 import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./realtime/presence.ts";
 import type { PubSub } from "./realtime/pubsub.ts";
@@ -44,6 +45,8 @@ export interface AppDeps {
   tasks: BackgroundTasks;
   /** Prometheus metrics of this instance (GET /metrics). */
   metrics: Metrics;
+  /** TRUSTED_DOCUMENTS: the only operations user requests may run; null when any may. */
+  trustedDocuments: TrustedDocuments | null;
   /** Release what the parts above hold, in reverse order (see deps.ts closeDeps). */
   closers: (() => Promise<void> | void)[];
 }

@@ -11,6 +11,7 @@ import { BackgroundTasks } from "./background.ts";
 import type { AppDeps } from "./context.ts";
 import { type Database, embeddedDir, openMigratedDatabase } from "./db/client.ts";
 import type { Config } from "./env.ts";
+import { loadTrustedDocuments } from "./graphql/trusted-documents.ts";
 import type { Logger } from "./logger.ts";
 import { outboxMailer, smtpMailer } from "./mail.ts";
 import { Metrics } from "./metrics.ts";
@@ -43,6 +44,8 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     }
     secret = loadOrCreateJwtSecret(config.dataDir, (msg) => log.warn(msg));
   }
+  // Read at start, so a missing or malformed manifest stops the server before it serves anything.
+  const trustedDocuments = config.trustedDocuments ? loadTrustedDocuments(config.trustedDocuments) : null;
   let db = options.db;
   if (!db) {
     db = await openMigratedDatabase(
@@ -126,6 +129,7 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     db,
     pubsub,
     metrics: new Metrics(db),
+    trustedDocuments,
     tokens: new TokenService(
       secret,
       new ExternalJwtVerifier(

@@ -144,8 +144,13 @@ const envSchema = z.object({
   ),
   GRAPHIQL: z
     .enum(["true", "false"])
-    .default("true")
-    .transform((value) => value === "true"),
+    .optional()
+    .transform((value) => (value === undefined ? undefined : value === "true")),
+  INTROSPECTION: z
+    .enum(["true", "false"])
+    .optional()
+    .transform((value) => (value === undefined ? undefined : value === "true")),
+  TRUSTED_DOCUMENTS: optionalString,
   RATE_LIMITS: z.enum(["on", "off"]).default("on"),
   RATE_LIMIT_USER_PER_SECOND: z.coerce.number().int().min(1).default(20),
   RATE_LIMIT_USER_BURST: z.coerce.number().int().min(0).default(1000),
@@ -169,6 +174,16 @@ const configSchema = envSchema.transform((env, ctx) => {
     });
     return z.NEVER;
   }
+  if (production && !env.JWT_SECRET) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["JWT_SECRET"],
+      message:
+        "required in production mode (NODE_ENV=production): a generated secret would differ per instance and machine",
+    });
+    return z.NEVER;
+  }
+  const graphiql = env.GRAPHIQL ?? !production;
   // Unset: 100, or 20 accounts' worth where LOGIN_MAX_FAILURES is raised.
   const loginMaxFailuresPerAddress = env.LOGIN_MAX_FAILURES_PER_ADDRESS ?? Math.max(100, 20 * env.LOGIN_MAX_FAILURES);
   if (loginMaxFailuresPerAddress <= env.LOGIN_MAX_FAILURES) {
@@ -276,7 +291,12 @@ const configSchema = envSchema.transform((env, ctx) => {
       /** No trailing slash. */
       apiUrl: env.GITHUB_API_URL.replace(/\/+$/, ""),
     },
-    graphiql: env.GRAPHIQL,
+    /** GraphiQL at /graphql: on by default outside production mode, off in it unless GRAPHIQL=true. */
+    graphiql,
+    /** Introspection queries: allowed where GraphiQL is on, unless INTROSPECTION says otherwise. */
+    introspection: env.INTROSPECTION ?? graphiql,
+    /** A persisted-operations manifest: user requests may run only its operations (see graphql/trusted-documents.ts). */
+    trustedDocuments: env.TRUSTED_DOCUMENTS,
     /**
      * Browser origins allowed to call the API from other sites (CORS on HTTP, the Origin of
      * WebSocket upgrades): "*" any, or a list; the server's own origin is always allowed.

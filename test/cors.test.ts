@@ -3,7 +3,7 @@ import { print } from "graphql";
 import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { ConfigError, loadConfig } from "../src/env.ts";
-import { backends } from "./helpers/backends.ts";
+import { backends, TEST_JWT_SECRET } from "./helpers/backends.ts";
 import { ok, subscribe } from "./helpers/client.ts";
 import type { TestTenant, TestUser } from "./helpers/fixtures.ts";
 import { test, useServer } from "./helpers/world.ts";
@@ -20,7 +20,9 @@ describe("CORS_ORIGINS configuration", () => {
   it("defaults to any origin outside production and to the server's own in production", () => {
     expect(loadConfig({}).corsOrigins).toBe("*");
     expect(loadConfig({ NODE_ENV: "development", CORS_ORIGINS: " " }).corsOrigins).toBe("*");
-    expect(loadConfig({ NODE_ENV: "production", PLATFORM_ADMIN_KEY: ADMIN_KEY }).corsOrigins).toEqual([]);
+    expect(
+      loadConfig({ NODE_ENV: "production", PLATFORM_ADMIN_KEY: ADMIN_KEY, JWT_SECRET: TEST_JWT_SECRET }).corsOrigins,
+    ).toEqual([]);
   });
 
   it("takes a comma-separated list of origins, or *", () => {
@@ -29,11 +31,21 @@ describe("CORS_ORIGINS configuration", () => {
       "http://localhost:5173",
     ]);
     expect(
-      loadConfig({ NODE_ENV: "production", PLATFORM_ADMIN_KEY: ADMIN_KEY, CORS_ORIGINS: APP }).corsOrigins,
+      loadConfig({
+        NODE_ENV: "production",
+        PLATFORM_ADMIN_KEY: ADMIN_KEY,
+        JWT_SECRET: TEST_JWT_SECRET,
+        CORS_ORIGINS: APP,
+      }).corsOrigins,
     ).toEqual([APP]);
-    expect(loadConfig({ NODE_ENV: "production", PLATFORM_ADMIN_KEY: ADMIN_KEY, CORS_ORIGINS: "*" }).corsOrigins).toBe(
-      "*",
-    );
+    expect(
+      loadConfig({
+        NODE_ENV: "production",
+        PLATFORM_ADMIN_KEY: ADMIN_KEY,
+        JWT_SECRET: TEST_JWT_SECRET,
+        CORS_ORIGINS: "*",
+      }).corsOrigins,
+    ).toBe("*");
   });
 
   it("refuses entries that are not origins, naming the variable", () => {
@@ -171,7 +183,11 @@ describe.each(backends())("CORS on %s", (backend) => {
   });
 
   describe("production default (same origin only)", () => {
-    const { corsOrigins } = loadConfig({ NODE_ENV: "production", PLATFORM_ADMIN_KEY: ADMIN_KEY });
+    const { corsOrigins } = loadConfig({
+      NODE_ENV: "production",
+      PLATFORM_ADMIN_KEY: ADMIN_KEY,
+      JWT_SECRET: TEST_JWT_SECRET,
+    });
     const world = useServer(backend, { corsOrigins });
 
     it("sends CORS headers to the server's own origin only", async () => {

@@ -2,13 +2,16 @@ import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../src/env.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
-import { fails, ok } from "./helpers/client.ts";
+import { fails, ok, request } from "./helpers/client.ts";
 import { CreateTenant } from "./operations/tenants.ts";
 
 // Production mode (NODE_ENV=production) refuses what is only safe on a developer's machine:
 // today, a server on which anyone may create tenants.
 
 const ADMIN_KEY = `platform-admin-${randomBytes(16).toString("hex")}`;
+const SECRET = `jwt-secret-${randomBytes(16).toString("hex")}`;
+/** What production mode needs to start at all. */
+const PRODUCTION = { NODE_ENV: "production", PLATFORM_ADMIN_KEY: ADMIN_KEY, JWT_SECRET: SECRET };
 
 function configProblems(env: Record<string, string>): string[] {
   try {
@@ -37,8 +40,25 @@ describe("production mode configuration", () => {
     ]);
   });
 
+  it("refuses to start without JWT_SECRET, naming it", () => {
+    expect(configProblems({ NODE_ENV: "production", PLATFORM_ADMIN_KEY: ADMIN_KEY })).toEqual([
+      "JWT_SECRET: required in production mode (NODE_ENV=production): a generated secret would differ per instance and machine",
+    ]);
+  });
+
+  it("turns GraphiQL and introspection off unless enabled", () => {
+    expect(loadConfig(PRODUCTION)).toMatchObject({ graphiql: false, introspection: false });
+    expect(loadConfig({ ...PRODUCTION, GRAPHIQL: "true" })).toMatchObject({ graphiql: true, introspection: true });
+    expect(loadConfig({ ...PRODUCTION, INTROSPECTION: "true" })).toMatchObject({
+      graphiql: false,
+      introspection: true,
+    });
+    expect(loadConfig({})).toMatchObject({ graphiql: true, introspection: true });
+    expect(loadConfig({ INTROSPECTION: "false" })).toMatchObject({ graphiql: true, introspection: false });
+  });
+
   it("is on for NODE_ENV=production only", () => {
-    expect(loadConfig({ NODE_ENV: "production", PLATFORM_ADMIN_KEY: ADMIN_KEY })).toMatchObject({
+    expect(loadConfig(PRODUCTION)).toMatchObject({
       production: true,
       platformAdminKey: ADMIN_KEY,
     });
@@ -57,8 +77,8 @@ describe.each(backends())("production mode on %s", (backend) => {
 
   beforeAll(async () => {
     database = await createTestDatabase(backend);
-    const { production, platformAdminKey } = loadConfig({ NODE_ENV: "production", PLATFORM_ADMIN_KEY: ADMIN_KEY });
-    server = await startServer(database, { production, platformAdminKey });
+    const { production, platformAdminKey, graphiql, introspection } = loadConfig(PRODUCTION);
+    server = await startServer(database, { production, platformAdminKey, graphiql, introspection });
   });
   afterAll(async () => {
     await server?.stop();
@@ -85,5 +105,14 @@ describe.each(backends())("production mode on %s", (backend) => {
     expect(createTenant.tenant.name).toBe(input.name);
     // A tenant's API key is a credential, but not one that creates tenants.
     await fails(server.url, CreateTenant, { input }, { apiKey: createTenant.apiKey }, "FORBIDDEN");
+  });
+
+  it("serves no GraphiQL page and refuses introspection", async () => {
+    const page = await fetch(server.url, { headers: { accept: "text/html" } });
+    expect(page.headers.get("content-type") ?? "").not.toContain("text/html");
+    await fails(server.url, "{ __schema { queryType { name } } }", undefined, {}, "GRAPHQL_VALIDATION_FAILED");
+    await fails(server.url, '{ __type(name: "Query") { name } }', undefined, {}, "GRAPHQL_VALIDATION_FAILED");
+    // __typename is not introspection of the schema.
+    expect((await request(server.url, "{ __typename }")).data).toEqual({ __typename: "Query" });
   });
 });

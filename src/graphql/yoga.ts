@@ -3,7 +3,7 @@ import { maxAliasesPlugin } from "@escape.tech/graphql-armor-max-aliases";
 import { maxDepthPlugin } from "@escape.tech/graphql-armor-max-depth";
 import { maxDirectivesPlugin } from "@escape.tech/graphql-armor-max-directives";
 import { maxTokensPlugin } from "@escape.tech/graphql-armor-max-tokens";
-import { GraphQLError } from "graphql";
+import { GraphQLError, NoSchemaIntrospectionCustomRule } from "graphql";
 import { createYoga, type Plugin, type YogaServerInstance } from "graphql-yoga";
 import { credentialsFromHeaders } from "../auth/credentials.ts";
 import { type AppDeps, type Context, createContext } from "../context.ts";
@@ -17,6 +17,7 @@ import { createErrorMasker, errorCodesPlugin } from "./errors.ts";
 import { inputGuardsPlugin } from "./input-guards.ts";
 import { observePlugin, type RequestInfo, requestIdPlugin } from "./observe.ts";
 import { sharedExecutionPlugin } from "./shared-execution.ts";
+import { trustedDocumentsPlugins } from "./trusted-documents.ts";
 
 export const GRAPHQL_ENDPOINT = "/graphql";
 
@@ -59,6 +60,13 @@ const requestParseErrorsPlugin: Plugin = {
   },
 };
 
+/** INTROSPECTION=false (production's default without GraphiQL): `__schema` and `__type` fail validation. */
+const noIntrospectionPlugin: Plugin = {
+  onValidate({ addValidationRule }) {
+    addValidationRule(NoSchemaIntrospectionCustomRule);
+  },
+};
+
 /**
  * The GraphQL endpoint and the routes beside it, behind one pipeline: the same plugins
  * serve requests from Node's HTTP server (Yoga's own adapter) and from `fetch`.
@@ -98,6 +106,8 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
       routesPlugin(routes, log),
       requestGuardPlugin(deps, GRAPHQL_ENDPOINT),
       requestParseErrorsPlugin,
+      ...(deps.trustedDocuments ? trustedDocumentsPlugins(deps.trustedDocuments) : []),
+      ...(config.introspection ? [] : [noIntrospectionPlugin]),
       ...armorPlugins(),
       queryCostPlugin({ maxCost: config.maxQueryNodes }),
       inputGuardsPlugin,

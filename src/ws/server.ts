@@ -10,6 +10,7 @@ import { type AppDeps, contextFor } from "../context.ts";
 import { appError } from "../errors.ts";
 import { classifyError, createErrorMasker, withCode } from "../graphql/errors.ts";
 import { inspectOperationInput } from "../graphql/input-guards.ts";
+import { trustedQuery } from "../graphql/trusted-documents.ts";
 import type { ChatYoga } from "../graphql/yoga.ts";
 import { originAllowed } from "../http/cors.ts";
 import { countRateLimited, tallies } from "../metrics.ts";
@@ -210,6 +211,12 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
         if (principal && !credentials.valid(principal)) {
           ctx.extra.socket.close(CloseCode.Forbidden, "Credentials revoked");
           return [appError("UNAUTHENTICATED", "These credentials are no longer valid")];
+        }
+        // Trusted documents: a user's socket runs only the manifest's operations.
+        if (deps.trustedDocuments && principal?.kind !== "service") {
+          const trusted = trustedQuery(deps.trustedDocuments, payload as Parameters<typeof trustedQuery>[1]);
+          if (typeof trusted !== "string") return [trusted];
+          payload = { ...payload, query: trusted };
         }
         const { host, streams, send } = ctx.extra;
         const chatContext = contextFor(deps, principal, {
