@@ -100,15 +100,27 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         wsUrl: `ws://${shownHost}:${address.port}${GRAPHQL_ENDPOINT}`,
       };
     },
+    /**
+     * Graceful: /ready answers 503 and no connection is accepted any more, sockets are closed
+     * with 1012 (clients reconnect elsewhere and resume by cursor), operations in flight get up
+     * to SHUTDOWN_DRAIN_SECONDS to finish, then what is left is cut and the parts are closed.
+     */
     async stop() {
-      await sweeper.stop();
+      warmth.draining = true;
+      const closed = started
+        ? new Promise<void>((resolve) => server.close(() => resolve()))
+        : Promise.resolve();
       await ws.dispose();
       if (started) {
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        });
+        // Connections finishing a request close once idle; the rest are cut at the bound.
+        const idle = setInterval(() => server.closeIdleConnections(), 50);
+        const cut = setTimeout(() => server.closeAllConnections(), config.shutdownDrainMs);
+        server.closeIdleConnections();
+        await closed;
+        clearInterval(idle);
+        clearTimeout(cut);
       }
+      await sweeper.stop();
       await closeDeps(deps);
     },
   };

@@ -22,6 +22,7 @@ const STABLE_MS = 10_000;
 const FIRST_RESTART_DELAY_MS = 1000;
 const MAX_RESTART_DELAY_MS = 30_000;
 /** Longer than a worker's own shutdown deadline (10 s in main.ts). */
+/** What a worker may take to shut down beyond SHUTDOWN_DRAIN_SECONDS (closing its parts). */
 const SHUTDOWN_TIMEOUT_MS = 15_000;
 
 /**
@@ -115,7 +116,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       log.error("workers did not shut down in time; killing them");
       for (const worker of live()) worker.process.kill("SIGKILL");
       exitCode = 1;
-    }, SHUTDOWN_TIMEOUT_MS);
+    }, config.shutdownDrainMs + SHUTDOWN_TIMEOUT_MS);
     force.unref();
     for (const worker of live()) worker.process.kill(signal);
     finish();

@@ -108,6 +108,7 @@ const envSchema = z.object({
   PRESENCE_TTL_SECONDS: z.coerce.number().int().min(2).max(3600).default(30),
   PRESENCE_HEARTBEAT_SECONDS: optionalString.pipe(z.coerce.number<string | undefined>().int().min(1).optional()),
   PRESENCE_OFFLINE_DELAY_MS: z.coerce.number().int().min(0).max(60_000).default(1500),
+  SHUTDOWN_DRAIN_SECONDS: z.coerce.number().min(0).max(300).default(10),
   METRICS_TOKEN: optionalString.pipe(z.string().min(16).optional()),
   CORS_ORIGINS: optionalString.pipe(
     z
@@ -326,6 +327,11 @@ const configSchema = envSchema.transform((env, ctx) => {
      * is announced: a reconnect within it (a page reload) announces nothing. 0: at once.
      */
     presenceOfflineDelayMs: env.PRESENCE_OFFLINE_DELAY_MS,
+    /**
+     * On SIGTERM: how long operations in flight may take to finish after the instance stopped
+     * accepting connections and asked its sockets to reconnect elsewhere (1012).
+     */
+    shutdownDrainMs: env.SHUTDOWN_DRAIN_SECONDS * 1000,
     /** GET /metrics asks for `Authorization: Bearer <metricsToken>` when set; open otherwise. */
     metricsToken: env.METRICS_TOKEN,
     /** Limits on writes (messages, edits, reactions, typing, uploads, group changes). */

@@ -49,10 +49,11 @@ async function serve(config: Config, log: Logger): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, "shutting down");
+    // In-flight operations get SHUTDOWN_DRAIN_SECONDS; closing the parts after them, a little more.
     const force = setTimeout(() => {
       log.error("shutdown timed out; exiting");
       process.exit(1);
-    }, 10_000);
+    }, config.shutdownDrainMs + 10_000);
     force.unref();
     app.stop().then(
       () => process.exit(0),

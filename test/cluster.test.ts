@@ -235,7 +235,7 @@ if (backends().includes("postgres+redis")) {
       const live = childPids(primary);
       server.child.kill("SIGTERM");
       expect(await server.exited).toBe(0);
-      for (const { client } of [...kept, ...second]) expect((await client.closed).code).toBe(1001);
+      for (const { client } of [...kept, ...second]) expect((await client.closed).code).toBe(1012);
       for (const pid of live) expect(processExists(pid)).toBe(false);
       expect(logLines(server)).toContainEqual(expect.objectContaining({ msg: "all workers exited", exitCode: 0 }));
       for (const { client } of sockets) await client.dispose();

@@ -64,7 +64,7 @@ describe("the server process", () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     first.child.kill("SIGTERM");
     expect(await first.exited).toBe(0);
-    expect((await client.closed).code).toBe(1001);
+    expect((await client.closed).code).toBe(1012);
     await sub.done;
     await client.dispose();
 

@@ -4,6 +4,8 @@ import type { Route } from "./routes.ts";
 /** Whether the instance has finished warming up (see warmup.ts). */
 export interface Warmth {
   warm: boolean;
+  /** Set when the instance is shutting down: the load balancer should send it nothing new. */
+  draining?: boolean;
 }
 
 /**
@@ -23,8 +25,12 @@ export function readyRoute(deps: AppDeps, warmth: Warmth): Route {
         ),
         deps.pubsub.isReady(),
       ]);
-      const { warm } = warmth;
-      return Response.json({ warm, database, pubsub }, { status: warm && database && pubsub ? 200 : 503 });
+      const { warm, draining = false } = warmth;
+      const ready = warm && !draining && database && pubsub;
+      return Response.json(
+        draining ? { warm, draining, database, pubsub } : { warm, database, pubsub },
+        { status: ready ? 200 : 503 },
+      );
     },
   };
 }

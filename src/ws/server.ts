@@ -98,6 +98,9 @@ export interface WsServer {
  * as HTTP (Yoga's envelop). Errors are logged once, as one structured line; a client's
  * fault is a warning and never puts server internals into a close reason.
  */
+/** Close code of sockets closed because the instance shuts down (RFC 6455 "Service Restart"). */
+export const SERVICE_RESTART = 1012;
+
 export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server, path: string): WsServer {
   const { config, log } = deps;
   const maskError = createErrorMasker(log);
@@ -148,6 +151,8 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
   };
 
   const cleanupsOf = new WeakMap<WebSocket, (() => void)[]>();
+  /** Set once the server shuts down: sockets still connecting are told to go elsewhere. */
+  let closing = false;
 
   const server = makeServer<Record<string, unknown> | undefined, Extra>({
     onConnect: async (ctx) => {
@@ -313,6 +318,10 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
   heartbeat.unref();
 
   wss.on("connection", (socket, request) => {
+    if (closing) {
+      socket.close(SERVICE_RESTART, "Service restart");
+      return;
+    }
     const address = request.socket.remoteAddress;
     // Invalid frames (bad UTF-8, over maxPayload) are the client's fault; ws closes the socket itself.
     socket.once("error", (error) => {
@@ -370,9 +379,11 @@ export function createWsServer(deps: AppDeps, yoga: ChatYoga, httpServer: Server
 
   return {
     async dispose() {
+      closing = true;
       clearInterval(heartbeat);
       credentials.stop();
-      for (const client of wss.clients) client.close(1001, "Server shutting down");
+      // 1012: clients reconnect (to another instance) and resume their streams by cursor.
+      for (const client of wss.clients) client.close(SERVICE_RESTART, "Service restart");
       await new Promise<void>((resolve) => wss.close(() => resolve()));
     },
   };
