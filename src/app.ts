@@ -8,6 +8,7 @@ import { closeDeps, createDeps } from "./deps.ts";
 import type { Config } from "./env.ts";
 import { createGraphQLServer, GRAPHQL_ENDPOINT } from "./graphql/yoga.ts";
 import { attachmentsRoute } from "./http/attachments.ts";
+import { exportRoute } from "./http/export.ts";
 import { providerSignInRoute } from "./http/oauth.ts";
 import { readyRoute, type Warmth } from "./http/ready.ts";
 import { createLogger, type Logger } from "./logger.ts";
@@ -47,6 +48,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     metricsRoute(deps.metrics, config.metricsToken, safeEqual),
     providerSignInRoute(deps),
     attachmentsRoute(deps),
+    exportRoute(deps),
   ]);
   const server: Server = createServer(yoga);
   server.on("clientError", (error, socket) => {
@@ -107,9 +109,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
      */
     async stop() {
       warmth.draining = true;
-      const closed = started
-        ? new Promise<void>((resolve) => server.close(() => resolve()))
-        : Promise.resolve();
+      const closed = started ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
       await ws.dispose();
       if (started) {
         // Connections finishing a request close once idle; the rest are cut at the bound.

@@ -43,6 +43,8 @@ export interface AppDeps {
   presence: Presence;
   /** Work that runs after the response (account mail); failures are logged. */
   tasks: BackgroundTasks;
+  /** Removes every Redis key that names the tenant (limits, presence); nothing without Redis. */
+  purgeTenantKeys(tenantId: string): Promise<void>;
   /** Prometheus metrics of this instance (GET /metrics). */
   metrics: Metrics;
   /** TRUSTED_DOCUMENTS: the only operations user requests may run; null when any may. */

@@ -129,6 +129,15 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     db,
     pubsub,
     metrics: new Metrics(db),
+    async purgeTenantKeys(tenantId) {
+      if (!limitsRedis) return;
+      let cursor = "0";
+      do {
+        const [next, keys] = await limitsRedis.scan(cursor, "MATCH", `*${tenantId}*`, "COUNT", 1000);
+        cursor = next;
+        if (keys.length) await limitsRedis.unlink(...keys);
+      } while (cursor !== "0");
+    },
     trustedDocuments,
     tokens: new TokenService(
       secret,

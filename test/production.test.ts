@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../src/env.ts";
 import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
 import { fails, ok, request } from "./helpers/client.ts";
-import { CreateTenant } from "./operations/tenants.ts";
+import { CreateTenant, DeleteTenant, Tenant } from "./operations/tenants.ts";
 
 // Production mode (NODE_ENV=production) refuses what is only safe on a developer's machine:
 // today, a server on which anyone may create tenants.
@@ -105,6 +105,28 @@ describe.each(backends())("production mode on %s", (backend) => {
     expect(createTenant.tenant.name).toBe(input.name);
     // A tenant's API key is a credential, but not one that creates tenants.
     await fails(server.url, CreateTenant, { input }, { apiKey: createTenant.apiKey }, "FORBIDDEN");
+  });
+
+  it("deleteTenant with the platform admin key names the tenant", async () => {
+    const admin = { headers: { "x-platform-admin-key": ADMIN_KEY } };
+    const name = `Doomed ${randomBytes(4).toString("hex")}`;
+    const { createTenant } = await ok(server.url, CreateTenant, { input: { name } }, admin);
+    await fails(server.url, DeleteTenant, { confirmName: name }, admin, "BAD_USER_INPUT");
+    await fails(
+      server.url,
+      DeleteTenant,
+      { confirmName: name, tenantId: createTenant.tenant.id },
+      {},
+      "UNAUTHENTICATED",
+    );
+    const { deleteTenant } = await ok(
+      server.url,
+      DeleteTenant,
+      { confirmName: name, tenantId: createTenant.tenant.id },
+      admin,
+    );
+    expect(deleteTenant).toBe(true);
+    await fails(server.url, Tenant, undefined, { apiKey: createTenant.apiKey }, "UNAUTHENTICATED");
   });
 
   it("serves no GraphiQL page and refuses introspection", async () => {

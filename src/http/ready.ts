@@ -27,10 +27,9 @@ export function readyRoute(deps: AppDeps, warmth: Warmth): Route {
       ]);
       const { warm, draining = false } = warmth;
       const ready = warm && !draining && database && pubsub;
-      return Response.json(
-        draining ? { warm, draining, database, pubsub } : { warm, database, pubsub },
-        { status: ready ? 200 : 503 },
-      );
+      return Response.json(draining ? { warm, draining, database, pubsub } : { warm, database, pubsub }, {
+        status: ready ? 200 : 503,
+      });
     },
   };
 }

@@ -1,3 +1,4 @@
+import * as tenantData from "../services/tenant-data.ts";
 import * as tenants from "../services/tenants.ts";
 import { rule } from "../services/validation.ts";
 import { TenantAuthSettingsInput } from "./account.ts";
@@ -82,6 +83,23 @@ builder.mutationFields((t) => ({
     authScopes: { permission: "tenant:update" },
     args: { input: t.arg({ type: UpdateTenantInput, required: true, description: "The changes." }) },
     resolve: (_query, _root, { input }, ctx) => tenants.updateTenant(ctx, input),
+  }),
+  deleteTenant: t.boolean({
+    // The resolver decides which tenant each of the two may delete.
+    authScopes: { $any: { service: true, platformAdmin: true } },
+    description:
+      "Deletes a tenant and everything it holds, at once and for good: users, conversations, messages, files, keys; its sockets close on every instance. With the tenant's API key: that tenant. With the platform admin key (X-Platform-Admin-Key; only where PLATFORM_ADMIN_KEY is set): the tenant named by tenantId. confirmName must be the tenant's name (BAD_USER_INPUT otherwise).",
+    args: {
+      confirmName: t.arg.string({
+        required: true,
+        description: "The tenant's name, exactly: a guard against deleting the wrong one.",
+      }),
+      tenantId: t.arg.id({
+        description: "The tenant to delete; required with the platform admin key, else the API key's own.",
+      }),
+    },
+    resolve: (_root, { confirmName, tenantId }, ctx) =>
+      tenantData.deleteTenant(ctx, confirmName, tenantId ? String(tenantId) : null),
   }),
   rotateApiKey: t.field({
     type: RotateApiKeyPayload,

@@ -6,6 +6,7 @@ import { pageSize } from "./validation.ts";
 
 export type AuditAction =
   | "tenant.updated"
+  | "tenant.exported"
   | "apiKey.rotated"
   | "role.created"
   | "role.updated"

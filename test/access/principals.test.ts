@@ -29,7 +29,7 @@ import {
   UnpinMessage,
 } from "../operations/messages.ts";
 import { PresenceChanged } from "../operations/presence.ts";
-import { RotateApiKey, Tenant, UpdateTenant } from "../operations/tenants.ts";
+import { DeleteTenant, RotateApiKey, Tenant, UpdateTenant } from "../operations/tenants.ts";
 import { CreateUser, DeleteUser, IssueUserToken, UpdateUser, User, Users, Viewer } from "../operations/users.ts";
 import { anyId, fieldOf, firstError, named, uploadAttachment, useAccessWorld } from "./world.ts";
 
@@ -60,6 +60,7 @@ const anonymousCases: { field: string; form?: string; call: (url: string) => Pro
   { field: "messages", call: (url) => request(url, Messages, { last: 50, conversationId: anyId() }) },
   { field: "updateTenant", call: (url) => request(url, UpdateTenant, { input: { name: "Mine now" } }) },
   { field: "rotateApiKey", call: (url) => request(url, RotateApiKey, {}) },
+  { field: "deleteTenant", call: (url) => request(url, DeleteTenant, { confirmName: "x", tenantId: anyId() }) },
   { field: "issueUserToken", call: (url) => request(url, IssueUserToken, { userId: anyId() }) },
   { field: "createUser", call: (url) => request(url, CreateUser, { input: { name: "Nobody" } }) },
   { field: "updateUser", call: (url) => request(url, UpdateUser, { id: anyId(), input: { name: "Nobody" } }) },
@@ -181,6 +182,11 @@ describe.each(backends())("access rules on %s", (backend) => {
           name: "rotateApiKey",
           field: "rotateApiKey",
           call: () => request(w.url, RotateApiKey, {}, { token: w.home.owner.token }),
+        },
+        {
+          name: "deleteTenant",
+          field: "deleteTenant",
+          call: () => request(w.url, DeleteTenant, { confirmName: "x" }, { token: w.home.owner.token }),
         },
       ]),
     )("a user token cannot call %s (FORBIDDEN)", async (_, { call, field }) => {

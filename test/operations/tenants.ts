@@ -167,3 +167,9 @@ export const TenantSnapshot = graphql(`
     }
   }
 `);
+
+export const DeleteTenant = graphql(`
+  mutation DeleteTenant($confirmName: String!, $tenantId: ID) {
+    deleteTenant(confirmName: $confirmName, tenantId: $tenantId)
+  }
+`);
