@@ -26,6 +26,11 @@ const config: CodegenConfig = {
       ...presetConfig,
       documents: ["client/src/operations/*.graphql"],
     },
+    // Which concrete types each union and interface has, for Apollo's InMemoryCache.
+    "client/src/generated/possible-types.ts": {
+      plugins: ["fragment-matcher"],
+      config: { useExplicitTyping: true },
+    },
   },
 };
 

@@ -5,6 +5,7 @@ import { getMainDefinition } from "@apollo/client/utilities";
 import { print } from "graphql";
 import type { Client } from "graphql-ws";
 import { from, Observable, switchMap, throwError } from "rxjs";
+import possibleTypes from "./generated/possible-types.ts";
 import { type ChatClientOptions, refusesCredentials, sessionOf } from "./options.ts";
 import { subscribeResumable } from "./resume.ts";
 import type { AuthSession } from "./session.ts";
@@ -79,7 +80,7 @@ export function createApolloClient(options: ChatClientOptions): ChatApolloClient
     new ResumableWsLink(ws),
     http,
   );
-  const apollo = new ApolloClient({ link, cache: new InMemoryCache() });
+  const apollo = new ApolloClient({ link, cache: new InMemoryCache({ possibleTypes: possibleTypes.possibleTypes }) });
   return {
     apollo,
     session,

@@ -13,7 +13,7 @@ export const kitNames: KitName[] = ["apollo", "urql"];
 
 /** What a subscription delivered so far, in order, and whether it ended. */
 export interface Stream<T> {
-  /** The next `n` items (waiting up to timeoutMs for each); fails the test on an error result. */
+  /** The next `n` items (waiting up to timeoutMs for all); fails the test on an error result. */
   take(n: number, timeoutMs?: number): Promise<T[]>;
   /** Items received and not yet taken. */
   pending(): T[];
@@ -60,7 +60,7 @@ function stream<T>(): {
       errors,
       pending: () => [...items],
       async take(n, timeoutMs = 15_000) {
-        const deadline = Date.now() + timeoutMs * n;
+        const deadline = Date.now() + timeoutMs;
         while (items.length < n) {
           expect(errors, "the subscription failed").toEqual([]);
           const left = deadline - Date.now();
