@@ -1,4 +1,3 @@
-import { renderGraphiQL as renderPackagedGraphiQL } from "@graphql-yoga/render-graphiql";
 import type { GraphiQLOptions } from "graphql-yoga";
 
 export const graphiqlOptions: GraphiQLOptions = {
@@ -42,21 +41,29 @@ const RENDER_CALL = "YogaGraphiQL.renderYogaGraphiQL(";
 
 /**
  * GraphiQL from `@graphql-yoga/render-graphiql`: its scripts, styles and editor workers are
- * inlined in the page, so it works without a CDN or any internet access. Rendered once.
+ * inlined in the page, so it works without a CDN or any internet access. The package (9 MB
+ * of script) is loaded on the first request for the page, not at start, and each page is
+ * rendered once.
  */
-export function createGraphiQLRenderer(): (options: GraphiQLOptions) => string {
-  const cache = new Map<string, string>();
-  return (options) => {
-    const key = JSON.stringify(options);
-    const cached = cache.get(key);
-    if (cached) return cached;
-    const page = renderPackagedGraphiQL(options);
+export function createGraphiQLRenderer(): (options: GraphiQLOptions) => Promise<string> {
+  const pages = new Map<string, Promise<string>>();
+  const render = async (options: GraphiQLOptions) => {
+    const { renderGraphiQL } = await import("@graphql-yoga/render-graphiql");
+    const page = renderGraphiQL(options);
     // The call that starts GraphiQL comes last, after the inlined bundle.
     const at = page.lastIndexOf(RENDER_CALL);
     if (at < 0) throw new Error("Unexpected GraphiQL page: its render call was not found");
     const wrapped = `((root, options) => ${RENDER_CALL}root, Object.assign(options, { connectionParams: ${CONNECTION_PARAMS_SCRIPT} })))(`;
-    const html = page.slice(0, at) + wrapped + page.slice(at + RENDER_CALL.length);
-    cache.set(key, html);
-    return html;
+    return page.slice(0, at) + wrapped + page.slice(at + RENDER_CALL.length);
+  };
+  return (options) => {
+    const key = JSON.stringify(options);
+    let page = pages.get(key);
+    if (!page) {
+      page = render(options);
+      pages.set(key, page);
+      page.catch(() => pages.delete(key));
+    }
+    return page;
   };
 }
