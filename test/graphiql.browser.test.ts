@@ -87,7 +87,7 @@ describe("GraphiQL in Chromium on pglite", () => {
       await page.screenshot({ path: join(artifacts, "graphiql.png") }).catch(() => {});
       await page.close();
     }
-  }, 90_000);
+  }, 150_000);
 
   async function runInGraphiQL(page: Page, tenant: TestTenant, conversationId: string) {
     const [alice, bob] = tenant.users;
@@ -96,7 +96,7 @@ describe("GraphiQL in Chromium on pglite", () => {
     page.on("pageerror", (error) => consoleErrors.push(error.message));
     await page.goto(world.url, { waitUntil: "load" });
     expect(await page.title()).toBe("Chat API");
-    await page.locator(".graphiql-query-editor .monaco-editor").first().waitFor({ timeout: 20_000 });
+    await page.locator(".graphiql-query-editor .monaco-editor").first().waitFor({ timeout: 60_000 });
 
     // The headers tab: Bob's token.
     await page.getByText("Headers", { exact: true }).click();
@@ -104,7 +104,7 @@ describe("GraphiQL in Chromium on pglite", () => {
 
     await fill(page, ".graphiql-query-editor", "query Me { viewer { user { name } tenant { id } } }");
     await page.locator(".graphiql-execute-button").click();
-    await expect.poll(() => response(page), { timeout: 15_000 }).toContain('"name": "Bob"');
+    await expect.poll(() => response(page), { timeout: 30_000 }).toContain('"name": "Bob"');
     expect(await response(page)).toContain(tenant.id);
 
     // A live subscription: GraphiQL opens a WebSocket whose connection_init carries the header.
@@ -122,7 +122,7 @@ describe("GraphiQL in Chromium on pglite", () => {
           await ok(world.url, SendMessage, { input: { conversationId, body } }, { token: alice.token });
           return response(page);
         },
-        { timeout: 20_000, interval: 500 },
+        { timeout: 30_000, interval: 500 },
       )
       .toContain(body);
     expect(await response(page)).toContain('"name": "Alice"');

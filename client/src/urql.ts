@@ -23,7 +23,6 @@ export interface ChatUrqlClient {
 export function createUrqlClient(options: ChatClientOptions): ChatUrqlClient {
   const session = sessionOf(options);
   const ws = createWsClient(options.url, session, options);
-  const presented = new WeakMap<object, string | undefined>();
   const urql = new Client({
     url: options.url,
     fetch: options.fetch,
@@ -33,14 +32,13 @@ export function createUrqlClient(options: ChatClientOptions): ChatUrqlClient {
       authExchange(async (utils) => ({
         addAuthToOperation(operation) {
           const headers = session.headers();
-          const withAuth = Object.keys(headers).length ? utils.appendHeaders(operation, headers) : operation;
-          presented.set(withAuth.context, session.accessToken);
-          return withAuth;
+          return Object.keys(headers).length ? utils.appendHeaders(operation, headers) : operation;
         },
         willAuthError: () => session.due(),
         didAuthError: (error) => refusesCredentials(error.graphQLErrors),
         async refreshAuth() {
-          // Renews whether the token was due or refused; a failure reaches the app as the operation's error.
+          // Due or refused (urql does not say which token failed; one renewal too many is harmless).
+          // A failure reaches the app as the operation's error.
           await session.refused(session.accessToken).catch(() => false);
         },
       })),

@@ -13,6 +13,7 @@ import {
   MessageAddedDocument,
   MessagesDocument,
   SendMessageDocument,
+  SignOutEverywhereDocument,
   SignUpDocument,
   UpdateTenantDocument,
   ViewerDocument,
@@ -219,22 +220,27 @@ describe.each(backends())("client kit on %s", (backend: BackendName) => {
       }
     });
 
-    test("an expired access token is renewed through refreshSession without the app noticing", async () => {
+    /** A tenant open to self sign-up whose access tokens live `ttlSeconds`, and a user signed up there. */
+    async function signedUpUser(ttlSeconds: number | null, options: Partial<Parameters<typeof createKit>[1]>) {
       const tenant = await createTenant(server.url, []);
       const service = kit(name, { credentials: { apiKey: tenant.apiKey } });
       await service.mutate(UpdateTenantDocument, {
         input: { auth: { selfSignUp: true, signInMethods: ["PASSWORD"] } },
       });
-      // Shorter than the API allows (60 s), so the test sees several expiries.
-      await setAccessTokenTtl(database, tenant.id, 2);
-
-      let renewals = 0;
-      const user = kit(name, { refreshMarginMs: 0, onRefresh: () => renewals++ });
+      // Shorter than the API allows (60 s), so a test sees several expiries.
+      if (ttlSeconds !== null) await setAccessTokenTtl(database, tenant.id, ttlSeconds);
+      const user = kit(name, options);
       const email = `kit-${randomBytes(4).toString("hex")}@example.com`;
       const { signUp } = await user.mutate(SignUpDocument, {
         input: { tenantId: tenant.id, email, password: `correct horse ${randomBytes(4).toString("hex")}`, name: "Kit" },
       });
       user.session.signedIn(signUp);
+      return { user, signUp };
+    }
+
+    test("an expired access token is renewed through refreshSession without the app noticing", async () => {
+      let renewals = 0;
+      const { user, signUp } = await signedUpUser(2, { refreshMarginMs: 0, onRefresh: () => renewals++ });
       expect(new Date(signUp.accessTokenExpiresAt).getTime() - Date.now()).toBeLessThan(3_000);
 
       const conversationId = await groupOf(user, []);
@@ -258,6 +264,24 @@ describe.each(backends())("client kit on %s", (backend: BackendName) => {
       expect(added.pending()).toEqual([]);
       expect(added.errors).toEqual([]);
       expect(renewals).toBeGreaterThanOrEqual(3);
+    });
+
+    test("a session that cannot be renewed is reported once, not retried forever", async () => {
+      const ended: Error[] = [];
+      const { user } = await signedUpUser(null, { onSessionEnded: (error) => ended.push(error) });
+      const { viewer } = await user.query(ViewerDocument, {});
+      expect(viewer.user?.name).toBe("Kit");
+      // Ends the session: its access token and refresh token stop working.
+      expect((await user.mutate(SignOutEverywhereDocument, {})).signOutEverywhere).toBe(true);
+      const error = await user.query(ViewerDocument, {}).then(
+        () => expect.fail("the query succeeded without a session"),
+        (caught: unknown) => caught,
+      );
+      expect(JSON.stringify(error)).toContain("UNAUTHENTICATED");
+      expect(ended.map((e) => e.name)).toEqual(["SessionEndedError"]);
+      const added = user.subscribe(MessageAddedDocument, {});
+      await expect.poll(() => added.errors.length, { timeout: 10_000 }).toBe(1);
+      expect(ended).toHaveLength(1);
     });
   });
 });
