@@ -14,6 +14,7 @@ import { type Route, routesPlugin } from "../http/routes.ts";
 import { schema } from "../schema/index.ts";
 import { queryCostPlugin } from "./cost.ts";
 import { createErrorMasker, errorCodesPlugin } from "./errors.ts";
+import { createGraphiQLRenderer, graphiqlOptions } from "./graphiql.ts";
 import { inputGuardsPlugin } from "./input-guards.ts";
 import { observePlugin, type RequestInfo, requestIdPlugin } from "./observe.ts";
 import { sharedExecutionPlugin } from "./shared-execution.ts";
@@ -80,7 +81,9 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
     landingPage: false,
     // CORS_ORIGINS, applied by corsPlugin to the routes beside GraphQL as well.
     cors: false,
-    graphiql: config.graphiql ? { subscriptionsProtocol: "WS", title: "Chat API" } : false,
+    // Served from the package (no CDN); subscriptions take credentials from the headers tab.
+    graphiql: config.graphiql ? graphiqlOptions : false,
+    renderGraphiQL: createGraphiQLRenderer(),
     logging: {
       debug: (...args) => log.debug(args.map(String).join(" ")),
       info: (...args) => log.info(args.map(String).join(" ")),
