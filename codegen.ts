@@ -24,6 +24,9 @@ const config: CodegenConfig = {
     },
     "client/src/generated/": {
       ...presetConfig,
+      // persisted-documents.json: { sha256: document } of every kit operation, the manifest
+      // TRUSTED_DOCUMENTS takes; each typed document carries its hash (`__meta__.hash`).
+      presetConfig: { ...presetConfig.presetConfig, persistedDocuments: { hashAlgorithm: "sha256" } },
       documents: ["client/src/operations/*.graphql"],
     },
     // Which concrete types each union and interface has, for Apollo's InMemoryCache.

@@ -7,8 +7,10 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { print } from "graphql";
 import { afterAll, describe, expect } from "vitest";
+import { loadTrustedDocuments } from "../src/graphql/trusted-documents.ts";
 import { backends } from "./helpers/backends.ts";
 import { ok, request, subscribe } from "./helpers/client.ts";
 import { createUserWithToken, type TestTenant } from "./helpers/fixtures.ts";
@@ -75,6 +77,16 @@ describe.each(backends())("trusted documents on %s", (backend) => {
     expect((await post(server.url, { documentId: sha256("something else") }, auth)).errors?.[0]?.extensions?.code).toBe(
       "BAD_USER_INPUT",
     );
+  });
+
+  test("the client kit's manifest is accepted: its Viewer query runs by the kit's hash", async () => {
+    const kit = loadTrustedDocuments(
+      fileURLToPath(new URL("../client/src/generated/persisted-documents.json", import.meta.url)),
+    );
+    const [id, text] = [...kit.byId].find(([key, doc]) => !key.includes(":") && /query Viewer \{/.test(doc)) ?? [];
+    expect(text).toBeDefined();
+    expect(sha256(text as string)).toBe(id);
+    expect(kit.byId.get(`sha256:${id}`)).toBe(text);
   });
 
   test("the API key sends its own documents", async ({ server }) => {

@@ -4,7 +4,8 @@
  * id (`extensions.persistedQuery.sha256Hash` or `documentId`) or as their exact text.
  * Requests with the tenant's API key (backends) or the platform admin key keep sending
  * their own documents.
- * The manifest is what the client kit's codegen writes: `{ "<hash>": "<document>" }`.
+ * The manifest is what the client kit's codegen writes (client/src/generated/persisted-documents.json):
+ * `{ "sha256:<hash>": "<document>" }`.
  */
 import { readFileSync } from "node:fs";
 import { usePersistedOperations } from "@graphql-yoga/plugin-persisted-operations";
@@ -30,6 +31,8 @@ export function loadTrustedDocuments(path: string): TrustedDocuments {
   for (const [id, text] of Object.entries(manifest)) {
     if (typeof text !== "string") throw new Error(`TRUSTED_DOCUMENTS: the entry ${id} of ${path} is not a document`);
     byId.set(id, text);
+    // Codegen writes "sha256:<hex>"; clients send the hex alone (extensions.persistedQuery.sha256Hash).
+    if (id.startsWith("sha256:")) byId.set(id.slice("sha256:".length), text);
   }
   return { byId, texts: new Set(byId.values()) };
 }
