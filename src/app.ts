@@ -12,6 +12,8 @@ import { readyRoute, type Warmth } from "./http/ready.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { startAttachmentSweeper } from "./services/attachment-gc.ts";
 import { syncExternalGroups } from "./services/external-groups.ts";
+import { recordUserCreated } from "./services/users.ts";
+import { WebhookDispatcher } from "./services/webhook-dispatcher.ts";
 import { warmUp } from "./warmup.ts";
 import { createWsServer } from "./ws/server.ts";
 
@@ -37,6 +39,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   if (deps.tokens.external) {
     deps.tokens.external.onNewToken = (identity, principal) =>
       syncExternalGroups(contextFor(deps, principal), principal.userId, identity.groups);
+    deps.tokens.external.onUserCreated = (tx, user) => recordUserCreated(deps.webhooks, tx, user, null);
   }
   const warmth: Warmth = { warm: false };
   const yoga = createGraphQLServer(deps, [readyRoute(deps, warmth), providerSignInRoute(deps), attachmentsRoute(deps)]);
@@ -60,6 +63,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   const ws = createWsServer(deps, yoga, server, GRAPHQL_ENDPOINT);
   const sweeper = startAttachmentSweeper(deps);
+  const dispatcher = new WebhookDispatcher(deps);
+  dispatcher.start();
 
   let started = false;
   return {
@@ -94,6 +99,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
     async stop() {
       await sweeper.stop();
+      await dispatcher.stop();
       await ws.dispose();
       if (started) {
         await new Promise<void>((resolve) => {

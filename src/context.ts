@@ -16,6 +16,7 @@ import type { Mailer } from "./mail.ts";
 import type { Presence } from "./realtime/presence.ts";
 import type { PubSub } from "./realtime/pubsub.ts";
 import type { SocketStreams } from "./realtime/queue.ts";
+import type { WebhookOutbox } from "./services/webhook-outbox.ts";
 import type { AttachmentStore } from "./storage/attachments.ts";
 
 /** Long-lived parts shared by every request of one server instance. */
@@ -41,6 +42,10 @@ export interface AppDeps {
   presence: Presence;
   /** Work that runs after the response (account mail); failures are logged. */
   tasks: BackgroundTasks;
+  /** Records webhook deliveries with the changes they announce (see services/webhook-outbox.ts). */
+  webhooks: WebhookOutbox;
+  /** Encrypts webhook signing secrets at rest (see auth/secrets.ts sealSecret). */
+  sealingKey: Buffer;
   /** Release what the parts above hold, in reverse order (see deps.ts closeDeps). */
   closers: (() => Promise<void> | void)[];
 }
