@@ -189,7 +189,11 @@ async function createWithMembers(
     await ctx.deps.webhooks.record(viaPrisma(tx), conversation.tenantId, [
       {
         event: "CONVERSATION_CREATED",
-        data: { actorId, conversation: conversationData(conversation), members },
+        data: {
+          actorId,
+          conversation: conversationData(conversation),
+          members: members.map(({ userId, role }) => ({ userId, role })),
+        },
       },
     ]);
     const events = await insertEvents(tx, ctx.deps.webhooks, conversation.tenantId, conversation.id, 1, added);
