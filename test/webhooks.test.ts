@@ -4,7 +4,14 @@ import { hostname } from "node:os";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { outboundPost } from "../src/http/outbound.ts";
 import { retryDelayMs } from "../src/services/webhook-dispatcher.ts";
-import { backends, createTestDatabase, startServer, type TestDatabase, type TestServer } from "./helpers/backends.ts";
+import {
+  backends,
+  capturingLogger,
+  createTestDatabase,
+  startServer,
+  type TestDatabase,
+  type TestServer,
+} from "./helpers/backends.ts";
 import { fails, ok, sleep } from "./helpers/client.ts";
 import { createTenant, type TestTenant } from "./helpers/fixtures.ts";
 import { readmeVerifier, sign, WebhookReceiver, webhookSettings } from "./helpers/webhook-receiver.ts";
@@ -476,24 +483,37 @@ describe.each(backends())("webhooks across instances on %s", (backend) => {
     await database.drop();
   });
 
-  it("two instances send each delivery once", async () => {
-    const settings = webhookSettings({ pollMs: 50, concurrency: 2 });
-    servers.push(await startServer(database, settings), await startServer(database, settings));
-    const [a, b] = servers as [TestServer, TestServer];
-    receiver.delayMs = 20;
+  it("two instances send each delivery once, taking turns at one instance's queue", async () => {
+    // One attempt at a time per instance and a slow receiver: deliveries recorded by A queue up,
+    // and B, looking for due ones every 50 ms, claims some of them.
+    const settings = webhookSettings({ pollMs: 50, concurrency: 1 });
+    const logs = [capturingLogger(), capturingLogger()];
+    servers.push(
+      await startServer(database, settings, { log: logs[0]?.log }),
+      await startServer(database, settings, { log: logs[1]?.log }),
+    );
+    const [a] = servers as [TestServer, TestServer];
+    receiver.delayMs = 50;
     const tenant = await createTenant(a.url, ["Alice", "Bob"]);
     await hook(a.url, tenant, receiver.url("/once"), ["MESSAGE_ADDED"]);
     const group = await groupOf(a.url, tenant);
-    const sent = await Promise.all(
-      Array.from({ length: 30 }, (_, n) => send(n % 2 ? a.url : b.url, tenant, group, `m${n}`)),
-    );
-    await receiver.waitFor(30);
+    const sent = await Promise.all(Array.from({ length: 30 }, (_, n) => send(a.url, tenant, group, `m${n}`)));
+    await receiver.waitFor(30, () => true, 20_000);
     await sleep(500);
     const ids = receiver.received.map((r) => r.headers["x-webhook-id"]);
     expect(ids).toHaveLength(30);
     expect(new Set(ids).size).toBe(30);
     expect(receiver.received.every((r) => r.status === 200)).toBe(true);
     expect(receiver.received.map((r) => r.body.data.message.id).sort()).toEqual(sent.map((m) => m.id).sort());
+    // Each instance sent some, and no delivery was attempted by both.
+    const sentBy = logs.map(
+      ({ lines }) =>
+        new Set(lines.filter((line) => line.msg === "webhook delivery attempted").map((line) => line.deliveryId)),
+    ) as [Set<unknown>, Set<unknown>];
+    expect(sentBy[0].size).toBeGreaterThan(0);
+    expect(sentBy[1].size).toBeGreaterThan(0);
+    expect(sentBy[0].size + sentBy[1].size).toBe(30);
+    expect(new Set([...sentBy[0], ...sentBy[1]])).toEqual(new Set(ids));
   });
 
   it("an instance restarted while a delivery waits for its retry loses nothing", async () => {

@@ -202,6 +202,10 @@ export class WebhookDispatcher {
         problem = `no answer within ${config.webhooks.timeoutMs} ms`;
       }
     }
+    this.deps.log.debug(
+      { deliveryId: row.id, webhookId: row.webhookId, attempt: row.attempts, status: answer?.status, error: problem },
+      "webhook delivery attempted",
+    );
     if (!problem) {
       await db.sql.query(
         `UPDATE "WebhookDelivery"
