@@ -250,7 +250,7 @@ describe.each(backends())("webhooks on %s", (backend) => {
       "USER_CREATED",
       "USER_DELETED",
     ];
-    await hook(server.url, tenant, receiver.url("/all"), all);
+    const { id: hookId } = await hook(server.url, tenant, receiver.url("/all"), all);
     const key = { apiKey: tenant.apiKey };
     const [alice, bob] = tenant.users;
     const { createUser } = await ok(server.url, CreateUser, { input: { name: "Dana" } }, key);
@@ -328,6 +328,22 @@ describe.each(backends())("webhooks on %s", (backend) => {
     ).toEqual([bob?.id, createUser.id].sort());
     expect(byEvent("USER_DELETED")).toEqual([{ actorId: null, userId: createUser.id }]);
     expect(byEvent("CONVERSATION_DELETED")).toEqual([{ actorId: null, conversationId: group, name: "Hooks" }]);
+    // The deleted message's text survives in no stored delivery (sent before or not).
+    const stored = await deliveriesUntil(server.url, tenant, hookId, (rows) =>
+      rows.every((row) => row.status === "DELIVERED"),
+    );
+    type Snapshot = { message?: { id: string; body: unknown; data: unknown; deletedAt: unknown } };
+    const ofMessage = stored
+      .map((row) => ({ event: row.event, message: (row.payload as Snapshot).message }))
+      .filter((row) => row.message?.id === message.id);
+    expect(ofMessage.map((row) => row.event).sort()).toEqual(
+      ["MESSAGE_ADDED", "MESSAGE_DELETED", "MESSAGE_EDITED", "REACTION_CHANGED"].sort(),
+    );
+    for (const row of ofMessage) {
+      expect(row.message, row.event).toMatchObject({ body: null, data: null });
+      expect(row.message?.deletedAt, row.event).toBeTruthy();
+    }
+    expect(JSON.stringify(stored)).not.toContain("hello");
   });
 
   test("the secret is shown once, and a rotated one signs from then on", async ({ server, tenant }) => {

@@ -689,6 +689,12 @@ async function eraseFromHistory(tx: TransactionClient, message: Message, deleted
     };
     await tx.conversationEvent.update({ where: { id: row.id }, data: { data: eventCodec.encode(erased) } });
   }
+  // Nor in what webhooks were (or are still to be) sent.
+  await tx.$executeRaw`
+    UPDATE "WebhookDelivery"
+       SET "payload" = jsonb_set("payload", '{message}', ("payload"->'message')
+             || jsonb_build_object('body', NULL, 'data', NULL, 'deletedAt', ${deletedAt.toISOString()}::text))
+     WHERE "messageId" = ${message.id}::uuid AND "tenantId" = ${message.tenantId}::uuid`;
 }
 
 /**

@@ -90,8 +90,8 @@ export class WebhookOutbox {
     for (const item of items) if (await this.wants(exec, tenantId, item.event)) wanted.push(item);
     if (wanted.length === 0) return 0;
     const rows = await exec(
-      `INSERT INTO "WebhookDelivery" ("id", "tenantId", "webhookId", "event", "payload")
-       SELECT gen_random_uuid(), w."tenantId", w."id", i."event", i."data"
+      `INSERT INTO "WebhookDelivery" ("id", "tenantId", "webhookId", "event", "payload", "messageId")
+       SELECT gen_random_uuid(), w."tenantId", w."id", i."event", i."data", (i."data"->'message'->>'id')::uuid
          FROM "Webhook" w, jsonb_to_recordset($2::text::jsonb) AS i("event" text, "data" jsonb)
         WHERE w."tenantId" = $1::uuid AND w."enabled" AND i."event" = ANY(w."events")
        RETURNING "id"`,

@@ -22,6 +22,7 @@ CREATE TABLE "WebhookDelivery" (
     "webhookId" UUID NOT NULL,
     "event" TEXT NOT NULL,
     "payload" JSONB NOT NULL,
+    "messageId" UUID,
     "status" TEXT NOT NULL DEFAULT 'PENDING',
     "attempts" INTEGER NOT NULL DEFAULT 0,
     "nextAttemptAt" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
@@ -45,6 +46,9 @@ CREATE INDEX "WebhookDelivery_status_nextAttemptAt_idx" ON "WebhookDelivery"("st
 
 -- CreateIndex
 CREATE INDEX "WebhookDelivery_webhookId_createdAt_id_idx" ON "WebhookDelivery"("webhookId", "createdAt", "id");
+
+-- CreateIndex
+CREATE INDEX "WebhookDelivery_messageId_idx" ON "WebhookDelivery"("messageId");
 
 -- AddForeignKey
 ALTER TABLE "Webhook" ADD CONSTRAINT "Webhook_tenantId_fkey" FOREIGN KEY ("tenantId") REFERENCES "Tenant"("id") ON DELETE CASCADE ON UPDATE CASCADE;
