@@ -124,7 +124,8 @@ describe.each(backends())("webhooks on %s", (backend) => {
     const sentAt = Date.now();
     const message = await send(server.url, tenant, group, "Ship it?");
     const [request] = await receiver.waitFor(1, (r) => r.path === "/signed");
-    expect((request?.at ?? Number.POSITIVE_INFINITY) - sentAt).toBeLessThan(1000);
+    // Within about a second of the commit (the send's answer comes after it): not a poll interval later.
+    expect((request?.at ?? Number.POSITIVE_INFINITY) - sentAt).toBeLessThan(1500);
     const raw = request?.raw as string;
     const header = request?.headers["x-webhook-signature"] as string;
     expect(header).toMatch(/^t=\d+,v1=[0-9a-f]{64}$/);
@@ -536,7 +537,7 @@ describe.each(backends())("webhooks across instances on %s", (backend) => {
     receiver.received.length = 0;
     receiver.delayMs = 0;
     receiver.answers = [500];
-    const settings = webhookSettings({ retryBaseMs: 1500, retryFactor: 2, pollMs: 200 });
+    const settings = webhookSettings({ retryBaseMs: 2500, retryFactor: 2, pollMs: 200 });
     const first = await startServer(database, settings);
     servers.push(first);
     const tenant = await createTenant(first.url, ["Alice", "Bob"]);
@@ -544,18 +545,17 @@ describe.each(backends())("webhooks across instances on %s", (backend) => {
     const group = await groupOf(first.url, tenant);
     await send(first.url, tenant, group, "survives");
     await receiver.waitFor(1);
+    // Stopped while the delivery waits for its retry; a new instance on the same storage sends it.
     await first.stop();
     servers.splice(0);
-    const [pending] = await (async () => {
-      const second = await startServer(database, settings);
-      servers.push(second);
-      return deliveries(second.url, tenant, id);
-    })();
-    expect(pending).toMatchObject({ status: "PENDING", attempts: 1, responseStatus: 500 });
+    const stoppedAt = Date.now();
+    const second = await startServer(database, settings);
+    servers.push(second);
     const [again] = await receiver.waitFor(1, (r) => r.status === 200, 10_000);
+    expect(again?.at).toBeGreaterThanOrEqual(stoppedAt);
+    expect(receiver.received).toHaveLength(2);
     expect(again?.headers["x-webhook-id"]).toBe(receiver.received[0]?.headers["x-webhook-id"]);
     expect(again?.headers["x-webhook-attempt"]).toBe("2");
-    const second = servers[0] as TestServer;
     const [row] = await deliveriesUntil(second.url, tenant, id, (rows) => rows[0]?.status === "DELIVERED");
     expect(row).toMatchObject({ status: "DELIVERED", attempts: 2 });
   });
