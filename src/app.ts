@@ -15,6 +15,8 @@ import { createLogger, type Logger } from "./logger.ts";
 import { metricsRoute, shareWithPrimary } from "./metrics.ts";
 import { startAttachmentSweeper } from "./services/attachment-gc.ts";
 import { syncExternalGroups } from "./services/external-groups.ts";
+import { recordUserCreated } from "./services/users.ts";
+import { WebhookDispatcher } from "./services/webhook-dispatcher.ts";
 import { warmUp } from "./warmup.ts";
 import { createWsServer } from "./ws/server.ts";
 
@@ -41,6 +43,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   if (deps.tokens.external) {
     deps.tokens.external.onNewToken = (identity, principal) =>
       syncExternalGroups(contextFor(deps, principal), principal.userId, identity.groups);
+    deps.tokens.external.onUserCreated = (tx, user) => recordUserCreated(deps.webhooks, tx, user, null);
   }
   const warmth: Warmth = { warm: false };
   const yoga = createGraphQLServer(deps, [
@@ -70,6 +73,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   const ws = createWsServer(deps, yoga, server, GRAPHQL_ENDPOINT);
   const sweeper = startAttachmentSweeper(deps);
+  const dispatcher = new WebhookDispatcher(deps);
+  dispatcher.start();
 
   let started = false;
   return {
@@ -120,6 +125,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         clearInterval(idle);
         clearTimeout(cut);
       }
+      await dispatcher.stop();
       await sweeper.stop();
       await closeDeps(deps);
     },

@@ -19,6 +19,7 @@ import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./realtime/presence.ts";
 import type { PubSub } from "./realtime/pubsub.ts";
 import type { SocketStreams } from "./realtime/queue.ts";
+import type { WebhookOutbox } from "./services/webhook-outbox.ts";
 import type { AttachmentStore } from "./storage/attachments.ts";
 
 export interface AppDeps {
@@ -49,6 +50,10 @@ export interface AppDeps {
   metrics: Metrics;
   /** TRUSTED_DOCUMENTS: the only operations user requests may run; null when any may. */
   trustedDocuments: TrustedDocuments | null;
+  /** Records webhook deliveries with the changes they announce (see services/webhook-outbox.ts). */
+  webhooks: WebhookOutbox;
+  /** Encrypts webhook signing secrets at rest (see auth/secrets.ts sealSecret). */
+  sealingKey: Buffer;
   /** Release what the parts above hold, in reverse order (see deps.ts closeDeps). */
   closers: (() => Promise<void> | void)[];
 }

@@ -4,7 +4,7 @@ import { CredentialCache } from "./auth/credential-cache.ts";
 import { ExternalJwtVerifier, KeySetCache } from "./auth/external-jwt.ts";
 import { EMAIL_CODE_MAX_ATTEMPTS, FailureLimiter } from "./auth/limits.ts";
 import { ResyncSignal } from "./auth/resync-signal.ts";
-import { loadOrCreateJwtSecret } from "./auth/secrets.ts";
+import { deriveSealingKey, loadOrCreateJwtSecret } from "./auth/secrets.ts";
 import { TokenService } from "./auth/tokens.ts";
 import { WriteLimits } from "./auth/write-limits.ts";
 import { BackgroundTasks } from "./background.ts";
@@ -18,6 +18,7 @@ import { Metrics } from "./metrics.ts";
 import { createMemoryPresence, createRedisPresence, type Presence } from "./realtime/presence.ts";
 import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
 import { topics } from "./realtime/topics.ts";
+import { WebhookOutbox } from "./services/webhook-outbox.ts";
 import { LocalDiskStore } from "./storage/attachments.ts";
 
 export interface DepsOptions {
@@ -65,6 +66,17 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
   // Cached credentials last at most as long as an open socket goes without a re-check.
   const credentialCache = new CredentialCache(config.credentialResyncSeconds * 1000);
   const credentialResync = new ResyncSignal();
+  const webhooks = new WebhookOutbox(config.credentialResyncSeconds * 1000);
+  try {
+    const stopWebhookNews = await pubsub.subscribe(topics.webhooks, (change) => webhooks.invalidate(change.tenantId));
+    const stopWebhookResync = pubsub.onResync(() => webhooks.invalidate());
+    closers.push(() => {
+      stopWebhookNews();
+      stopWebhookResync();
+    });
+  } catch (error) {
+    return fail(error);
+  }
   try {
     const stopListening = await pubsub.subscribe(topics.credentials, (change) => {
       credentialCache.apply(change);
@@ -173,6 +185,8 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     attachments: new LocalDiskStore(config.attachmentsDir),
     // A key of its own for download links, derived so that no extra secret is needed.
     urlSecret: createHmac("sha256", secret).update("attachment-download-urls").digest("hex"),
+    webhooks,
+    sealingKey: deriveSealingKey(secret),
   };
 }
 

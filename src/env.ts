@@ -152,6 +152,15 @@ const envSchema = z.object({
     .optional()
     .transform((value) => (value === undefined ? undefined : value === "true")),
   TRUSTED_DOCUMENTS: optionalString,
+  WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5000),
+  WEBHOOK_RETRY_BASE_MS: z.coerce.number().int().min(10).max(3_600_000).default(1000),
+  WEBHOOK_RETRY_FACTOR: z.coerce.number().min(1).max(10).default(4),
+  WEBHOOK_RETRY_MAX_DELAY_SECONDS: z.coerce.number().int().min(1).max(86_400).default(3600),
+  WEBHOOK_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(604_800).default(86_400),
+  WEBHOOK_DISABLE_AFTER_SECONDS: z.coerce.number().int().min(1).default(259_200),
+  WEBHOOK_POLL_MS: z.coerce.number().int().min(50).max(600_000).default(5000),
+  WEBHOOK_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(16),
+  WEBHOOK_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
   RATE_LIMITS: z.enum(["on", "off"]).default("on"),
   RATE_LIMIT_USER_PER_SECOND: z.coerce.number().int().min(1).default(20),
   RATE_LIMIT_USER_BURST: z.coerce.number().int().min(0).default(1000),
@@ -334,6 +343,26 @@ const configSchema = envSchema.transform((env, ctx) => {
     shutdownDrainMs: env.SHUTDOWN_DRAIN_SECONDS * 1000,
     /** GET /metrics asks for `Authorization: Bearer <metricsToken>` when set; open otherwise. */
     metricsToken: env.METRICS_TOKEN,
+    /** Calls to tenants' webhooks (see services/webhook-dispatcher.ts). */
+    webhooks: {
+      /** Time limit of one delivery attempt, connection included. */
+      timeoutMs: env.WEBHOOK_TIMEOUT_MS,
+      /** Delay before the first retry; each further retry waits `retryFactor` times longer (with jitter). */
+      retryBaseMs: env.WEBHOOK_RETRY_BASE_MS,
+      retryFactor: env.WEBHOOK_RETRY_FACTOR,
+      /** Longest wait between two attempts. */
+      retryMaxDelayMs: env.WEBHOOK_RETRY_MAX_DELAY_SECONDS * 1000,
+      /** A delivery not successful this long after its event is marked failed. */
+      maxAgeMs: env.WEBHOOK_MAX_AGE_SECONDS * 1000,
+      /** A webhook whose every attempt failed for this long is disabled (and the audit log says so). */
+      disableAfterMs: env.WEBHOOK_DISABLE_AFTER_SECONDS * 1000,
+      /** How often an instance looks for due deliveries when nothing woke it (others' retries, a dead instance's work). */
+      pollMs: env.WEBHOOK_POLL_MS,
+      /** Deliveries one instance sends at once. */
+      concurrency: env.WEBHOOK_CONCURRENCY,
+      /** Delivered and failed deliveries are kept this long (visible in webhookDeliveries), then removed. */
+      retentionMs: env.WEBHOOK_RETENTION_DAYS * 86_400_000,
+    },
     /** Limits on writes (messages, edits, reactions, typing, uploads, group changes). */
     rateLimits: {
       /** RATE_LIMITS=off: no write limits at all (benchmarks, trusted backends). */

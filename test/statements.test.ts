@@ -14,6 +14,7 @@ import { AddMemberThenPromote, ConversationList, CreateGroup } from "./operation
 import { MessageAddedSeq, MessageAddedWithReactions } from "./operations/events.ts";
 import { AddReaction, HistoryPage, HistoryPageWithThreads, PinMessage, SendMessage } from "./operations/messages.ts";
 import { UsersWithRoles, ViewerId } from "./operations/users.ts";
+import { CreateWebhook } from "./operations/webhooks.ts";
 
 /**
  * Upper bounds with warm caches (credentials and grants come from memory). A history page is
@@ -35,6 +36,8 @@ describe.each(backends())("statements per request on %s", (backend) => {
       liveReorderWaitMs: 5000,
       uploadOrphanTtlSeconds: 4 * 3600,
       rateLimits: { ...testConfig().rateLimits, enabled: false },
+      // Nor may the webhook dispatcher look for due deliveries meanwhile.
+      webhooks: { ...testConfig().webhooks, pollMs: 600_000 },
     },
     { dataDir: true },
   );
@@ -99,6 +102,35 @@ describe.each(backends())("statements per request on %s", (backend) => {
       send({ type: "CUSTOM", customType: "poll", data: { question: "Lunch?", options: ["a", "b"] } }),
     );
     expect(custom).toBe(plain);
+  });
+
+  test("a send no webhook of the tenant wants runs no statement more than without webhooks", async () => {
+    const tenant = await createTenant(world.url, ["Alice", "Bob"]);
+    const [alice, bob] = tenant.users as [TestUser, TestUser];
+    const { createGroup } = await ok(
+      world.url,
+      CreateGroup,
+      { input: { name: "Quiet", memberIds: [bob.id] } },
+      as(alice),
+    );
+    const send = () => ok(world.url, SendMessage, { input: { conversationId: createGroup.id, body: "hi" } }, as(alice));
+    const without = await warmCount(send);
+    await ok(
+      world.url,
+      CreateWebhook,
+      { input: { url: "http://127.0.0.1:9/quiet", events: ["USER_DELETED", "MEMBER_ADDED"] } },
+      { apiKey: tenant.apiKey },
+    );
+    expect(await warmCount(send)).toBe(without);
+    // One that is wanted is stored in a transaction with its deliveries: BEGIN, the delivery
+    // insert and COMMIT more (the dispatcher may add its own statements meanwhile).
+    await ok(
+      world.url,
+      CreateWebhook,
+      { input: { url: "http://127.0.0.1:9/loud", events: ["MESSAGE_ADDED"] } },
+      { apiKey: tenant.apiKey },
+    );
+    expect(await warmCount(send)).toBeGreaterThanOrEqual(without + 3);
   });
 
   /** A group of Alice, Bob and Carol with `count` messages from all three, replies, reactions and attachments. */

@@ -9,8 +9,9 @@ import {
   errors as joseErrors,
   jwtVerify,
 } from "jose";
-import type { PrismaClient } from "../db/client.ts";
+import type { PrismaClient, TransactionClient } from "../db/client.ts";
 import { isUniqueViolation } from "../db/errors.ts";
+import type { User } from "../generated/prisma/client.ts";
 import { type OutboundPolicy, outboundGetJson } from "../http/outbound.ts";
 import type { Logger } from "../logger.ts";
 import { zEmail } from "../services/validation.ts";
@@ -135,6 +136,9 @@ export class ExternalJwtVerifier {
   private readonly seen = new Map<string, number>();
   onNewToken: NewExternalTokenHook | null = null;
 
+  /** Called in the transaction that created a user for a new identity (webhooks record USER_CREATED there). */
+  onUserCreated: (tx: TransactionClient, user: User) => Promise<void> = async () => {};
+
   constructor(
     private readonly prisma: PrismaClient,
     private readonly keySets: KeySetCache,
@@ -246,8 +250,8 @@ export class ExternalJwtVerifier {
               name: identity.name ?? identity.email ?? externalId.slice(0, NAME_MAX),
               email: emailTaken ? null : identity.email,
             },
-            select: { id: true },
           });
+          await this.onUserCreated(tx, user);
           const tenant = await tx.tenant.findUniqueOrThrow({
             where: { id: tenantId },
             select: { defaultRoleId: true },

@@ -1,6 +1,6 @@
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
-import { get as httpGet } from "node:http";
-import { get as httpsGet } from "node:https";
+import { get as httpGet, request as httpRequest } from "node:http";
+import { get as httpsGet, request as httpsRequest } from "node:https";
 import { BlockList, isIP } from "node:net";
 
 /**
@@ -177,4 +177,60 @@ export async function outboundGetJson(
     request.on("error", reject);
   });
   return JSON.parse(body.toString("utf8"));
+}
+
+/** What an outbound POST got back: the status and at most the first `maxBytes` of the body. */
+export interface OutboundAnswer {
+  status: number;
+  body: string;
+}
+
+/**
+ * POST under the rules (webhooks): the URL's shape checked, in production mode every address
+ * connected to public (checked by the socket's own lookup, no connection reuse), no redirects
+ * followed (a 3xx is just the answer), a time limit on the whole exchange, and the answer's body
+ * read up to `maxBytes` only (the rest is dropped with the connection).
+ */
+export async function outboundPost(
+  raw: string,
+  policy: OutboundPolicy,
+  request: { headers: Record<string, string>; body: string; timeoutMs: number; maxBytes?: number },
+): Promise<OutboundAnswer> {
+  const problem = outboundUrlProblem(raw, policy);
+  if (problem) throw new OutboundUrlError(`URL ${problem}`);
+  const url = new URL(raw);
+  const maxBytes = request.maxBytes ?? 1024;
+  const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+  const body = Buffer.from(request.body, "utf8");
+  return new Promise<OutboundAnswer>((resolve, reject) => {
+    const outgoing = send(
+      url,
+      {
+        method: "POST",
+        headers: { ...request.headers, "content-length": String(body.length) },
+        lookup: guardedLookup(policy) as never,
+        // A fresh connection each time: a kept-alive socket would skip the address check.
+        agent: false,
+        signal: AbortSignal.timeout(request.timeoutMs),
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        const finish = () => {
+          resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") });
+          response.destroy();
+        };
+        response.on("data", (chunk: Buffer) => {
+          const room = maxBytes - size;
+          if (room > 0) chunks.push(chunk.subarray(0, room));
+          size += chunk.length;
+          if (size >= maxBytes) finish();
+        });
+        response.on("end", finish);
+        response.on("error", reject);
+      },
+    );
+    outgoing.on("error", reject);
+    outgoing.end(body);
+  });
 }

@@ -54,6 +54,8 @@ export const topics = {
    * tenant and carries ids only): one subscription per instance instead of one per user.
    */
   credentials: topic<CredentialChange>("chat:credentials"),
+  /** A tenant's webhooks changed: every instance forgets which events that tenant's webhooks want. */
+  webhooks: topic<{ tenantId: string }>("chat:webhooks"),
 };
 
 export type MembershipEvent =

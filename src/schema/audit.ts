@@ -6,34 +6,43 @@ const AuditActorKind = builder.enumType("AuditActorKind", {
   values: {
     SERVICE: { description: "The tenant's API key." },
     USER: { description: "A user, with their token." },
+    SYSTEM: { description: "The server itself (e.g. disabling a webhook that kept failing)." },
   } as const,
 });
 
-const AuditActor = builder.objectRef<{ kind: "SERVICE" | "USER"; id: string | null }>("AuditActor").implement({
-  description: "The principal behind an audited action.",
-  authScopes: { permission: "tenant:read" },
-  fields: (t) => ({
-    kind: t.field({ type: AuditActorKind, description: "API key or user.", resolve: (actor) => actor.kind }),
-    id: t.id({
-      nullable: true,
-      description: "The user id, or the id of the API key used.",
-      resolve: (actor) => actor.id,
+const AuditActor = builder
+  .objectRef<{ kind: "SERVICE" | "USER" | "SYSTEM"; id: string | null }>("AuditActor")
+  .implement({
+    description: "The principal behind an audited action.",
+    authScopes: { permission: "tenant:read" },
+    fields: (t) => ({
+      kind: t.field({
+        type: AuditActorKind,
+        description: "API key, user or the server.",
+        resolve: (actor) => actor.kind,
+      }),
+      id: t.id({
+        nullable: true,
+        description: "The user id, or the id of the API key used (null for the server).",
+        resolve: (actor) => actor.id,
+      }),
+      user: t.prismaField({
+        type: "User",
+        nullable: true,
+        description: "The acting user (null for the API key or a user since deleted).",
+        resolve: (query, actor, _args, ctx) =>
+          actor.kind === "USER" && actor.id ? ctx.prisma.user.findFirst({ ...query, where: { id: actor.id } }) : null,
+      }),
     }),
-    user: t.prismaField({
-      type: "User",
-      nullable: true,
-      description: "The acting user (null for the API key or a user since deleted).",
-      resolve: (query, actor, _args, ctx) =>
-        actor.kind === "USER" && actor.id ? ctx.prisma.user.findFirst({ ...query, where: { id: actor.id } }) : null,
-    }),
-  }),
-});
+  });
 
 const AuditTarget = builder.objectRef<{ type: string; id: string | null }>("AuditTarget").implement({
   description: "What an audited action was applied to.",
   authScopes: { permission: "tenant:read" },
   fields: (t) => ({
-    type: t.exposeString("type", { description: "Kind of object: Tenant, ApiKey, Role, User, Conversation, Message." }),
+    type: t.exposeString("type", {
+      description: "Kind of object: Tenant, ApiKey, Role, User, Conversation, Message, Webhook.",
+    }),
     id: t.id({ nullable: true, description: "Its id.", resolve: (target) => target.id }),
   }),
 });
@@ -51,7 +60,12 @@ const AuditEntryRef = builder.prismaObject("AuditEntry", {
       type: AuditActor,
       description: "Who did it.",
       resolve: (entry) => ({
-        kind: entry.actorType === "USER" ? ("USER" as const) : ("SERVICE" as const),
+        kind:
+          entry.actorType === "USER"
+            ? ("USER" as const)
+            : entry.actorType === "SYSTEM"
+              ? ("SYSTEM" as const)
+              : ("SERVICE" as const),
         id: entry.actorId,
       }),
     }),

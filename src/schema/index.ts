@@ -12,5 +12,6 @@ import "./role.ts";
 import "./audit.ts";
 import "./account.ts";
 import "./presence.ts";
+import "./webhook.ts";
 
 export const schema = lexicographicSortSchema(builder.toSchema());

@@ -12,6 +12,7 @@ import { requireUserPrincipal } from "./access.ts";
 import { audit } from "./audit.ts";
 import { externalJwtInput } from "./external-jwt.ts";
 import { publishToUsersOf } from "./membership-events.ts";
+import { recordUserCreated } from "./users.ts";
 import { parseId, validate, zBounded, zEmail, zEmailLookup, zIntRange, zPhone, zText, zUrl } from "./validation.ts";
 
 export type SignInMethod = "PASSWORD" | "EMAIL_CODE" | "GOOGLE" | "GITHUB";
@@ -168,6 +169,7 @@ export async function signUp(ctx: Context, rawInput: unknown): Promise<AuthPaylo
       if (tenant.defaultRoleId) {
         await tx.userRole.create({ data: { tenantId: tenant.id, userId: created.id, roleId: tenant.defaultRoleId } });
       }
+      await recordUserCreated(ctx.deps.webhooks, tx, created, null);
       return created;
     });
   } catch (error) {

@@ -23,7 +23,12 @@ export type AuditAction =
   | "member.added"
   | "member.removed"
   | "member.roleChanged"
-  | "message.moderated";
+  | "message.moderated"
+  | "webhook.created"
+  | "webhook.updated"
+  | "webhook.deleted"
+  | "webhook.secretRotated"
+  | "webhook.disabled";
 
 type Db = Pick<PrismaClient, "auditEntry">;
 

@@ -22,6 +22,7 @@ import {
   zOptionalText,
   zText,
 } from "./validation.ts";
+import { viaPrisma } from "./webhook-outbox.ts";
 
 /** Most users one call adds to a group (createGroup, addMembers). */
 export const MAX_ADDED_MEMBERS = 500;
@@ -185,9 +186,31 @@ async function createWithMembers(
         members: { createMany: { data: members.map(({ userId, role }) => ({ userId, role })) } },
       },
     });
-    const events = await insertEvents(tx, conversation.tenantId, conversation.id, 1, added);
+    await ctx.deps.webhooks.record(viaPrisma(tx), conversation.tenantId, [
+      {
+        event: "CONVERSATION_CREATED",
+        data: {
+          actorId,
+          conversation: conversationData(conversation),
+          members: members.map(({ userId, role }) => ({ userId, role })),
+        },
+      },
+    ]);
+    const events = await insertEvents(tx, ctx.deps.webhooks, conversation.tenantId, conversation.id, 1, added);
     return { conversation, events };
   });
+}
+
+/** A conversation as webhook deliveries describe it. */
+function conversationData(conversation: Conversation) {
+  return {
+    id: conversation.id,
+    kind: conversation.kind,
+    name: conversation.name,
+    description: conversation.description,
+    externalId: conversation.externalId,
+    createdAt: conversation.createdAt.toISOString(),
+  };
 }
 
 export async function createGroup(ctx: Context, input: unknown) {
@@ -244,7 +267,7 @@ export async function updateGroup(ctx: Context, id: string, input: unknown) {
         if (isUniqueViolation(error, "externalId")) throw externalIdTaken();
         throw error;
       });
-    const recorded = await appendEvents(tx, next.tenantId, next.id, [
+    const recorded = await appendEvents(tx, ctx.deps.webhooks, next.tenantId, next.id, [
       {
         type: "CONVERSATION_UPDATED",
         actorId: actingUserId(ctx),
@@ -272,6 +295,12 @@ export async function deleteGroup(ctx: Context, id: string): Promise<string> {
       conversationId: access.conversation.id,
     });
     await tx.conversation.delete({ where: { id: access.conversation.id } });
+    await ctx.deps.webhooks.record(viaPrisma(tx), access.conversation.tenantId, [
+      {
+        event: "CONVERSATION_DELETED",
+        data: { actorId: actingUserId(ctx), conversationId: access.conversation.id, name: access.conversation.name },
+      },
+    ]);
     await audit(
       ctx,
       "group.deleted",
@@ -317,6 +346,7 @@ export async function addMembers(ctx: Context, conversationId: string, userIds: 
     }
     const recorded = await appendEvents(
       tx,
+      ctx.deps.webhooks,
       tenantId,
       access.conversation.id,
       fresh.map((userId) => ({ type: "MEMBER_ADDED", actorId: actingUserId(ctx), data: { userId, role: "MEMBER" } })),
@@ -350,7 +380,7 @@ export async function removeMember(ctx: Context, conversationId: string, userId:
     if (target.role === "OWNER" && !managesGroups) await assertGroupKeepsOwner(tx, access.conversation.id, targetId);
     await tx.member.delete({ where: { conversationId_userId: key } });
     await audit(ctx, "member.removed", { type: "Conversation", id: access.conversation.id }, { userId: targetId }, tx);
-    return appendEvents(tx, access.conversation.tenantId, access.conversation.id, [
+    return appendEvents(tx, ctx.deps.webhooks, access.conversation.tenantId, access.conversation.id, [
       { type: "MEMBER_REMOVED", actorId: actingUserId(ctx), data: { userId: targetId } },
     ]);
   });
@@ -405,7 +435,7 @@ export async function setMemberRole(
       { userId: targetId, from: target.role, to: role },
       tx,
     );
-    return appendEvents(tx, access.conversation.tenantId, access.conversation.id, [
+    return appendEvents(tx, ctx.deps.webhooks, access.conversation.tenantId, access.conversation.id, [
       { type: "MEMBER_ROLE_CHANGED", actorId: actingUserId(ctx), data: { userId: targetId, role } },
     ]);
   });

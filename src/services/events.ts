@@ -8,6 +8,7 @@ import { topics, toWire, type WireConversationEvent, type WireMessage } from "..
 import { decodeCursor, encodeCursor } from "./cursors.ts";
 import { reviveMessage } from "./message-snapshot.ts";
 import type { ReactionGroup } from "./messages.ts";
+import { viaPrisma, type WebhookEvent, type WebhookItem, type WebhookOutbox } from "./webhook-outbox.ts";
 
 export type { ConversationEvent };
 
@@ -79,14 +80,36 @@ export function eventOf<K extends ConversationEventType>(row: ConversationEvent,
   return event as EventOf<K>;
 }
 
-type Tx = Pick<PrismaClient, "$queryRaw" | "conversationEvent">;
+type Tx = Pick<PrismaClient, "$queryRaw" | "$queryRawUnsafe" | "conversationEvent">;
+
+/** The conversation events webhooks are told about, by the webhook event they are. */
+const WEBHOOK_EVENT_OF: Partial<Record<ConversationEventType, WebhookEvent>> = {
+  MESSAGE_ADDED: "MESSAGE_ADDED",
+  MESSAGE_EDITED: "MESSAGE_EDITED",
+  MESSAGE_DELETED: "MESSAGE_DELETED",
+  REACTION_CHANGED: "REACTION_CHANGED",
+  MEMBER_ADDED: "MEMBER_ADDED",
+  MEMBER_REMOVED: "MEMBER_REMOVED",
+};
+
+/**
+ * What a webhook delivery of a stored event carries: the event's own data as stored
+ * (`actorId`, the message snapshot, ...) with its conversation; null for events webhooks do not name.
+ */
+export function webhookItemOf(event: Pick<ConversationEvent, "conversationId" | "type" | "data">): WebhookItem | null {
+  const name = WEBHOOK_EVENT_OF[event.type as ConversationEventType];
+  if (!name) return null;
+  return { event: name, data: { conversationId: event.conversationId, ...(event.data as Record<string, unknown>) } };
+}
 
 /**
  * Builds event rows numbered from `firstSeq` and stores them with the caller's
- * transaction, so an event commits exactly when the change it describes does.
+ * transaction, so an event commits exactly when the change it describes does; so do the
+ * webhook deliveries of the events the tenant's webhooks want (`outbox`).
  */
 export async function insertEvents(
   tx: Tx,
+  outbox: WebhookOutbox,
   tenantId: string,
   conversationId: string,
   firstSeq: number,
@@ -103,12 +126,15 @@ export async function insertEvents(
     createdAt,
   }));
   await tx.conversationEvent.createMany({ data: rows });
+  const items = rows.map(webhookItemOf).filter((item): item is WebhookItem => item !== null);
+  if (items.length > 0) await outbox.record(viaPrisma(tx), tenantId, items);
   return rows;
 }
 
 /** Takes the next event numbers of a conversation (row-locked until commit) and stores the events. */
 export async function appendEvents(
   tx: Tx,
+  outbox: WebhookOutbox,
   tenantId: string,
   conversationId: string,
   events: NewEvent[],
@@ -119,7 +145,7 @@ export async function appendEvents(
      WHERE "id" = ${conversationId}::uuid AND "tenantId" = ${tenantId}::uuid
     RETURNING "lastEventSeq"`;
   if (!bumped) throw new Error(`conversation ${conversationId} vanished while recording events`);
-  return insertEvents(tx, tenantId, conversationId, bumped.lastEventSeq - events.length + 1, events);
+  return insertEvents(tx, outbox, tenantId, conversationId, bumped.lastEventSeq - events.length + 1, events);
 }
 
 /** Announces committed events; subscribers fill any gap from storage, so a failed publish loses nothing. */

@@ -50,7 +50,7 @@ export async function syncExternalGroups(ctx: Context, userId: string, groups: r
         { userIds: [userId], source: "groups claim" },
         tx,
       );
-      const events = await appendEvents(tx, tenantId, conversationId, [
+      const events = await appendEvents(tx, ctx.deps.webhooks, tenantId, conversationId, [
         { type: "MEMBER_ADDED", actorId: null, data: { userId, role: "MEMBER" } },
       ]);
       return { seq: conversation.lastSeq, eventSeq: conversation.lastEventSeq, events };
@@ -75,7 +75,9 @@ export async function syncExternalGroups(ctx: Context, userId: string, groups: r
         { userId, source: "groups claim" },
         tx,
       );
-      return appendEvents(tx, tenantId, conversationId, [{ type: "MEMBER_REMOVED", actorId: null, data: { userId } }]);
+      return appendEvents(tx, ctx.deps.webhooks, tenantId, conversationId, [
+        { type: "MEMBER_REMOVED", actorId: null, data: { userId } },
+      ]);
     });
     if (!events) continue;
     await publishEvents(ctx, events);

@@ -29,9 +29,11 @@ import {
   type MessageEventType,
   newEvent,
   publishEvents,
+  webhookItemOf,
 } from "./events.ts";
 import { reviveMessage } from "./message-snapshot.ts";
 import { pageSize, parseId, parseIds, validate, zList, zText } from "./validation.ts";
+import { viaSql, type WebhookItem } from "./webhook-outbox.ts";
 
 export type { Message };
 
@@ -230,23 +232,31 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
     memberOnly: !!principalUserId,
   };
   let stored: StoredMessage | null;
+  // Only when a webhook of the tenant wants new messages (known in memory) does a send take a
+  // transaction, to record the deliveries with the message.
+  const { webhooks } = ctx.deps;
+  const hooked = await webhooks.wants(viaSql(ctx.deps.db.sql), tenantId, "MESSAGE_ADDED");
   try {
-    stored = attachments.length
-      ? await ctx.deps.db.sql.transaction(async (conn) => {
-          const result = await storeMessage(conn, row);
-          if (result && !result.repeated) {
-            const claimed = await conn.query(
-              `UPDATE "Attachment" SET "messageId" = $1::uuid
-                WHERE "tenantId" = $2::uuid AND "id" = ANY($3::uuid[]) AND "messageId" IS NULL RETURNING "id"`,
-              [result.message.id, tenantId, attachments],
-            );
-            if (claimed.length !== attachments.length) {
-              throw conflict("An attachment was sent with another message", "input.attachmentIds");
+    stored =
+      attachments.length || hooked
+        ? await ctx.deps.db.sql.transaction(async (conn) => {
+            const result = await storeMessage(conn, row);
+            if (hooked && result && !result.repeated) {
+              await webhooks.record(viaSql(conn), tenantId, [webhookItemOf(result.event) as WebhookItem]);
             }
-          }
-          return result;
-        })
-      : await storeMessage(ctx.deps.db.sql, row);
+            if (attachments.length && result && !result.repeated) {
+              const claimed = await conn.query(
+                `UPDATE "Attachment" SET "messageId" = $1::uuid
+                WHERE "tenantId" = $2::uuid AND "id" = ANY($3::uuid[]) AND "messageId" IS NULL RETURNING "id"`,
+                [result.message.id, tenantId, attachments],
+              );
+              if (claimed.length !== attachments.length) {
+                throw conflict("An attachment was sent with another message", "input.attachmentIds");
+              }
+            }
+            return result;
+          })
+        : await storeMessage(ctx.deps.db.sql, row);
   } catch (error) {
     if (clientMessageId && isUniqueViolation(error)) {
       const original = await findByClientId(ctx.prisma, conversationId, senderId, clientMessageId);
@@ -652,7 +662,7 @@ async function changeMessage<K extends MessageEventType>(
     const current = await lockMessage(tx, message);
     const next = await change(tx, current);
     if (!next) return [current, [] as ConversationEvent[]] as const;
-    const recorded = await appendEvents(tx, message.tenantId, message.conversationId, [
+    const recorded = await appendEvents(tx, ctx.deps.webhooks, message.tenantId, message.conversationId, [
       newEvent(type, actingUserId(ctx), {
         message: snapshotOf(next),
         ...(extra ? await extra(tx, next) : {}),
@@ -679,6 +689,12 @@ async function eraseFromHistory(tx: TransactionClient, message: Message, deleted
     };
     await tx.conversationEvent.update({ where: { id: row.id }, data: { data: eventCodec.encode(erased) } });
   }
+  // Nor in what webhooks were (or are still to be) sent.
+  await tx.$executeRaw`
+    UPDATE "WebhookDelivery"
+       SET "payload" = jsonb_set("payload", '{message}', ("payload"->'message')
+             || jsonb_build_object('body', NULL, 'data', NULL, 'deletedAt', ${deletedAt.toISOString()}::text))
+     WHERE "messageId" = ${message.id}::uuid AND "tenantId" = ${message.tenantId}::uuid`;
 }
 
 /**

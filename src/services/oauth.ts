@@ -5,6 +5,7 @@ import type { Context } from "../context.ts";
 import { appError } from "../errors.ts";
 import type { Tenant, User } from "../generated/prisma/client.ts";
 import { type AuthPayload, startSession } from "./accounts.ts";
+import { recordUserCreated } from "./users.ts";
 import { parseId } from "./validation.ts";
 
 export type Provider = "google" | "github";
@@ -278,6 +279,7 @@ async function linkUser(ctx: Context, tenant: Tenant, provider: Provider, accoun
       if (tenant.defaultRoleId) {
         await tx.userRole.create({ data: { tenantId: tenant.id, userId: user.id, roleId: tenant.defaultRoleId } });
       }
+      await recordUserCreated(ctx.deps.webhooks, tx, user, null);
     }
     await tx.identity.create({
       data: { tenantId: tenant.id, provider, subject: account.subject, userId: user.id, email: account.email },

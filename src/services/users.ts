@@ -3,7 +3,7 @@ import { hasPermission } from "../auth/permissions.ts";
 import type { Context } from "../context.ts";
 import { isUniqueViolation } from "../db/errors.ts";
 import { badInput, conflict, forbidden, notFound } from "../errors.ts";
-import type { Prisma, User } from "../generated/prisma/client.ts";
+import type { Prisma, PrismaClient, User } from "../generated/prisma/client.ts";
 import { actingUserId, tenantOf } from "./access.ts";
 import { audit } from "./audit.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
@@ -11,6 +11,7 @@ import { appendEvents, type ConversationEvent, publishEvents } from "./events.ts
 import { publishMembership, publishToUsers } from "./membership-events.ts";
 import { assertCanActOn, assertNotLastOwner } from "./policies.ts";
 import { literalLike, pageSize, parseId, validate, zEmail, zPhone, zText, zUrl } from "./validation.ts";
+import { viaPrisma, type WebhookOutbox } from "./webhook-outbox.ts";
 
 export const createUserInput = z.object({
   name: zText(200),
@@ -67,6 +68,33 @@ export async function findUser(ctx: Context, id: string, { field = "id", orThrow
   return user;
 }
 
+/**
+ * Records USER_CREATED for the tenant's webhooks, with the transaction that created the user
+ * (createUser, sign-up, provider sign-in, identity provider tokens). actorId: who created it, or null.
+ */
+export async function recordUserCreated(
+  outbox: WebhookOutbox,
+  tx: Pick<PrismaClient, "$queryRawUnsafe">,
+  user: User,
+  actorId: string | null,
+): Promise<void> {
+  await outbox.record(viaPrisma(tx), user.tenantId, [
+    {
+      event: "USER_CREATED",
+      data: {
+        actorId,
+        user: {
+          id: user.id,
+          name: user.name,
+          email: user.email,
+          externalId: user.externalId,
+          createdAt: user.createdAt.toISOString(),
+        },
+      },
+    },
+  ]);
+}
+
 export async function createUser(ctx: Context, input: unknown) {
   const { emailVerified, ...data } = validate(createUserInput, input, "input");
   const tenantId = tenantOf(ctx);
@@ -82,6 +110,7 @@ export async function createUser(ctx: Context, input: unknown) {
       if (tenant.defaultRoleId) {
         await tx.userRole.create({ data: { tenantId, userId: user.id, roleId: tenant.defaultRoleId } });
       }
+      await recordUserCreated(ctx.deps.webhooks, tx, user, actingUserId(ctx));
       return user;
     });
   } catch (error) {
@@ -175,7 +204,7 @@ export async function deleteUser(ctx: Context, id: string): Promise<string> {
     const removed: ConversationEvent[] = [];
     for (const row of rows) {
       removed.push(
-        ...(await appendEvents(tx, user.tenantId, row.conversationId, [
+        ...(await appendEvents(tx, ctx.deps.webhooks, user.tenantId, row.conversationId, [
           { type: "MEMBER_REMOVED", actorId: actingUserId(ctx), data: { userId: user.id } },
         ])),
       );
@@ -187,6 +216,9 @@ export async function deleteUser(ctx: Context, id: string): Promise<string> {
       data: { deletedAt: new Date(), active: false, email: null, phone: null, avatarUrl: null, name: "Deleted user" },
     });
     await audit(ctx, "user.deleted", { type: "User", id: user.id }, { conversations: rows.length }, tx);
+    await ctx.deps.webhooks.record(viaPrisma(tx), user.tenantId, [
+      { event: "USER_DELETED", data: { actorId: actingUserId(ctx), userId: user.id } },
+    ]);
     return { memberships: rows, events: removed };
   });
   await publishEvents(ctx, events);

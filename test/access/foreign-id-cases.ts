@@ -28,6 +28,7 @@ import {
 import { AssignRole, DeleteRole, Role, UnassignRole, UpdateRole } from "../operations/roles.ts";
 import { UpdateTenantWithDefaultRole } from "../operations/tenants.ts";
 import { DeleteUser, IssueUserToken, RevokeUserTokens, UpdateUser, User } from "../operations/users.ts";
+import { DeleteWebhook, RotateWebhookSecret, UpdateWebhook, WebhookDeliveries } from "../operations/webhooks.ts";
 import {
   type Actor,
   ALL,
@@ -458,6 +459,34 @@ export const foreignIdCases: ForeignIdCase[] = [
     actors: SESSION_USERS,
     foreign: (home) => home.signedUp.session,
     call: (w, auth, id) => request(w.url, RevokeSession, { id }, auth),
+  },
+  {
+    name: "updateWebhook(id)",
+    field: "updateWebhook",
+    actors: PRIVILEGED,
+    foreign: (home) => home.webhook,
+    call: (w, auth, id) => request(w.url, UpdateWebhook, { id, input: { url: "http://127.0.0.1:9/mine" } }, auth),
+  },
+  {
+    name: "deleteWebhook(id)",
+    field: "deleteWebhook",
+    actors: PRIVILEGED,
+    foreign: (home) => home.webhook,
+    call: (w, auth, id) => request(w.url, DeleteWebhook, { id }, auth),
+  },
+  {
+    name: "rotateWebhookSecret(id)",
+    field: "rotateWebhookSecret",
+    actors: PRIVILEGED,
+    foreign: (home) => home.webhook,
+    call: (w, auth, id) => request(w.url, RotateWebhookSecret, { id }, auth),
+  },
+  {
+    name: "webhookDeliveries(webhookId)",
+    field: "webhookDeliveries",
+    actors: PRIVILEGED,
+    foreign: (home) => home.webhook,
+    call: (w, auth, id) => request(w.url, WebhookDeliveries, { webhookId: id }, auth),
   },
 ];
 

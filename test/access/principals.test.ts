@@ -31,6 +31,14 @@ import {
 import { PresenceChanged } from "../operations/presence.ts";
 import { DeleteTenant, RotateApiKey, Tenant, UpdateTenant } from "../operations/tenants.ts";
 import { CreateUser, DeleteUser, IssueUserToken, UpdateUser, User, Users, Viewer } from "../operations/users.ts";
+import {
+  CreateWebhook,
+  DeleteWebhook,
+  RotateWebhookSecret,
+  UpdateWebhook,
+  WebhookDeliveries,
+  Webhooks,
+} from "../operations/webhooks.ts";
 import { anyId, fieldOf, firstError, named, uploadAttachment, useAccessWorld } from "./world.ts";
 
 /** What each kind of principal may call: API keys, user tokens, session tokens, and no credentials at all. */
@@ -122,6 +130,20 @@ const anonymousCases: { field: string; form?: string; call: (url: string) => Pro
   { field: "removeReaction", call: (url) => request(url, RemoveReaction, { messageId: anyId(), emoji: "👍" }) },
   { field: "pinMessage", call: (url) => request(url, PinMessage, { id: anyId() }) },
   { field: "unpinMessage", call: (url) => request(url, UnpinMessage, { id: anyId() }) },
+  // Webhooks: tenant administration.
+  { field: "webhooks", call: (url) => request(url, Webhooks, {}) },
+  { field: "webhookDeliveries", call: (url) => request(url, WebhookDeliveries, { webhookId: anyId() }) },
+  {
+    field: "createWebhook",
+    call: (url) =>
+      request(url, CreateWebhook, { input: { url: "http://127.0.0.1:9/hook", events: ["MESSAGE_ADDED"] } }),
+  },
+  {
+    field: "updateWebhook",
+    call: (url) => request(url, UpdateWebhook, { id: anyId(), input: { enabled: false } }),
+  },
+  { field: "deleteWebhook", call: (url) => request(url, DeleteWebhook, { id: anyId() }) },
+  { field: "rotateWebhookSecret", call: (url) => request(url, RotateWebhookSecret, { id: anyId() }) },
   // End-user accounts: what needs a signed-in user.
   { field: "sessions", call: (url) => request(url, Sessions, {}) },
   { field: "signOut", call: (url) => request(url, "mutation { signOut }") },

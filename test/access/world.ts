@@ -32,6 +32,7 @@ import { PresenceChanged } from "../operations/presence.ts";
 import { AssignRole, CreateRole, Roles } from "../operations/roles.ts";
 import { TenantSnapshot, UpdateTenant } from "../operations/tenants.ts";
 import { Users, Viewer } from "../operations/users.ts";
+import { CreateWebhook } from "../operations/webhooks.ts";
 
 // The access-rule tests share one world per backend: two tenants ("Home" and "Intruder"), each
 // with a group, a direct conversation, messages, attachments, a custom role and a signed-up user,
@@ -68,6 +69,8 @@ export interface Side {
   role: string;
   /** The tenant's `owner` system role. */
   ownerRole: string;
+  /** A webhook of the tenant (USER_DELETED only, to an unreachable loopback port). */
+  webhook: string;
   /** Names, emails, texts and credentials that must never reach another tenant. */
   secrets: string[];
 }
@@ -202,6 +205,15 @@ export async function createSide(url: string, label: string, shared: string): Pr
     key,
   );
   await ok(url, AssignRole, { userId: member.id, roleId: createRole.id }, key);
+  const hookDescription = `${label} secret hook ${tag}`;
+  const { createWebhook } = await ok(
+    url,
+    CreateWebhook,
+    {
+      input: { url: `http://127.0.0.1:9/${label}-hook-${tag}`, events: ["USER_DELETED"], description: hookDescription },
+    },
+    key,
+  );
   const { users } = await ok(url, Users, { first: 100 }, key);
   const people = users.edges.flatMap((e) => [e.node.name, e.node.email ?? ""]).filter(Boolean);
   return {
@@ -222,7 +234,10 @@ export async function createSide(url: string, label: string, shared: string): Pr
     tenantOwner,
     role: createRole.id,
     ownerRole,
+    webhook: createWebhook.webhook.id,
     secrets: [
+      hookDescription,
+      createWebhook.secret,
       groupName,
       description,
       body,

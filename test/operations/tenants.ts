@@ -90,6 +90,13 @@ export const TenantSnapshot = graphql(`
         id
       }
     }
+    webhooks {
+      id
+      url
+      description
+      events
+      enabled
+    }
     role(id: $role) {
       name
       description

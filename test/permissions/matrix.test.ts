@@ -18,6 +18,14 @@ import { DeleteMessage, EditMessage, Messages, SendMessage } from "../operations
 import { AssignRole, CreateRole, DeleteRole, Role, Roles, UnassignRole, UpdateRole } from "../operations/roles.ts";
 import { UpdateTenant } from "../operations/tenants.ts";
 import { CreateUser, DeleteUser, RevokeUserTokens, UpdateUser, User, Users, Viewer } from "../operations/users.ts";
+import {
+  CreateWebhook,
+  DeleteWebhook,
+  RotateWebhookSecret,
+  UpdateWebhook,
+  WebhookDeliveries,
+  Webhooks,
+} from "../operations/webhooks.ts";
 import { allows, outcome, permissionHelpers, unique } from "./helpers.ts";
 
 /** The permission matrix: each operation is allowed exactly to the holders of its permission. */
@@ -40,6 +48,12 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
   }
 
   const as = (env: MatrixEnv): Auth => ({ token: env.actor.token });
+
+  /** Webhooks of the matrix go nowhere (an unused loopback port) and only hear of deleted users. */
+  const HOOK_URL = "http://127.0.0.1:9/matrix";
+  const webhookOf = async (env: MatrixEnv) =>
+    (await ok(world.url, CreateWebhook, { input: { url: HOOK_URL, events: ["USER_DELETED"] } }, { apiKey: env.apiKey }))
+      .createWebhook.webhook.id;
 
   const matrixOps: MatrixOp[] = [
     {
@@ -140,6 +154,33 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       run: async (env) => request(world.url, DeleteRole, { id: await createRoleWithKey(env.apiKey, []) }, as(env)),
     },
     { name: "auditLog", permission: "tenant:read", run: (env) => request(world.url, AuditLog, { first: 5 }, as(env)) },
+    {
+      name: "createWebhook",
+      permission: "tenant:*",
+      run: (env) => request(world.url, CreateWebhook, { input: { url: HOOK_URL, events: ["USER_DELETED"] } }, as(env)),
+    },
+    { name: "webhooks", permission: "tenant:*", run: (env) => request(world.url, Webhooks, {}, as(env)) },
+    {
+      name: "updateWebhook",
+      permission: "tenant:*",
+      run: async (env) =>
+        request(world.url, UpdateWebhook, { id: await webhookOf(env), input: { description: "changed" } }, as(env)),
+    },
+    {
+      name: "rotateWebhookSecret",
+      permission: "tenant:*",
+      run: async (env) => request(world.url, RotateWebhookSecret, { id: await webhookOf(env) }, as(env)),
+    },
+    {
+      name: "webhookDeliveries",
+      permission: "tenant:*",
+      run: async (env) => request(world.url, WebhookDeliveries, { webhookId: await webhookOf(env) }, as(env)),
+    },
+    {
+      name: "deleteWebhook",
+      permission: "tenant:*",
+      run: async (env) => request(world.url, DeleteWebhook, { id: await webhookOf(env) }, as(env)),
+    },
     { name: "groups", permission: "groups:read", run: (env) => request(world.url, Groups, { first: 5 }, as(env)) },
     {
       name: "updateTenant",
