@@ -17,6 +17,7 @@ import * as messages from "../src/services/messages.ts";
 import * as roles from "../src/services/roles.ts";
 import * as tenants from "../src/services/tenants.ts";
 import * as users from "../src/services/users.ts";
+import { wordFilterInput } from "../src/services/word-filter.ts";
 
 const BUILT_IN = (type: GraphQLNamedType) =>
   type.name.startsWith("__") || ["String", "Boolean", "Int", "Float", "ID"].includes(type.name);
@@ -69,6 +70,7 @@ describe("schema", () => {
       UpdateTenantInput: tenants.updateTenantInput,
       CreateUserInput: users.createUserInput,
       UpdateUserInput: users.updateUserInput,
+      WordFilterInput: wordFilterInput,
     };
     const inputs = Object.values(schema.getTypeMap()).filter(isInputObjectType);
     expect(inputs.map((type) => type.name).sort()).toEqual(Object.keys(validated).sort());

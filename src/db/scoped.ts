@@ -21,6 +21,8 @@ const TENANT_OWNED = new Set([
   "UserToken",
   "AuditEntry",
   "TenantExternalJwt",
+  "Block",
+  "Report",
 ]);
 
 const FILTERED = new Set([

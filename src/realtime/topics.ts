@@ -1,5 +1,6 @@
 import type { CredentialChange } from "../auth/credential-cache.ts";
 import type { ConversationEvent, Message } from "../generated/prisma/client.ts";
+import type { SafetyChange } from "../services/safety-cache.ts";
 
 declare const carries: unique symbol;
 
@@ -54,6 +55,8 @@ export const topics = {
    * tenant and carries ids only): one subscription per instance instead of one per user.
    */
   credentials: topic<CredentialChange>("chat:credentials"),
+  /** Every instance's safety cache listens here: changed word filters and blocks, for all tenants. */
+  safety: topic<SafetyChange>("chat:safety"),
 };
 
 export type MembershipEvent =

@@ -12,5 +12,6 @@ import "./role.ts";
 import "./audit.ts";
 import "./account.ts";
 import "./presence.ts";
+import "./safety.ts";
 
 export const schema = lexicographicSortSchema(builder.toSchema());

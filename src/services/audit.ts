@@ -22,7 +22,9 @@ export type AuditAction =
   | "member.added"
   | "member.removed"
   | "member.roleChanged"
-  | "message.moderated";
+  | "message.moderated"
+  | "message.reported"
+  | "report.resolved";
 
 type Db = Pick<PrismaClient, "auditEntry">;
 
