@@ -1,6 +1,5 @@
 import type { CredentialChange } from "../auth/credential-cache.ts";
 import type { ConversationEvent, Message } from "../generated/prisma/client.ts";
-import type { SafetyChange } from "../services/safety-cache.ts";
 
 declare const carries: unique symbol;
 
@@ -74,6 +73,11 @@ export type UserEvent =
   | { type: "revoked"; sessionIds?: string[] };
 
 export type ApiKeyEvent = { type: "revoked"; keyIds: string[] };
+
+/** A change to what the safety cache holds (services/safety-cache.ts): a tenant's word filter, or a block. */
+export type SafetyChange =
+  | { type: "wordFilterChanged"; tenantId: string }
+  | { type: "blocked" | "unblocked"; tenantId: string; blockerId: string; blockedId: string };
 
 export interface TypingPayload {
   conversationId: string;

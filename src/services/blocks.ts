@@ -35,11 +35,14 @@ export async function blockUser(ctx: Context, userId: string): Promise<boolean> 
   return true;
 }
 
-/** The viewer stops blocking a user; unblocking someone not blocked changes nothing. */
+/** The viewer stops blocking a user of their tenant; unblocking someone not blocked changes nothing. */
 export async function unblockUser(ctx: Context, userId: string): Promise<boolean> {
   const viewerId = requireUserPrincipal(ctx, "unblockUser");
   const blockedId = parseId("userId", userId);
   const tenantId = tenantOf(ctx);
+  // Deleted users too: a block of a user deleted since can still be lifted.
+  const user = await ctx.prisma.user.findFirst({ where: { id: blockedId, tenantId }, select: { id: true } });
+  if (!user) throw notFound("User");
   await ctx.prisma.block.deleteMany({ where: { tenantId, blockerId: viewerId, blockedId } });
   await announceSafetyChange(ctx, { type: "unblocked", tenantId, blockerId: viewerId, blockedId });
   return true;

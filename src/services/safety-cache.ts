@@ -1,10 +1,8 @@
 import type { SqlConnection } from "../db/sql.ts";
+import type { SafetyChange } from "../realtime/topics.ts";
 import { WordFilter, type WordFilterAction } from "./word-filter.ts";
 
-/** A change to what the safety cache holds, as every instance hears it (`topics.safety`). */
-export type SafetyChange =
-  | { type: "wordFilterChanged"; tenantId: string }
-  | { type: "blocked" | "unblocked"; tenantId: string; blockerId: string; blockedId: string };
+export type { SafetyChange };
 
 interface Entry<T> {
   value: Promise<T>;
