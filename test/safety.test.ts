@@ -1,6 +1,6 @@
 import type { ResultOf } from "@graphql-typed-document-node/core";
 import { describe, expect } from "vitest";
-import { backends } from "./helpers/backends.ts";
+import { backends, startServer, type TestServer } from "./helpers/backends.ts";
 import { type Auth, fails, ok, sleep, subscribe, whenLive } from "./helpers/client.ts";
 import type { TestTenant, TestUser } from "./helpers/fixtures.ts";
 import { test, useServer } from "./helpers/world.ts";
@@ -331,6 +331,43 @@ describe.each(backends())("safety tools on %s", (backend) => {
       expect(seen.filter((change) => change.user.id === bob.id)).toEqual([]);
     });
   });
+
+  if (backend === "postgres+redis") {
+    test("word filter and block changes on one instance reach the cache of another", async ({ tenant }) => {
+      const [alice, bob] = usersOf(tenant);
+      const group = await groupOf(world.url, tenant, [alice, bob]);
+      let other: TestServer | undefined;
+      try {
+        other = await startServer(world.database);
+        const url = other.url;
+        // The other instance caches the tenant's (empty) filter and Alice's (empty) block list.
+        await send(url, alice, group, "darn");
+        const blockedOn = async () =>
+          (await ok(url, MessagesSenderBlocked, { conversationId: group }, as(alice))).messages.edges.map(
+            (edge) => edge.node.senderBlockedByViewer,
+          );
+        await send(world.url, bob, group, "from bob");
+        expect(await blockedOn()).toEqual([false, false]);
+
+        await setWordFilter(world.url, tenant, ["darn"], "MASK");
+        await ok(world.url, BlockUser, { userId: bob.id }, as(alice));
+        // Across instances the news travels through Redis: wait for it, within a bound.
+        const deadline = Date.now() + 5000;
+        let body: string | null | undefined;
+        let blocked: boolean[] = [];
+        while (Date.now() < deadline) {
+          body = (await send(url, alice, group, "darn")).body;
+          blocked = await blockedOn();
+          if (body === "****" && blocked.at(1) === true) break;
+          await sleep(50);
+        }
+        expect(body).toBe("****");
+        expect(blocked.slice(0, 2)).toEqual([false, true]);
+      } finally {
+        await other?.stop();
+      }
+    });
+  }
 
   describe("reports", () => {
     test("members report others' messages once; the queue is for chats:moderate, newest first, by status", async ({
