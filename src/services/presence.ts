@@ -115,9 +115,9 @@ function eventOf(change: PresenceChange, conversationId: string | null): Presenc
 }
 
 /**
- * Whether the viewer may hear of this change now: never of a user they block. With a conversation: both the user and
- * the viewer are its members (the API key: the user is). Without: they share a
- * conversation (the API key: every user of its tenant, whose topic this is).
+ * Whether the viewer may hear of this change now: never of a user they block. With a
+ * conversation: both the user and the viewer are its members (the API key: the user is).
+ * Without: they share a conversation (the API key: every user of its tenant, whose topic this is).
  */
 async function concerns(ctx: Context, conversationId: string | null, change: PresenceChange): Promise<boolean> {
   const viewerId = actingUserId(ctx);
