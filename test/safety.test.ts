@@ -467,7 +467,14 @@ describe.each(backends())("safety tools on %s", (backend) => {
 
       // Deactivating needs users:update as well; the report stays open when refused.
       const deactivate = await report("deactivate me");
-      await fails(world.url, ResolveReport, { id: deactivate.id, action: "DEACTIVATE_USER" }, as(carol), "FORBIDDEN");
+      const refused = await fails(
+        world.url,
+        ResolveReport,
+        { id: deactivate.id, action: "DEACTIVATE_USER" },
+        as(carol),
+        "FORBIDDEN",
+      );
+      expect(refused.message).toContain("users:update");
       const stillOpen = (await ok(world.url, Reports, { status: "OPEN" }, as(carol))).reports.edges;
       expect(stillOpen.map((edge) => edge.node.id)).toContain(deactivate.id);
       await grant(world.url, tenant, carol, "admin");
