@@ -19,6 +19,7 @@ import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./realtime/presence.ts";
 import type { PubSub } from "./realtime/pubsub.ts";
 import type { SocketStreams } from "./realtime/queue.ts";
+import type { SafetyCache } from "./services/safety-cache.ts";
 import type { WebhookOutbox } from "./services/webhook-outbox.ts";
 import type { AttachmentStore } from "./storage/attachments.ts";
 
@@ -40,6 +41,8 @@ export interface AppDeps {
   credentialResync: ResyncSignal;
   /** Valid credentials and users' grants, so that requests do not read them from storage each time. */
   credentialCache: CredentialCache;
+  /** Word filters and blocks, so that sends and live events do not read them from storage. */
+  safety: SafetyCache;
   /** Who is online, on every instance. */
   presence: Presence;
   /** Work that runs after the response (account mail); failures are logged. */

@@ -18,6 +18,7 @@ import { Metrics } from "./metrics.ts";
 import { createMemoryPresence, createRedisPresence, type Presence } from "./realtime/presence.ts";
 import { createMemoryPubSub, createRedisPubSub, type PubSub } from "./realtime/pubsub.ts";
 import { topics } from "./realtime/topics.ts";
+import { SafetyCache } from "./services/safety-cache.ts";
 import { WebhookOutbox } from "./services/webhook-outbox.ts";
 import { LocalDiskStore } from "./storage/attachments.ts";
 
@@ -77,16 +78,22 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
   } catch (error) {
     return fail(error);
   }
+  const safety = new SafetyCache(db.sql, config.credentialResyncSeconds * 1000);
   try {
     const stopListening = await pubsub.subscribe(topics.credentials, (change) => {
       credentialCache.apply(change);
       // Sockets verified under a tenant's former identity provider setting are re-checked now.
       if (change.type === "externalJwtChanged") credentialResync.request();
     });
-    const stopResync = pubsub.onResync(() => credentialCache.clear());
+    const stopSafety = await pubsub.subscribe(topics.safety, (change) => safety.apply(change));
+    const stopResync = pubsub.onResync(() => {
+      credentialCache.clear();
+      safety.clear();
+    });
     const stopSignal = credentialResync.listen(() => credentialCache.clear());
     closers.push(() => {
       stopListening();
+      stopSafety();
       stopResync();
       stopSignal();
     });
@@ -179,6 +186,7 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     writeLimits: new WriteLimits(config.rateLimits, limitsRedis, log, !config.databaseUrl),
     credentialResync,
     credentialCache,
+    safety,
     presence,
     tasks,
     closers,

@@ -18,6 +18,7 @@ import * as roles from "../src/services/roles.ts";
 import * as tenants from "../src/services/tenants.ts";
 import * as users from "../src/services/users.ts";
 import * as webhooks from "../src/services/webhooks.ts";
+import { wordFilterInput } from "../src/services/word-filter.ts";
 
 const BUILT_IN = (type: GraphQLNamedType) =>
   type.name.startsWith("__") || ["String", "Boolean", "Int", "Float", "ID"].includes(type.name);
@@ -72,6 +73,7 @@ describe("schema", () => {
       UpdateUserInput: users.updateUserInput,
       CreateWebhookInput: webhooks.createWebhookInput,
       UpdateWebhookInput: webhooks.updateWebhookInput,
+      WordFilterInput: wordFilterInput,
     };
     const inputs = Object.values(schema.getTypeMap()).filter(isInputObjectType);
     expect(inputs.map((type) => type.name).sort()).toEqual(Object.keys(validated).sort());

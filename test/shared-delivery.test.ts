@@ -64,6 +64,7 @@ describe("viewer-dependent fields", () => {
         "ReactionGroup.reactedByViewer",
         "User.email",
         "Conversation.unreadCount",
+        "Message.senderBlockedByViewer",
       ]),
     );
   });

@@ -13,6 +13,7 @@ import { text, upload } from "./messaging/helpers.ts";
 import { AddMemberThenPromote, ConversationList, CreateGroup } from "./operations/conversations.ts";
 import { MessageAddedSeq, MessageAddedWithReactions } from "./operations/events.ts";
 import { AddReaction, HistoryPage, HistoryPageWithThreads, PinMessage, SendMessage } from "./operations/messages.ts";
+import { BlockUser, UpdateWordFilter } from "./operations/safety.ts";
 import { UsersWithRoles, ViewerId } from "./operations/users.ts";
 import { CreateWebhook } from "./operations/webhooks.ts";
 
@@ -131,6 +132,37 @@ describe.each(backends())("statements per request on %s", (backend) => {
       { apiKey: tenant.apiKey },
     );
     expect(await warmCount(send)).toBeGreaterThanOrEqual(without + 3);
+  });
+
+  test("word filters and blocks add no statement to a send, nor to a direct one", async () => {
+    const tenant = await createTenant(world.url, ["Alice", "Bob", "Carol"]);
+    const [alice, bob, carol] = tenant.users as [TestUser, TestUser, TestUser];
+    const { createGroup } = await ok(
+      world.url,
+      CreateGroup,
+      { input: { name: "Filtered", memberIds: [bob.id] } },
+      as(alice),
+    );
+    const { sendMessage: first } = await ok(
+      world.url,
+      SendMessage,
+      { input: { recipientId: bob.id, body: "hi" } },
+      as(alice),
+    );
+    const send = (conversationId: string) => () =>
+      ok(world.url, SendMessage, { input: { conversationId, body: "darn this" } }, as(alice));
+    const plain = await warmCount(send(createGroup.id));
+    const direct = await warmCount(send(first.conversation.id));
+    await ok(
+      world.url,
+      UpdateWordFilter,
+      { input: { wordFilter: { words: ["darn", "*frak*"], action: "MASK" } } },
+      { apiKey: tenant.apiKey },
+    );
+    await ok(world.url, BlockUser, { userId: carol.id }, as(alice));
+    await ok(world.url, BlockUser, { userId: alice.id }, as(carol));
+    expect(await warmCount(send(createGroup.id))).toBe(plain);
+    expect(await warmCount(send(first.conversation.id))).toBe(direct);
   });
 
   /** A group of Alice, Bob and Carol with `count` messages from all three, replies, reactions and attachments. */

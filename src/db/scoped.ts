@@ -23,6 +23,8 @@ const TENANT_OWNED = new Set([
   "TenantExternalJwt",
   "Webhook",
   "WebhookDelivery",
+  "Block",
+  "Report",
 ]);
 
 const FILTERED = new Set([

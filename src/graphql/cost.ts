@@ -56,6 +56,7 @@ export const PAGED_FIELDS: Readonly<Record<string, PagedField>> = {
   "Query.users": page(20),
   "Query.conversations": page(20),
   "Query.auditLog": page(50),
+  "Query.reports": page(20),
   "Query.searchMessages": page(20),
   "Query.messages": page(50, 100, ["first", "last"]),
   "Conversation.messages": page(50, 100, ["first", "last"]),

@@ -530,9 +530,14 @@ function conversationTopicFeed<P, T>(
 /**
  * Typing indicators: coalesced per user (a refresh while typing emits nothing), and a
  * user who stops refreshing is reported as stopped after TYPING_TIMEOUT_MS. The
- * viewer's own typing is not echoed back.
+ * viewer's own typing is not echoed back, nor the typing of users the viewer blocks.
  */
-export function typingFeed(ctx: Context, conversationId: string): AsyncGenerator<TypingPayload> {
+export function typingFeed(
+  ctx: Context,
+  conversationId: string,
+  /** The users the viewer blocks: their typing is not delivered. */
+  blocked: () => ReadonlySet<string> = () => new Set(),
+): AsyncGenerator<TypingPayload> {
   const viewerId = ctx.principal?.kind === "user" ? ctx.principal.userId : null;
   const timeout = ctx.deps.config.typingTimeoutMs;
   const timers = new Map<string, NodeJS.Timeout>();
@@ -541,7 +546,7 @@ export function typingFeed(ctx: Context, conversationId: string): AsyncGenerator
     conversationId,
     topics.typing,
     (event, push) => {
-      if (event.userId === viewerId) return;
+      if (event.userId === viewerId || blocked().has(event.userId)) return;
       const stop = () => {
         clearTimeout(timers.get(event.userId));
         timers.delete(event.userId);

@@ -56,6 +56,8 @@ export const topics = {
   credentials: topic<CredentialChange>("chat:credentials"),
   /** A tenant's webhooks changed: every instance forgets which events that tenant's webhooks want. */
   webhooks: topic<{ tenantId: string }>("chat:webhooks"),
+  /** Every instance's safety cache listens here: changed word filters and blocks, for all tenants. */
+  safety: topic<SafetyChange>("chat:safety"),
 };
 
 export type MembershipEvent =
@@ -73,6 +75,11 @@ export type UserEvent =
   | { type: "revoked"; sessionIds?: string[] };
 
 export type ApiKeyEvent = { type: "revoked"; keyIds: string[] };
+
+/** A change to what the safety cache holds (services/safety-cache.ts): a tenant's word filter, or a block. */
+export type SafetyChange =
+  | { type: "wordFilterChanged"; tenantId: string }
+  | { type: "blocked" | "unblocked"; tenantId: string; blockerId: string; blockedId: string };
 
 export interface TypingPayload {
   conversationId: string;

@@ -13,5 +13,6 @@ import "./audit.ts";
 import "./account.ts";
 import "./presence.ts";
 import "./webhook.ts";
+import "./safety.ts";
 
 export const schema = lexicographicSortSchema(builder.toSchema());

@@ -7,6 +7,7 @@ import { streamCursorField } from "../graphql/stream-cursor.ts";
 import { readFeed, typingFeed } from "../realtime/feeds.ts";
 import { itemOf, STREAM_CURSOR_MAX_AGE_SECONDS } from "../realtime/positions.ts";
 import type { ReadPayload, TypingPayload } from "../realtime/topics.ts";
+import { viewerBlockList } from "../services/blocks.ts";
 import type { ReactionGroup } from "../services/messages.ts";
 import * as messages from "../services/messages.ts";
 import { requireSubscribable, subscribeSequenced } from "../services/subscriptions.ts";
@@ -415,10 +416,11 @@ builder.subscriptionFields((t) => ({
   }),
   typing: t.field({
     type: TypingEventRef,
-    description: "Typing indicators of the other members of a conversation.",
+    description: "Typing indicators of the other members of a conversation (not of users the viewer blocks).",
     authScopes: { permission: "chats:read" },
     args: { conversationId: t.arg.id({ required: true, description: "Conversation id." }) },
-    subscribe: async (_root, args, ctx) => typingFeed(ctx, await requireSubscribable(ctx, args.conversationId)),
+    subscribe: async (_root, args, ctx) =>
+      typingFeed(ctx, await requireSubscribable(ctx, args.conversationId), await viewerBlockList(ctx)),
     resolve: (event) => event,
   }),
   readReceipt: t.field({

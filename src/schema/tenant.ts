@@ -3,6 +3,7 @@ import * as tenants from "../services/tenants.ts";
 import { rule } from "../services/validation.ts";
 import { TenantAuthSettingsInput } from "./account.ts";
 import { builder } from "./builder.ts";
+import { WordFilterInput } from "./safety.ts";
 
 export const TenantRef = builder.prismaObject("Tenant", {
   description: "A company using the chat API. Every other object belongs to exactly one tenant.",
@@ -56,6 +57,7 @@ const UpdateTenantInput = builder.inputType("UpdateTenantInput", {
     name: t.string({ description: `Display name, ${rule(tenants.updateTenantInput.shape.name)}.` }),
     defaultRoleId: t.id({ description: "The role new users get." }),
     auth: t.field({ type: TenantAuthSettingsInput, description: "How end users sign in." }),
+    wordFilter: t.field({ type: WordFilterInput, description: "The word filter of the tenant's messages." }),
   }),
 });
 

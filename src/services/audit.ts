@@ -28,7 +28,9 @@ export type AuditAction =
   | "webhook.updated"
   | "webhook.deleted"
   | "webhook.secretRotated"
-  | "webhook.disabled";
+  | "webhook.disabled"
+  | "message.reported"
+  | "report.resolved";
 
 type Db = Pick<PrismaClient, "auditEntry">;
 

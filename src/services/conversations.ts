@@ -8,6 +8,7 @@ import type { Conversation, Member, Prisma } from "../generated/prisma/client.ts
 import { actingUserId, requireUserPrincipal, tenantOf } from "./access.ts";
 import { discardAttachments, removeAttachmentFiles } from "./attachment-gc.ts";
 import { audit } from "./audit.ts";
+import { assertNotBlockedBy } from "./blocks.ts";
 import { connectionOf, decodeCursor, encodeCursor } from "./cursors.ts";
 import { appendEvents, insertEvents, type NewEvent, publishEvents } from "./events.ts";
 import { publishMembership } from "./membership-events.ts";
@@ -451,6 +452,7 @@ export async function openDirect(ctx: Context, fromUserId: string, toUserId: str
   const otherId = parseId(field, toUserId);
   if (otherId === fromUserId) throw badInput(field, "A direct conversation needs two different users");
   await requireUsersInTenant(ctx, [otherId]);
+  await assertNotBlockedBy(ctx, otherId, fromUserId);
   const directKey = directKeyOf(fromUserId, otherId);
   const existing = await ctx.prisma.conversation.findUnique({
     where: { tenantId_directKey: { tenantId, directKey } },

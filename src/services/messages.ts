@@ -34,6 +34,7 @@ import {
 import { reviveMessage } from "./message-snapshot.ts";
 import { pageSize, parseId, parseIds, validate, zList, zText } from "./validation.ts";
 import { viaSql, type WebhookItem } from "./webhook-outbox.ts";
+import { filterMessageText, type WordFilter } from "./word-filter.ts";
 
 export type { Message };
 
@@ -156,8 +157,8 @@ async function publishMessage(ctx: Context, message: Message): Promise<void> {
  */
 export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Message> {
   const input = validate(sendMessageInput(ctx.deps.config.maxMessageLength), rawInput, "input");
-  const content = messageContent(input);
   const tenantId = tenantOf(ctx);
+  const content = filterContent(await ctx.deps.safety.wordFilter(tenantId), messageContent(input));
   const principalUserId = actingUserId(ctx);
   let senderId = principalUserId;
   if (input.senderId) {
@@ -265,9 +266,10 @@ export async function sendMessage(ctx: Context, rawInput: unknown): Promise<Mess
     throw error;
   }
   if (!stored) {
-    // Nothing stored: find out why (missing conversation or not a member) for the right error.
+    // Nothing stored: find out why (missing conversation, not a member, or blocked in a direct
+    // conversation, which is refused without saying so) for the right error.
     await requireConversation(ctx, conversationId, "input.conversationId");
-    throw forbidden("You are not a member of this conversation");
+    throw forbidden("You cannot send messages to this conversation");
   }
   if (stored.repeated) return stored.message;
   // Both together: on Redis they leave in one write (auto-pipelining).
@@ -310,6 +312,13 @@ function messageContent(input: z.infer<ReturnType<typeof sendMessageInput>>): Me
   return { custom: false, body: input.body, customType: null, data: null };
 }
 
+/** The tenant's word filter applied to a message's text (its body, a CUSTOM message's data too). */
+function filterContent(filter: WordFilter | null, content: MessageContent): MessageContent {
+  if (!filter) return content;
+  const filtered = filterMessageText(filter, { body: "input.body", data: "input.data" }, content.body, content.data);
+  return { ...content, ...filtered };
+}
+
 /** What storeMessage needs to store a message. */
 interface NewMessageRow {
   tenantId: string;
@@ -342,10 +351,11 @@ const MESSAGE_COLUMNS = `"id", "tenantId", "conversationId", "seq", "senderId", 
  * Stores a message in one statement (so one round trip, atomic without a transaction of its
  * own): checks that the sender is a member, returns the sender's earlier message with the same
  * clientMessageId instead if there is one, else takes the conversation's next seq and event
- * seq (the row lock on the conversation serializes senders, so seq order is commit order),
+ * seq (the row lock on the conversation serializes senders, so seq order is commit order)
+ * unless the conversation is direct and its other member blocks the sender,
  * inserts the message, its mentions and its MESSAGE_ADDED event, and moves the sender's read
  * horizon to it. Null when nothing was stored because the conversation is gone or the sender
- * is not a member.
+ * is not a member (or is blocked).
  */
 async function storeMessage(conn: SqlConnection, row: NewMessageRow): Promise<StoredMessage | null> {
   const params = [
@@ -377,12 +387,19 @@ async function storeMessage(conn: SqlConnection, row: NewMessageRow): Promise<St
           AND "senderId" IS NOT DISTINCT FROM $3::uuid AND "clientMessageId" = $6::text
           AND EXISTS (SELECT 1 FROM allowed)
      ),
+     blocked AS (
+       SELECT 1 FROM "Block" b
+         JOIN "Member" other ON other."conversationId" = $2::uuid AND other."userId" = b."blockerId"
+         JOIN "Conversation" c ON c."id" = $2::uuid AND c."kind" = 'DIRECT'
+        WHERE b."tenantId" = $1::uuid AND b."blockedId" = $3::uuid
+     ),
      bumped AS (
        UPDATE "Conversation"
           SET "lastSeq" = "lastSeq" + 1, "lastEventSeq" = "lastEventSeq" + 1,
               "lastActivityAt" = now(), "updatedAt" = now()
         WHERE "id" = $2::uuid AND "tenantId" = $1::uuid
           AND EXISTS (SELECT 1 FROM allowed) AND NOT EXISTS (SELECT 1 FROM earlier)
+          AND NOT EXISTS (SELECT 1 FROM blocked)
        RETURNING "lastSeq", "lastEventSeq"
      ),
      added AS (
@@ -703,7 +720,12 @@ async function eraseFromHistory(tx: TransactionClient, message: Message, deleted
  * given, replaces its data (customType never changes). Other messages take no data.
  */
 export async function editMessage(ctx: Context, id: string, body: string, data?: unknown): Promise<Message> {
-  const input = validate(editMessageInput(ctx.deps.config.maxMessageLength), { body, data }, "");
+  const validated = validate(editMessageInput(ctx.deps.config.maxMessageLength), { body, data }, "");
+  const filter = await ctx.deps.safety.wordFilter(tenantOf(ctx));
+  const input = {
+    ...validated,
+    ...filterMessageText(filter, { body: "body", data: "data" }, validated.body, validated.data),
+  };
   const message = await requireMessage(ctx, id);
   const userId = actingUserId(ctx);
   if (userId && message.senderId !== userId) throw forbidden("Only the sender may edit a message");
@@ -729,7 +751,11 @@ export async function editMessage(ctx: Context, id: string, body: string, data?:
  * need chats:moderate. Deleting twice is harmless.
  */
 export async function deleteMessage(ctx: Context, id: string): Promise<Message> {
-  const message = await requireMessage(ctx, id);
+  return deleteLoadedMessage(ctx, await requireMessage(ctx, id));
+}
+
+/** deleteMessage of a message already read (and, where the caller needs it, checked for access). */
+export async function deleteLoadedMessage(ctx: Context, message: Message): Promise<Message> {
   const userId = actingUserId(ctx);
   const own = userId !== null && message.senderId === userId;
   if (!(await hasPermission(ctx, own ? "chats:delete" : "chats:moderate"))) {

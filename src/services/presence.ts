@@ -115,12 +115,14 @@ function eventOf(change: PresenceChange, conversationId: string | null): Presenc
 }
 
 /**
- * Whether the viewer may hear of this change now. With a conversation: both the user and
- * the viewer are its members (the API key: the user is). Without: they share a
- * conversation (the API key: every user of its tenant, whose topic this is).
+ * Whether the viewer may hear of this change now: never of a user they block. With a
+ * conversation: both the user and the viewer are its members (the API key: the user is).
+ * Without: they share a conversation (the API key: every user of its tenant, whose topic this is).
  */
 async function concerns(ctx: Context, conversationId: string | null, change: PresenceChange): Promise<boolean> {
   const viewerId = actingUserId(ctx);
+  // The presence of users the viewer blocks is not delivered (from the cache: no query per change).
+  if (viewerId && (await ctx.deps.safety.blockedBy(tenantOf(ctx), viewerId)).has(change.userId)) return false;
   if (conversationId) {
     const members = await shared(change, `members:${conversationId}`, () =>
       idsOf(

@@ -6,11 +6,13 @@ import { type ApiKeyEvent, topics } from "../realtime/topics.ts";
 import { tenantOf } from "./access.ts";
 import { parseAuthSettings } from "./accounts.ts";
 import { audit } from "./audit.ts";
+import { announceSafetyChange } from "./blocks.ts";
 import { applyExternalJwt, prepareExternalJwt } from "./external-jwt.ts";
 import { announceCredentialChange } from "./membership-events.ts";
 import { assertCanGrant } from "./policies.ts";
 import { createSystemRoles, requireRole } from "./roles.ts";
 import { validate, zLine } from "./validation.ts";
+import { parseRules, wordFilterInput } from "./word-filter.ts";
 
 // Tenant names go into mail sent to end users: one line, no control or direction characters.
 export const createTenantInput = z.object({ name: zLine(200) });
@@ -18,6 +20,7 @@ export const updateTenantInput = z.object({
   name: createTenantInput.shape.name.nullish(),
   defaultRoleId: z.string().nullish(),
   auth: z.unknown().optional(),
+  wordFilter: wordFilterInput.nullish(),
 });
 
 /** A tenant, its first API key and its system roles (owner, admin, member), in one transaction. */
@@ -49,6 +52,8 @@ export async function updateTenant(ctx: Context, input: unknown) {
   // The default role is granted to every new user: choosing it is granting it.
   if (defaultRole) await assertCanGrant(ctx, defaultRole.permissions);
   const externalJwtValues = await prepareExternalJwt(ctx, auth?.externalJwt);
+  const words = data.wordFilter?.words ? parseRules("input.wordFilter.words", data.wordFilter.words) : null;
+  const wordFilterAction = data.wordFilter?.action ?? null;
   const updated = await ctx.prisma.$transaction(async (tx) => {
     const externalJwt = await applyExternalJwt(ctx, tx, externalJwtValues);
     const tenant = await tx.tenant.update({
@@ -61,6 +66,8 @@ export async function updateTenant(ctx: Context, input: unknown) {
         ...(auth?.accessTokenTtlSeconds ? { accessTokenTtlSeconds: auth.accessTokenTtlSeconds } : {}),
         ...(auth?.refreshTokenTtlSeconds ? { refreshTokenTtlSeconds: auth.refreshTokenTtlSeconds } : {}),
         ...(auth?.oauthRedirectUris ? { oauthRedirectUris: [...new Set(auth.oauthRedirectUris)] } : {}),
+        ...(words ? { wordFilterRules: words } : {}),
+        ...(wordFilterAction ? { wordFilterAction } : {}),
       },
     });
     await audit(
@@ -68,11 +75,19 @@ export async function updateTenant(ctx: Context, input: unknown) {
       "tenant.updated",
       { type: "Tenant", id: tenant.id },
       // The provider's secret stays out of the log: only whether there is one.
-      { name: data.name, defaultRole: defaultRole?.name, auth: auth && { ...auth, externalJwt } },
+      {
+        name: data.name,
+        defaultRole: defaultRole?.name,
+        auth: auth && { ...auth, externalJwt },
+        wordFilter: data.wordFilter && { words, action: wordFilterAction },
+      },
       tx,
     );
     return { tenant, externalJwtChanged: externalJwt !== undefined };
   });
+  if (words || wordFilterAction) {
+    await announceSafetyChange(ctx, { type: "wordFilterChanged", tenantId: updated.tenant.id });
+  }
   if (updated.externalJwtChanged) {
     await announceCredentialChange(ctx, { type: "externalJwtChanged", tenantId: updated.tenant.id });
   }

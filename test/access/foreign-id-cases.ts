@@ -26,6 +26,7 @@ import {
   UnpinMessage,
 } from "../operations/messages.ts";
 import { AssignRole, DeleteRole, Role, UnassignRole, UpdateRole } from "../operations/roles.ts";
+import { BlockUser, ReportMessage, ResolveReport, UnblockUser } from "../operations/safety.ts";
 import { UpdateTenantWithDefaultRole } from "../operations/tenants.ts";
 import { DeleteUser, IssueUserToken, RevokeUserTokens, UpdateUser, User } from "../operations/users.ts";
 import { DeleteWebhook, RotateWebhookSecret, UpdateWebhook, WebhookDeliveries } from "../operations/webhooks.ts";
@@ -231,6 +232,34 @@ export const foreignIdCases: ForeignIdCase[] = [
     foreign: (home) => home.owner.id,
     call: (w, auth, id) =>
       request(w.url, SendMessage, { input: { recipientId: w.intruder.member.id, senderId: id, body: "hi" } }, auth),
+  },
+  {
+    name: "reportMessage(messageId)",
+    field: "reportMessage",
+    actors: USERS,
+    foreign: (home) => home.message,
+    call: (w, auth, id) => request(w.url, ReportMessage, { messageId: id, reason: "spam" }, auth),
+  },
+  {
+    name: "resolveReport(id)",
+    field: "resolveReport",
+    actors: PRIVILEGED,
+    foreign: (home) => home.report,
+    call: (w, auth, id) => request(w.url, ResolveReport, { id, action: "DELETE_MESSAGE" }, auth),
+  },
+  {
+    name: "blockUser(userId)",
+    field: "blockUser",
+    actors: USERS,
+    foreign: (home) => home.member.id,
+    call: (w, auth, id) => request(w.url, BlockUser, { userId: id }, auth),
+  },
+  {
+    name: "unblockUser(userId)",
+    field: "unblockUser",
+    actors: USERS,
+    foreign: (home) => home.member.id,
+    call: (w, auth, id) => request(w.url, UnblockUser, { userId: id }, auth),
   },
   {
     name: "markRead(conversationId)",

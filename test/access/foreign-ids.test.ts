@@ -1,12 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { backends } from "../helpers/backends.ts";
-import { drain, ok, request, subscribe, whenLive, wsClient } from "../helpers/client.ts";
+import { drain, fails, ok, request, subscribe, whenLive, wsClient } from "../helpers/client.ts";
 import { Sessions } from "../operations/accounts.ts";
 import { Conversations, MarkRead } from "../operations/conversations.ts";
 import { ConversationEvents, MessageAdded } from "../operations/events.ts";
 import { SearchMessages, SendMessage, SetTyping } from "../operations/messages.ts";
 import { Roles } from "../operations/roles.ts";
+import { BlockedUsers, BlockUser, Reports } from "../operations/safety.ts";
 import { foreignIdCases, foreignNullCases } from "./foreign-id-cases.ts";
 import {
   ALL,
@@ -247,6 +248,24 @@ describe.each(backends())("access rules on %s", (backend) => {
         }
       },
     );
+
+    it.each(PRIVILEGED)("reports never lists another tenant's reports (foreign %s)", async (actor) => {
+      const result = await request(w.url, Reports, { first: 100 }, authOf(w.intruder, actor));
+      expect(result.errors, JSON.stringify(result)).toBeUndefined();
+      expect(result.data?.reports.edges.map((edge) => edge.node.id)).toEqual([w.intruder.report]);
+      expectNoLeak(w.home.secrets, result);
+      // And home still sees its own.
+      const home = await ok(w.url, Reports, { first: 100 }, { apiKey: w.home.apiKey });
+      expect(home.reports.edges.map((edge) => edge.node.id)).toEqual([w.home.report]);
+    });
+
+    it("blockedUsers never lists a user of another tenant, who cannot be blocked", async () => {
+      const auth = authOf(w.intruder, "user token");
+      await fails(w.url, BlockUser, { userId: w.home.owner.id }, auth, "NOT_FOUND");
+      const result = await request(w.url, BlockedUsers, {}, auth);
+      expect(result.errors, JSON.stringify(result)).toBeUndefined();
+      expect(result.data?.blockedUsers).toEqual([]);
+    });
 
     it.each(SESSION_USERS)("sessions never lists another tenant's sessions (foreign %s)", async (actor) => {
       const result = await request(w.url, Sessions, {}, authOf(w.intruder, actor));

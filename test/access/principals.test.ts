@@ -29,6 +29,7 @@ import {
   UnpinMessage,
 } from "../operations/messages.ts";
 import { PresenceChanged } from "../operations/presence.ts";
+import { BlockedUsers, BlockUser, ReportMessage, Reports, ResolveReport, UnblockUser } from "../operations/safety.ts";
 import { DeleteTenant, RotateApiKey, Tenant, UpdateTenant } from "../operations/tenants.ts";
 import { CreateUser, DeleteUser, IssueUserToken, UpdateUser, User, Users, Viewer } from "../operations/users.ts";
 import {
@@ -144,6 +145,13 @@ const anonymousCases: { field: string; form?: string; call: (url: string) => Pro
   },
   { field: "deleteWebhook", call: (url) => request(url, DeleteWebhook, { id: anyId() }) },
   { field: "rotateWebhookSecret", call: (url) => request(url, RotateWebhookSecret, { id: anyId() }) },
+  // Safety tools.
+  { field: "blockUser", call: (url) => request(url, BlockUser, { userId: anyId() }) },
+  { field: "unblockUser", call: (url) => request(url, UnblockUser, { userId: anyId() }) },
+  { field: "blockedUsers", call: (url) => request(url, BlockedUsers, {}) },
+  { field: "reportMessage", call: (url) => request(url, ReportMessage, { messageId: anyId(), reason: "spam" }) },
+  { field: "reports", call: (url) => request(url, Reports, {}) },
+  { field: "resolveReport", call: (url) => request(url, ResolveReport, { id: anyId(), action: "DISMISS" }) },
   // End-user accounts: what needs a signed-in user.
   { field: "sessions", call: (url) => request(url, Sessions, {}) },
   { field: "signOut", call: (url) => request(url, "mutation { signOut }") },
@@ -247,6 +255,27 @@ describe.each(backends())("access rules on %s", (backend) => {
           name: "hideConversation",
           field: "hideConversation",
           call: () => request(w.url, HideConversation, { id: w.home.direct }, { apiKey: w.home.apiKey }),
+        },
+        {
+          name: "blockUser",
+          field: "blockUser",
+          call: () => request(w.url, BlockUser, { userId: w.home.member.id }, { apiKey: w.home.apiKey }),
+        },
+        {
+          name: "unblockUser",
+          field: "unblockUser",
+          call: () => request(w.url, UnblockUser, { userId: w.home.member.id }, { apiKey: w.home.apiKey }),
+        },
+        {
+          name: "blockedUsers",
+          field: "blockedUsers",
+          call: () => request(w.url, BlockedUsers, {}, { apiKey: w.home.apiKey }),
+        },
+        {
+          name: "reportMessage",
+          field: "reportMessage",
+          call: () =>
+            request(w.url, ReportMessage, { messageId: w.home.message, reason: "spam" }, { apiKey: w.home.apiKey }),
         },
       ]),
     )("the API key cannot call %s (FORBIDDEN)", async (_, { call, field }) => {

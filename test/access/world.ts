@@ -30,6 +30,7 @@ import {
 } from "../operations/messages.ts";
 import { PresenceChanged } from "../operations/presence.ts";
 import { AssignRole, CreateRole, Roles } from "../operations/roles.ts";
+import { ReportMessage } from "../operations/safety.ts";
 import { TenantSnapshot, UpdateTenant } from "../operations/tenants.ts";
 import { Users, Viewer } from "../operations/users.ts";
 import { CreateWebhook } from "../operations/webhooks.ts";
@@ -49,6 +50,8 @@ export interface Side {
   direct: string;
   /** The owner's message in `group`; the member reacted to it with 👍. */
   message: string;
+  /** The member's report of `message`. */
+  report: string;
   /** Another message of the owner in `group`, pinned. */
   pinned: string;
   /** A CUSTOM message of the owner in `group`, with data. */
@@ -142,6 +145,13 @@ export async function createSide(url: string, label: string, shared: string): Pr
     { token: owner.token },
   );
   await ok(url, AddReaction, { messageId: sendMessage.id, emoji: "👍" }, { token: member.token });
+  const reportReason = `${label} secret complaint ${tag}`;
+  const { reportMessage } = await ok(
+    url,
+    ReportMessage,
+    { messageId: sendMessage.id, reason: reportReason },
+    { token: member.token },
+  );
   const pinnedBody = `${label} secret pinned ${tag} ${own} ${shared}`;
   const pinned = (
     await ok(url, SendMessage, { input: { conversationId: createGroup.id, body: pinnedBody } }, { token: owner.token })
@@ -224,6 +234,7 @@ export async function createSide(url: string, label: string, shared: string): Pr
     group: createGroup.id,
     direct: openDirectConversation.id,
     message: sendMessage.id,
+    report: reportMessage.id,
     pinned,
     custom,
     attachment: attachment as string,
@@ -241,6 +252,7 @@ export async function createSide(url: string, label: string, shared: string): Pr
       groupName,
       description,
       body,
+      reportReason,
       pinnedBody,
       customData.question,
       directBody,

@@ -16,6 +16,7 @@ import {
 } from "../operations/conversations.ts";
 import { DeleteMessage, EditMessage, Messages, SendMessage } from "../operations/messages.ts";
 import { AssignRole, CreateRole, DeleteRole, Role, Roles, UnassignRole, UpdateRole } from "../operations/roles.ts";
+import { BlockedUsers, BlockUser, ReportMessage, Reports, ResolveReport } from "../operations/safety.ts";
 import { UpdateTenant } from "../operations/tenants.ts";
 import { CreateUser, DeleteUser, RevokeUserTokens, UpdateUser, User, Users, Viewer } from "../operations/users.ts";
 import {
@@ -242,6 +243,40 @@ describe.each(backends())("roles, permissions and tenant isolation on %s", (back
       run: async (env) => {
         const theirs = await sendAs(env.apiKey, env.poster.id, env.groupId, "theirs");
         return request(world.url, DeleteMessage, { id: theirs }, as(env));
+      },
+    },
+    {
+      name: "blockUser",
+      permission: "chats:read",
+      run: (env) => request(world.url, BlockUser, { userId: env.other.id }, as(env)),
+    },
+    { name: "blockedUsers", permission: "chats:read", run: (env) => request(world.url, BlockedUsers, {}, as(env)) },
+    {
+      name: "reportMessage of someone else's message",
+      permission: "chats:read",
+      run: async (env) => {
+        const theirs = await sendAs(env.apiKey, env.poster.id, env.groupId, "report me");
+        return request(world.url, ReportMessage, { messageId: theirs, reason: "spam" }, as(env));
+      },
+    },
+    {
+      name: "reports",
+      permission: "chats:moderate",
+      run: (env) => request(world.url, Reports, { first: 5 }, as(env)),
+    },
+    {
+      name: "resolveReport with DISMISS",
+      permission: "chats:moderate",
+      run: async (env) => {
+        // Reported by the poster: the actor may have revoked the other user's tokens by now.
+        const theirs = await sendAs(env.apiKey, env.other.id, env.groupId, "reported");
+        const { reportMessage } = await ok(
+          world.url,
+          ReportMessage,
+          { messageId: theirs, reason: "spam" },
+          { token: env.poster.token },
+        );
+        return request(world.url, ResolveReport, { id: reportMessage.id, action: "DISMISS" }, as(env));
       },
     },
   ];
