@@ -74,6 +74,15 @@ describe.each(backends())("trusted documents on %s", (backend) => {
     expect((await post(server.url, { query: print(Viewer) }, auth)).errors?.[0]?.extensions?.code).toBe("FORBIDDEN");
     expect((await post(server.url, { query: `${VIEWER} ` }, auth)).errors?.[0]?.extensions?.code).toBe("FORBIDDEN");
     expect((await post(server.url, { query: "{ __typename }" })).errors?.[0]?.extensions?.code).toBe("FORBIDDEN");
+    // A made-up API key or admin key header does not lift the restriction.
+    for (const header of [
+      { "x-api-key": "ck_made_up_key_0123456789" },
+      { "x-platform-admin-key": "made-up-admin-key" },
+    ] as Record<string, string>[]) {
+      expect((await post(server.url, { query: "{ __typename }" }, header)).errors?.[0]?.extensions?.code).toBe(
+        "FORBIDDEN",
+      );
+    }
     expect((await post(server.url, { documentId: sha256("something else") }, auth)).errors?.[0]?.extensions?.code).toBe(
       "BAD_USER_INPUT",
     );

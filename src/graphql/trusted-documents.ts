@@ -10,6 +10,9 @@
 import { readFileSync } from "node:fs";
 import { usePersistedOperations } from "@graphql-yoga/plugin-persisted-operations";
 import type { GraphQLParams, Plugin } from "graphql-yoga";
+import { resolvePrincipal } from "../auth/principal.ts";
+import { safeEqual } from "../auth/secrets.ts";
+import type { AppDeps } from "../context.ts";
 import { appError } from "../errors.ts";
 
 export interface TrustedDocuments {
@@ -64,8 +67,24 @@ export function trustedQuery(
   );
 }
 
+/**
+ * Whether a request holds a valid API key or the platform admin key (then it may send any
+ * document): verified, not just present, so a made-up header does not lift the restriction.
+ */
+async function sendsOwnDocuments(deps: AppDeps, headers: Headers): Promise<boolean> {
+  const adminKey = headers.get("x-platform-admin-key");
+  const configured = deps.config.platformAdminKey;
+  if (adminKey && configured && safeEqual(adminKey, configured)) return true;
+  const apiKey = headers.get("x-api-key");
+  if (!apiKey) return false;
+  const principal = await resolvePrincipal(deps.db.prisma, deps.tokens, { apiKey }, deps.credentialCache).catch(
+    () => null,
+  );
+  return principal?.kind === "service";
+}
+
 /** Over HTTP: ids resolved by Yoga's persisted-operations plugin, then only manifest texts pass for users. */
-export function trustedDocumentsPlugins(documents: TrustedDocuments): Plugin[] {
+export function trustedDocumentsPlugins(deps: AppDeps, documents: TrustedDocuments): Plugin[] {
   return [
     usePersistedOperations({
       getPersistedOperation: (id) => documents.byId.get(id) ?? null,
@@ -80,10 +99,10 @@ export function trustedDocumentsPlugins(documents: TrustedDocuments): Plugin[] {
       },
     }),
     {
-      onParams({ request, params }) {
-        if (request.headers.get("x-api-key") || request.headers.get("x-platform-admin-key")) return;
+      async onParams({ request, params }) {
         const trusted = trustedQuery(documents, params as GraphQLParams & { documentId?: unknown });
-        if (typeof trusted !== "string") throw trusted;
+        if (typeof trusted === "string" || (await sendsOwnDocuments(deps, request.headers))) return;
+        throw trusted;
       },
     },
   ];

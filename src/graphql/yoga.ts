@@ -109,7 +109,7 @@ export function createGraphQLServer(deps: AppDeps, routes: readonly Route[]): Ch
       routesPlugin(routes, log),
       requestGuardPlugin(deps, GRAPHQL_ENDPOINT),
       requestParseErrorsPlugin,
-      ...(deps.trustedDocuments ? trustedDocumentsPlugins(deps.trustedDocuments) : []),
+      ...(deps.trustedDocuments ? trustedDocumentsPlugins(deps, deps.trustedDocuments) : []),
       ...(config.introspection ? [] : [noIntrospectionPlugin]),
       ...armorPlugins(),
       queryCostPlugin({ maxCost: config.maxQueryNodes }),
