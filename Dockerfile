@@ -4,12 +4,15 @@ FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 COPY prisma ./prisma
-COPY codegen.ts schema.graphql ./
-# Installs everything and generates the Prisma client (postinstall), then drops dev tools.
-RUN npm ci --no-audit --no-fund
-COPY tsconfig.json ./
-COPY src ./src
+COPY codegen.ts schema.graphql tsconfig.json ./
 COPY scripts ./scripts
+# The workspaces: the client kit and the embeddable UI (built into ui/dist by postinstall).
+COPY client ./client
+COPY ui ./ui
+# Installs everything, generates the Prisma client and typed documents and builds the UI
+# pages (postinstall), then drops dev tools.
+RUN npm ci --no-audit --no-fund
+COPY src ./src
 RUN npm run build && npm prune --omit=dev && mkdir -p data/attachments
 
 FROM node:24-bookworm-slim

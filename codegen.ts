@@ -12,7 +12,7 @@ const presetConfig = {
 } as const;
 
 // Typed documents from the committed schema: the operations written in the tests, and the
-// client kit's operations (client/src/operations), each set generated on its own.
+// client kit's operations (client/src/operations) and the UI's (ui/src), each set generated on its own.
 const config: CodegenConfig = {
   schema: "schema.graphql",
   ignoreNoDocuments: true,
@@ -28,6 +28,11 @@ const config: CodegenConfig = {
       // TRUSTED_DOCUMENTS takes; each typed document carries its hash (`__meta__.hash`).
       presetConfig: { ...presetConfig.presetConfig, persistedDocuments: { hashAlgorithm: "sha256" } },
       documents: ["client/src/operations/*.graphql"],
+    },
+    // The embeddable UI's own operations (ui/src/*.ts: graphql(`...`) tagged documents).
+    "ui/src/generated/": {
+      ...presetConfig,
+      documents: ["ui/src/**/*.{ts,tsx}", "!ui/src/generated/**"],
     },
     // Which concrete types each union and interface has, for Apollo's InMemoryCache.
     "client/src/generated/possible-types.ts": {

@@ -1,0 +1,420 @@
+/**
+ * The embeddable UI pages (/ui/chat-window, /ui/roster, /ui/participants, /demo) in a real
+ * headless Chromium (Debian's, driven by playwright-core), against a real server: on the
+ * embedded default, and on PostgreSQL + Redis with each user's page on another instance.
+ * Every request that does not go to the servers is refused and recorded; the pages' CSP
+ * violations are recorded too; both must stay empty. Screenshots go to test/artifacts/.
+ */
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Browser, type BrowserContext, chromium, type Frame, type FrameLocator, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect } from "vitest";
+import { graphql } from "./generated/gql.ts";
+import { type BackendName, startServer, type TestServer } from "./helpers/backends.ts";
+import { ok } from "./helpers/client.ts";
+import type { TestTenant, TestUser } from "./helpers/fixtures.ts";
+import { test, useServer } from "./helpers/world.ts";
+import { SignUp } from "./operations/accounts.ts";
+import { AddMembers, CreateGroup } from "./operations/conversations.ts";
+import { SendMessage } from "./operations/messages.ts";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const artifacts = fileURLToPath(new URL("./artifacts/", import.meta.url));
+
+const UpdateEmbedding = graphql(`
+  mutation UpdateEmbedding($input: UpdateTenantInput!) {
+    updateTenant(input: $input) {
+      id
+      embedOrigins
+      selfSignUp
+    }
+  }
+`);
+
+let browser: Browser;
+beforeAll(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  await mkdir(artifacts, { recursive: true });
+});
+afterAll(async () => {
+  await browser?.close();
+});
+
+/** A browser context (one user's browser) that may reach only `allowed` origins; what else it asks for is recorded. */
+async function userBrowser(allowed: string[], outside: string[], viewport = { width: 420, height: 720 }) {
+  const context = await browser.newContext({ viewport });
+  await context.route("**/*", (route) => {
+    const url = route.request().url();
+    if (allowed.some((origin) => url.startsWith(origin)) || url.startsWith("data:")) return route.continue();
+    outside.push(url);
+    return route.abort();
+  });
+  // CSP violations of every page and frame, kept on the window for the test to read.
+  await context.addInitScript(() => {
+    const seen: string[] = [];
+    (window as unknown as { cspViolations: string[] }).cspViolations = seen;
+    document.addEventListener("securitypolicyviolation", (event) =>
+      seen.push(`${event.violatedDirective} ${event.blockedURI}`),
+    );
+  });
+  return context;
+}
+
+const violations = (target: Page | Frame) =>
+  target.evaluate(() => (window as unknown as { cspViolations: string[] }).cspViolations);
+
+/** A page address with the token in the fragment (never sent to the server). */
+function pageUrl(server: string, path: string, query: Record<string, string>, token?: string): string {
+  const base = server.replace(/\/graphql$/, "");
+  return `${base}${path}?${new URLSearchParams(query)}${token ? `#${new URLSearchParams({ token })}` : ""}`;
+}
+
+const composer = (page: Page | FrameLocator) => page.getByRole("textbox", { name: "Message", exact: true });
+const log = (page: Page | FrameLocator) => page.getByRole("log");
+
+async function send(page: Page, text: string) {
+  await composer(page).fill(text);
+  await composer(page).press("Enter");
+  await expect.poll(() => composer(page).inputValue()).toBe("");
+}
+
+function pair(tenant: TestTenant): [TestUser, TestUser, TestUser] {
+  const [alice, bob, carol] = tenant.users;
+  if (!alice || !bob || !carol) throw new Error("the tenant needs three users");
+  return [alice, bob, carol];
+}
+
+describe.each<BackendName>(["pglite", "postgres+redis"])("embeddable UI on %s", (backend) => {
+  const world = useServer(backend);
+  // On PostgreSQL + Redis, Bob's pages are served by a second instance on the same database.
+  let second: TestServer | undefined;
+  const bobsServer = () => second?.url ?? world.url;
+  beforeAll(async () => {
+    if (backend === "postgres+redis") second = await startServer(world.database);
+  });
+  afterAll(async () => {
+    await second?.stop();
+  });
+  const origins = () => [world.url, bobsServer()].map((url) => new URL(url).origin);
+
+  test("two users chat live: messages, typing, read state, edits, reactions, deletes, markup as text", async ({
+    tenant,
+  }) => {
+    const [alice, bob] = pair(tenant);
+    const outside: string[] = [];
+    const contexts: BrowserContext[] = [];
+    try {
+      contexts.push(await userBrowser(origins(), outside), await userBrowser(origins(), outside));
+      const [aliceBrowser, bobBrowser] = contexts as [BrowserContext, BrowserContext];
+      const a = await aliceBrowser.newPage();
+      const b = await bobBrowser.newPage();
+      const colors = { primary_color: "#FF5733", secondary_color: "#1D4ED8" };
+      await a.goto(
+        pageUrl(
+          world.url,
+          "/ui/chat-window",
+          { tenant_id: tenant.id, user_id: alice.id, receiver_id: bob.id, ...colors },
+          alice.token,
+        ),
+      );
+      // Without a token Bob's page says so; then his token comes in the query (as the seed's
+      // links have it) and is cleared from the address bar, as Alice's fragment was.
+      await b.goto(
+        pageUrl(bobsServer(), "/ui/chat-window", { tenant_id: tenant.id, user_id: bob.id, receiver_id: alice.id }),
+      );
+      await expect.poll(() => b.getByRole("alert").textContent()).toContain("No sign-in token");
+      await b.goto(
+        pageUrl(bobsServer(), "/ui/chat-window", {
+          tenant_id: tenant.id,
+          user_id: bob.id,
+          receiver_id: alice.id,
+          token: bob.token,
+        }),
+      );
+      expect(a.url()).not.toContain("token");
+      expect(b.url()).not.toContain("token");
+      for (const page of [a, b]) {
+        await page.getByRole("status").filter({ hasText: "Connected" }).waitFor();
+      }
+      await expect.poll(() => a.getByRole("heading", { level: 1 }).textContent()).toBe("Bob");
+
+      // The theme: the header is painted in the page's primary color.
+      expect(await a.evaluate(() => getComputedStyle(document.documentElement).getPropertyValue("--primary"))).toBe(
+        "#FF5733",
+      );
+
+      await send(a, "Hello Bob");
+      await log(b).getByText("Hello Bob").waitFor();
+
+      // Bob typing shows in Alice's window; Bob's window has read the message, so Alice sees it seen.
+      await composer(b).pressSequentially("Hi Ali", { delay: 30 });
+      await a.getByText("Bob is typing…").waitFor();
+      await a.getByText("Seen by Bob").waitFor();
+      await composer(b).press("Enter");
+      await log(a).getByText("Hi Ali").waitFor();
+      await expect.poll(() => a.getByText("Bob is typing…").count()).toBe(0);
+
+      // Markup in a body stays text: nothing runs, no element is made of it.
+      const hostile = `<img src=x onerror="window.pwned=1"><script>window.pwned=1</script><b>bold</b>`;
+      await send(a, hostile);
+      await log(b).getByText(hostile).waitFor();
+      expect(await b.evaluate(() => (window as unknown as { pwned?: number }).pwned)).toBeUndefined();
+      expect(await log(b).locator("img, script, b").count()).toBe(0);
+
+      // Alice edits her first message; Bob sees the new text and the mark.
+      const first = log(a).getByRole("listitem").filter({ hasText: "Hello Bob" });
+      await first.getByRole("button", { name: "Edit" }).click();
+      const editor = a.getByRole("textbox", { name: "Edit message" });
+      await editor.fill("Hello Bob, edited");
+      await editor.press("Enter");
+      await log(b).getByText("Hello Bob, edited").waitFor();
+      await log(b).getByRole("listitem").filter({ hasText: "Hello Bob, edited" }).getByText("(edited)").waitFor();
+
+      // Bob reacts; Alice sees the count.
+      const bobsView = log(b).getByRole("listitem").filter({ hasText: "Hello Bob, edited" });
+      await bobsView.getByRole("button", { name: /^React to/ }).click();
+      await bobsView.getByRole("button", { name: "React with 👍" }).click();
+      await log(a).getByRole("button", { name: "👍 1" }).waitFor();
+
+      await a.screenshot({ path: join(artifacts, `ui-chat-window-${backend}.png`) });
+
+      // Alice deletes the hostile message; Bob sees it gone.
+      const hostileOwn = log(a).getByRole("listitem").filter({ hasText: "<script>" });
+      await hostileOwn.getByRole("button", { name: "Delete" }).click();
+      await hostileOwn.getByRole("button", { name: "Yes, delete" }).click();
+      await expect.poll(() => log(b).getByText(hostile).count()).toBe(0);
+      await log(b).getByText("This message was deleted.").waitFor();
+
+      await b.screenshot({ path: join(artifacts, `ui-chat-window-bob-${backend}.png`) });
+      expect(await violations(a)).toEqual([]);
+      expect(await violations(b)).toEqual([]);
+      expect(outside, "requests that left the servers").toEqual([]);
+    } finally {
+      for (const context of contexts) await context.close();
+    }
+  }, 120_000);
+
+  test("the roster searches people and groups and opens a chat; participants follow members live", async ({
+    tenant,
+  }) => {
+    const [alice, bob, carol] = pair(tenant);
+    const { createGroup } = await ok(
+      world.url,
+      CreateGroup,
+      { input: { name: "Design review", memberIds: [bob.id] } },
+      { token: alice.token },
+    );
+    const outside: string[] = [];
+    const context = await userBrowser(origins(), outside);
+    try {
+      const roster = await context.newPage();
+      await roster.goto(pageUrl(bobsServer(), "/ui/roster", { tenant_id: tenant.id, user_id: bob.id }, bob.token));
+      await roster.getByRole("button", { name: /Design review/ }).waitFor();
+      await roster.getByRole("button", { name: /Carol/ }).waitFor();
+      await roster.screenshot({ path: join(artifacts, `ui-roster-${backend}.png`) });
+      await roster.getByRole("searchbox", { name: "Search people and groups" }).fill("caro");
+      await expect.poll(() => roster.getByRole("button", { name: /Design review/ }).count()).toBe(0);
+      await roster.getByRole("button", { name: /Carol/ }).click();
+      await expect.poll(() => roster.getByRole("heading", { level: 1 }).textContent()).toBe("Carol");
+      await send(roster, "Hi Carol, from the roster");
+      await log(roster).getByText("Hi Carol, from the roster").waitFor();
+      await roster.getByRole("button", { name: "Back" }).click();
+      await roster.getByRole("searchbox", { name: "Search people and groups" }).waitFor();
+
+      const participants = await context.newPage();
+      await participants.goto(
+        pageUrl(world.url, "/ui/participants", { tenant_id: tenant.id, group_id: createGroup.id }, alice.token),
+      );
+      const list = participants.getByRole("list", { name: "Participants" });
+      await list.getByText("Bob").waitFor();
+      expect(await participants.getByText("2 participants").count()).toBe(1);
+      await ok(world.url, AddMembers, { conversationId: createGroup.id, userIds: [carol.id] }, { token: alice.token });
+      await list.getByText("Carol").waitFor();
+      await participants.getByText("3 participants").waitFor();
+      // Members may see emails (users:read): Carol's shows.
+      await expect.poll(() => list.getByRole("listitem").filter({ hasText: "Carol" }).textContent()).toMatch(/@example\.com/);
+      await participants.screenshot({ path: join(artifacts, `ui-participants-${backend}.png`) });
+      expect(await violations(roster)).toEqual([]);
+      expect(await violations(participants)).toEqual([]);
+      expect(outside).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  }, 120_000);
+
+  test("bad tokens, another user's token and a missing conversation each show a clear message", async ({
+    tenant,
+  }) => {
+    const [alice, bob] = pair(tenant);
+    const context = await userBrowser(origins(), []);
+    try {
+      const page = await context.newPage();
+      await page.goto(
+        pageUrl(world.url, "/ui/chat-window", { tenant_id: tenant.id, receiver_id: bob.id }, "not-a-real-token"),
+      );
+      await expect.poll(() => page.getByRole("alert").textContent()).toContain("not valid or has expired");
+      expect(page.url()).not.toContain("not-a-real-token");
+      await page.screenshot({ path: join(artifacts, `ui-bad-token-${backend}.png`) });
+
+      await page.goto(
+        pageUrl(world.url, "/ui/chat-window", { tenant_id: tenant.id, user_id: bob.id, receiver_id: bob.id }, alice.token),
+      );
+      await expect.poll(() => page.getByRole("alert").textContent()).toContain("another user than the page's user_id");
+
+      await page.goto(pageUrl(world.url, "/ui/chat-window", { tenant_id: tenant.id }, alice.token));
+      await expect.poll(() => page.getByRole("alert").textContent()).toContain("needs a receiver_id or a group_id");
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+});
+
+describe("embeddable UI pages on pglite", () => {
+  const world = useServer("pglite");
+  const origin = () => new URL(world.url).origin;
+
+  test("history pages back; the window works by keyboard and at 320 px", async ({ tenant }) => {
+    const [alice, bob] = pair(tenant);
+    const { createGroup } = await ok(
+      world.url,
+      CreateGroup,
+      { input: { name: "Long history", memberIds: [bob.id] } },
+      { token: alice.token },
+    );
+    for (let i = 1; i <= 35; i++) {
+      await ok(
+        world.url,
+        SendMessage,
+        { input: { conversationId: createGroup.id, body: `history ${i}` } },
+        { token: i % 2 ? alice.token : bob.token },
+      );
+    }
+    const context = await userBrowser([origin()], [], { width: 320, height: 640 });
+    try {
+      const page = await context.newPage();
+      await page.goto(
+        pageUrl(world.url, "/ui/chat-window", { tenant_id: tenant.id, user_id: bob.id, group_id: createGroup.id }, bob.token),
+      );
+      await log(page).getByText("history 35").waitFor();
+      expect(await log(page).getByText("history 5", { exact: true }).count()).toBe(0);
+      await page.getByRole("button", { name: "Load earlier messages" }).click();
+      await log(page).getByText("history 1", { exact: true }).waitFor();
+      await expect.poll(() => page.getByRole("button", { name: "Load earlier messages" }).count()).toBe(0);
+      // Nothing wider than the frame.
+      expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(320);
+
+      // Keyboard only: Tab reaches the message box, Enter sends.
+      await page.keyboard.press("Tab");
+      for (let i = 0; i < 200; i++) {
+        if (await composer(page).evaluate((element) => element === document.activeElement)) break;
+        await page.keyboard.press("Tab");
+      }
+      await page.keyboard.type("sent by keyboard");
+      await page.keyboard.press("Enter");
+      await log(page).getByText("sent by keyboard").waitFor();
+      await page.screenshot({ path: join(artifacts, "ui-chat-window-320.png") });
+      expect(await violations(page)).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  }, 120_000);
+
+  test("without a token the chat window signs in with a password", async ({ tenant }) => {
+    await ok(world.url, UpdateEmbedding, { input: { auth: { selfSignUp: true } } }, { apiKey: tenant.apiKey });
+    const email = `dana-${Date.now()}@example.com`;
+    const password = "correct horse battery staple";
+    await ok(world.url, SignUp, { input: { tenantId: tenant.id, email, password, name: "Dana" } });
+    const [alice] = pair(tenant);
+    const context = await userBrowser([origin()], []);
+    try {
+      const page = await context.newPage();
+      await page.goto(pageUrl(world.url, "/ui/chat-window", { tenant_id: tenant.id, receiver_id: alice.id }));
+      await page.getByRole("heading", { name: /Sign in to/ }).waitFor();
+      await page.getByLabel("Email").fill(email);
+      await page.getByLabel("Password").fill("wrong password");
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await expect.poll(() => page.getByRole("alert").textContent()).toContain("not right");
+      await page.screenshot({ path: join(artifacts, "ui-sign-in.png") });
+      await page.getByLabel("Password").fill(password);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await send(page, "Hello from Dana");
+      await log(page).getByText("Hello from Dana").waitFor();
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+
+  test("the demo creates users with the API key and shows every component; the key leaves the address bar", async ({
+    tenant,
+  }) => {
+    const outside: string[] = [];
+    const context = await userBrowser([origin()], outside, { width: 1400, height: 900 });
+    try {
+      const page = await context.newPage();
+      await page.goto(pageUrl(world.url, "/demo", { api_key: tenant.apiKey, primary_color: "#0F766E" }));
+      expect(page.url()).not.toContain(tenant.apiKey);
+      await page.getByRole("button", { name: "Create demo users" }).click();
+      const alice = page.frameLocator('iframe[title="Chat window for Alice"]');
+      const bob = page.frameLocator('iframe[title="Chat window for Bob"]');
+      await composer(alice).waitFor();
+      await composer(bob).waitFor();
+      await composer(alice).fill("Hello from the demo");
+      await composer(alice).press("Enter");
+      await log(bob).getByText("Hello from the demo").waitFor();
+      await page.getByRole("button", { name: "Add Carol to the group" }).click();
+      await page.frameLocator('iframe[title="Participants of the demo group"]').getByText("3 participants").waitFor();
+      await page.frameLocator('iframe[title="Roster for Bob"]').getByRole("button", { name: /Demo group/ }).waitFor();
+      await page.screenshot({ path: join(artifacts, "ui-demo.png") });
+      expect(await violations(page)).toEqual([]);
+      expect(outside).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  }, 120_000);
+
+  test("frames: another site may embed the chat only once the tenant lists its origin", async ({ tenant }) => {
+    const [alice, bob] = pair(tenant);
+    const embedder = "http://embedder.test";
+    const context = await userBrowser([origin()], []);
+    try {
+      // The embedding site, served to the browser by the test.
+      const src = pageUrl(world.url, "/ui/chat-window", { tenant_id: tenant.id, receiver_id: bob.id }, alice.token);
+      await context.route(`${embedder}/**`, (route) =>
+        route.fulfill({
+          contentType: "text/html",
+          body: `<!doctype html><title>Embedder</title><iframe title="chat" src="${src.replace(/"/g, "&quot;")}" width="400" height="500"></iframe>`,
+        }),
+      );
+      const page = await context.newPage();
+      const framed = async () => {
+        await page.goto(`${embedder}/app`);
+        const frame = page.frameLocator('iframe[title="chat"]');
+        return frame
+          .getByRole("textbox", { name: "Message", exact: true })
+          .waitFor({ timeout: 5_000 })
+          .then(
+            () => true,
+            () => false,
+          );
+      };
+      expect(await framed(), "embedded without being allowed").toBe(false);
+      await ok(world.url, UpdateEmbedding, { input: { embedOrigins: [embedder] } }, { apiKey: tenant.apiKey });
+      expect(await framed(), "embedded once allowed").toBe(true);
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+});
