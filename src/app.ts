@@ -11,6 +11,7 @@ import { attachmentsRoute } from "./http/attachments.ts";
 import { exportRoute } from "./http/export.ts";
 import { providerSignInRoute } from "./http/oauth.ts";
 import { readyRoute, type Warmth } from "./http/ready.ts";
+import { uiRoutes } from "./http/ui.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { metricsRoute, shareWithPrimary } from "./metrics.ts";
 import { startAttachmentSweeper } from "./services/attachment-gc.ts";
@@ -52,6 +53,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     providerSignInRoute(deps),
     attachmentsRoute(deps),
     exportRoute(deps),
+    ...uiRoutes(deps),
   ]);
   const server: Server = createServer(yoga);
   server.on("clientError", (error, socket) => {

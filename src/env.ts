@@ -1,6 +1,13 @@
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { z } from "zod";
+
+/**
+ * The front-end's build (ui/dist at the repository root): this module is src/env.ts under tsx
+ * and part of dist/main.js once built, one level below the root either way.
+ */
+const DEFAULT_UI_DIST = fileURLToPath(new URL("../ui/dist", import.meta.url));
 
 /** Longest message body unless MAX_MESSAGE_LENGTH says otherwise (also documented in the schema). */
 export const DEFAULT_MAX_MESSAGE_LENGTH = 10_000;
@@ -152,6 +159,11 @@ const envSchema = z.object({
     .optional()
     .transform((value) => (value === undefined ? undefined : value === "true")),
   TRUSTED_DOCUMENTS: optionalString,
+  UI_DIST: optionalString,
+  DEMO: z
+    .enum(["true", "false"])
+    .optional()
+    .transform((value) => (value === undefined ? undefined : value === "true")),
   WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5000),
   WEBHOOK_RETRY_BASE_MS: z.coerce.number().int().min(10).max(3_600_000).default(1000),
   WEBHOOK_RETRY_FACTOR: z.coerce.number().min(1).max(10).default(4),
@@ -307,6 +319,10 @@ const configSchema = envSchema.transform((env, ctx) => {
     introspection: env.INTROSPECTION ?? graphiql,
     /** A persisted-operations manifest: user requests may run only its operations (see graphql/trusted-documents.ts). */
     trustedDocuments: env.TRUSTED_DOCUMENTS,
+    /** The built UI pages (index.html and assets/) served at /ui/* and /demo; see http/ui.ts. */
+    uiDist: env.UI_DIST ?? DEFAULT_UI_DIST,
+    /** The demo page at /demo: on by default outside production mode, off in it unless DEMO=true. */
+    demo: env.DEMO ?? !production,
     /**
      * Browser origins allowed to call the API from other sites (CORS on HTTP, the Origin of
      * WebSocket upgrades): "*" any, or a list; the server's own origin is always allowed.

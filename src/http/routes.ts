@@ -1,5 +1,5 @@
 import type { Plugin } from "graphql-yoga";
-import type { Logger } from "../logger.ts";
+import { type Logger, redactUrl } from "../logger.ts";
 import { jsonError, type NodeServerContext } from "./respond.ts";
 
 /** A non-GraphQL route: methods, a path pattern, and a fetch-style handler. */
@@ -23,7 +23,7 @@ export function routesPlugin(routes: readonly Route[], log: Logger): Plugin {
         try {
           endResponse(await route.handle(request, match, serverContext as NodeServerContext));
         } catch (error) {
-          log.error({ err: error, path: url.pathname }, "route failed");
+          log.error({ err: error, path: redactUrl(url) }, "route failed");
           endResponse(jsonError(500, "INTERNAL_SERVER_ERROR", "Unexpected error."));
         }
         return;

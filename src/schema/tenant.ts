@@ -14,6 +14,11 @@ export const TenantRef = builder.prismaObject("Tenant", {
     name: t.exposeString("name", { description: "Display name of the tenant." }),
     active: t.exposeBoolean("active", { description: "Inactive tenants cannot authenticate." }),
     createdAt: t.expose("createdAt", { type: "DateTime", description: "When the tenant was created." }),
+    embedOrigins: t.exposeStringList("embedOrigins", {
+      description:
+        "Origins allowed to embed the UI pages (/ui/*) in a frame (their Content-Security-Policy frame-ancestors, besides the server's own origin); `*` is any origin. Needs tenant:read.",
+      authScopes: { permission: "tenant:read" },
+    }),
     defaultRole: t.prismaField({
       type: "Role",
       nullable: true,
@@ -58,6 +63,9 @@ const UpdateTenantInput = builder.inputType("UpdateTenantInput", {
     defaultRoleId: t.id({ description: "The role new users get." }),
     auth: t.field({ type: TenantAuthSettingsInput, description: "How end users sign in." }),
     wordFilter: t.field({ type: WordFilterInput, description: "The word filter of the tenant's messages." }),
+    embedOrigins: t.stringList({
+      description: `Origins allowed to embed the UI pages (/ui/*) in a frame, ${rule(tenants.updateTenantInput.shape.embedOrigins)}; lower-cased, duplicates dropped; replaces the list (empty: only the server's own origin).`,
+    }),
   }),
 });
 

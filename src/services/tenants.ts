@@ -16,11 +16,53 @@ import { parseRules, wordFilterInput } from "./word-filter.ts";
 
 // Tenant names go into mail sent to end users: one line, no control or direction characters.
 export const createTenantInput = z.object({ name: zLine(200) });
+
+export const MAX_EMBED_ORIGINS = 20;
+const DNS_LABEL = "[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?";
+/**
+ * An origin as a frame-ancestors source: http(s), a host name (optionally under a leading
+ * `*.` wildcard label), an IPv4 address or a bracketed IPv6 one, an optional port. Nothing
+ * else, so an entry can go into the Content-Security-Policy header as it is.
+ */
+const EMBED_ORIGIN = new RegExp(
+  `^https?://(?:(?:\\*\\.)?${DNS_LABEL}(?:\\.${DNS_LABEL})*|\\[[0-9a-f:.]+\\])(?::(?:[1-9][0-9]{0,4}))?$`,
+);
+const EMBED_ORIGIN_RULE =
+  "an origin like https://app.example.com or https://*.example.com (no path, query or fragment)";
+/** One entry of Tenant.embedOrigins, lower-cased; a single trailing `/` is dropped. */
+const zEmbedOrigin = z
+  .string()
+  .max(300)
+  .transform((value, ctx) => {
+    const origin = value
+      .trim()
+      .toLowerCase()
+      .replace(/(?<=\/\/[^/]+)\/$/, "");
+    const port = /:(\d+)$/.exec(origin)?.[1];
+    if (origin === "*" || (EMBED_ORIGIN.test(origin) && (!port || Number(port) <= 65_535))) return origin;
+    ctx.addIssue({ code: "custom", message: `${JSON.stringify(value)} is not ${EMBED_ORIGIN_RULE}, nor *` });
+    return z.NEVER;
+  });
+export const embedOriginsInput = z
+  .array(zEmbedOrigin)
+  .max(MAX_EMBED_ORIGINS, `accepts at most ${MAX_EMBED_ORIGINS} origins`)
+  .transform((origins, ctx) => {
+    if (origins.includes("*") && origins.length > 1) {
+      ctx.addIssue({ code: "custom", message: "* allows every origin and must be the only entry" });
+      return z.NEVER;
+    }
+    return [...new Set(origins)];
+  })
+  .describe(
+    `up to ${MAX_EMBED_ORIGINS} http(s) origins (scheme, host, optional port; a leading \`*.\` label matches subdomains), or \`*\` alone for any origin`,
+  );
+
 export const updateTenantInput = z.object({
   name: createTenantInput.shape.name.nullish(),
   defaultRoleId: z.string().nullish(),
   auth: z.unknown().optional(),
   wordFilter: wordFilterInput.nullish(),
+  embedOrigins: embedOriginsInput.nullish(),
 });
 
 /** A tenant, its first API key and its system roles (owner, admin, member), in one transaction. */
@@ -68,6 +110,7 @@ export async function updateTenant(ctx: Context, input: unknown) {
         ...(auth?.oauthRedirectUris ? { oauthRedirectUris: [...new Set(auth.oauthRedirectUris)] } : {}),
         ...(words ? { wordFilterRules: words } : {}),
         ...(wordFilterAction ? { wordFilterAction } : {}),
+        ...(data.embedOrigins ? { embedOrigins: data.embedOrigins } : {}),
       },
     });
     await audit(
@@ -80,6 +123,7 @@ export async function updateTenant(ctx: Context, input: unknown) {
         defaultRole: defaultRole?.name,
         auth: auth && { ...auth, externalJwt },
         wordFilter: data.wordFilter && { words, action: wordFilterAction },
+        embedOrigins: data.embedOrigins ?? undefined,
       },
       tx,
     );

@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { pino } from "pino";
 import { type App, buildApp } from "../../src/app.ts";
 import { type Database, openMigratedDatabase } from "../../src/db/client.ts";
 import { type Config, loadConfig } from "../../src/env.ts";
@@ -92,13 +91,11 @@ export async function startServer(
 /** A logger that keeps every line it writes, parsed, for tests that check what the server logs. */
 export function capturingLogger(): { log: Logger; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
-  const log = pino(
-    { level: "debug", base: undefined },
-    {
-      write(line: string) {
-        lines.push(JSON.parse(line) as Record<string, unknown>);
-      },
+  // The server's own logger (its redaction included), writing here.
+  const log = createLogger("debug", {
+    write(line: string) {
+      lines.push(JSON.parse(line) as Record<string, unknown>);
     },
-  );
+  });
   return { log, lines };
 }

@@ -180,3 +180,21 @@ export const DeleteTenant = graphql(`
     deleteTenant(confirmName: $confirmName, tenantId: $tenantId)
   }
 `);
+
+export const UpdateEmbedOrigins = graphql(`
+  mutation UpdateEmbedOrigins($input: UpdateTenantInput!) {
+    updateTenant(input: $input) {
+      id
+      embedOrigins
+    }
+  }
+`);
+
+export const TenantEmbedOrigins = graphql(`
+  query TenantEmbedOrigins {
+    tenant {
+      id
+      embedOrigins
+    }
+  }
+`);
