@@ -6,6 +6,8 @@
  * violations are recorded too; both must stay empty. Screenshots go to test/artifacts/.
  */
 import { mkdir } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Browser, type BrowserContext, chromium, type Frame, type FrameLocator, type Page } from "playwright-core";
@@ -239,13 +241,15 @@ describe.each<BackendName>(["pglite", "postgres+redis"])("embeddable UI on %s", 
         pageUrl(world.url, "/ui/participants", { tenant_id: tenant.id, group_id: createGroup.id }, alice.token),
       );
       const list = participants.getByRole("list", { name: "Participants" });
-      await list.getByText("Bob").waitFor();
+      await list.getByText("Bob", { exact: true }).waitFor();
       expect(await participants.getByText("2 participants").count()).toBe(1);
       await ok(world.url, AddMembers, { conversationId: createGroup.id, userIds: [carol.id] }, { token: alice.token });
-      await list.getByText("Carol").waitFor();
+      await list.getByText("Carol", { exact: true }).waitFor();
       await participants.getByText("3 participants").waitFor();
       // Members may see emails (users:read): Carol's shows.
-      await expect.poll(() => list.getByRole("listitem").filter({ hasText: "Carol" }).textContent()).toMatch(/@example\.com/);
+      await expect
+        .poll(() => list.getByRole("listitem").filter({ hasText: "Carol" }).textContent())
+        .toMatch(/@example\.com/);
       await participants.screenshot({ path: join(artifacts, `ui-participants-${backend}.png`) });
       expect(await violations(roster)).toEqual([]);
       expect(await violations(participants)).toEqual([]);
@@ -255,9 +259,7 @@ describe.each<BackendName>(["pglite", "postgres+redis"])("embeddable UI on %s", 
     }
   }, 120_000);
 
-  test("bad tokens, another user's token and a missing conversation each show a clear message", async ({
-    tenant,
-  }) => {
+  test("bad tokens, another user's token and a missing conversation each show a clear message", async ({ tenant }) => {
     const [alice, bob] = pair(tenant);
     const context = await userBrowser(origins(), []);
     try {
@@ -270,7 +272,12 @@ describe.each<BackendName>(["pglite", "postgres+redis"])("embeddable UI on %s", 
       await page.screenshot({ path: join(artifacts, `ui-bad-token-${backend}.png`) });
 
       await page.goto(
-        pageUrl(world.url, "/ui/chat-window", { tenant_id: tenant.id, user_id: bob.id, receiver_id: bob.id }, alice.token),
+        pageUrl(
+          world.url,
+          "/ui/chat-window",
+          { tenant_id: tenant.id, user_id: bob.id, receiver_id: bob.id },
+          alice.token,
+        ),
       );
       await expect.poll(() => page.getByRole("alert").textContent()).toContain("another user than the page's user_id");
 
@@ -306,7 +313,12 @@ describe("embeddable UI pages on pglite", () => {
     try {
       const page = await context.newPage();
       await page.goto(
-        pageUrl(world.url, "/ui/chat-window", { tenant_id: tenant.id, user_id: bob.id, group_id: createGroup.id }, bob.token),
+        pageUrl(
+          world.url,
+          "/ui/chat-window",
+          { tenant_id: tenant.id, user_id: bob.id, group_id: createGroup.id },
+          bob.token,
+        ),
       );
       await log(page).getByText("history 35").waitFor();
       expect(await log(page).getByText("history 5", { exact: true }).count()).toBe(0);
@@ -376,7 +388,10 @@ describe("embeddable UI pages on pglite", () => {
       await log(bob).getByText("Hello from the demo").waitFor();
       await page.getByRole("button", { name: "Add Carol to the group" }).click();
       await page.frameLocator('iframe[title="Participants of the demo group"]').getByText("3 participants").waitFor();
-      await page.frameLocator('iframe[title="Roster for Bob"]').getByRole("button", { name: /Demo group/ }).waitFor();
+      await page
+        .frameLocator('iframe[title="Roster for Bob"]')
+        .getByRole("button", { name: /Demo group/ })
+        .waitFor();
       await page.screenshot({ path: join(artifacts, "ui-demo.png") });
       expect(await violations(page)).toEqual([]);
       expect(outside).toEqual([]);
@@ -387,22 +402,23 @@ describe("embeddable UI pages on pglite", () => {
 
   test("frames: another site may embed the chat only once the tenant lists its origin", async ({ tenant }) => {
     const [alice, bob] = pair(tenant);
-    const embedder = "http://embedder.test";
-    const context = await userBrowser([origin()], []);
-    try {
-      // The embedding site, served to the browser by the test.
-      const src = pageUrl(world.url, "/ui/chat-window", { tenant_id: tenant.id, receiver_id: bob.id }, alice.token);
-      await context.route(`${embedder}/**`, (route) =>
-        route.fulfill({
-          contentType: "text/html",
-          body: `<!doctype html><title>Embedder</title><iframe title="chat" src="${src.replace(/"/g, "&quot;")}" width="400" height="500"></iframe>`,
-        }),
+    const src = pageUrl(world.url, "/ui/chat-window", { tenant_id: tenant.id, receiver_id: bob.id }, alice.token);
+    // The embedding site: a page on another origin (another port) that frames the chat window.
+    const site = createServer((_request, response) => {
+      response.setHeader("content-type", "text/html; charset=utf-8");
+      response.end(
+        `<!doctype html><title>Embedder</title><iframe title="chat" src="${src.replace(/&/g, "&amp;").replace(/"/g, "&quot;")}" width="400" height="500"></iframe>`,
       );
+    });
+    await new Promise<void>((resolve) => site.listen(0, "127.0.0.1", resolve));
+    const embedder = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
+    const context = await userBrowser([origin(), embedder], []);
+    try {
       const page = await context.newPage();
       const framed = async () => {
         await page.goto(`${embedder}/app`);
-        const frame = page.frameLocator('iframe[title="chat"]');
-        return frame
+        return page
+          .frameLocator('iframe[title="chat"]')
           .getByRole("textbox", { name: "Message", exact: true })
           .waitFor({ timeout: 5_000 })
           .then(
@@ -413,8 +429,11 @@ describe("embeddable UI pages on pglite", () => {
       expect(await framed(), "embedded without being allowed").toBe(false);
       await ok(world.url, UpdateEmbedding, { input: { embedOrigins: [embedder] } }, { apiKey: tenant.apiKey });
       expect(await framed(), "embedded once allowed").toBe(true);
+      await ok(world.url, UpdateEmbedding, { input: { embedOrigins: [] } }, { apiKey: tenant.apiKey });
+      expect(await framed(), "embedded after the origin was removed").toBe(false);
     } finally {
       await context.close();
+      site.close();
     }
   }, 60_000);
 });
