@@ -272,6 +272,8 @@ describe.each(backends())("UI pages on %s", (backend) => {
       "/ui/assets/..%2F..%2Fpackage.json",
       "/ui/assets/%2e%2e%2fpackage.json",
       "/ui/assets/.hidden",
+      "/ui/assets/",
+      "/ui/assets/nested/index-B1a2c3.js",
     ]) {
       const response = await page(path);
       expect(response.status, path).toBe(404);

@@ -143,7 +143,7 @@ export function uiRoutes(deps: AppDeps): Route[] {
   const files = new BuildFiles(deps.config.uiDist);
   const assets: Route = {
     methods: ["GET", "HEAD"],
-    path: /^\/ui\/assets\/([^/]+)$/,
+    path: /^\/ui\/assets\/(.*)$/,
     async handle(request, match) {
       const name = match[1] as string;
       const body = ASSET_NAME.test(name) ? await files.read(join("assets", name)) : null;
