@@ -191,6 +191,7 @@ describe.each<BackendName>(["pglite", "postgres+redis"])("embeddable UI on %s", 
       await bobsView.getByRole("button", { name: "React with 👍" }).click();
       await log(a).getByRole("button", { name: "👍 1" }).waitFor();
 
+      await a.mouse.move(0, 0);
       await a.screenshot({ path: join(artifacts, `ui-chat-window-${backend}.png`) });
 
       // Alice deletes the hostile message; Bob sees it gone.
@@ -200,6 +201,7 @@ describe.each<BackendName>(["pglite", "postgres+redis"])("embeddable UI on %s", 
       await expect.poll(() => log(b).getByText(hostile).count()).toBe(0);
       await log(b).getByText("This message was deleted.").waitFor();
 
+      await b.mouse.move(0, 0);
       await b.screenshot({ path: join(artifacts, `ui-chat-window-bob-${backend}.png`) });
       expect(await violations(a)).toEqual([]);
       expect(await violations(b)).toEqual([]);

@@ -20,10 +20,19 @@ const LABEL: Record<ConnectionState, string> = {
   offline: "Offline, reconnecting…",
 };
 
+/** The state of the page's WebSocket, kept current. */
+export function useConnection(api: Api): ConnectionState {
+  const [state, setState] = useState(api.state);
+  useEffect(() => {
+    setState(api.state);
+    return api.onState(setState);
+  }, [api]);
+  return state;
+}
+
 /** The WebSocket's state, announced politely when it changes. */
 export function ConnectionStatus({ api }: { api: Api }) {
-  const [state, setState] = useState(api.state);
-  useEffect(() => api.onState(setState), [api]);
+  const state = useConnection(api);
   return (
     <span class={`connection ${state}`} role="status" data-state={state}>
       <span class="dot" aria-hidden="true" />

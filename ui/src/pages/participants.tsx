@@ -2,7 +2,12 @@ import { useEffect, useState } from "preact/hooks";
 import { type Api, describe } from "../api.ts";
 import type { Viewer } from "../app.tsx";
 import { UiConversation, UiConversationEvents, UiPresence } from "../operations.ts";
-import { Avatar, ConnectionStatus, Header, Notice } from "../parts.tsx";
+import { Avatar, ConnectionStatus, Header, Notice, useConnection } from "../parts.tsx";
+
+const RANK: Record<string, number> = { OWNER: 0, ADMIN: 1, MEMBER: 2 };
+/** Owners, then admins, then members, each by name. */
+const byRoleAndName = (a: Participant, b: Participant) =>
+  (RANK[a.role] ?? 3) - (RANK[b.role] ?? 3) || a.name.localeCompare(b.name);
 
 interface Participant {
   id: string;
@@ -97,6 +102,8 @@ export function Participants({ api, viewer, groupId }: { api: Api; viewer: Viewe
     };
   }, [api, groupId, viewer.id]);
 
+  // The viewer is online exactly while this page's own socket is connected.
+  const connected = useConnection(api) === "connected";
   if (fatal) return <Notice kind="error" title="The participants cannot be shown." detail={fatal} />;
   return (
     <div class="participants">
@@ -107,9 +114,9 @@ export function Participants({ api, viewer, groupId }: { api: Api; viewer: Viewe
         {members === null ? "Loading…" : `${members.length} ${members.length === 1 ? "participant" : "participants"}`}
       </p>
       <ul class="list" aria-label="Participants">
-        {(members ?? []).map((member) => (
+        {[...(members ?? [])].sort(byRoleAndName).map((member) => (
           <li key={member.id} class="row">
-            <Avatar name={member.name} online={member.online} />
+            <Avatar name={member.name} online={member.id === viewer.id ? connected : member.online} />
             <span class="row-main">
               <span class="row-title">
                 {member.name}

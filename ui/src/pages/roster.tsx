@@ -2,7 +2,7 @@ import { useEffect, useState } from "preact/hooks";
 import { type Api, describe } from "../api.ts";
 import type { Viewer } from "../app.tsx";
 import type { UiRosterQuery } from "../generated/graphql.ts";
-import { UiPresence, UiRoster } from "../operations.ts";
+import { UiConversationEvents, UiPresence, UiRoster } from "../operations.ts";
 import { Avatar, ConnectionStatus, Header } from "../parts.tsx";
 import { type ChatTarget, ChatWindow } from "./chat-window.tsx";
 
@@ -19,6 +19,8 @@ export function Roster({ api, viewer }: { api: Api; viewer: Viewer }) {
   const [groups, setGroups] = useState<Group[]>([]);
   const [error, setError] = useState<string | null>(null);
   const [open, setOpen] = useState<ChatTarget | null>(null);
+  // Bumped when the viewer's conversations change (members, names, new groups): read again.
+  const [changes, setChanges] = useState(0);
 
   useEffect(() => {
     let current = true;
@@ -42,7 +44,20 @@ export function Roster({ api, viewer }: { api: Api; viewer: Viewer }) {
       current = false;
       clearTimeout(timer);
     };
-  }, [api, search, viewer.id, open]);
+  }, [api, search, viewer.id, open, changes]);
+
+  useEffect(
+    () =>
+      api.subscribe(
+        UiConversationEvents,
+        {},
+        ({ conversationEvents: event }) => {
+          if (/^(Member|Conversation)/.test(event.__typename)) setChanges((n) => n + 1);
+        },
+        () => {},
+      ),
+    [api],
+  );
 
   // Who is online, live.
   useEffect(
