@@ -88,6 +88,20 @@ describe.each(backends())("trusted documents on %s", (backend) => {
     );
   });
 
+  test("a trusted id sent with another document runs the trusted document, not the other one", async ({ server }) => {
+    const tenant = await tenantOf(server.url);
+    const auth = { authorization: `Bearer ${tenant.users[0]?.token}` };
+    const persistedQuery = { version: 1, sha256Hash: sha256(VIEWER) };
+    const smuggled = await post(
+      server.url,
+      { query: "{ __typename viewer { permissions } }", extensions: { persistedQuery } },
+      auth,
+    );
+    expect(smuggled).toEqual({ data: { viewer: { isService: false } } });
+    const byDocumentId = await post(server.url, { query: "{ __typename }", documentId: sha256(VIEWER) }, auth);
+    expect(byDocumentId).toEqual({ data: { viewer: { isService: false } } });
+  });
+
   test("the client kit's manifest is accepted: its Viewer query runs by the kit's hash", async () => {
     const kit = loadTrustedDocuments(
       fileURLToPath(new URL("../client/src/generated/persisted-documents.json", import.meta.url)),

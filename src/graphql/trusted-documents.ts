@@ -5,7 +5,8 @@
  * Requests with the tenant's API key (backends) or the platform admin key keep sending
  * their own documents.
  * The manifest is what the client kit's codegen writes (client/src/generated/persisted-documents.json):
- * `{ "sha256:<hash>": "<document>" }`.
+ * `{ "sha256:<hash>": "<document>" }`. The UI pages' manifest (UI_DIST/persisted-documents.json,
+ * copied there by `npm run build:ui`) is trusted as well when present.
  */
 import { readFileSync } from "node:fs";
 import { usePersistedOperations } from "@graphql-yoga/plugin-persisted-operations";
@@ -20,22 +21,28 @@ export interface TrustedDocuments {
   texts: ReadonlySet<string>;
 }
 
-export function loadTrustedDocuments(path: string): TrustedDocuments {
-  let manifest: unknown;
-  try {
-    manifest = JSON.parse(readFileSync(path, "utf8"));
-  } catch (error) {
-    throw new Error(`TRUSTED_DOCUMENTS: cannot read ${path} as JSON (${(error as Error).message})`);
-  }
-  if (!manifest || typeof manifest !== "object" || Array.isArray(manifest)) {
-    throw new Error(`TRUSTED_DOCUMENTS: ${path} is not an object of id -> document`);
-  }
+/**
+ * The manifests' documents, all trusted alike: TRUSTED_DOCUMENTS, and the UI pages' own
+ * manifest where the UI is built (so the pages keep working with the restriction on).
+ */
+export function loadTrustedDocuments(...paths: string[]): TrustedDocuments {
   const byId = new Map<string, string>();
-  for (const [id, text] of Object.entries(manifest)) {
-    if (typeof text !== "string") throw new Error(`TRUSTED_DOCUMENTS: the entry ${id} of ${path} is not a document`);
-    byId.set(id, text);
-    // Codegen writes "sha256:<hex>"; clients send the hex alone (extensions.persistedQuery.sha256Hash).
-    if (id.startsWith("sha256:")) byId.set(id.slice("sha256:".length), text);
+  for (const path of paths) {
+    let manifest: unknown;
+    try {
+      manifest = JSON.parse(readFileSync(path, "utf8"));
+    } catch (error) {
+      throw new Error(`TRUSTED_DOCUMENTS: cannot read ${path} as JSON (${(error as Error).message})`);
+    }
+    if (!manifest || typeof manifest !== "object" || Array.isArray(manifest)) {
+      throw new Error(`TRUSTED_DOCUMENTS: ${path} is not an object of id -> document`);
+    }
+    for (const [id, text] of Object.entries(manifest)) {
+      if (typeof text !== "string") throw new Error(`TRUSTED_DOCUMENTS: the entry ${id} of ${path} is not a document`);
+      byId.set(id, text);
+      // Codegen writes "sha256:<hex>"; clients send the hex alone (extensions.persistedQuery.sha256Hash).
+      if (id.startsWith("sha256:")) byId.set(id.slice("sha256:".length), text);
+    }
   }
   return { byId, texts: new Set(byId.values()) };
 }
@@ -99,9 +106,18 @@ export function trustedDocumentsPlugins(deps: AppDeps, documents: TrustedDocumen
       },
     }),
     {
-      async onParams({ request, params }) {
+      async onParams({ request, params, setParams }) {
         const trusted = trustedQuery(documents, params as GraphQLParams & { documentId?: unknown });
-        if (typeof trusted === "string" || (await sendsOwnDocuments(deps, request.headers))) return;
+        if (typeof trusted === "string") {
+          // An id sent with a document of its own (the persisted-operations plugin leaves such
+          // requests alone) runs the trusted document, never the one sent beside it.
+          if (params.query !== trusted) {
+            const { operationName, variables, extensions } = params;
+            setParams({ query: trusted, operationName, variables, extensions });
+          }
+          return;
+        }
+        if (await sendsOwnDocuments(deps, request.headers)) return;
         throw trusted;
       },
     },
