@@ -30,8 +30,11 @@ const config: CodegenConfig = {
       documents: ["client/src/operations/*.graphql"],
     },
     // The embeddable UI's own operations (ui/src/*.ts: graphql(`...`) tagged documents).
+    // Hashed like the kit's: `npm run build:ui` copies the manifest into the build, where the
+    // server trusts it alongside TRUSTED_DOCUMENTS.
     "ui/src/generated/": {
       ...presetConfig,
+      presetConfig: { ...presetConfig.presetConfig, persistedDocuments: { hashAlgorithm: "sha256" } },
       documents: ["ui/src/**/*.{ts,tsx}", "!ui/src/generated/**"],
     },
     // Which concrete types each union and interface has, for Apollo's InMemoryCache.

@@ -8,7 +8,7 @@
  */
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { copyFile, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -42,13 +42,16 @@ async function fingerprint(): Promise<string> {
 export async function buildUi({ force = false } = {}): Promise<void> {
   const wanted = await fingerprint();
   const built = await readFile(stamp, "utf8").catch(() => "");
-  if (!force && built === wanted && existsSync(join(dist, "index.html"))) {
+  const complete = ["index.html", "persisted-documents.json"].every((file) => existsSync(join(dist, file)));
+  if (!force && built === wanted && complete) {
     console.log("ui: build is current");
     return;
   }
   const started = Date.now();
   const { build } = await import("vite");
   await build({ configFile: join(root, "ui", "vite.config.ts") });
+  // The pages' operations by hash, trusted by the server when TRUSTED_DOCUMENTS is on.
+  await copyFile(join(root, "ui", "src", "generated", "persisted-documents.json"), join(dist, "persisted-documents.json"));
   await writeFile(stamp, wanted);
   console.log(`ui: built ui/dist in ${Date.now() - started} ms`);
 }

@@ -1,4 +1,6 @@
 import { createHmac } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { Redis } from "ioredis";
 import { CredentialCache } from "./auth/credential-cache.ts";
 import { ExternalJwtVerifier, KeySetCache } from "./auth/external-jwt.ts";
@@ -47,7 +49,10 @@ export async function createDeps(config: Config, options: DepsOptions): Promise<
     secret = loadOrCreateJwtSecret(config.dataDir, (msg) => log.warn(msg));
   }
   // Read at start, so a missing or malformed manifest stops the server before it serves anything.
-  const trustedDocuments = config.trustedDocuments ? loadTrustedDocuments(config.trustedDocuments) : null;
+  const uiDocuments = join(config.uiDist, "persisted-documents.json");
+  const trustedDocuments = config.trustedDocuments
+    ? loadTrustedDocuments(config.trustedDocuments, ...(existsSync(uiDocuments) ? [uiDocuments] : []))
+    : null;
   let db = options.db;
   if (!db) {
     db = await openMigratedDatabase(

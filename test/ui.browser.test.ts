@@ -15,11 +15,12 @@ import { afterAll, beforeAll, describe, expect } from "vitest";
 import { graphql } from "./generated/gql.ts";
 import { type BackendName, startServer, type TestServer } from "./helpers/backends.ts";
 import { ok } from "./helpers/client.ts";
-import type { TestTenant, TestUser } from "./helpers/fixtures.ts";
+import { createUserWithToken, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
 import { test, useServer } from "./helpers/world.ts";
 import { SignUp } from "./operations/accounts.ts";
 import { AddMembers, CreateGroup } from "./operations/conversations.ts";
 import { SendMessage } from "./operations/messages.ts";
+import { CreateTenant } from "./operations/tenants.ts";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const artifacts = fileURLToPath(new URL("./artifacts/", import.meta.url));
@@ -436,6 +437,53 @@ describe("embeddable UI pages on pglite", () => {
     } finally {
       await context.close();
       site.close();
+    }
+  }, 60_000);
+});
+
+describe("embeddable UI with trusted documents on", () => {
+  // The client kit's manifest as TRUSTED_DOCUMENTS: the pages' own operations are trusted from
+  // the UI build's manifest, and sent by hash.
+  const kitManifest = fileURLToPath(new URL("../client/src/generated/persisted-documents.json", import.meta.url));
+  const adminKey = "platform-admin-key-for-the-ui-test";
+  const world = useServer("pglite", { trustedDocuments: kitManifest, platformAdminKey: adminKey });
+  const origin = () => new URL(world.url).origin;
+
+  test("the chat window and the roster work; a document of the user's own is refused", async () => {
+    const { createTenant } = await ok(
+      world.url,
+      CreateTenant,
+      { input: { name: "Trusted UI" } },
+      { headers: { "x-platform-admin-key": adminKey } },
+    );
+    const alice = await createUserWithToken(world.url, createTenant.apiKey, "Alice");
+    const bob = await createUserWithToken(world.url, createTenant.apiKey, "Bob");
+    const tenant = { id: createTenant.tenant.id };
+    const refused = await fetch(world.url, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${alice.token}` },
+      body: JSON.stringify({ query: "{ viewer { isService } }" }),
+    });
+    expect(((await refused.json()) as { errors: { extensions: { code: string } }[] }).errors[0]?.extensions.code).toBe(
+      "FORBIDDEN",
+    );
+    const context = await userBrowser([origin()], []);
+    try {
+      const page = await context.newPage();
+      await page.goto(pageUrl(world.url, "/ui/roster", { tenant_id: tenant.id, user_id: alice.id }, alice.token));
+      await page.getByRole("button", { name: /Bob/ }).click();
+      await send(page, "sent under trusted documents");
+      await log(page).getByText("sent under trusted documents").waitFor();
+      // Bob's copy came through the live subscription as well.
+      const bobs = await context.newPage();
+      await bobs.goto(
+        pageUrl(world.url, "/ui/chat-window", { tenant_id: tenant.id, receiver_id: alice.id }, bob.token),
+      );
+      await log(bobs).getByText("sent under trusted documents").waitFor();
+      await send(bobs, "and a reply");
+      await log(page).getByText("and a reply").waitFor();
+    } finally {
+      await context.close();
     }
   }, 60_000);
 });

@@ -1,7 +1,7 @@
 import type { Credentials } from "@chat-api/client";
 import { type ChatUrqlClient, createUrqlClient } from "@chat-api/client/urql";
 import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
-import type { CombinedError } from "@urql/core";
+import { type CombinedError, createRequest, type GraphQLRequest } from "@urql/core";
 
 /** An error of the API with its `extensions.code` (NETWORK when the server was not reached). */
 export class ApiError extends Error {
@@ -20,6 +20,24 @@ const errorOf = (error: CombinedError): ApiError => {
   if (first) return new ApiError(String(first.extensions?.code ?? "INTERNAL_SERVER_ERROR"), first.message);
   return new ApiError("NETWORK", "The chat server cannot be reached.");
 };
+
+/**
+ * The operation with its hash (codegen puts it on each document) in `extensions.persistedQuery`:
+ * a server with TRUSTED_DOCUMENTS on runs the pages' operations by it; others ignore it.
+ */
+function request<R, V extends Record<string, unknown>>(
+  document: TypedDocumentNode<R, V>,
+  variables: V,
+): GraphQLRequest<R, V> {
+  const hash = (document as { __meta__?: { hash?: string } }).__meta__?.hash;
+  // `miss: true` makes urql send the document's text too (it leaves it out beside a hash
+  // otherwise), which servers without TRUSTED_DOCUMENTS need.
+  return createRequest(
+    document,
+    variables,
+    hash ? { persistedQuery: { version: 1, sha256Hash: hash.replace(/^sha256:/, ""), miss: true } } : undefined,
+  );
+}
 
 /**
  * The pages' connection to the API: queries and mutations over HTTP, subscriptions over one
@@ -57,13 +75,15 @@ export class Api {
   }
 
   async query<R, V extends Record<string, unknown>>(document: TypedDocumentNode<R, V>, variables: V): Promise<R> {
-    const result = await this.client.urql.query(document, variables, { requestPolicy: "network-only" }).toPromise();
+    const result = await this.client.urql
+      .executeQuery(request(document, variables), { requestPolicy: "network-only" })
+      .toPromise();
     if (result.error) throw errorOf(result.error);
     return result.data as R;
   }
 
   async mutate<R, V extends Record<string, unknown>>(document: TypedDocumentNode<R, V>, variables: V): Promise<R> {
-    const result = await this.client.urql.mutation(document, variables).toPromise();
+    const result = await this.client.urql.executeMutation(request(document, variables)).toPromise();
     if (result.error) throw errorOf(result.error);
     return result.data as R;
   }
@@ -75,7 +95,7 @@ export class Api {
     onData: (data: R) => void,
     onError: (error: ApiError) => void,
   ): () => void {
-    const { unsubscribe } = this.client.urql.subscription(document, variables).subscribe((result) => {
+    const { unsubscribe } = this.client.urql.executeSubscription(request(document, variables)).subscribe((result) => {
       if (result.error) onError(errorOf(result.error));
       else if (result.data) onData(result.data as R);
     });
