@@ -51,7 +51,10 @@ export async function buildUi({ force = false } = {}): Promise<void> {
   const { build } = await import("vite");
   await build({ configFile: join(root, "ui", "vite.config.ts") });
   // The pages' operations by hash, trusted by the server when TRUSTED_DOCUMENTS is on.
-  await copyFile(join(root, "ui", "src", "generated", "persisted-documents.json"), join(dist, "persisted-documents.json"));
+  await copyFile(
+    join(root, "ui", "src", "generated", "persisted-documents.json"),
+    join(dist, "persisted-documents.json"),
+  );
   await writeFile(stamp, wanted);
   console.log(`ui: built ui/dist in ${Date.now() - started} ms`);
 }
