@@ -11,13 +11,13 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect } from "vitest";
+import { CHROMIUM, CHROMIUM_ARGS } from "./helpers/browser.ts";
 import { ok } from "./helpers/client.ts";
 import type { TestTenant } from "./helpers/fixtures.ts";
 import { test, useServer } from "./helpers/world.ts";
 import { CreateGroup } from "./operations/conversations.ts";
 import { SendMessage } from "./operations/messages.ts";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const artifacts = fileURLToPath(new URL("./artifacts/", import.meta.url));
 
 describe("GraphiQL in Chromium on pglite", () => {
@@ -31,16 +31,7 @@ describe("GraphiQL in Chromium on pglite", () => {
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
+      args: CHROMIUM_ARGS,
     });
     // Anything not from the server (a CDN, fonts) is recorded and refused, as offline.
     await context.route("**/*", (route) => {

@@ -14,6 +14,7 @@ import { type Browser, type BrowserContext, chromium, type Frame, type FrameLoca
 import { afterAll, beforeAll, describe, expect } from "vitest";
 import { graphql } from "./generated/gql.ts";
 import { type BackendName, startServer, type TestServer } from "./helpers/backends.ts";
+import { CHROMIUM, CHROMIUM_ARGS } from "./helpers/browser.ts";
 import { ok } from "./helpers/client.ts";
 import { createUserWithToken, type TestTenant, type TestUser } from "./helpers/fixtures.ts";
 import { test, useServer } from "./helpers/world.ts";
@@ -22,7 +23,6 @@ import { AddMembers, CreateGroup } from "./operations/conversations.ts";
 import { SendMessage } from "./operations/messages.ts";
 import { CreateTenant } from "./operations/tenants.ts";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const artifacts = fileURLToPath(new URL("./artifacts/", import.meta.url));
 
 const UpdateEmbedding = graphql(`
@@ -40,15 +40,7 @@ beforeAll(async () => {
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
+    args: CHROMIUM_ARGS,
   });
   await mkdir(artifacts, { recursive: true });
 });
