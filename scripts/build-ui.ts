@@ -1,7 +1,9 @@
 /**
  * Builds the embeddable UI (ui/ -> ui/dist/) with Vite, unless the build is current: a hash
- * of everything the build reads (the UI's sources, its config, the client kit's sources, the
- * schema and the lockfile) is kept in ui/dist/.build-hash and compared first.
+ * of everything the build reads (the UI's sources and their generated operations, its config,
+ * the client kit's sources, the schema, codegen's config, this script and the lockfile) is kept
+ * in ui/dist/.build-hash and compared first. Run `npm run codegen` first after a schema change
+ * (postinstall does): the build takes ui/src/generated as it finds it.
  *
  *   npm run build:ui            build when stale
  *   npm run build:ui -- --force build anyway
@@ -15,7 +17,18 @@ import { fileURLToPath } from "node:url";
 const root = fileURLToPath(new URL("..", import.meta.url));
 const dist = join(root, "ui", "dist");
 const stamp = join(dist, ".build-hash");
-const inputs = ["ui/src", "ui/index.html", "ui/vite.config.ts", "ui/package.json", "client/src", "package-lock.json"];
+const inputs = [
+  "ui/src",
+  "ui/index.html",
+  "ui/vite.config.ts",
+  "ui/tsconfig.json",
+  "ui/package.json",
+  "client/src",
+  "schema.graphql",
+  "codegen.ts",
+  "scripts/build-ui.ts",
+  "package-lock.json",
+];
 
 /** Every file at `path` (a file, or a folder walked recursively), absolute; none when missing. */
 async function files(path: string): Promise<string[]> {

@@ -470,5 +470,6 @@ describe("UI pages of a production server process", () => {
     expect(demoOn.status).toBe(200);
     expect(demoOn.headers.get("content-security-policy")).toBe(policy("'self'", ["frame-src 'self'"]));
     expect(pageConfig(await demoOn.text())).toEqual({ page: "demo", tenant: null, demo: true });
-  });
+    // Two embedded servers start one after the other: each takes seconds on a loaded machine.
+  }, 120_000);
 });

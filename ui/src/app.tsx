@@ -15,6 +15,9 @@ export interface Viewer {
   tenantId: string;
 }
 
+/** Ids are UUIDs: the same in any letter case. */
+const sameId = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
+
 export function App({ config, params }: { config: PageConfig; params: PageParams }) {
   const [credentials, setCredentials] = useState<Credentials | null>(
     params.token ? { accessToken: params.token } : null,
@@ -23,18 +26,14 @@ export function App({ config, params }: { config: PageConfig; params: PageParams
     return config.demo ? <Demo params={params} /> : <Notice kind="error" title="The demo is off on this server." />;
   }
   if (!credentials) {
-    if (config.tenant?.passwordSignIn && !params.userId) {
+    if (config.tenant?.passwordSignIn) {
       return <SignIn tenant={config.tenant} onSignedIn={setCredentials} />;
     }
     return (
       <Notice
         kind="error"
         title="No sign-in token."
-        detail={
-          config.tenant?.passwordSignIn
-            ? "This link names a user but carries no token. Open the chat again from the app that shows it."
-            : "This page needs a token (`#token=` or `token=`) issued for the user. Open the chat again from the app that shows it."
-        }
+        detail="This page needs a token (`#token=` or `token=`) issued for the user. Open the chat again from the app that shows it."
       />
     );
   }
@@ -62,9 +61,9 @@ function Authenticated({
       ({ viewer: data }) => {
         if (data.isService || !data.user) {
           setError("This page needs a user's token, not the tenant's API key.");
-        } else if (params.tenantId && params.tenantId !== data.tenant.id) {
+        } else if (params.tenantId && !sameId(params.tenantId, data.tenant.id)) {
           setError("The token belongs to another tenant than the page's tenant_id.");
-        } else if (params.userId && params.userId !== data.user.id) {
+        } else if (params.userId && !sameId(params.userId, data.user.id)) {
           setError("The token is for another user than the page's user_id.");
         } else {
           setViewer({ id: data.user.id, name: data.user.name, tenantId: data.tenant.id });

@@ -77,20 +77,52 @@ function color(value: string | null, fallback: string): string {
   return match ? `#${match[1]}` : fallback;
 }
 
-/** Black or white, whichever reads better on `hex`. */
-function contrast(hex: string): string {
+type Rgb = [number, number, number];
+
+const rgbOf = (hex: string): Rgb => {
   const full = hex.length === 4 ? hex.replace(/[0-9a-f]/gi, (c) => c + c) : hex;
-  const [r, g, b] = [1, 3, 5].map((i) => Number.parseInt(full.slice(i, i + 2), 16) / 255) as [number, number, number];
-  const lin = (c: number) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
-  const luminance = 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
-  return luminance > 0.45 ? "#111827" : "#ffffff";
+  return [1, 3, 5].map((i) => Number.parseInt(full.slice(i, i + 2), 16)) as Rgb;
+};
+const hexOf = (rgb: Rgb) => `#${rgb.map((c) => Math.round(c).toString(16).padStart(2, "0")).join("")}`;
+
+/** WCAG relative luminance. */
+function luminance([r, g, b]: Rgb): number {
+  const lin = (c: number) => (c / 255 <= 0.03928 ? c / 255 / 12.92 : ((c / 255 + 0.055) / 1.055) ** 2.4);
+  return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+}
+const contrast = (a: Rgb, b: Rgb) => {
+  const [x, y] = [luminance(a), luminance(b)].sort((m, n) => n - m) as [number, number];
+  return (x + 0.05) / (y + 0.05);
+};
+const WHITE: Rgb = [255, 255, 255];
+const INK: Rgb = [17, 24, 39];
+
+/** The color darkened just enough to read as text on white (WCAG AA, 4.5:1). */
+function inkOf(hex: string): string {
+  let rgb = rgbOf(hex);
+  for (let i = 0; i < 40 && contrast(rgb, WHITE) < 4.5; i++) rgb = rgb.map((c) => c * 0.93) as Rgb;
+  return hexOf(rgb);
 }
 
-/** Applies the theme colors as CSS custom properties (CSSOM: allowed by the page's CSP). */
+/** Dark ink or white, whichever reads better on every one of `backgrounds`. */
+function textOn(...backgrounds: string[]): string {
+  const worst = (text: Rgb) => Math.min(...backgrounds.map((hex) => contrast(text, rgbOf(hex))));
+  return worst(INK) > worst(WHITE) ? hexOf(INK) : "#ffffff";
+}
+
+/**
+ * Applies the theme colors as CSS custom properties (CSSOM: allowed by the page's CSP), with
+ * text colors derived from them that stay readable whatever the colors are.
+ */
 export function applyTheme(params: PageParams): void {
   const style = document.documentElement.style;
-  style.setProperty("--primary", params.primaryColor);
-  style.setProperty("--on-primary", contrast(params.primaryColor));
-  style.setProperty("--secondary", params.secondaryColor);
-  style.setProperty("--on-secondary", contrast(params.secondaryColor));
+  const { primaryColor: primary, secondaryColor: secondary } = params;
+  style.setProperty("--primary", primary);
+  style.setProperty("--on-primary", textOn(primary));
+  style.setProperty("--primary-ink", inkOf(primary));
+  style.setProperty("--secondary", secondary);
+  style.setProperty("--on-secondary", textOn(secondary));
+  style.setProperty("--secondary-ink", inkOf(secondary));
+  // The header runs from one color to the other: its text reads on both.
+  style.setProperty("--on-bar", textOn(primary, secondary));
 }

@@ -25,6 +25,8 @@ const REACTIONS = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
 /** Typing is announced at most this often while the user types, and ends after this much quiet. */
 const TYPING_EVERY_MS = 3_000;
 const TYPING_IDLE_MS = 4_000;
+/** How long after the socket is up the window reads the conversation again (subscriptions are live by then). */
+const CATCH_UP_DELAY_MS = 700;
 /** Someone else's typing is shown this long after their last event. */
 const TYPING_SHOWN_MS = 6_000;
 
@@ -57,6 +59,8 @@ export function ChatWindow({
   const [members, setMembers] = useState<Map<string, Member>>(new Map());
   const [byId, setById] = useState<Map<string, Message>>(new Map());
   const [earlier, setEarlier] = useState<string | null>(null);
+  // While history is being put in, the log is busy: screen readers announce only live additions.
+  const [loading, setLoading] = useState(true);
   const [typing, setTyping] = useState<Map<string, { name: string; until: number }>>(new Map());
   const [fatal, setFatal] = useState<string | null>(null);
   const [alert, setAlert] = useState<string | null>(null);
@@ -76,8 +80,8 @@ export function ChatWindow({
   // newest message: messageAdded(after:) replays whatever was sent meanwhile, so nothing is missed.
   useEffect(() => {
     let open = true;
-    const stops: (() => void)[] = [];
-    const follow = (stop: () => void) => (open ? stops.push(stop) : stop());
+    const stops: (() => unknown)[] = [];
+    const follow = (stop: () => unknown) => (open ? stops.push(stop) : stop());
     const failed = (error: unknown) => open && setAlert(describe(error));
     (async () => {
       const id = target.groupId
@@ -97,6 +101,7 @@ export function ChatWindow({
       setMembers(roster);
       upsert(messages.edges.map((edge) => edge.node));
       setEarlier(messages.pageInfo.hasPreviousPage ? (messages.pageInfo.startCursor ?? null) : null);
+      requestAnimationFrame(() => open && setLoading(false));
       const newest = messages.edges.at(-1)?.node.cursor;
       follow(
         api.subscribe(
@@ -139,16 +144,27 @@ export function ChatWindow({
           failed,
         ),
       );
-      if (!newest) {
-        // An empty conversation has no position to follow from: look once more after the
-        // subscription is up, for a first message sent in between.
-        setTimeout(() => {
-          if (open)
-            api
-              .query(UiMessages, { conversationId: id, last: PAGE })
-              .then((again) => upsert(again.messages.edges.map((e) => e.node)), failed);
-        }, 1_000);
-      }
+      // What the subscriptions may have missed: events between the page's load and the moment
+      // they were live (conversationEvents, typing and read receipts start from "now"), and
+      // everything while the socket was down before a stream had a position to resume from.
+      // Reading the members and the newest page again once the socket is up closes that gap.
+      const catchUp = () => {
+        if (!open) return;
+        api.query(UiConversation, { id }).then((again) => {
+          if (!open || !again.conversation) return;
+          setMembers(
+            new Map(
+              again.conversation.members.map((m) => [m.user.id, { name: m.user.name, lastReadSeq: m.lastReadSeq }]),
+            ),
+          );
+        }, failed);
+        api
+          .query(UiMessages, { conversationId: id, last: PAGE })
+          .then((again) => open && upsert(again.messages.edges.map((edge) => edge.node)), failed);
+      };
+      const soon = () => setTimeout(catchUp, CATCH_UP_DELAY_MS);
+      soon();
+      follow(api.onState((state) => state === "connected" && soon()));
     })().catch((error: unknown) => open && setFatal(describe(error)));
     return () => {
       open = false;
@@ -232,14 +248,17 @@ export function ChatWindow({
     const element = log.current;
     const fromBottom = element ? element.scrollHeight - element.scrollTop : 0;
     try {
+      setLoading(true);
       const { messages: page } = await api.query(UiMessages, { conversationId, last: PAGE, before: earlier });
       stick.current = false;
       upsert(page.edges.map((edge) => edge.node));
       setEarlier(page.pageInfo.hasPreviousPage ? (page.pageInfo.startCursor ?? null) : null);
       requestAnimationFrame(() => {
         if (element) element.scrollTop = element.scrollHeight - fromBottom;
+        setLoading(false);
       });
     } catch (error) {
+      setLoading(false);
       setAlert(describe(error));
     }
   };
@@ -270,6 +289,7 @@ export function ChatWindow({
         aria-label={`Messages with ${title}`}
         aria-live="polite"
         aria-relevant="additions"
+        aria-busy={loading}
         // biome-ignore lint/a11y/noNoninteractiveTabindex: a scrollable region is focusable so keyboards can scroll it
         tabIndex={0}
         onScroll={(e) => {
@@ -351,8 +371,11 @@ function MessageItem({
   const save = () => {
     const body = editing?.trim();
     if (!body) return;
-    run(api.mutate(UiEditMessage, { id: message.id, body }).then((data) => data.editMessage));
-    setEditing(null);
+    // The editor closes once the edit is saved; a failed one keeps the text.
+    api.mutate(UiEditMessage, { id: message.id, body }).then((data) => {
+      setEditing(null);
+      onChanged(data.editMessage);
+    }, onError);
   };
   const react = (emoji: string, reacted: boolean) => {
     setPicking(false);
@@ -506,6 +529,7 @@ function Composer({
   const [sending, setSending] = useState(false);
   const announced = useRef(0);
   const pending = useRef<{ body: string; id: string } | null>(null);
+  const inFlight = useRef(false);
   const idle = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
 
   const stopTyping = () => {
@@ -529,7 +553,8 @@ function Composer({
 
   const send = async () => {
     const body = draft.trim();
-    if (!body || sending) return;
+    if (!body || inFlight.current) return;
+    inFlight.current = true;
     setSending(true);
     stopTyping();
     try {
@@ -539,11 +564,13 @@ function Composer({
         input: { conversationId, body, clientMessageId: pending.current.id },
       });
       pending.current = null;
-      setDraft("");
+      // What was typed meanwhile stays.
+      setDraft((current) => (current.trim() === body ? "" : current));
       onSent(sendMessage);
     } catch (error) {
       onError(error); // The draft stays, so nothing typed is lost.
     } finally {
+      inFlight.current = false;
       setSending(false);
     }
   };

@@ -78,7 +78,11 @@ export function Roster({ api, viewer }: { api: Api; viewer: Viewer }) {
   );
 
   const choose = (target: ChatTarget) => {
-    window.parent?.postMessage({ type: "chat:open", ...target }, "*");
+    // Only to the embedding page's origin where the browser tells it (the frame loads only in
+    // the tenant's embedOrigins, so the parent is one of those either way).
+    if (window.parent !== window) {
+      window.parent.postMessage({ type: "chat:open", ...target }, location.ancestorOrigins?.[0] ?? "*");
+    }
     setOpen(target);
   };
 
