@@ -367,6 +367,17 @@ function MessageItem({
   const [picking, setPicking] = useState(false);
   const sender = message.sender?.name ?? "Someone";
   const run = (work: Promise<Message>) => work.then(onChanged, onError);
+  // Focus goes back where the action started when the control that had it disappears.
+  const reactButton = useRef<HTMLButtonElement>(null);
+  const editButton = useRef<HTMLButtonElement>(null);
+  const wasEditing = useRef(false);
+  useEffect(() => {
+    if (editing !== null) wasEditing.current = true;
+    else if (wasEditing.current) {
+      wasEditing.current = false;
+      editButton.current?.focus();
+    }
+  }, [editing]);
 
   const save = () => {
     const body = editing?.trim();
@@ -379,6 +390,7 @@ function MessageItem({
   };
   const react = (emoji: string, reacted: boolean) => {
     setPicking(false);
+    reactButton.current?.focus();
     run(
       reacted
         ? api.mutate(UiRemoveReaction, { messageId: message.id, emoji }).then((data) => data.removeReaction)
@@ -448,6 +460,7 @@ function MessageItem({
       )}
       <div class="actions">
         <button
+          ref={reactButton}
           type="button"
           class="ghost"
           aria-expanded={picking}
@@ -458,7 +471,7 @@ function MessageItem({
         </button>
         {own && editing === null && !confirming && (
           <>
-            <button type="button" class="ghost" onClick={() => setEditing(message.body ?? "")}>
+            <button ref={editButton} type="button" class="ghost" onClick={() => setEditing(message.body ?? "")}>
               Edit
             </button>
             <button type="button" class="ghost" onClick={() => setConfirming(true)}>
@@ -475,6 +488,8 @@ function MessageItem({
               onClick={() => {
                 setConfirming(false);
                 run(api.mutate(UiDeleteMessage, { id: message.id }).then((data) => data.deleteMessage));
+                // The message's controls go with it: the message box is the next place to be.
+                document.getElementById("composer")?.focus();
               }}
             >
               Yes, delete
