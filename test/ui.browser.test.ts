@@ -20,7 +20,7 @@ import { createUserWithToken, type TestTenant, type TestUser } from "./helpers/f
 import { test, useServer } from "./helpers/world.ts";
 import { SignUp } from "./operations/accounts.ts";
 import { AddMembers, CreateGroup } from "./operations/conversations.ts";
-import { SendMessage } from "./operations/messages.ts";
+import { AddReaction, EditMessage, SendMessage } from "./operations/messages.ts";
 import { CreateTenant } from "./operations/tenants.ts";
 
 const artifacts = fileURLToPath(new URL("./artifacts/", import.meta.url));
@@ -294,6 +294,63 @@ describe.each<BackendName>(["pglite", "postgres+redis"])("embeddable UI on %s", 
       await context.close();
     }
   }, 60_000);
+});
+
+describe("embeddable UI across a server restart on postgres+redis", () => {
+  const world = useServer("postgres+redis");
+
+  test("after its server comes back, Bob's window shows the messages, edits and reactions it missed", async ({
+    tenant,
+  }) => {
+    const [alice, bob] = pair(tenant);
+    const { createGroup } = await ok(
+      world.url,
+      CreateGroup,
+      { input: { name: "Restarts", memberIds: [bob.id] } },
+      { token: alice.token },
+    );
+    const groupId = createGroup.id;
+    const { sendMessage: first } = await ok(
+      world.url,
+      SendMessage,
+      { input: { conversationId: groupId, body: "before the restart" } },
+      { token: alice.token },
+    );
+    // Bob's page is served by an instance of its own, which goes away and comes back on the same port.
+    let bobs = await startServer(world.database);
+    const port = Number(new URL(bobs.url).port);
+    const context = await userBrowser(
+      [world.url, bobs.url].map((url) => new URL(url).origin),
+      [],
+    );
+    try {
+      const page = await context.newPage();
+      await page.goto(pageUrl(bobs.url, "/ui/chat-window", { tenant_id: tenant.id, group_id: groupId }, bob.token));
+      await log(page).getByText("before the restart").waitFor();
+      await page.getByRole("status").filter({ hasText: "Connected" }).waitFor();
+
+      await bobs.stop();
+      await expect.poll(() => page.locator("[data-state]").getAttribute("data-state")).not.toBe("connected");
+      await ok(world.url, EditMessage, { id: first.id, body: "before the restart, edited" }, { token: alice.token });
+      await ok(world.url, AddReaction, { messageId: first.id, emoji: "🎉" }, { token: alice.token });
+      await ok(
+        world.url,
+        SendMessage,
+        { input: { conversationId: groupId, body: "while Bob's server was away" } },
+        { token: alice.token },
+      );
+      bobs = await startServer(world.database, {}, { port });
+
+      await page.getByRole("status").filter({ hasText: "Connected" }).waitFor({ timeout: 30_000 });
+      await log(page).getByText("while Bob's server was away").waitFor();
+      await log(page).getByText("before the restart, edited").waitFor();
+      await log(page).getByRole("button", { name: "🎉 1" }).waitFor();
+      expect(await log(page).getByText("while Bob's server was away").count()).toBe(1);
+    } finally {
+      await context.close();
+      await bobs.stop().catch(() => {});
+    }
+  }, 90_000);
 });
 
 describe("embeddable UI pages on pglite", () => {

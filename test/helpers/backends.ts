@@ -69,11 +69,11 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
-/** A real server on a random port, on the given test database. */
+/** A real server on a random port (or `options.port`, to come back where one stopped), on the given test database. */
 export async function startServer(
   database: TestDatabase,
   overrides: Partial<Config> = {},
-  options: { log?: Logger } = {},
+  options: { log?: Logger; port?: number } = {},
 ): Promise<TestServer> {
   const config = testConfig({
     databaseUrl: database.url,
@@ -84,7 +84,7 @@ export async function startServer(
     db: database.db,
     log: options.log ?? createLogger(config.logLevel),
   });
-  const { url, wsUrl } = await app.start(0, "127.0.0.1");
+  const { url, wsUrl } = await app.start(options.port ?? 0, "127.0.0.1");
   return { app, url, wsUrl, stop: () => app.stop() };
 }
 
