@@ -408,6 +408,46 @@ describe("embeddable UI pages on pglite", () => {
     }
   }, 120_000);
 
+  test("a send whose answer is lost keeps the draft and says so; sending again does not double it", async ({
+    tenant,
+  }) => {
+    const [alice, bob] = pair(tenant);
+    const context = await userBrowser([origin()], []);
+    try {
+      const page = await context.newPage();
+      await page.goto(
+        pageUrl(
+          world.url,
+          "/ui/chat-window",
+          { tenant_id: tenant.id, user_id: alice.id, receiver_id: bob.id },
+          alice.token,
+        ),
+      );
+      await composer(page).waitFor();
+      // The first send reaches the server, but its answer is lost on the way back.
+      let dropped = 0;
+      await page.route("**/graphql", async (route) => {
+        if (dropped === 0 && route.request().postData()?.includes("UiSendMessage")) {
+          dropped++;
+          await route.fetch();
+          return route.abort("connectionreset");
+        }
+        return route.fallback();
+      });
+      await composer(page).fill("worth keeping");
+      await composer(page).press("Enter");
+      await expect.poll(() => page.getByRole("alert").textContent()).toContain("cannot be reached");
+      expect(await composer(page).inputValue()).toBe("worth keeping");
+      await composer(page).press("Enter");
+      await expect.poll(() => composer(page).inputValue()).toBe("");
+      await log(page).getByText("worth keeping").waitFor();
+      expect(dropped).toBe(1);
+      await expect.poll(() => log(page).getByText("worth keeping").count()).toBe(1);
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+
   test("without a token the chat window signs in with a password", async ({ tenant }) => {
     await ok(world.url, UpdateEmbedding, { input: { auth: { selfSignUp: true } } }, { apiKey: tenant.apiKey });
     const email = `dana-${Date.now()}@example.com`;
