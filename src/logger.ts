@@ -11,8 +11,12 @@ export type { Logger };
 const SECRET_PARAMETER =
   /(?<=^|[^a-z0-9_]|%3f|%26)(token|api_key|access_token|refresh_token)(=|%3d)(?:[^&#\s"'\\]|\\[^"])*/gi;
 
+const MAY_HOLD_SECRET = /token|api_key/i;
+
 /** The text with the values of credential parameters replaced: `token=[redacted]`. */
 export function redactSecrets(text: string): string {
+  // Most lines name no such parameter: a plain scan spares them the pattern above.
+  if (!MAY_HOLD_SECRET.test(text)) return text;
   return text.replace(SECRET_PARAMETER, "$1$2[redacted]");
 }
 

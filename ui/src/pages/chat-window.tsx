@@ -39,6 +39,12 @@ interface Member {
 
 export type ChatTarget = { receiverId: string; groupId?: undefined } | { groupId: string; receiverId?: undefined };
 
+/** Members by user id, with how far each has read. */
+const membersOf = (conversation: { members: readonly { lastReadSeq: number; user: { id: string; name: string } }[] }) =>
+  new Map<string, Member>(
+    conversation.members.map((m) => [m.user.id, { name: m.user.name, lastReadSeq: m.lastReadSeq }]),
+  );
+
 /** Messages by id, in conversation order. */
 const sorted = (byId: Map<string, Message>) => [...byId.values()].sort((a, b) => a.seq - b.seq);
 
@@ -91,14 +97,11 @@ export function ChatWindow({
       if (!conversation) throw new Error("This conversation does not exist or you are not one of its members.");
       const { messages } = await api.query(UiMessages, { conversationId: id, last: PAGE });
       if (!open) return;
-      const roster = new Map(
-        conversation.members.map((m) => [m.user.id, { name: m.user.name, lastReadSeq: m.lastReadSeq }]),
-      );
       const other = conversation.members.find((m) => m.user.id !== viewer.id)?.user.name;
       setConversationId(id);
       setKind(conversation.kind);
       setTitle(conversation.kind === "GROUP" ? (conversation.name ?? "Group") : (other ?? "Direct chat"));
-      setMembers(roster);
+      setMembers(membersOf(conversation));
       upsert(messages.edges.map((edge) => edge.node));
       setEarlier(messages.pageInfo.hasPreviousPage ? (messages.pageInfo.startCursor ?? null) : null);
       requestAnimationFrame(() => open && setLoading(false));
@@ -152,11 +155,7 @@ export function ChatWindow({
         if (!open) return;
         api.query(UiConversation, { id }).then((again) => {
           if (!open || !again.conversation) return;
-          setMembers(
-            new Map(
-              again.conversation.members.map((m) => [m.user.id, { name: m.user.name, lastReadSeq: m.lastReadSeq }]),
-            ),
-          );
+          setMembers(membersOf(again.conversation));
         }, failed);
         api
           .query(UiMessages, { conversationId: id, last: PAGE })
